@@ -1,0 +1,186 @@
+"""The front end: `python -m windbg_ext [--image F | --dump F] [--json] [--stats] <command> [args]`
+offline, `!py -m windbg_ext <command> [args]` in WinDbg.
+
+Global options come before the command. Every failure ends as one line on
+stderr (offline) or one line in the debugger, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, List, Optional
+
+from windbg_ext.commands import COMMANDS
+from windbg_ext.commands.base import CommandError
+from windbg_ext.target.base import Target, TargetError
+
+EXIT_OK, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
+
+
+class ArgumentError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ArgumentError("%s: %s (see: help %s)" % (self.prog, message, self.prog.split()[-1]))
+
+    def exit(self, status: int = 0, message: Optional[str] = None) -> None:  # type: ignore[override]
+        raise ArgumentError(message or "")
+
+
+class Context:
+    """What a command gets: the target (opened on first use) and options."""
+
+    def __init__(self, opener: Optional[Callable[[], Target]], dml: bool, json_out: bool) -> None:
+        self._opener = opener
+        self._target: Optional[Target] = None
+        self.dml = dml
+        self.json = json_out
+
+    @property
+    def has_target(self) -> bool:
+        return self._opener is not None
+
+    @property
+    def target(self) -> Target:
+        if self._target is None:
+            if self._opener is None:
+                raise CommandError("this command reads a target: run it in WinDbg (!py -m windbg_ext ...) "
+                                   "or give --image FILE or --dump FILE before the command")
+            self._target = self._opener()
+        return self._target
+
+    def close(self) -> None:
+        if self._target is not None:
+            self._target.close()
+
+
+def load_command(name: str):
+    try:
+        return importlib.import_module(COMMANDS[name])
+    except KeyError:
+        import difflib
+        close = difflib.get_close_matches(name, list(COMMANDS), n=3)
+        hint = (" (did you mean %s?)" % ", ".join(close)) if close else ""
+        raise CommandError("unknown command %r%s; run 'help' for the list" % (name, hint))
+
+
+def command_parser(name: str, module) -> argparse.ArgumentParser:
+    p = _Parser(prog=name, description=getattr(module, "SUMMARY", ""), add_help=False)
+    module.add_arguments(p)
+    return p
+
+
+def _global_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="windbg_ext", add_help=False)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--image", metavar="FILE", help="an hvlab image (emulated lab output)")
+    src.add_argument("--dump", metavar="FILE", help="a Windows kernel crash dump (MEMORY.DMP)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--stats", action="store_true", help="print target reads and bytes")
+    p.add_argument("-h", "--help", action="store_true")
+    p.add_argument("command", nargs="?")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def _in_windbg() -> bool:
+    try:
+        import pykd  # noqa: F401  (only inside WinDbg)
+    except ImportError:
+        return False
+    try:
+        return bool(pykd.isWindbgExt())
+    except Exception:
+        return False
+
+
+def _opener(gopts, live: bool) -> Optional[Callable[[], Target]]:
+    if gopts.image:
+        def open_image() -> Target:
+            from windbg_ext.target.image import ImageTarget
+            return ImageTarget(gopts.image)
+        return open_image
+    if gopts.dump:
+        def open_dump() -> Target:
+            from windbg_ext.target.dump import DumpTarget
+            return DumpTarget(gopts.dump)
+        return open_dump
+    if live:
+        def open_pykd() -> Target:
+            from windbg_ext.target.pykd_target import PykdTarget
+            return PykdTarget()
+        return open_pykd
+    return None
+
+
+def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None], live: bool = False) -> int:
+    """Runs one command line; returns the exit code. All output goes through out/err."""
+    ctx = None
+    try:
+        gopts = _global_parser().parse_args(argv)
+        name = gopts.command or "help"
+        args_list = list(gopts.args)
+        if gopts.help:
+            args_list, name = [name] if gopts.command else [], "help"
+        module = load_command(name)
+        args = command_parser(name, module).parse_args(args_list)
+        ctx = Context(_opener(gopts, live), dml=live and not gopts.json, json_out=gopts.json)
+        report = module.run(ctx, args)
+        if gopts.json:
+            from windbg_ext.render.text import render_json
+            out(render_json(report))
+        else:
+            from windbg_ext.render.text import render_text
+            text = render_text(report, dml=ctx.dml)
+            if text:
+                out(text)
+        if gopts.stats and ctx._target is not None:
+            err("stats: " + ctx._target.stats.line())
+        elif gopts.stats:
+            err("stats: 0 reads (no target was read)")
+        return report.exit_code
+    except (CommandError, TargetError, ArgumentError) as e:
+        msg = str(e).strip() or "invalid arguments"
+        err("error: " + msg)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err("error: interrupted")
+        return EXIT_ERROR
+    except Exception as e:  # last resort: one line, never a traceback
+        err("error: internal error (%s: %s); please report it with the command line" % (type(e).__name__, e))
+        return EXIT_ERROR
+    finally:
+        if ctx is not None:
+            try:
+                ctx.close()
+            except Exception:
+                pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if _in_windbg():
+        import pykd
+
+        def out(s: str) -> None:
+            pykd.dprintln(s, True)
+
+        def err(s: str) -> None:
+            pykd.dprintln('<col fg="errfg">%s</col>' % s.replace("&", "&amp;").replace("<", "&lt;"), True)
+
+        # In WinDbg the exit code means nothing: never raise SystemExit there.
+        run(argv, out, err, live=True)
+        return 0
+
+    def out_(s: str) -> None:
+        sys.stdout.write(s + "\n")
+
+    def err_(s: str) -> None:
+        sys.stderr.write(s + "\n")
+
+    return run(argv, out_, err_)

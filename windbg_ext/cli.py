@@ -26,7 +26,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing usage and exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ArgumentError("%s: %s (see: help %s)" % (self.prog, message, self.prog.split()[-1]))
+        see = "help" if self.prog == "windbg_ext" else "help " + self.prog
+        raise ArgumentError("%s: %s (see: %s)" % (self.prog, message, see))
 
     def exit(self, status: int = 0, message: Optional[str] = None) -> None:  # type: ignore[override]
         raise ArgumentError(message or "")
@@ -60,13 +61,15 @@ class Context:
 
 
 def load_command(name: str):
-    try:
-        return importlib.import_module(COMMANDS[name])
-    except KeyError:
+    if name not in COMMANDS:
         import difflib
         close = difflib.get_close_matches(name, list(COMMANDS), n=3)
         hint = (" (did you mean %s?)" % ", ".join(close)) if close else ""
         raise CommandError("unknown command %r%s; run 'help' for the list" % (name, hint))
+    try:
+        return importlib.import_module(COMMANDS[name])
+    except ImportError as e:  # a registered command whose module (or a dependency of it) is missing
+        raise CommandError("command %r is unavailable in this installation (%s)" % (name, e))
 
 
 def command_parser(name: str, module) -> argparse.ArgumentParser:
@@ -118,14 +121,18 @@ def _opener(gopts, live: bool) -> Optional[Callable[[], Target]]:
     return None
 
 
-def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None], live: bool = False) -> int:
-    """Runs one command line; returns the exit code. All output goes through out/err."""
+def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None], live: bool = False,
+        out_plain: Optional[Callable[[str], None]] = None) -> int:
+    """Runs one command line; returns the exit code. All output goes through
+    out/err. Live (WinDbg), `out` takes DML and `out_plain` text that must not
+    be read as DML (JSON); offline both are stdout."""
+    plain = out_plain or out
     ctx = None
     try:
         gopts = _global_parser().parse_args(argv)
         name = gopts.command or "help"
         args_list = list(gopts.args)
-        if gopts.help:
+        if gopts.help or (name != "help" and ("-h" in args_list or "--help" in args_list)):
             args_list, name = [name] if gopts.command else [], "help"
         module = load_command(name)
         args = command_parser(name, module).parse_args(args_list)
@@ -133,16 +140,16 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
         report = module.run(ctx, args)
         if gopts.json:
             from windbg_ext.render.text import render_json
-            out(render_json(report))
+            plain(render_json(report))
         else:
             from windbg_ext.render.text import render_text
             text = render_text(report, dml=ctx.dml)
             if text:
                 out(text)
-        if gopts.stats and ctx._target is not None:
-            err("stats: " + ctx._target.stats.line())
-        elif gopts.stats:
-            err("stats: 0 reads (no target was read)")
+        if gopts.stats:  # stderr offline (stdout stays clean for --json); plain text in WinDbg
+            line = "stats: " + (ctx._target.stats.line() if ctx._target is not None
+                                else "0 reads (no target was read)")
+            (plain if live else err)(line)
         return report.exit_code
     except (CommandError, TargetError, ArgumentError) as e:
         msg = str(e).strip() or "invalid arguments"
@@ -170,11 +177,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         def out(s: str) -> None:
             pykd.dprintln(s, True)
 
+        def out_plain(s: str) -> None:
+            pykd.dprintln(s, False)
+
         def err(s: str) -> None:
             pykd.dprintln('<col fg="errfg">%s</col>' % s.replace("&", "&amp;").replace("<", "&lt;"), True)
 
         # In WinDbg the exit code means nothing: never raise SystemExit there.
-        run(argv, out, err, live=True)
+        run(argv, out, err, live=True, out_plain=out_plain)
         return 0
 
     def out_(s: str) -> None:

@@ -13,5 +13,12 @@ COMMANDS = {
     "check": "windbg_ext.commands.check",
     "msrbitmap": "windbg_ext.commands.msrbitmap",
     "dbgfilter": "windbg_ext.commands.dbgfilter",
+    # the hv walker (issue 5)
+    "vmm": "windbg_ext.commands.vmm",
+    "vcpu": "windbg_ext.commands.vcpu",
+    "vmcs": "windbg_ext.commands.vmcs",
+    "regions": "windbg_ext.commands.regions",
+    # VM-entry checks (issue 6)
+    "verify": "windbg_ext.commands.verify",
     "help": "windbg_ext.commands.help",
 }

@@ -1,10 +1,13 @@
 """help [command]: the command list, or one command's usage."""
 from __future__ import annotations
 
-from windbg_ext.commands.base import Link, Report
+from windbg_ext.commands.base import CommandError, Link, Report
 
 SUMMARY = "list the commands, or show one command's arguments"
 NEEDS_TARGET = False
+
+USAGE = ("usage: python -m windbg_ext [--image FILE | --dump FILE] [--json] [--stats] <command> [args]\n"
+         "       in WinDbg: !py -m windbg_ext <command> [args]")
 
 
 def add_arguments(p) -> None:
@@ -18,15 +21,24 @@ def run(ctx, args) -> Report:
     if args.name:
         module = load_command(args.name)
         usage = command_parser(args.name, module).format_help().rstrip()
-        return Report(data={"command": args.name, "summary": getattr(module, "SUMMARY", ""), "usage": usage},
-                      blocks=[]).text(usage)
+        needs = bool(getattr(module, "NEEDS_TARGET", False))
+        r = Report(data={"command": args.name, "summary": getattr(module, "SUMMARY", ""), "usage": usage,
+                         "needs_target": needs})
+        r.text(usage)
+        if needs:
+            r.text("reads the target: run it in WinDbg, or offline with --image FILE / --dump FILE")
+        return r
     rows, data = [], []
     for name in COMMANDS:
-        module = load_command(name)
-        summary = getattr(module, "SUMMARY", "")
-        rows.append([Link(name, "help " + name), summary])
-        data.append({"command": name, "summary": summary})
-    r = Report(data={"commands": data})
-    r.text("windbg_ext: usage: [--image FILE | --dump FILE] [--json] [--stats] <command> [args]")
-    r.table(["command", "what it does"], rows)
+        try:
+            module = load_command(name)
+            summary, needs = getattr(module, "SUMMARY", ""), bool(getattr(module, "NEEDS_TARGET", False))
+        except CommandError as e:  # one broken command must not hide the others
+            summary, needs = "(%s)" % str(e), False
+        rows.append([Link(name, "help " + name), "target" if needs else "-", summary])
+        data.append({"command": name, "summary": summary, "needs_target": needs})
+    r = Report(data={"commands": data, "usage": USAGE})
+    r.text(USAGE)
+    r.table(["command", "reads", "what it does"], rows)
+    r.text("help <command> shows its arguments; global options go before the command.")
     return r

@@ -23,6 +23,37 @@ def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
+def _dml_table(table: str, block: Table) -> str:
+    """The plain table with each cell swapped for its DML form, column by
+    column, so links do not skew the alignment (widths are of visible text)."""
+    lines = table.split("\n")
+    if len(lines) != len(block.rows) + 2 or set(lines[1]) - {"-", " "}:
+        return _esc(table)  # not the simple layout: escape, no links
+    spans, at = [], 0
+    for dashes in lines[1].split("  "):
+        spans.append((at, at + len(dashes)))
+        at += len(dashes) + 2
+    out = [_esc(lines[0]), lines[1]]
+    for line, row in zip(lines[2:], block.rows):
+        pieces, prev = [], 0
+        for j, (start, end) in enumerate(spans):
+            if start >= len(line):  # tabulate drops trailing blanks
+                break
+            end = end if j + 1 < len(spans) else len(line)
+            pieces.append(line[prev:start])
+            seg = line[start:end]
+            value = row[j] if j < len(row) else None
+            visible = str(value.text) if isinstance(value, Link) else None
+            if visible is not None and seg.startswith(visible):
+                pieces.append(_cell(value, True) + seg[len(visible):])
+            else:
+                pieces.append(_esc(seg))
+            prev = end
+        pieces.append(line[prev:])
+        out.append("".join(pieces))
+    return "\n".join(out)
+
+
 def render_text(report: Report, dml: bool = False) -> str:
     from tabulate import tabulate  # imported here: only commands that print pay for it
 
@@ -31,8 +62,9 @@ def render_text(report: Report, dml: bool = False) -> str:
         if isinstance(block, Table):
             if block.title:
                 out.append(_esc(block.title) if dml else block.title)
-            rows = [[_cell(c, dml) for c in r] for r in block.rows]
-            out.append(tabulate(rows, headers=block.headers, tablefmt="simple", disable_numparse=True))
+            rows = [[_cell(c, False) for c in r] for r in block.rows]
+            table = tabulate(rows, headers=block.headers, tablefmt="simple", disable_numparse=True)
+            out.append(_dml_table(table, block) if dml else table)
         elif isinstance(block, Text):
             text = _esc(block.text) if dml else block.text
             if block.links:

@@ -7,7 +7,7 @@ because over KDNET each read is a round trip that costs milliseconds.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 
 class TargetError(Exception):
@@ -87,6 +87,17 @@ class Target:
         self.stats.msr_reads += 1
         return self._read_msr(msr, cpu)
 
+    def read_msrs(self, msrs: Sequence[int], cpu: int = 0) -> Dict[int, int]:
+        """Several MSRs of one processor; those that cannot be read are left
+        out. Backends that must switch processors (pykd) switch once."""
+        values: Dict[int, int] = {}
+        for msr in msrs:
+            try:
+                values[msr] = self.read_msr(msr, cpu)
+            except TargetMsrError:
+                pass
+        return values
+
     def processor_count(self) -> int:
         raise NotImplementedError
 
@@ -94,8 +105,30 @@ class Target:
         """Register name (lower case: rip, cr0, cr4, gdtr_base, ...) -> value."""
         raise NotImplementedError
 
+    def register_values(self, names: Sequence[str], cpu: int = 0) -> Dict[str, int]:
+        """Only the named registers (those the target has). Backends where each
+        register is a round trip (pykd) read just these."""
+        regs = self.registers(cpu)
+        return {n: regs[n] for n in names if n in regs}
+
     def describe(self) -> str:
         return self.name
+
+    # -- optional: backends that know more override these -------------------
+    def cpuid(self, leaf: int, subleaf: int = 0, cpu: int = 0) -> Optional[Tuple[int, int, int, int]]:
+        """(eax, ebx, ecx, edx) the target recorded for CPUID(leaf, subleaf) on
+        processor `cpu`, or None when the target cannot say (e.g. live pykd:
+        a debugger cannot execute CPUID on the target)."""
+        return None
+
+    def modules(self) -> List[Dict[str, Any]]:
+        """[{name, base, size}] of loaded modules, when the backend knows them."""
+        return []
+
+    def memory_ranges(self) -> Optional[List[Tuple[int, int]]]:
+        """[(physical address, length)] present in the target, for scanning
+        (e.g. for the driver's descriptor magic); None when unknown."""
+        return None
 
     # -- backends implement -------------------------------------------------
     def _read_physical(self, address: int, size: int) -> bytes:

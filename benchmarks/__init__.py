@@ -1,0 +1,1 @@
+"""hvlab benchmarks: `make bench` / `python -m benchmarks` runs every bench_*.py."""

@@ -1,0 +1,109 @@
+/*
+ * Pure VMX rules: fixed bits, control adjustment, feature control, layout
+ * classification, XCR0 validity. No I/O, no intrinsics: the host-side unit
+ * tests (tests/driver/) compile this file with the host compiler.
+ */
+#include "hv_core.h"
+#include "hv_arch.h"
+#include "hv_vmcs.h"
+
+uint64_t HvAdjustCr(uint64_t value, uint64_t fixed0, uint64_t fixed1)
+{
+    /* SDM 24.8 / A.7-A.8: 1 in FIXED0 -> must be 1; 0 in FIXED1 -> must be 0. */
+    return (value | fixed0) & fixed1;
+}
+
+uint32_t HvAdjustControls(uint64_t capability, uint32_t desired)
+{
+    IA32_VMX_CONTROLS_CAPABILITY cap;
+    cap.Value = capability;
+    return (desired | cap.Parts.Allowed0) & cap.Parts.Allowed1;
+}
+
+int HvControlsValid(uint64_t capability, uint32_t value)
+{
+    IA32_VMX_CONTROLS_CAPABILITY cap;
+    cap.Value = capability;
+    return (value & cap.Parts.Allowed0) == cap.Parts.Allowed0 && (value & ~cap.Parts.Allowed1) == 0;
+}
+
+uint32_t HvControlCapabilityMsr(uint64_t vmx_basic, uint32_t plain_msr)
+{
+    IA32_VMX_BASIC_REGISTER basic;
+    basic.Value = vmx_basic;
+    if (!basic.Bits.TrueControls)
+        return plain_msr;
+    /* App. A.2: TRUE_PINBASED..TRUE_ENTRY (0x48D-0x490) mirror 0x481-0x484. */
+    switch (plain_msr) {
+    case IA32_VMX_PINBASED_CTLS: return IA32_VMX_TRUE_PINBASED_CTLS;
+    case IA32_VMX_PROCBASED_CTLS: return IA32_VMX_TRUE_PROCBASED_CTLS;
+    case IA32_VMX_EXIT_CTLS: return IA32_VMX_TRUE_EXIT_CTLS;
+    case IA32_VMX_ENTRY_CTLS: return IA32_VMX_TRUE_ENTRY_CTLS;
+    default: return plain_msr;
+    }
+}
+
+uint32_t HvFeatureControlAction(uint64_t value, uint64_t *new_value)
+{
+    IA32_FEATURE_CONTROL_REGISTER fc;
+    fc.Value = value;
+    *new_value = value;
+    if (fc.Bits.Lock)
+        return fc.Bits.EnableVmxOutsideSmx ? HV_FC_READY : HV_FC_REFUSED;
+    fc.Bits.EnableVmxOutsideSmx = 1;
+    fc.Bits.Lock = 1;
+    *new_value = fc.Value;
+    return HV_FC_WRITE;
+}
+
+/* A scratch VMCS holds its own dword index in every dword i >= 1 (dword 0 is
+ * the revision id), so 1 <= index < 1024 identifies a byte offset 4 * index. */
+#define HV_SCRATCH_DWORDS 1024u
+
+static int HvIsDwordIndex(uint64_t v)
+{
+    return v >= 1 && v < HV_SCRATCH_DWORDS;
+}
+
+uint8_t HvLayoutClassify(uint32_t encoding, uint64_t value, uint16_t *offset)
+{
+    uint32_t bytes = HvVmcsFieldBytes(encoding);
+    uint64_t low = bytes == 2 ? (value & 0xFFFFu) : (value & 0xFFFFFFFFu);
+    uint32_t low32 = (uint32_t)(value & 0xFFFFFFFFu);
+    uint32_t rotated;
+
+    if (HvIsDwordIndex(low)) {
+        /* 8-byte fields span two dwords: the high half must be the next index. */
+        if (bytes == 8 && (value >> 32) != low + 1)
+            return HV_LAYOUT_FLAG_UNMATCHED;
+        *offset = (uint16_t)(low * 4u);
+        return HV_LAYOUT_FLAG_FOUND;
+    }
+    if (bytes == 4) {
+        /* Some implementations (Bochs: access rights) store a 32-bit field
+         * rotated left by 8; VMREAD rotates it back, so undo that here. */
+        rotated = (low32 << 8) | (low32 >> 24);
+        if (HvIsDwordIndex(rotated)) {
+            *offset = (uint16_t)(rotated * 4u);
+            return HV_LAYOUT_FLAG_FOUND | HV_LAYOUT_FLAG_ROTATED8;
+        }
+    }
+    return HV_LAYOUT_FLAG_UNMATCHED;
+}
+
+int HvXcr0Valid(uint64_t value, uint64_t supported_mask)
+{
+    /* SDM Vol. 1 13.3 and XSETBV (Vol. 2D): x87 state always on; only
+     * supported components; AVX needs SSE; AVX-512 (bits 7:5) all or none and
+     * only with AVX. */
+    const uint64_t x87 = 1u, sse = 2u, avx = 4u, avx512 = 0xE0u;
+    if (!(value & x87))
+        return 0;
+    if (value & ~supported_mask)
+        return 0;
+    if ((value & avx) && !(value & sse))
+        return 0;
+    if ((value & avx512) && ((value & avx512) != avx512 || !(value & avx)))
+        return 0;
+    return 1;
+}

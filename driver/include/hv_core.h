@@ -1,0 +1,85 @@
+/*
+ * hv_core.h -- the portable VMX core (core/): no OS calls. The platform layer
+ * (platform/windows/) allocates memory, walks the processors one after
+ * another and calls these on each.
+ */
+#ifndef HV_CORE_H
+#define HV_CORE_H
+
+#include "hv_types_base.h"
+#include "hv_context.h"
+
+/* NTSTATUS values the core returns (ntstatus.h). */
+#define HV_STATUS_SUCCESS ((int32_t)0x00000000)
+#define HV_STATUS_UNSUCCESSFUL ((int32_t)0xC0000001)
+#define HV_STATUS_INSUFFICIENT_RESOURCES ((int32_t)0xC000009A)
+#define HV_STATUS_NOT_SUPPORTED ((int32_t)0xC00000BB)
+#define HV_STATUS_HV_FEATURE_UNAVAILABLE ((int32_t)0xC035001E)
+
+/* ---- pure logic (core/vmx_logic.c, core/segment.c): unit-tested on the host */
+
+/* CR0/CR4 in VMX operation: bits 1 in FIXED0 forced on, bits 0 in FIXED1
+ * forced off (SDM Vol. 3 24.8, App. A.7/A.8). */
+uint64_t HvAdjustCr(uint64_t value, uint64_t fixed0, uint64_t fixed1);
+
+/* A VM-execution/exit/entry control value: desired bits, plus the bits the
+ * capability MSR forces to 1 (allowed-0, bits 31:0), minus the bits it forbids
+ * (allowed-1, bits 63:32) (App. A.3-A.5). */
+uint32_t HvAdjustControls(uint64_t capability, uint32_t desired);
+/* 1 when value obeys both halves of the capability MSR. */
+int HvControlsValid(uint64_t capability, uint32_t value);
+/* The MSR to consult for a control class: the TRUE_* one when
+ * IA32_VMX_BASIC bit 55 is set (App. A.2), else the plain one. */
+uint32_t HvControlCapabilityMsr(uint64_t vmx_basic, uint32_t plain_msr);
+
+/* IA32_FEATURE_CONTROL (24.7): what to do before VMXON. */
+#define HV_FC_READY 0u        /* locked with VMXON-outside-SMX: nothing to do */
+#define HV_FC_WRITE 1u        /* unlocked: write *new_value (lock + outside SMX) */
+#define HV_FC_REFUSED 2u      /* locked without VMXON outside SMX: BIOS disabled VMX */
+uint32_t HvFeatureControlAction(uint64_t value, uint64_t *new_value);
+
+/* Guest segment state from a GDT (SDM 3.4.5, 25.4.1 Table 25-2). */
+typedef struct HV_SEGMENT {
+    uint64_t Base;
+    uint32_t Limit;               /* byte granular (G applied) */
+    uint32_t AccessRights;        /* VMX format, bit 16 = unusable */
+    uint16_t Selector;
+} HV_SEGMENT;
+/* Access rights in VMX format from an 8-byte descriptor: bits 47:40 -> 7:0,
+ * bits 55:52 -> 15:12. */
+uint32_t HvAccessRightsFromDescriptor(uint64_t descriptor);
+/* 0 on success. A null selector yields an unusable segment (AR bit 16);
+ * LDT selectors (TI = 1) and selectors beyond the GDT limit are refused (-1).
+ * System descriptors (S = 0: TSS, LDT) are 16 bytes: base bits 63:32 come
+ * from the second qword. */
+int HvSegmentFromGdt(const uint8_t *gdt_base, uint32_t gdt_limit, uint16_t selector, HV_SEGMENT *out);
+
+/* Layout discovery: classify a VMREAD value read from the index-filled
+ * scratch VMCS (docs/debug-descriptor.md). Returns HV_LAYOUT_FLAG_* and sets
+ * *offset when FOUND. */
+uint8_t HvLayoutClassify(uint32_t encoding, uint64_t value, uint16_t *offset);
+
+/* XSETBV value check (SDM Vol. 1 13.3): 1 when XCR0 may take this value. */
+int HvXcr0Valid(uint64_t value, uint64_t supported_mask);
+
+/* ---- VMX operation (core/vmx_*.c): run on the processor concerned -------- */
+int HvCoreVmxSupported(void);
+void HvCoreReadCapabilities(HV_VMM_CONTEXT *vmm);
+/* Feature control, CR0/CR4 fixed bits, CR4.VMXE, VMXON, [layout discovery
+ * on scratch], VMCLEAR, VMPTRLD. On failure everything done is undone. */
+int32_t HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scratch, uint64_t scratch_pa);
+/* VMCLEAR, VMXOFF, CR0/CR4 restored: undo for a processor not launched. */
+void HvCoreLeaveVmxRoot(HV_VCPU *vcpu);
+/* Controls, guest state = this processor now, host state. */
+int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu);
+/* Pattern-fills the host stack, puts the vCPU pointer at its top. */
+void HvCorePrepareHostStack(HV_VCPU *vcpu);
+/* Returns the HOST_RSP value for this vCPU. */
+uint64_t HvCoreHostStackPointer(const HV_VCPU *vcpu);
+
+void HvCoreDiscoverVmcsLayout(uint32_t *scratch, uint64_t scratch_pa, uint32_t revision_id);
+void HvCoreTakeSnapshot(HV_VCPU *vcpu, uint32_t reason, uint32_t exit_reason, uint32_t vm_error);
+/* Marks the vCPU failed and copies the failure into the descriptor. */
+void HvCoreRecordFailure(HV_VCPU *vcpu, uint32_t step, int32_t status, uint32_t vm_error);
+
+#endif

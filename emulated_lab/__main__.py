@@ -1,0 +1,77 @@
+"""python -m emulated_lab {run,scenarios,demo}
+
+  run --cpus N --scenario NAME [--out FILE] [--driver PATH]
+  scenarios                      list the scenarios
+  demo                           baseline on 2 processors, then the suite's view of the image
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from typing import List, Optional
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write("error: %s (see: python -m emulated_lab --help)\n" % message)
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m emulated_lab", description="run the built hv.sys on an emulated VMX CPU")
+    sub = p.add_subparsers(dest="cmd")
+    r = sub.add_parser("run", help="run one scenario")
+    r.add_argument("--cpus", type=int, default=2)
+    r.add_argument("--scenario", default="baseline")
+    r.add_argument("--out", metavar="FILE", help="write an hvlab image here (open with windbg_ext --image)")
+    r.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
+    sub.add_parser("scenarios", help="list the scenarios")
+    d = sub.add_parser("demo", help="baseline, then the suite's view")
+    d.add_argument("--cpus", type=int, default=2)
+    d.add_argument("--out", metavar="FILE")
+    d.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
+    return p
+
+
+def demo(cpus: int, out: Optional[str], driver: Optional[str] = None) -> int:
+    from emulated_lab.lab import run_scenario
+    from windbg_ext import cli
+    from windbg_ext.commands import COMMANDS
+    path = out or os.path.join(tempfile.gettempdir(), "hvlab-demo.hvimg")
+    res = run_scenario("baseline", cpus=cpus, image=path, driver=driver)
+    print("\n".join(res.summary()))
+    for cmd in (["check"], ["caps"], ["dbgfilter"], ["vmm"], ["vcpu", "0"]):
+        if cmd[0] not in COMMANDS:
+            continue
+        print("\n$ python -m windbg_ext --image %s %s" % (path, " ".join(cmd)))
+        cli.run(["--image", path] + cmd, lambda s: print(s), lambda s: print(s))
+    return 0 if res.loaded else 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from emulated_lab.lab import SCENARIOS, ScenarioError, run_scenario
+    from emulated_lab.machine import MachineError
+    from emulated_lab.native import NativeError
+    try:
+        if args.cmd == "scenarios":
+            for name, what in SCENARIOS.items():
+                print("%-16s %s" % (name, what))
+            return 0
+        if args.cmd == "demo":
+            return demo(args.cpus, args.out, args.driver)
+        if args.cmd == "run":
+            res = run_scenario(args.scenario, cpus=args.cpus, driver=args.driver, image=args.out)
+            print("\n".join(res.summary()))
+            return 0
+        _parser().print_help()
+        return 2
+    except (ScenarioError, MachineError, NativeError) as e:
+        sys.stderr.write("error: %s\n" % e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

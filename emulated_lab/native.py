@@ -1,0 +1,90 @@
+"""Builds and loads the tiny interposer library, then imports bochscpu.
+
+bochscpu-python 0.3.1 exports two stubs whose bodies are assert(false)
+(get_enable_a20, reached by every VMXON; dbg_fetch_mem, reached on a triple
+fault). emulated_lab/native/bochs_stubs.cpp defines them; loading that shared
+library with RTLD_GLOBAL *before* the extension makes the dynamic linker bind
+the extension's references to our definitions. The library is built from
+source with the system C++ compiler on first use and cached under
+emulated_lab/_native/, keyed by the source's hash (so an edit rebuilds it).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE / "native" / "bochs_stubs.cpp"
+CACHE = HERE / "_native"
+BOCHSCPU_VERSION = "0.3.1"
+
+
+class NativeError(Exception):
+    """The interposer cannot be built or bochscpu cannot be loaded (one line for the user)."""
+
+
+_module = None
+_handle = None
+
+
+def source_hash() -> str:
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+
+
+def library_path() -> Path:
+    return CACHE / ("bochs_stubs-%s.so" % source_hash())
+
+
+def build(force: bool = False) -> Path:
+    """Compiles the interposer if the cached copy is missing; returns its path.
+    Writes to a temporary name and renames, so a failed build leaves nothing."""
+    target = library_path()
+    if target.exists() and not force:
+        return target
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if not cxx:
+        raise NativeError("no C++ compiler found to build the emulator stubs: install g++ "
+                          "(tools/bootstrap.sh does) or set CXX")
+    CACHE.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=str(CACHE))
+    os.close(fd)
+    try:
+        proc = subprocess.run([cxx, "-O2", "-shared", "-fPIC", "-o", tmp, str(SOURCE)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        if proc.returncode != 0:
+            first = (proc.stdout.strip().splitlines() or ["(no output)"])[0]
+            raise NativeError("building %s failed: %s" % (SOURCE.name, first))
+        os.replace(tmp, str(target))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def load_bochscpu():
+    """Returns the `bochscpu` module with the stubs interposed. Idempotent.
+    Raises NativeError when bochscpu was imported before the interposer
+    (the stubs would then not be replaced) or cannot be imported at all."""
+    global _module, _handle
+    if _module is not None:
+        return _module
+    import sys
+    if "bochscpu" in sys.modules:
+        raise NativeError("bochscpu was imported before emulated_lab.native.load_bochscpu(): "
+                          "import it only through load_bochscpu() so the stubs are interposed")
+    path = build()
+    _handle = ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL)
+    try:
+        import bochscpu  # noqa: F401
+        import bochscpu.cpu  # noqa: F401
+        import bochscpu.memory  # noqa: F401
+    except ImportError as e:
+        raise NativeError("cannot import bochscpu (%s): run tools/bootstrap.sh, which installs "
+                          "bochscpu-python==%s" % (e, BOCHSCPU_VERSION))
+    _module = bochscpu
+    return _module

@@ -1,0 +1,605 @@
+"""A minimal NT kernel personality: what a VT-x driver imports from
+ntoskrnl, implemented in Python over the emulated machine.
+
+Each import is bound to its own stub address in the emulated "nt" module (a
+`hlt` byte as tripwire). The machine's ucnear_branch hook recognises a call
+or jump to a stub, the handler below services it (arguments per the MS x64
+ABI), sets RAX, pops the return address and continues. Services that must
+switch processors (affinity, IPI/DPC broadcast) are finished outside the
+emulator run, because a Session cannot be swapped inside a hook.
+
+Importing a function this module does not implement fails at load, by name.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Callable, Dict, List, Optional
+
+from emulated_lab.machine import DIRECT_MAP, NT_BASE, PAGE, Machine, MachineError
+from emulated_lab.nt.pe_loader import LoadError, LoadedImage, load_pe
+from emulated_lab.nt.printf import format_message
+from windbg_ext.arch import dbgprint
+
+STATUS_SUCCESS = 0
+STATUS_INVALID_PARAMETER = 0xC000000D
+STUB_AREA = NT_BASE + 0x1000          # 16 bytes per stub
+DATA_AREA = NT_BASE + 0x20000         # nt's global variables (Kd_*_Mask)
+KD_MASKS = ("WIN2000", "DEFAULT", "IHVDRIVER")
+KD_MASK_DEFAULTS = {"WIN2000": 1, "DEFAULT": 0, "IHVDRIVER": 0}   # a stock Windows install
+COMPONENT_MASK = {dbgprint.DPFLTR_IHVDRIVER_ID: "IHVDRIVER", 101: "DEFAULT"}   # dpfilter.h: DEFAULT_ID = 101
+DPFLTR_DEFAULT_ID = 101
+POOL_FLAG_UNINITIALIZED = 0x2
+
+
+class BugCheck(MachineError):
+    def __init__(self, code: int, params: List[int], cpu: int):
+        super().__init__("KeBugCheckEx(0x%x, %s) on processor %d" % (code, ", ".join("0x%x" % p for p in params), cpu))
+        self.code, self.params, self.cpu = code, params, cpu
+
+
+class Allocation:
+    __slots__ = ("va", "pa", "size", "kind", "tag", "npages", "caller")
+
+    def __init__(self, va: int, pa: int, size: int, kind: str, tag: int, npages: int) -> None:
+        self.va, self.pa, self.size, self.kind, self.tag, self.npages = va, pa, size, kind, tag, npages
+
+    def __repr__(self) -> str:
+        return "Allocation(%s, va=0x%x, pa=0x%x, size=0x%x)" % (self.kind, self.va, self.pa, self.size)
+
+
+class DbgMessage:
+    __slots__ = ("cpu", "component", "level", "text", "shown")
+
+    def __init__(self, cpu: int, component: int, level: int, text: str, shown: bool) -> None:
+        self.cpu, self.component, self.level, self.text, self.shown = cpu, component, level, text, shown
+
+    def __repr__(self) -> str:
+        return "DbgMessage(cpu=%d, %s%r)" % (self.cpu, "" if self.shown else "filtered ", self.text)
+
+
+class Call:
+    """Arguments of one stub call (MS x64 ABI) and how to finish it."""
+
+    def __init__(self, kernel: "NtKernel") -> None:
+        self.k = kernel
+        c = kernel.m.sess.cpu
+        self.rsp = c.rsp
+        self._regs = (c.rcx, c.rdx, c.r8, c.r9)
+        self.then: Optional[Callable[[], None]] = None   # work to do outside the emulator run
+
+    def arg(self, i: int) -> int:
+        if i < 4:
+            return self._regs[i]
+        return self.k.m.read_u64(self.rsp + 0x28 + 8 * (i - 4))
+
+
+class NtKernel:
+    def __init__(self, machine: Machine, fail_allocation: int = 0,
+                 kd_masks: Optional[Dict[str, int]] = None) -> None:
+        self.m = machine
+        self.fail_allocation = fail_allocation      # 1-based index of the allocation to fail; 0 = none
+        self.allocation_calls = 0
+        self.failed_allocations: List[int] = []
+        self.live: Dict[int, Allocation] = {}
+        self.freed: List[Allocation] = []
+        self.messages: List[DbgMessage] = []
+        self.calls: Dict[str, int] = {}
+        self.bugcheck: Optional[BugCheck] = None
+        self.symbols: Dict[str, int] = {}
+        self._stubs: Dict[str, int] = {}
+        self._by_va: Dict[int, str] = {}
+        self._impl: Dict[str, Callable[[Call], int]] = self._implementations()
+        self.thread_cpu = 0
+        self.affinity = (1 << len(machine.processors)) - 1
+        self.dpc_done = 0
+        self.images: List[LoadedImage] = []
+        # the nt "module": stub pages (hlt) and a data page
+        stub_pa = machine.alloc_phys(8)
+        machine.write_phys(stub_pa, b"\xF4" * (8 * PAGE))
+        machine.map(STUB_AREA, stub_pa, 8 * PAGE)
+        data_pa = machine.alloc_phys(1)
+        machine.map(DATA_AREA, data_pa, PAGE, executable=False)
+        masks = dict(KD_MASK_DEFAULTS)
+        masks.update(kd_masks or {})
+        for i, name in enumerate(KD_MASKS):
+            va = DATA_AREA + 4 * i
+            self.symbols["nt!Kd_%s_Mask" % name] = va
+            machine.write_virt(va, struct.pack("<I", masks[name] & 0xFFFFFFFF))
+        self.module = ("nt", NT_BASE, 0x21000)
+        stack_pa = machine.alloc_phys(16)
+        self.thread_stack_top = DIRECT_MAP + stack_pa + 16 * PAGE - 0x100
+
+    # -- loading ------------------------------------------------------------
+    def _bind(self, dll: str, name: str) -> int:
+        if dll not in ("ntoskrnl.exe", "hal.dll"):
+            raise LoadError("imports from %s are not provided by the emulated kernel (%s!%s)" % (dll, dll, name))
+        if name not in self._impl:
+            self._missing.append(name)
+            return 0
+        return self.stub(name)
+
+    def stub(self, name: str) -> int:
+        va = self._stubs.get(name)
+        if va is None:
+            va = STUB_AREA + 16 * len(self._stubs)
+            self._stubs[name] = va
+            self._by_va[va] = name
+            self.m.breakpoints[va] = self._dispatch
+            self.symbols["nt!" + name] = va
+        return va
+
+    def load_driver(self, path: str, base: int) -> LoadedImage:
+        self._missing: List[str] = []
+        img = load_pe(path, self.m, base, self._bind)
+        if self._missing:
+            raise LoadError("%s imports %s, which the emulated kernel does not implement"
+                            % (path, ", ".join(sorted(set(self._missing)))))
+        self.images.append(img)
+        return img
+
+    # -- dispatch -----------------------------------------------------------
+    def _dispatch(self, va: int) -> None:
+        name = self._by_va[va]
+        self.calls[name] = self.calls.get(name, 0) + 1
+        call = Call(self)
+        result = self._impl[name](call)
+        c = self.m.sess.cpu
+        c.rax = (result or 0) & 0xFFFF_FFFF_FFFF_FFFF
+        ret = self.m.read_u64(call.rsp)
+        c.rip = ret
+        c.rsp = call.rsp + 8
+        del c
+        if call.then is not None:
+            self.m.request(call.then)
+        else:
+            # a tail call (jmp to the stub) returns straight to a breakpoint such as
+            # the sentinel: no branch will be seen, so hand it over now
+            bp = self.m.breakpoints.get(ret)
+            if bp is not None:
+                bp(ret)
+
+    @property
+    def cpu(self) -> int:
+        return self.m.current if self.m.current is not None else -1
+
+    # -- memory -------------------------------------------------------------
+    def _allocate(self, size: int, kind: str, tag: int = 0, zero: bool = True) -> int:
+        self.allocation_calls += 1
+        if self.fail_allocation and self.allocation_calls == self.fail_allocation:
+            self.failed_allocations.append(self.allocation_calls)
+            return 0
+        if size == 0 or size > 64 * 1024 * 1024:
+            return 0
+        npages = (size + PAGE - 1) // PAGE
+        pa = self.m.alloc_phys(npages)
+        va = DIRECT_MAP + pa
+        if not zero:
+            self.m.write_phys(pa, b"\xCD" * (npages * PAGE))   # uninitialised pool is not zero
+        self.live[va] = Allocation(va, pa, size, kind, tag, npages)
+        return va
+
+    def _free(self, va: int, kind: str, what: str) -> int:
+        a = self.live.pop(va, None)
+        if a is None or a.kind != kind:
+            if a is not None:
+                self.live[va] = a
+            # BAD_POOL_CALLER (0xC2) / freeing what was never allocated
+            raise self._bugcheck(0xC2, [0x7, 0, va, 0], "%s(0x%x): not a live %s allocation" % (what, va, kind))
+        self.freed.append(a)
+        self.m.unmap(a.va, a.npages * PAGE)   # a use after free faults
+        return 0
+
+    def _bugcheck(self, code: int, params: List[int], why: str = "") -> BugCheck:
+        b = BugCheck(code, params, self.cpu)
+        if why:
+            b.args = (str(b) + ": " + why,)
+        self.bugcheck = b
+        return b
+
+    def read_cstring(self, va: int, limit: int = 4096) -> str:
+        out = bytearray()
+        while len(out) < limit:
+            chunk = self.m.read_virt(va + len(out), min(64, PAGE - ((va + len(out)) & 0xFFF)))
+            z = chunk.find(b"\0")
+            if z >= 0:
+                out += chunk[:z]
+                break
+            out += chunk
+        return out.decode("latin-1")
+
+    def read_wstring(self, va: int, limit: int = 4096) -> str:
+        out = []
+        while len(out) < limit:
+            ch = struct.unpack("<H", self.m.read_virt(va + 2 * len(out), 2))[0]
+            if ch == 0:
+                break
+            out.append(chr(ch))
+        return "".join(out)
+
+    def read_unicode_string(self, va: int) -> str:
+        length, _max, buf = struct.unpack("<HHxxxxQ", self.m.read_virt(va, 16))
+        return self.m.read_virt(buf, length).decode("utf-16-le", "replace") if buf else ""
+
+    def kd_mask(self, name: str) -> int:
+        return struct.unpack("<I", self.m.read_virt(self.symbols["nt!Kd_%s_Mask" % name], 4))[0]
+
+    def _print(self, component: int, level: int, fmt_va: int, next_arg: Callable[[], int]) -> int:
+        fmt = self.read_cstring(fmt_va)
+        text = format_message(fmt, next_arg, self.read_cstring, self.read_wstring, self.read_unicode_string)
+        mask_name = COMPONENT_MASK.get(component)
+        comp_mask = self.kd_mask(mask_name) if mask_name else 0
+        shown = dbgprint.is_printed(level, comp_mask, self.kd_mask("WIN2000"))
+        self.messages.append(DbgMessage(self.cpu, component, level, text, shown))
+        return STATUS_SUCCESS
+
+    # -- processors ---------------------------------------------------------
+    def _move_thread(self, call: Call, k: int) -> None:
+        """The calling thread continues on processor k (after the stub returns)."""
+        if k == self.m.current:
+            return
+
+        def move() -> None:
+            regs = self.m._thread_regs()
+            self.m.switch_to(k)
+            self.m._set_thread_regs(regs)
+            self.thread_cpu = k
+        call.then = move
+
+    def _broadcast(self, call: Call, routine: int, make_args: Callable[[int], tuple], result_from_caller: bool):
+        """Runs `routine` on every processor, one after another, then resumes the
+        calling thread on its own processor with RAX = the caller's result."""
+        me = self.m.current
+
+        def run_all() -> None:
+            regs = self.m._thread_regs()
+            results = {}
+            for k in range(len(self.m.processors)):
+                r = self.m.run(k, routine, args=make_args(k))
+                if r.stop != "return":
+                    raise MachineError("per-processor routine 0x%x on processor %d stopped: %s"
+                                       % (routine, k, r.fault or r.stop))
+                results[k] = r.regs["rax"]
+            self.m.switch_to(me)
+            if result_from_caller:
+                regs["rax"] = results[me]
+            self.m._set_thread_regs(regs)
+        call.then = run_all
+
+    def _processor_number(self, ptr: int, index: int) -> None:
+        if ptr:
+            self.m.write_virt(ptr, struct.pack("<HBB", 0, index, 0))   # PROCESSOR_NUMBER
+
+    # -- the implementations --------------------------------------------------
+    def _implementations(self) -> Dict[str, Callable[[Call], int]]:
+        n = lambda: len(self.m.processors)  # noqa: E731
+        impl: Dict[str, Callable[[Call], int]] = {}
+
+        def reg(*names):
+            def deco(fn):
+                for nm in names:
+                    impl[nm] = fn
+                return fn
+            return deco
+
+        @reg("DbgPrintEx")
+        def _dbgprintex(c: Call) -> int:
+            i = [3]
+
+            def nxt() -> int:
+                v = c.arg(i[0])
+                i[0] += 1
+                return v
+            return self._print(c.arg(0) & 0xFFFFFFFF, c.arg(1) & 0xFFFFFFFF, c.arg(2), nxt)
+
+        @reg("DbgPrint")
+        def _dbgprint(c: Call) -> int:
+            i = [1]
+
+            def nxt() -> int:
+                v = c.arg(i[0])
+                i[0] += 1
+                return v
+            return self._print(DPFLTR_DEFAULT_ID, dbgprint.DPFLTR_INFO_LEVEL, c.arg(0), nxt)
+
+        @reg("vDbgPrintEx")
+        def _vdbgprintex(c: Call) -> int:
+            ap = [c.arg(3)]
+
+            def nxt() -> int:
+                v = self.m.read_u64(ap[0])
+                ap[0] += 8
+                return v
+            return self._print(c.arg(0) & 0xFFFFFFFF, c.arg(1) & 0xFFFFFFFF, c.arg(2), nxt)
+
+        @reg("KeBugCheckEx")
+        def _bug(c: Call) -> int:
+            raise self._bugcheck(c.arg(0) & 0xFFFFFFFF, [c.arg(i) for i in range(1, 5)])
+
+        @reg("KeBugCheck")
+        def _bug1(c: Call) -> int:
+            raise self._bugcheck(c.arg(0) & 0xFFFFFFFF, [0, 0, 0, 0])
+
+        # pool
+        @reg("ExAllocatePoolWithTag")
+        def _pool_tag(c: Call) -> int:
+            return self._allocate(c.arg(1), "pool", c.arg(2) & 0xFFFFFFFF, zero=False)
+
+        @reg("ExAllocatePool")
+        def _pool(c: Call) -> int:
+            return self._allocate(c.arg(1), "pool", 0, zero=False)
+
+        @reg("ExAllocatePoolZero")
+        def _pool_zero(c: Call) -> int:
+            return self._allocate(c.arg(1), "pool", c.arg(2) & 0xFFFFFFFF)
+
+        @reg("ExAllocatePool2")
+        def _pool2(c: Call) -> int:
+            return self._allocate(c.arg(1), "pool", c.arg(2) & 0xFFFFFFFF,
+                                  zero=not (c.arg(0) & POOL_FLAG_UNINITIALIZED))
+
+        @reg("ExFreePoolWithTag", "ExFreePool", "ExFreePool2")
+        def _free_pool(c: Call) -> int:
+            return self._free(c.arg(0), "pool", "ExFreePool")
+
+        # contiguous memory
+        @reg("MmAllocateContiguousMemory")
+        def _contig(c: Call) -> int:
+            return self._allocate(c.arg(0), "contiguous", zero=False)
+
+        @reg("MmAllocateContiguousMemorySpecifyCache", "MmAllocateContiguousNodeMemory")
+        def _contig2(c: Call) -> int:
+            return self._allocate(c.arg(0), "contiguous", zero=False)
+
+        @reg("MmFreeContiguousMemory", "MmFreeContiguousMemorySpecifyCache")
+        def _free_contig(c: Call) -> int:
+            return self._free(c.arg(0), "contiguous", "MmFreeContiguousMemory")
+
+        @reg("MmAllocateNonCachedMemory")
+        def _noncached(c: Call) -> int:
+            return self._allocate(c.arg(0), "noncached")
+
+        @reg("MmFreeNonCachedMemory")
+        def _free_noncached(c: Call) -> int:
+            return self._free(c.arg(0), "noncached", "MmFreeNonCachedMemory")
+
+        @reg("MmGetPhysicalAddress")
+        def _getpa(c: Call) -> int:
+            pa = self.m.translate(c.arg(0))   # a page-table walk, as the kernel does
+            return pa if pa is not None else 0
+
+        @reg("MmGetVirtualForPhysical")
+        def _getva(c: Call) -> int:
+            pa = c.arg(0)
+            return DIRECT_MAP + pa if (pa & ~0xFFF) in self.m._pages else 0
+
+        @reg("MmIsAddressValid")
+        def _valid(c: Call) -> int:
+            return 1 if self.m.translate(c.arg(0)) is not None else 0
+
+        @reg("MmGetSystemRoutineAddress")
+        def _routine(c: Call) -> int:
+            name = self.read_unicode_string(c.arg(0))
+            return self.stub(name) if name in impl else 0
+
+        # processors
+        @reg("KeQueryActiveProcessorCount")
+        def _count(c: Call) -> int:
+            if c.arg(0):
+                self.m.write_u64(c.arg(0), (1 << n()) - 1)
+            return n()
+
+        @reg("KeQueryActiveProcessorCountEx", "KeQueryMaximumProcessorCountEx", "KeQueryMaximumProcessorCount")
+        def _count_ex(c: Call) -> int:
+            return n()
+
+        @reg("KeQueryActiveProcessors")
+        def _active(c: Call) -> int:
+            return (1 << n()) - 1
+
+        @reg("KeQueryActiveGroupCount", "KeQueryMaximumGroupCount")
+        def _groups(c: Call) -> int:
+            return 1
+
+        @reg("KeGetCurrentProcessorNumberEx")
+        def _cur(c: Call) -> int:
+            self._processor_number(c.arg(0), self.m.current)
+            return self.m.current
+
+        @reg("KeGetCurrentProcessorNumber")
+        def _cur0(c: Call) -> int:
+            return self.m.current
+
+        @reg("KeGetProcessorNumberFromIndex")
+        def _num_from_index(c: Call) -> int:
+            if c.arg(0) & 0xFFFFFFFF >= n():
+                return STATUS_INVALID_PARAMETER
+            self._processor_number(c.arg(1), c.arg(0) & 0xFFFFFFFF)
+            return STATUS_SUCCESS
+
+        @reg("KeGetProcessorIndexFromNumber")
+        def _index_from_num(c: Call) -> int:
+            group, number = struct.unpack("<HB", self.m.read_virt(c.arg(0), 3))
+            return number if group == 0 and number < n() else 0xFFFFFFFF
+
+        def lowest(mask: int) -> int:
+            mask &= (1 << n()) - 1
+            if not mask:
+                raise self._bugcheck(0x5, [0, 0, 0, 0], "affinity mask selects no processor")
+            return (mask & -mask).bit_length() - 1
+
+        @reg("KeSetSystemAffinityThreadEx")
+        def _aff_ex(c: Call) -> int:
+            prev = self.affinity
+            self.affinity = c.arg(0)
+            self._move_thread(c, lowest(c.arg(0)))
+            return prev
+
+        @reg("KeSetSystemAffinityThread")
+        def _aff(c: Call) -> int:
+            self.affinity = c.arg(0)
+            self._move_thread(c, lowest(c.arg(0)))
+            return 0
+
+        @reg("KeRevertToUserAffinityThreadEx")
+        def _revert_ex(c: Call) -> int:
+            self.affinity = c.arg(0) or ((1 << n()) - 1)
+            if c.arg(0):
+                self._move_thread(c, lowest(c.arg(0)))
+            return 0
+
+        @reg("KeRevertToUserAffinityThread")
+        def _revert(c: Call) -> int:
+            self.affinity = (1 << n()) - 1
+            return 0
+
+        @reg("KeSetSystemGroupAffinityThread")
+        def _group_aff(c: Call) -> int:
+            mask = self.m.read_u64(c.arg(0))
+            if c.arg(1):
+                self.m.write_virt(c.arg(1), struct.pack("<QHHHH", self.affinity, 0, 0, 0, 0))
+            self.affinity = mask
+            self._move_thread(c, lowest(mask))
+            return 0
+
+        @reg("KeRevertToUserGroupAffinityThread")
+        def _group_revert(c: Call) -> int:
+            mask = self.m.read_u64(c.arg(0))
+            self.affinity = mask or ((1 << n()) - 1)
+            if mask:
+                self._move_thread(c, lowest(mask))
+            return 0
+
+        @reg("KeIpiGenericCall")
+        def _ipi(c: Call) -> int:
+            ctx = c.arg(1)
+            self._broadcast(c, c.arg(0), lambda k: (ctx,), True)
+            return 0
+
+        @reg("KeGenericCallDpc")
+        def _gdpc(c: Call) -> int:
+            routine, ctx = c.arg(0), c.arg(1)
+            dpc, _ = self.m.alloc_page()
+            self.dpc_done = 0
+            # SystemArgument1/2 carry the processor index so the barrier calls know who they are
+            self._broadcast(c, routine, lambda k: (dpc, ctx, 0x1000 + k, 0x2000 + k), False)
+            return 0
+
+        @reg("KeSignalCallDpcDone")
+        def _dpc_done(c: Call) -> int:
+            self.dpc_done += 1
+            return 0
+
+        @reg("KeSignalCallDpcSynchronize")
+        def _dpc_sync(c: Call) -> int:
+            # sequential processors cannot meet at a barrier; the last one "arrives last"
+            return 1 if self.m.current == n() - 1 else 0
+
+        @reg("KeRaiseIrqlToDpcLevel", "KfRaiseIrql", "KeRaiseIrqlToSynchLevel")
+        def _raise(c: Call) -> int:
+            return 0
+
+        @reg("KfLowerIrql", "KeLowerIrql", "KeStallExecutionProcessor", "KeFlushCurrentTbImmediately",
+             "KeEnterCriticalRegion", "KeLeaveCriticalRegion")
+        def _nop(c: Call) -> int:
+            return 0
+
+        @reg("KeGetCurrentIrql")
+        def _irql(c: Call) -> int:
+            return 0
+
+        @reg("KeDelayExecutionThread")
+        def _delay(c: Call) -> int:
+            return STATUS_SUCCESS
+
+        # run-time library
+        @reg("RtlInitUnicodeString")
+        def _init_us(c: Call) -> int:
+            dst, src = c.arg(0), c.arg(1)
+            n_ = len(self.read_wstring(src)) * 2 if src else 0
+            self.m.write_virt(dst, struct.pack("<HHxxxxQ", n_, n_ + 2 if src else 0, src))
+            return 0
+
+        @reg("RtlCaptureContext")
+        def _capture(c: Call) -> int:
+            ctx, cpu = c.arg(0), self.m.sess.cpu
+            st = cpu.state
+            buf = bytearray(self.m.read_virt(ctx, 0x100))
+            struct.pack_into("<I", buf, 0x30, 0x10000B)   # CONTEXT_CONTROL|INTEGER|SEGMENTS (AMD64)
+            struct.pack_into("<HHHHHHI", buf, 0x38, st.cs.selector, st.ds.selector, st.es.selector,
+                             st.fs.selector, st.gs.selector, st.ss.selector, cpu.rflags & 0xFFFFFFFF)
+            gprs = (cpu.rax, cpu.rcx, cpu.rdx, cpu.rbx, c.rsp + 8, cpu.rbp, cpu.rsi, cpu.rdi,
+                    cpu.r8, cpu.r9, cpu.r10, cpu.r11, cpu.r12, cpu.r13, cpu.r14, cpu.r15,
+                    self.m.read_u64(c.rsp))
+            struct.pack_into("<17Q", buf, 0x78, *gprs)
+            self.m.write_virt(ctx, bytes(buf))
+            return 0
+
+        @reg("memset")
+        def _memset(c: Call) -> int:
+            if c.arg(2):
+                self.m.write_virt(c.arg(0), bytes([c.arg(1) & 0xFF]) * c.arg(2))
+            return c.arg(0)
+
+        @reg("memcpy", "memmove", "RtlCopyMemory", "RtlMoveMemory")
+        def _memcpy(c: Call) -> int:
+            if c.arg(2):
+                self.m.write_virt(c.arg(0), self.m.read_virt(c.arg(1), c.arg(2)))
+            return c.arg(0)
+
+        @reg("RtlZeroMemory")
+        def _zero(c: Call) -> int:
+            if c.arg(1):
+                self.m.write_virt(c.arg(0), bytes(c.arg(1)))
+            return 0
+
+        @reg("memcmp")
+        def _memcmp(c: Call) -> int:
+            a, b = self.m.read_virt(c.arg(0), c.arg(2)), self.m.read_virt(c.arg(1), c.arg(2))
+            return 0 if a == b else (1 if a > b else 0xFFFFFFFF)
+
+        @reg("RtlCompareMemory")
+        def _rtlcmp(c: Call) -> int:
+            a, b = self.m.read_virt(c.arg(0), c.arg(2)), self.m.read_virt(c.arg(1), c.arg(2))
+            i = 0
+            while i < len(a) and a[i] == b[i]:
+                i += 1
+            return i
+
+        @reg("strlen")
+        def _strlen(c: Call) -> int:
+            return len(self.read_cstring(c.arg(0), 1 << 20))
+
+        @reg("wcslen")
+        def _wcslen(c: Call) -> int:
+            return len(self.read_wstring(c.arg(0), 1 << 20))
+
+        return impl
+
+    # -- driver lifecycle helpers ---------------------------------------------
+    def make_driver_object(self, image: LoadedImage) -> int:
+        """A DRIVER_OBJECT (x64 layout: DriverStart +0x18, DriverSize +0x20,
+        DriverName +0x38, DriverInit +0x58, DriverUnload +0x68) and its name."""
+        va, _ = self.m.alloc_page()
+        name = ("\\Driver\\" + image.name).encode("utf-16-le")
+        reg = ("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\" + image.name).encode("utf-16-le")
+        self.m.write_virt(va + 0x800, name + b"\0\0")
+        self.m.write_virt(va + 0xA00, reg + b"\0\0")
+        self.m.write_virt(va, struct.pack("<HH", 4, 0x150))
+        self.m.write_u64(va + 0x18, image.base)
+        self.m.write_virt(va + 0x20, struct.pack("<I", image.size))
+        self.m.write_virt(va + 0x38, struct.pack("<HHxxxxQ", len(name), len(name) + 2, va + 0x800))
+        self.m.write_u64(va + 0x58, image.entry)
+        self.m.write_virt(va + 0x100, struct.pack("<HHxxxxQ", len(reg), len(reg) + 2, va + 0xA00))
+        self.registry_path = va + 0x100
+        return va
+
+    def driver_unload_routine(self, driver_object: int) -> int:
+        return self.m.read_u64(driver_object + 0x68)
+
+    def call_on_thread(self, va: int, args: tuple):
+        """Calls driver code on the system thread (its own stack), on the processor
+        the thread is on; returns the machine's RunResult."""
+        return self.m.run(self.thread_cpu, va, args=args, stack_top=self.thread_stack_top)
+
+    def leaks(self) -> List[Allocation]:
+        return sorted(self.live.values(), key=lambda a: a.va)

@@ -1,0 +1,182 @@
+"""Registry readers: the live registry (winreg) or exported hive files (regipy).
+
+Both answer get(root, hive, key, value) -> (data, "REG_DWORD") or None when
+the value is absent; Unavailable when it cannot be known (no such hive file
+given, access denied). Keys under SYSTEM are written with CurrentControlSet:
+a hive file has none (it is a link made at boot), so it is resolved through
+SYSTEM\\Select\\Current, as Windows does.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional, Tuple
+
+Value = Tuple[Any, str]
+
+_HIVE_ROLE_KEYS = {  # a key each kind of hive has: catches a SOFTWARE hive given as SYSTEM
+    "SYSTEM": "Select",
+    "SOFTWARE": "Microsoft",
+    "NTUSER": "Software",
+}
+HIVE_OPTIONS = {"SYSTEM": "--hive", "SOFTWARE": "--software-hive", "NTUSER": "--ntuser-hive"}
+
+
+class Unavailable(Exception):
+    """This fact cannot be read from the sources given: the item is UNKNOWN."""
+
+
+class HiveError(Exception):
+    """A hive file that cannot be used: one line for the user, exit 2."""
+
+
+class HiveRegistry:
+    """Exported hive files, e.g. {"SYSTEM": "C:/img/SYSTEM", "SOFTWARE": ...}."""
+
+    def __init__(self, files: Dict[str, str]) -> None:
+        self.files = dict(files)
+        self._hives: Dict[str, Any] = {}
+        self._control_set: Optional[str] = None
+        for role, path in self.files.items():
+            self._open(role, path)
+
+    def describe(self) -> str:
+        return ", ".join("%s hive %s" % (role, path) for role, path in sorted(self.files.items()))
+
+    def _open(self, role: str, path: str) -> None:
+        opt = HIVE_OPTIONS[role]
+        if not os.path.isfile(path):
+            raise HiveError("%s %s: no such file (give an exported %s hive, e.g. reg save HKLM\\%s %s.hiv)"
+                            % (opt, path, role, role, role.lower()))
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError as e:
+            raise HiveError("%s %s: cannot read it (%s)" % (opt, path, e.strerror or e))
+        if magic != b"regf":
+            raise HiveError("%s %s: not a registry hive (no 'regf' signature); export one with reg save" % (opt, path))
+        try:
+            from regipy.registry import RegistryHive
+            hive = RegistryHive(path)
+            hive.get_key("\\" + _HIVE_ROLE_KEYS[role])
+        except ImportError:
+            raise HiveError("reading hive files needs regipy: pip install regipy")
+        except Exception as e:  # regipy raises many kinds on a damaged file
+            if type(e).__name__ == "RegistryKeyNotFoundException":
+                raise HiveError("%s %s: not a %s hive (it has no %s key)" % (opt, path, role, _HIVE_ROLE_KEYS[role]))
+            raise HiveError("%s %s: damaged hive (%s)" % (opt, path, type(e).__name__))
+        self._hives[role] = hive
+
+    def _resolve(self, hive: str, key: str) -> str:
+        parts = key.split("\\")
+        if hive == "SYSTEM" and parts[0].lower() == "currentcontrolset":
+            if self._control_set is None:
+                current = self._read("SYSTEM", "Select", "Current")
+                if current is None or not isinstance(current[0], int) or not 1 <= current[0] <= 999:
+                    raise HiveError("--hive %s: SYSTEM\\Select\\Current is missing or bad: cannot find the control set"
+                                    % self.files["SYSTEM"])
+                self._control_set = "ControlSet%03d" % current[0]
+            parts[0] = self._control_set
+        return "\\" + "\\".join(parts)
+
+    def _key(self, hive: str, key: str):
+        if hive not in self._hives:
+            raise Unavailable("no %s hive given (%s FILE)" % (hive, HIVE_OPTIONS[hive]))
+        path = self._resolve(hive, key)
+        try:
+            return self._hives[hive].get_key(path)
+        except Exception as e:
+            if type(e).__name__ == "RegistryKeyNotFoundException":
+                return None
+            raise HiveError("%s %s: damaged hive at %s (%s)" % (HIVE_OPTIONS[hive], self.files[hive], path, type(e).__name__))
+
+    def _read(self, hive: str, key: str, value: str) -> Optional[Value]:
+        values = self._values(hive, key)
+        if values is None:
+            return None
+        return values.get(value.lower())
+
+    def _values(self, hive: str, key: str) -> Optional[Dict[str, Value]]:
+        k = self._key(hive, key)
+        if k is None:
+            return None
+        out: Dict[str, Value] = {}
+        try:
+            for v in k.iter_values():
+                out[str(v.name).lower()] = (v.value, str(v.value_type))
+        except Exception as e:
+            raise HiveError("%s %s: damaged values under %s (%s)" % (HIVE_OPTIONS[hive], self.files[hive], key, type(e).__name__))
+        return out
+
+    def get(self, root: str, hive: str, key: str, value: str) -> Optional[Value]:
+        return self._read(hive, key, value)
+
+    def values(self, root: str, hive: str, key: str) -> Optional[Dict[str, Value]]:
+        return self._values(hive, key)
+
+
+class WinRegistry:
+    """The running system's registry (Windows only). Readable without admin for
+    everything the table asks, except where an ACL says otherwise (-> UNKNOWN)."""
+
+    _TYPES = {0: "REG_NONE", 1: "REG_SZ", 2: "REG_EXPAND_SZ", 3: "REG_BINARY", 4: "REG_DWORD",
+              5: "REG_DWORD_BIG_ENDIAN", 7: "REG_MULTI_SZ", 11: "REG_QWORD"}
+
+    def describe(self) -> str:
+        return "live registry"
+
+    def _open(self, root: str, hive: str, key: str):
+        import winreg  # type: ignore[import]
+        base = winreg.HKEY_CURRENT_USER if root == "HKCU" else winreg.HKEY_LOCAL_MACHINE
+        path = key if root == "HKCU" else hive + "\\" + key
+        try:
+            # KEY_WOW64_64KEY: a 32-bit Python would otherwise read the WOW6432Node copy of SOFTWARE
+            return winreg.OpenKey(base, path, 0, winreg.KEY_READ | winreg.KEY_WOW64_64KEY)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            raise Unavailable("access denied to %s\\%s (run elevated)" % (root, path))
+
+    def get(self, root: str, hive: str, key: str, value: str) -> Optional[Value]:
+        import winreg  # type: ignore[import]
+        k = self._open(root, hive, key)
+        if k is None:
+            return None
+        with k:
+            try:
+                data, kind = winreg.QueryValueEx(k, value)
+            except FileNotFoundError:
+                return None
+            except PermissionError:
+                raise Unavailable("access denied to value %s (run elevated)" % value)
+        return data, self._TYPES.get(kind, "REG_%d" % kind)
+
+    def values(self, root: str, hive: str, key: str) -> Optional[Dict[str, Value]]:
+        import winreg  # type: ignore[import]
+        k = self._open(root, hive, key)
+        if k is None:
+            return None
+        out: Dict[str, Value] = {}
+        with k:
+            i = 0
+            while True:
+                try:
+                    name, data, kind = winreg.EnumValue(k, i)
+                except OSError:
+                    break
+                out[name.lower()] = (data, self._TYPES.get(kind, "REG_%d" % kind))
+                i += 1
+        return out
+
+
+class NoRegistry:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def describe(self) -> str:
+        return "no registry"
+
+    def get(self, root: str, hive: str, key: str, value: str) -> Optional[Value]:
+        raise Unavailable(self.reason)
+
+    def values(self, root: str, hive: str, key: str) -> Optional[Dict[str, Value]]:
+        raise Unavailable(self.reason)

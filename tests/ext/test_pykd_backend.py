@@ -1,0 +1,161 @@
+"""The pykd backend through the stand-in (real pykd names and signatures,
+backed by an hvlab image): same bytes as the image backend, typed errors,
+processor switching restored, and the live front end end to end (DML)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from windbg_ext import cli
+from windbg_ext.arch.msr_bitmap import build_msr_bitmap
+from windbg_ext.target.base import TargetError, TargetMemoryError, TargetMsrError, TargetSymbolError
+from windbg_ext.target.image import ImageTarget
+from windbg_ext.target.pykd_target import PykdTarget
+
+from .conftest import run_offline
+from .images import BITMAP_PA, BITMAP_VA, KD_PAGE_VA, standard_image
+
+
+@pytest.fixture
+def live(standin, tmp_path):
+    img = standard_image(tmp_path / "live.hvimg", bitmap=build_msr_bitmap(read=[0x3A, 0xC0000080], write=[0x1D9]),
+                         per_cpu=[{}, {"regs": {"cr4": 0x26F8}, "msrs": {0x3A: 0x1}}])
+    standin._attach(img)
+    return standin, img
+
+
+def test_same_bytes_as_the_image_backend(live):
+    pykd, img = live
+    t, ref = PykdTarget(pykd), ImageTarget(img)
+    assert t.read_physical(BITMAP_PA, 4096) == ref.read_physical(BITMAP_PA, 4096)
+    assert t.read_virtual(KD_PAGE_VA + 0xF0, 0x40) == ref.read_virtual(KD_PAGE_VA + 0xF0, 0x40)
+    assert t.symbol("nt!Kd_WIN2000_Mask") == ref.symbol("nt!Kd_WIN2000_Mask")
+    assert t.processor_count() == 2
+    assert t.read_msr(0x480, 1) == ref.read_msr(0x480, 1)
+    assert t.stats.as_dict() == {"reads": 2, "bytes": 4096 + 0x40, "msr_reads": 1, "symbol_lookups": 1}
+
+
+def test_registers_map_windbg_names(live):
+    pykd, img = live
+    regs = PykdTarget(pykd).registers(1)
+    ref = ImageTarget(img).registers(1)
+    for ours in ("rip", "rsp", "rflags", "cr0", "cr3", "cr4", "gdtr_base", "gdtr_limit", "idtr_base",
+                 "idtr_limit", "cs", "ss", "tr", "dr7"):
+        assert regs[ours] == ref[ours], ours
+    assert regs["cr4"] == 0x26F8
+    assert "efer" not in regs  # the image records no MSR 0xC0000080: left out, not invented
+
+
+def test_processor_switch_is_restored(live):
+    pykd, _ = live
+    t = PykdTarget(pykd)
+    pykd.setCurrentThreadId(0)
+    assert t.read_msr(0x3A, 1) == 0x1 and t.read_msr(0x3A, 0) == 0x5
+    assert pykd.getCurrentThreadId() == 0
+    del pykd._calls[:]
+    t.read_msrs([0x3A, 0x480, 0x486], 1)  # one switch there and one back for all three
+    assert pykd._calls.count("setCurrentThreadId") == 2 and pykd._calls.count("rdmsr") == 3
+    with pytest.raises(TargetMsrError):
+        t.read_msr(0x1234, 1)
+    assert pykd.getCurrentThreadId() == 0  # restored after a failure too
+    with pytest.raises(TargetError) as e:
+        t.read_msr(0x3A, 9)
+    assert "has 2 (0-1)" in str(e.value)
+
+
+def test_pykd_exceptions_become_typed_errors(live):
+    pykd, _ = live
+    t = PykdTarget(pykd)
+    with pytest.raises(TargetMemoryError) as m:
+        t.read_physical(0x7FFF0000, 16)
+    assert "physical address 0x7fff0000" in str(m.value)
+    with pytest.raises(TargetMemoryError):
+        t.read_virtual(0xFFFFF80000900000, 16)
+    with pytest.raises(TargetSymbolError) as s:
+        t.symbol("hv!NoSuchThing")
+    assert ".reload" in str(s.value) and "hv.sys" in str(s.value)
+    assert t.cpuid(1) is None  # a debugger cannot run CPUID on the target
+
+
+def _live_main(pykd, argv):
+    del pykd._output[:]
+    code = cli.main(argv)
+    assert code == 0  # never a SystemExit inside WinDbg
+    return "".join(text for text, _ in pykd._output), [dml for _, dml in pykd._output]
+
+
+def test_check_round_trips(live):
+    """Per processor: one switch there and back, 6 MSRs, 2 registers."""
+    pykd, _ = live
+    pykd.setCurrentThreadId(0)
+    del pykd._calls[:]
+    _live_main(pykd, ["check", "--cpu", "1"])
+    assert pykd._calls.count("rdmsr") == 6 and pykd._calls.count("reg") == 2
+    assert pykd._calls.count("setCurrentThreadId") == 4  # MSRs, then registers: each switches and restores
+    assert pykd.getCurrentThreadId() == 0
+
+
+def test_live_check_dml(live):
+    pykd, _ = live
+    out, dml = _live_main(pykd, ["check"])
+    assert dml == [True]
+    assert '<exec cmd="!py -m windbg_ext caps --cpu 0">caps --cpu 0</exec>' in out
+    assert "processor 1: FAIL" in out  # cpu 1: FEATURE_CONTROL locked without bit 2
+    assert "derived: IA32_VMX_BASIC is readable" in out  # no CPUID over pykd
+    assert "Traceback" not in out
+
+
+def test_live_json_matches_offline(live):
+    pykd, img = live
+    for argv in (["dbgfilter"], ["msrbitmap", "0x%x" % BITMAP_VA], ["msrbitmap", "0x%x" % BITMAP_PA, "--phys"]):
+        out, _ = _live_main(pykd, ["--json"] + argv)
+        code, offline_out, _ = run_offline(["--image", img, "--json"] + argv)
+        assert json.loads(out) == json.loads(offline_out), argv
+
+
+def test_live_check_json_differs_only_in_cpuid_source(live):
+    pykd, img = live
+    out, _ = _live_main(pykd, ["--json", "check"])
+    code, offline_out, _ = run_offline(["--image", img, "--json", "check"])
+    live_doc, off_doc = json.loads(out), json.loads(offline_out)
+    assert live_doc["verdict"] == off_doc["verdict"] == "FAIL"
+    for lp, op in zip(live_doc["processors"], off_doc["processors"]):
+        for lc, oc in zip(lp["checks"], op["checks"]):
+            if lc["requirement"] != "CPUID.1:ECX.VMX":
+                assert lc == oc
+
+
+def test_live_errors_are_one_red_line(live):
+    pykd, _ = live
+    out, dml = _live_main(pykd, ["msrbitmap", "0xfffff80000900000"])
+    assert out.startswith('<col fg="errfg">error: cannot read 4096 bytes at virtual address 0xfffff80000900000')
+    assert out.count("\n") == 1 and all(dml)
+    out, _ = _live_main(pykd, ["check", "--cpu", "&lt"])
+    assert "&amp;lt" in out  # user text is escaped in DML
+
+
+def test_live_help_links(live):
+    pykd, _ = live
+    out, _ = _live_main(pykd, ["help"])
+    assert '<exec cmd="!py -m windbg_ext help dbgfilter">dbgfilter</exec>' in out
+
+
+def test_live_stats(live):
+    pykd, _ = live
+    _live_main(pykd, ["--stats", "msrbitmap", "0x%x" % BITMAP_PA, "--phys"])
+    assert ("stats: 1 reads, 4096 bytes, 0 MSR reads, 0 symbol lookups\n", False) in pykd._output
+
+
+def test_live_json_is_not_dml(live):
+    """JSON goes out as plain text: a '<' in it must not be taken for DML markup."""
+    pykd, _ = live
+    _, dml = _live_main(pykd, ["--json", "dbgfilter"])
+    assert dml == [False]
+
+
+def test_user_mode_session_is_refused(live, monkeypatch):
+    pykd, _ = live
+    monkeypatch.setattr(pykd, "isKernelDebugging", lambda: False)
+    out, _ = _live_main(pykd, ["dbgfilter"])
+    assert out.startswith('<col fg="errfg">error: windbg_ext needs a kernel debugging session')

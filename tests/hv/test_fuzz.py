@@ -1,0 +1,173 @@
+"""Fuzzing the parsers and the walker: corrupted descriptors, driver
+structures and dump headers give a result or one clear error, never a crash."""
+from __future__ import annotations
+
+import os
+import struct
+from typing import Dict, List
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from windbg_ext import cli
+from windbg_ext.arch.paging import PagingError, translate_range
+from windbg_ext.hv import descriptor as hd
+from windbg_ext.target.base import Target, TargetError, TargetMemoryError, TargetSymbolError
+
+from .builder import HvState
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+_state = {}
+
+
+def state() -> HvState:
+    if "s" not in _state:
+        _state["s"] = HvState(vcpus=2).build()
+    return _state["s"]
+
+
+class PagesTarget(Target):
+    """A target over a dict of physical pages (bytes), page tables included."""
+
+    name = "pages"
+
+    def __init__(self, pages: Dict[int, bytes], cr3: int, symbols: Dict[str, int]) -> None:
+        super().__init__()
+        self.pages, self.cr3, self.symbols = pages, cr3, symbols
+
+    def _read_physical(self, address: int, size: int) -> bytes:
+        out = bytearray()
+        at = address
+        while at < address + size:
+            page = at & ~0xFFF
+            if page not in self.pages:
+                raise TargetMemoryError(address, size, True)
+            take = min(address + size, page + 0x1000) - at
+            out += self.pages[page][at - page:at - page + take]
+            at += take
+        return bytes(out)
+
+    def _read_virtual(self, address: int, size: int) -> bytes:
+        try:
+            pieces = translate_range(address, size, self.cr3, self._read_physical)
+        except PagingError as e:
+            raise TargetMemoryError(address, size, False, e.why)
+        return b"".join(self._read_physical(pa, n) for pa, n in pieces)
+
+    def _symbol(self, name: str) -> int:
+        if name not in self.symbols:
+            raise TargetSymbolError(name)
+        return self.symbols[name]
+
+    def processor_count(self) -> int:
+        return 2
+
+    def memory_ranges(self):
+        return [(pa, 0x1000) for pa in sorted(self.pages)]
+
+
+def _run(target: Target, argv: List[str]):
+    out: List[str] = []
+    err: List[str] = []
+    original = cli._opener
+    cli._opener = lambda gopts, live: (lambda: target)
+    try:
+        code = cli.run(argv, out.append, err.append)
+    finally:
+        cli._opener = original
+    return code, out, err
+
+
+mutations = st.lists(st.tuples(st.integers(min_value=0, max_value=1 << 20), st.integers(0, 255)),
+                     min_size=1, max_size=12)
+
+
+@SETTINGS
+@given(mutations, st.integers(min_value=0, max_value=6047))
+def test_descriptor_parser_on_corrupted_bytes(muts, cut):
+    s = state()
+    blob = bytearray(s.blob[:6048])
+    for off, val in muts:
+        blob[off % len(blob)] = val
+    data = bytes(blob[:cut]) if cut < 0xA0 else bytes(blob)
+    try:
+        d = hd.parse(data, 0x1000)
+    except hd.DescriptorError as e:
+        assert "\n" not in str(e) and str(e)
+    else:
+        assert d.VcpuCount <= hd.MAX_VCPUS and d.tables_end <= len(data)
+
+
+def _corrupted_pages(muts, area: str) -> Dict[int, bytes]:
+    s = state()
+    pages = {pa: bytearray(p) for pa, p in s.mem.pages.items()}
+    base = s.pa[area]
+    size = {"desc": 6048, "vmm": 152, "vcpus": len(s.blob) - 6048 - 152}[area]
+    for off, val in muts:
+        pa = base + off % size
+        pages[pa & ~0xFFF][pa & 0xFFF] = val
+    return {pa: bytes(p) for pa, p in pages.items()}
+
+
+@SETTINGS
+@given(mutations, st.sampled_from(["desc", "vmm", "vcpus"]),
+       st.sampled_from([["vmm"], ["vcpu", "1"], ["vmcs", "0", "--all"], ["vmcs", "1", "--diff", "0"],
+                        ["vmcs", "0", "--source", "region"], ["regions"], ["msrbitmap", "1"]]))
+def test_walker_on_corrupted_driver_state(muts, area, cmd):
+    s = state()
+    target = PagesTarget(_corrupted_pages(muts, area), s.aspace.cr3, {"hv!HvDebugDescriptor": s.va["desc"]})
+    code, out, err = _run(target, ["--json"] + cmd)
+    assert code in (0, 1, 2)
+    text = "\n".join(err)
+    assert "internal error" not in text, text
+    if code == 2:
+        assert len(err) == 1 and err[0].startswith("error: ")
+
+
+@SETTINGS
+@given(mutations, st.sampled_from(["desc", "vmm", "vcpus"]))
+def test_scan_on_corrupted_driver_state(muts, area):
+    s = state()
+    target = PagesTarget(_corrupted_pages(muts, area), s.aspace.cr3, {})
+    code, out, err = _run(target, ["vmm"])
+    assert code in (0, 1, 2) and "internal error" not in "\n".join(err)
+
+
+@pytest.fixture(scope="module")
+def dump_bytes(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fuzzdump")
+    out = {}
+    for kind in ("full", "bitmap"):
+        p = state().write_dump(str(d / kind), kind)
+        out[kind] = open(p, "rb").read()
+    return out
+
+
+header_mutations = st.lists(st.tuples(st.integers(min_value=0, max_value=0x2040), st.integers(0, 255)),
+                            min_size=1, max_size=8)
+
+
+@SETTINGS
+@given(header_mutations, st.sampled_from(["full", "bitmap"]), st.sampled_from([None, 0x88, 0xF98, 0x2020]))
+def test_dump_reader_on_corrupted_headers(dump_bytes, tmp_path, muts, kind, hot):
+    from windbg_ext.target.dump import DumpTarget
+
+    data = bytearray(dump_bytes[kind])
+    for off, val in muts:
+        if hot is not None:  # aim at the fields the layout depends on
+            off = hot + off % 0x20
+        data[off] = val
+    path = tmp_path / ("m-%s.dmp" % kind)
+    path.write_bytes(bytes(data))
+    try:
+        t = DumpTarget(str(path))
+    except TargetError as e:
+        assert "\n" not in str(e)
+        return
+    for pa, _ in (t.memory_ranges() or [])[:4]:
+        try:
+            t.read_physical(pa, 0x10)
+        except TargetError:
+            pass

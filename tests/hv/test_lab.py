@@ -1,0 +1,167 @@
+"""The hv commands on images the emulated lab wrote from the *built* hv.sys
+running on the Bochs CPU model: what they show must equal what the emulator
+itself read by VMREAD (image meta) and where it says each VMCS is."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from windbg_ext.hv import descriptor as hd
+from windbg_ext.target.image import ImageTarget
+
+from .conftest import run_cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _hv_sys() -> str:
+    path = os.path.join(ROOT, "driver", "out", "hv.sys")
+    if not os.path.isfile(path):
+        subprocess.run(["make", "-C", os.path.join(ROOT, "driver")], check=True)
+    assert os.path.isfile(path), "make -C driver did not produce driver/out/hv.sys"
+    return path
+
+
+def _lab_image(tmp_path_factory, scenario: str, cpus: int, snapshot_every_exit: bool = False) -> str:
+    from emulated_lab import lab
+
+    out = str(tmp_path_factory.mktemp("lab") / ("%s.hvimg" % scenario))
+    original = lab.run_workload
+    if snapshot_every_exit:
+        # What a debugger does: `ed hv!HvDebugDescriptor+0x3c 1` (docs/debug-descriptor.md), before the workload.
+        import pefile
+        from emulated_lab.machine import DRIVER_BASE
+
+        pe = pefile.PE(_hv_sys())
+        rva = [e.address for e in pe.DIRECTORY_ENTRY_EXPORT.symbols if e.name == b"HvDebugDescriptor"][0]
+        flag = DRIVER_BASE + rva + hd.header_offsets()["SnapshotOnEveryExit"].offset
+
+        def workload_with_snapshots(m, k):
+            m.write_virt(flag, b"\x01\0\0\0")
+            return original(m, k)
+        lab.run_workload = workload_with_snapshots
+    try:
+        lab.run_scenario(scenario, cpus=cpus, driver=_hv_sys(), image=out)
+    finally:
+        lab.run_workload = original
+    return out
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    return _lab_image(tmp_path_factory, "baseline", 2)
+
+
+@pytest.fixture(scope="module")
+def with_snapshots(tmp_path_factory):
+    return _lab_image(tmp_path_factory, "baseline", 2, snapshot_every_exit=True)
+
+
+@pytest.fixture(scope="module")
+def meta(baseline):
+    t = ImageTarget(baseline)
+    try:
+        return dict(t.meta)
+    finally:
+        t.close()
+
+
+def _json(argv):
+    code, out, err = run_cli(["--json"] + argv)
+    assert code in (0, 1), err
+    return json.loads(out)
+
+
+def test_vmm_on_the_lab_image(baseline, meta):
+    data = _json(["--image", baseline, "vmm"])
+    assert data["descriptor"]["found_by"].startswith("symbol hv!HvDebugDescriptor")
+    assert data["descriptor"]["driver_state"] == "running"
+    assert [v["state"] for v in data["vcpus"]] == ["launched", "launched"]
+    # the VMCS the driver says it made current is the one the emulated CPU holds
+    assert [v["vmcs_pa"] for v in data["vcpus"]] == meta["vmcs_pa"]
+    assert data["vmm"]["ia32_vmx_basic"] == "0xd8100000000004"
+
+
+def _vmread(image: str, cpu: int):
+    t = ImageTarget(image)
+    try:
+        return {int(k, 16): int(v, 16) for k, v in t.meta["vmread"][str(cpu)].items()}
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("cpu", [0, 1])
+@pytest.mark.parametrize("source", ["snapshot", "region"])
+def test_vmcs_values_equal_the_emulators_vmread(with_snapshots, cpu, source):
+    vmread = _vmread(with_snapshots, cpu)
+    if True:
+        code, out, err = run_cli(["--image", with_snapshots, "--json", "vmcs", str(cpu), "--source", source])
+        assert code == 0, err
+        fields = json.loads(out)["fields"]
+        shown = {int(f["encoding"], 16): int(f["value"], 16) for f in fields if f["value"] is not None}
+        assert shown, source
+        # fields that change with every exit (exit information) may differ from the emulator's later VMREAD
+        volatile = {e for e in shown if (e >> 10) & 3 == 1} | {0x681E, 0x681C, 0x6820, 0x4824}
+        common = {e for e in shown if e in vmread and e not in volatile}
+        assert len(common) >= 30, (source, len(common))
+        assert {e: shown[e] for e in common} == {e: vmread[e] for e in common}, source
+
+
+def test_snapshot_is_empty_without_the_flag(baseline):
+    data = _json(["--image", baseline, "vmcs", "0"])
+    assert data["source"] == "region" and any("snapshot is empty" in n for n in data["notes"])
+    data = _json(["--image", baseline, "vmcs", "0", "--source", "snapshot"])
+    assert data["fields"] == []
+
+
+def test_snapshot_and_region_agree_on_the_lab(with_snapshots):
+    data = _json(["--image", with_snapshots, "vmcs", "1", "--diff", "region"])
+    names = {d["name"] for d in data["differences"]}
+    # only what the exit handler VMWRITEs after taking the snapshot (RIP advanced past the exiting instruction)
+    assert names <= {"GUEST_RIP", "GUEST_RSP", "GUEST_RFLAGS", "GUEST_INTERRUPTIBILITY_INFO"}, names
+
+
+def test_regions_and_vcpu_checks_pass(baseline):
+    data = _json(["--image", baseline, "regions"])
+    assert {r["result"] for r in data["regions"]} == {"PASS"}
+    v = _json(["--image", baseline, "vcpu", "1"])
+    assert {c["result"] for c in v["checks"]} <= {"PASS", "n/a"}
+    assert 16 < v["host_stack_used"] < 0x6000
+
+
+def test_lab_image_as_a_crash_dump(baseline, tmp_path):
+    """The lab's memory written as a full kernel dump: found by scanning, same answers."""
+    from windbg_ext.target.dump import write_dump
+
+    t = ImageTarget(baseline)
+    pages = {}
+    for pa, length in t.memory_ranges():
+        data = t.read_physical(pa, length)
+        for off in range(0, length - length % 0x1000, 0x1000):
+            pages[pa + off] = data[off:off + 0x1000]
+    cr3 = t.registers(0)["cr3"]
+    t.close()
+    path = str(tmp_path / "lab.dmp")
+    write_dump(path, pages, kind="bitmap", dtb=cr3, processors=2)
+    image_view = _json(["--image", baseline, "vmm"])
+    dump_view = _json(["--dump", path, "vmm"])
+    assert dump_view["descriptor"]["found_by"].startswith("scan")
+    assert dump_view["vcpus"] == image_view["vcpus"]
+
+
+def test_launch_failure_on_the_lab(tmp_path_factory):
+    path = _lab_image(tmp_path_factory, "launch-failure", 2)
+    code, out, err = run_cli(["--image", path, "--json", "vmm"])
+    assert code == 1, err
+    data = json.loads(out)
+    assert data["descriptor"]["driver_state"] == "failed"
+    failure = data["descriptor"]["last_failure"]
+    assert failure["processor"] == 1  # the lab broke the last processor's TSS descriptor
+    data = _json(["--image", path, "vmcs", "1", "GUEST_TR_AR_BYTES", "VM_EXIT_REASON"])
+    assert data["source"] == "failure"
+    rows = {f["name"]: f for f in data["fields"]}
+    assert rows["VM_EXIT_REASON"]["value"] == "0x80000021"  # SDM 27.8: entry failure, invalid guest state
+    assert rows["GUEST_TR_AR_BYTES"]["decoded"].startswith("64/32-bit TSS (available)")

@@ -1,0 +1,105 @@
+"""The real hv.sys (driver/out/hv.sys, built by `make -C driver`) through every
+scenario. Assertions come from the emulator: VM exits its hook saw, VMX
+state and CR4 per processor afterwards, the allocation tracker, VMREAD."""
+import json
+
+import pytest
+
+from emulated_lab.lab import run_scenario
+
+# driver/include/hv_hypercall.h
+SIGNATURE, PING, PING_REPLY = 0x4D4D5662616C7668, 1, 0x474E4F5042414C48
+VENDOR = (0x616C7668, 0x6C766862, 0x76686261)
+# SDM Vol.3 App. C basic exit reasons
+CPUID, INVD, VMCALL, VMXON, RDMSR, WRMSR, XSETBV = 10, 13, 18, 27, 31, 32, 55
+ENTRY_FAIL_GUEST_STATE = 0x80000021
+GUEST_CR3, HOST_CR3 = 0x6802, 0x6C02
+CPUS = 2
+
+
+@pytest.fixture(scope="module")
+def baseline(hv_sys, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("img") / "baseline.hvimg")
+    return run_scenario("baseline", cpus=CPUS, driver=hv_sys, image=path)
+
+
+def _reasons(item):
+    return [r & 0xFFFF for r, _q in item["exits"]]
+
+
+def test_baseline_virtualizes_every_processor_and_handles_exits(baseline):
+    assert baseline.loaded, "DriverEntry failed: 0x%08x" % baseline.load_status
+    for k in range(CPUS):
+        w = baseline.workload[k]
+        v = w["cpuid-vendor"]
+        assert CPUID in _reasons(v)
+        g = v["regs"]
+        assert (g["rbx"] & 0xFFFFFFFF, g["rcx"] & 0xFFFFFFFF, g["rdx"] & 0xFFFFFFFF) == VENDOR
+        assert w["cpuid-1"]["regs"]["rcx"] & (1 << 31)          # hypervisor present
+        assert XSETBV in _reasons(w["xsetbv"]) and w["xsetbv"]["stop"] == "return"
+        assert INVD in _reasons(w["invd"]) and w["invd"]["stop"] == "return"
+        p = w["vmcall-ping"]
+        assert VMCALL in _reasons(p) and p["stop"] == "return"
+        assert p["regs"]["rax"] == 0 and p["regs"]["rcx"] == PING_REPLY and p["regs"]["rdx"] == k
+        assert VMXON in _reasons(w["vmxon-in-guest"]) and w["vmxon-in-guest"]["fault"] == 6   # #UD
+        assert w["rdmsr-efer"]["regs"]["rax"] & 0xD01 == 0xD01 and w["rdmsr-efer"]["exits"] == []
+        for op, reason in (("rdmsr", RDMSR), ("wrmsr", WRMSR)):   # driver: exits, #GP injected
+            item = w["%s-outside-bitmap" % op]
+            assert _reasons(item) == [reason] and item["fault"] == 13
+        # CPL 3: CPUID exits and is answered; VMCALL exits and is refused with #UD
+        assert CPUID in _reasons(w["cpl3-cpuid"])
+        assert w["cpl3-cpuid"]["regs"]["rbx"] & 0xFFFFFFFF == VENDOR[0]
+        assert VMCALL in _reasons(w["cpl3-vmcall"]) and w["cpl3-vmcall"]["fault"] == 6
+
+
+def test_baseline_unload_leaves_no_trace(baseline):
+    assert baseline.unload_ran
+    assert baseline.vmx_after == ["off"] * CPUS
+    assert all(not cr4 & (1 << 13) for cr4 in baseline.cr4_after)
+    assert baseline.leaks == []
+
+
+def test_baseline_image_agrees_with_vmread(baseline):
+    from windbg_ext import cli
+    from windbg_ext.target.image import ImageTarget
+    t = ImageTarget(baseline.image_path)
+    try:
+        assert t.processor_count() == CPUS
+        assert t.symbol("hv!HvDebugDescriptor") == baseline.descriptor_va != 0
+        for k in range(CPUS):
+            vr = baseline.vmreads[k]
+            assert vr[GUEST_CR3] == t.registers(k)["cr3"]        # the guest is the OS we booted
+            assert vr[HOST_CR3] != 0
+            assert t.registers(k)["cr4"] & (1 << 13)
+    finally:
+        t.close()
+    out = []
+    assert cli.run(["--image", baseline.image_path, "check"], out.append, out.append) == 0
+    out = []
+    rc = cli.run(["--image", baseline.image_path, "--json", "vmm"], out.append, out.append)
+    assert rc in (0, 1) and json.loads(out[0])
+
+
+def test_launch_failure_is_undone(hv_sys):
+    res = run_scenario("launch-failure", cpus=CPUS, driver=hv_sys)
+    assert not res.loaded
+    assert any(e.reason == ENTRY_FAIL_GUEST_STATE for e in res.exits)
+    assert res.vmx_after == ["off"] * CPUS and res.leaks == []
+    assert all(not cr4 & (1 << 13) for cr4 in res.cr4_after)
+    assert any(m.shown for m in res.messages)                  # a clear log line
+
+
+@pytest.mark.parametrize("scenario", ["no-vmx", "feature-locked"])
+def test_refuses_without_usable_vmx(hv_sys, scenario):
+    res = run_scenario(scenario, cpus=CPUS, driver=hv_sys)
+    assert not res.loaded and res.exits == [] and res.leaks == []
+    assert res.vmx_after == ["off"] * CPUS
+    assert any(m.shown for m in res.messages)
+
+
+def test_every_allocation_failure_is_undone(hv_sys, baseline):
+    for k in range(1, baseline.allocation_calls + 1):
+        res = run_scenario("alloc-fail:%d" % k, cpus=CPUS, driver=hv_sys, workload=False)
+        assert res.failed_allocations == [k]
+        assert not res.loaded, "alloc-fail:%d: DriverEntry succeeded without its allocation" % k
+        assert res.leaks == [] and res.vmx_after == ["off"] * CPUS

@@ -1,0 +1,95 @@
+"""The emulated machine itself: code runs per processor, processors keep their
+own state across Session switches, VMX operation survives parking."""
+import pytest
+
+from emulated_lab.asm import assemble
+from emulated_lab.machine import (FC_LOCKED_VMXON_DISABLED, GuestFault, Machine, MachineError, RFLAGS_CF,
+                                  RFLAGS_ZF)
+
+VMXON = """
+    mov rax, cr4
+    bts rax, 13
+    mov cr4, rax
+    push rdi
+    vmxon [rsp]
+    pop rdi
+    pushfq
+    pop rax
+    ret
+"""
+
+
+def _vmxon_region(m):
+    va, pa = m.alloc_page()
+    m.write_phys(pa, (m.read_msrs(0, [0x480])[0x480] & 0x7FFFFFFF).to_bytes(4, "little"))
+    return pa
+
+
+@pytest.fixture
+def machine():
+    m = Machine(cpus=3)
+    yield m
+    m.close()
+
+
+def test_code_runs_on_each_processor_with_its_own_state(machine):
+    code = machine.place_code(assemble("mov eax, gs:[0x184]\nmov rbx, 0x1234\nret"))
+    for k in range(3):
+        r = machine.run(k, code)
+        assert r.stop == "return"
+        assert r.regs["rax"] & 0xFFFFFFFF == k          # KPCR Prcb.Number
+        assert r.regs["rbx"] == 0x1234
+        assert r.regs["gdtr_base"] == machine.processors[k].gdt
+    assert len({machine.processors[k].gdt for k in range(3)}) == 3
+
+
+def test_firmware_locks_feature_control_every_session(machine):
+    for k in (0, 1, 0, 2):
+        assert machine.read_msrs(k, [0x3A])[0x3A] == 0x5
+
+
+def test_vmx_root_survives_a_processor_switch(machine):
+    pa = _vmxon_region(machine)
+    r = machine.run(1, machine.place_code(assemble(VMXON)), regs={"rdi": pa})
+    assert r.stop == "return" and r.vmx_status == "success"
+    machine.run(0, machine.place_code(assemble("ret")))     # switch away: processor 1 parked
+    assert machine.vmx_state(1) == "root"
+    # back on processor 1: VMXON again must VMfail (already in VMX root; with no current
+    # VMCS that is VMfailInvalid, SDM Vol.3 31.3 "VMXON" and 31.2)
+    again = machine.run(1, machine.place_code(assemble(VMXON)), regs={"rdi": pa})
+    assert again.regs["rflags"] & RFLAGS_CF and not again.regs["rflags"] & RFLAGS_ZF
+    off = machine.run(1, machine.place_code(assemble("vmxoff\npushfq\npop rax\nret")))
+    assert off.vmx_status == "success"
+    machine.park()
+    assert machine.vmx_state(1) == "off"
+
+
+def test_vmxon_faults_when_firmware_disabled_it():
+    m = Machine(cpus=1, feature_control=FC_LOCKED_VMXON_DISABLED)
+    try:
+        r = m.run(0, m.place_code(assemble(VMXON)), regs={"rdi": _vmxon_region(m)})
+        assert r.stop == "fault" and isinstance(r.fault, GuestFault) and r.fault.vector == 13
+    finally:
+        m.close()
+
+
+def test_hide_vmx_clears_cpuid_vmx_bit():
+    m = Machine(cpus=1)
+    try:
+        assert m.cpuid(0, 1)[2] & (1 << 5)
+    finally:
+        m.close()
+    m = Machine(cpus=1)
+    m.hide_vmx()
+    try:
+        assert not m.cpuid(0, 1)[2] & (1 << 5)
+    finally:
+        m.close()
+
+
+def test_page_walk_and_bad_processor(machine):
+    va, pa = machine.alloc_page()
+    assert machine.translate(va + 0x123) == pa + 0x123
+    assert machine.translate(0x7FFF_0000_0000) is None
+    with pytest.raises(MachineError, match="processor 7 does not exist"):
+        machine.run(7, machine.place_code(assemble("ret")))

@@ -1,0 +1,333 @@
+"""The differential cases: each breaks one VM-entry rule of a valid baseline
+(emulated_lab.entry_probe.EntryProbe.baseline) across the three groups.
+
+A case is (name, mutate, expected first check id or None). `mutate(v, ctx)`
+edits `v`, a dict of field name -> value, in place; ctx has the probe's
+scratch page (`scratch`), VMCS address (`vmcs`) and machine (`m`).
+
+DIVERGENCES are cases where the Bochs CPU model (bochscpu-python 0.3.1)
+does not do what SDM Vol. 3 Chapter 27 says; the checker follows the SDM
+and the test pins the documented Bochs behaviour (docs/verify.md)."""
+from __future__ import annotations
+
+import struct
+
+PIN, PROC, PROC2, EXIT, ENTRY = ("PIN_BASED_VM_EXEC_CONTROL", "CPU_BASED_VM_EXEC_CONTROL", "SECONDARY_VM_EXEC_CONTROL",
+                                 "VM_EXIT_CONTROLS", "VM_ENTRY_CONTROLS")
+NONCANON = 0x0000_8000_0000_0000
+BEYOND = 1 << 45  # beyond Bochs' 40-bit physical-address width
+II, IS, AS = "VM_ENTRY_INTR_INFO_FIELD", "GUEST_INTERRUPTIBILITY_INFO", "GUEST_ACTIVITY_STATE"
+
+
+def setf(**kv):
+    def m(v, ctx):
+        v.update(kv)
+    return m
+
+
+def orf(name, bits):
+    def m(v, ctx):
+        v[name] |= bits
+    return m
+
+
+def andf(name, bits):
+    def m(v, ctx):
+        v[name] &= ~bits
+    return m
+
+
+def seq(*ms):
+    def m(v, ctx):
+        for x in ms:
+            x(v, ctx)
+    return m
+
+
+def secondary(bits):
+    """Activate secondary controls with `bits`."""
+    def m(v, ctx):
+        v[PROC] |= 1 << 31
+        v[PROC2] = bits
+    return m
+
+
+def scratch(name, offset=0):
+    def m(v, ctx):
+        v[name] = ctx.scratch + offset
+    return m
+
+
+def ring3(v, ctx):
+    """CPL 3 guest: CS/SS selectors with RPL 3 and DPL 3 (Bochs then applies its SS checks)."""
+    v.update(GUEST_CS_SELECTOR=0x33, GUEST_CS_AR_BYTES=0xA0FB, GUEST_SS_SELECTOR=0x2B, GUEST_SS_AR_BYTES=0xC0F3)
+
+
+def legacy(v, ctx):
+    """A 32-bit protected-mode guest with 32-bit paging (no IA-32e mode, CR4.PAE clear): CS without L."""
+    v[ENTRY] &= ~(1 << 9)
+    v["GUEST_CR4"] &= ~(1 << 5)
+    v["GUEST_CS_AR_BYTES"] = 0xC09B
+    v["GUEST_RIP"] = 0x1000
+    v["GUEST_RSP"] = 0x2000
+    for seg in ("FS", "GS", "TR"):
+        v["GUEST_%s_BASE" % seg] &= 0xFFFFFFFF
+    v["GUEST_GDTR_BASE"] &= 0xFFFFFFFF
+    v["GUEST_IDTR_BASE"] &= 0xFFFFFFFF
+
+
+def pae_with_bad_pdpte(v, ctx):
+    """PAE paging whose PDPT (at GUEST_CR3) has a present entry with reserved bit 1 set."""
+    legacy(v, ctx)
+    v["GUEST_CR4"] |= 1 << 5
+    ctx.m.write_phys(ctx.scratch_pa, struct.pack("<4Q", 0x2000 | 1 | 2, 0, 0, 0))
+    v["GUEST_CR3"] = ctx.scratch_pa
+
+
+def inject(info, error=0, length=0):
+    return setf(VM_ENTRY_INTR_INFO_FIELD=info, VM_ENTRY_EXCEPTION_ERROR_CODE=error, VM_ENTRY_INSTRUCTION_LEN=length)
+
+
+VALID = 1 << 31
+EXT, NMI_T, HW, SW = 0 << 8, 2 << 8, 3 << 8, 4 << 8
+DELIVER = 1 << 11
+EPTP_WB_4LEVEL = 6 | (3 << 3)
+
+CONTROL_CASES = [
+    ("pin allowed-0 bits cleared", setf(PIN_BASED_VM_EXEC_CONTROL=0), "control.pin.allowed0"),
+    ("pin bit 8 (not allowed-1)", orf(PIN, 1 << 8), "control.pin.allowed1"),
+    ("primary controls all 0", setf(CPU_BASED_VM_EXEC_CONTROL=0), "control.proc.allowed0"),
+    ("tertiary controls activated (not allowed-1)", orf(PROC, 1 << 17), "control.proc.allowed1"),
+    ("secondary bit 31 (not allowed-1)", secondary(1 << 31), "control.proc2.allowed1"),
+    ("exit controls missing allowed-0 bits", setf(VM_EXIT_CONTROLS=1 << 9), "control.exit.allowed0"),
+    ("exit control bit 31 (not allowed-1)", orf(EXIT, 1 << 31), "control.exit.allowed1"),
+    ("entry controls missing allowed-0 bits", setf(VM_ENTRY_CONTROLS=1 << 9), "control.entry.allowed0"),
+    ("entry control bit 31 (not allowed-1)", orf(ENTRY, 1 << 31), "control.entry.allowed1"),
+    ("CR3-target count 5", setf(CR3_TARGET_COUNT=5), "control.cr3_target_count"),
+    ("I/O bitmap A unaligned", seq(orf(PROC, 1 << 25), scratch("IO_BITMAP_A", 8), scratch("IO_BITMAP_B")),
+     "control.io_bitmap_a.aligned"),
+    ("I/O bitmap B beyond MAXPHYADDR", seq(orf(PROC, 1 << 25), scratch("IO_BITMAP_A"), setf(IO_BITMAP_B=BEYOND)),
+     "control.io_bitmap_b.width"),
+    ("MSR bitmap unaligned", seq(orf(PROC, 1 << 28), scratch("MSR_BITMAP", 0x10)), "control.msr_bitmap.aligned"),
+    ("MSR bitmap beyond MAXPHYADDR", seq(orf(PROC, 1 << 28), setf(MSR_BITMAP=BEYOND)), "control.msr_bitmap.width"),
+    ("virtual NMIs without NMI exiting", orf(PIN, 1 << 5), "control.nmi.virtual_nmis"),
+    ("NMI-window exiting without virtual NMIs", orf(PROC, 1 << 22), "control.nmi.window"),
+    ("virtual-APIC page unaligned", seq(orf(PROC, 1 << 21), scratch("VIRTUAL_APIC_PAGE_ADDR", 0x80)),
+     "control.virtual_apic.aligned"),
+    ("TPR threshold bits 31:4", seq(orf(PROC, 1 << 21), scratch("VIRTUAL_APIC_PAGE_ADDR"), setf(TPR_THRESHOLD=0x10)),
+     "control.tpr_threshold.reserved"),
+    ("virtualize x2APIC without TPR shadow", secondary(1 << 4), "control.no_tpr_shadow.x2apic"),
+    ("APIC-register virtualization without TPR shadow", secondary(1 << 8), "control.no_tpr_shadow.apic_register"),
+    ("virtual-interrupt delivery without TPR shadow", secondary(1 << 9), "control.no_tpr_shadow.vid"),
+    ("APIC-access page unaligned", seq(secondary(1 << 0), scratch("APIC_ACCESS_ADDR", 4)), "control.apic_access.aligned"),
+    ("x2APIC mode with APIC-access virtualization", seq(orf(PROC, 1 << 21), scratch("VIRTUAL_APIC_PAGE_ADDR"),
+                                                        secondary((1 << 4) | 1), scratch("APIC_ACCESS_ADDR")),
+     "control.x2apic_vs_apic_access"),
+    ("virtual-interrupt delivery without external-interrupt exiting",
+     seq(orf(PROC, 1 << 21), scratch("VIRTUAL_APIC_PAGE_ADDR"), secondary(1 << 9)),
+     "control.vid.external_interrupt_exiting"),
+    ("posted interrupts without virtual-interrupt delivery",
+     seq(orf(PIN, 1 << 7), orf(PROC, 1 << 21), scratch("VIRTUAL_APIC_PAGE_ADDR")), "control.posted.vid"),
+    ("unrestricted guest without EPT", secondary(1 << 7), "control.unrestricted_guest.ept"),
+    ("VPID 0 with VPID enabled", seq(secondary(1 << 5), setf(VIRTUAL_PROCESSOR_ID=0)), "control.vpid.nonzero"),
+    ("EPT memory type 2", seq(secondary(1 << 1), lambda v, c: v.update(EPT_POINTER=c.scratch | 2 | (3 << 3))),
+     "control.ept.memtype"),
+    ("EPT walk length 2", seq(secondary(1 << 1), lambda v, c: v.update(EPT_POINTER=c.scratch | 6 | (1 << 3))),
+     "control.ept.walk_length"),
+    ("EPTP reserved bit 8", seq(secondary(1 << 1), lambda v, c: v.update(EPT_POINTER=c.scratch | EPTP_WB_4LEVEL | 0x100)),
+     "control.ept.reserved"),
+    ("EPTP beyond MAXPHYADDR", seq(secondary(1 << 1), setf(EPT_POINTER=BEYOND | EPTP_WB_4LEVEL)), "control.ept.width"),
+    ("PML without EPT", secondary(1 << 17), "control.pml.ept"),
+    ("VMREAD bitmap unaligned", seq(secondary(1 << 14), scratch("VMREAD_BITMAP", 8), scratch("VMWRITE_BITMAP")),
+     "control.shadowing.vmread_bitmap.aligned"),
+    ("VMWRITE bitmap beyond MAXPHYADDR", seq(secondary(1 << 14), scratch("VMREAD_BITMAP"), setf(VMWRITE_BITMAP=BEYOND)),
+     "control.shadowing.vmwrite_bitmap.width"),
+    ("#VE information address unaligned", seq(secondary(1 << 18), scratch("VE_INFORMATION_ADDRESS", 0x40)),
+     "control.ve_info.aligned"),
+    ("VM function 1 not supported", seq(secondary(1 << 13), setf(VM_FUNCTION_CONTROL=2)), "control.vmfunc.reserved"),
+    ("EPTP switching without EPT", seq(secondary(1 << 13), setf(VM_FUNCTION_CONTROL=1)),
+     "control.vmfunc.eptp_switching.ept"),
+    ("save preemption timer without the timer", orf(EXIT, 1 << 22), "control.exit.save_preemption_timer"),
+    ("VM-exit MSR-store area unaligned", seq(setf(VM_EXIT_MSR_STORE_COUNT=1), scratch("VM_EXIT_MSR_STORE_ADDR", 8)),
+     "control.exit.msr_store.aligned"),
+    ("VM-exit MSR-load area beyond MAXPHYADDR", setf(VM_EXIT_MSR_LOAD_COUNT=2, VM_EXIT_MSR_LOAD_ADDR=BEYOND),
+     "control.exit.msr_load.width"),
+    ("VM-entry MSR-load area unaligned", seq(setf(VM_ENTRY_MSR_LOAD_COUNT=1), scratch("VM_ENTRY_MSR_LOAD_ADDR", 4)),
+     "control.entry.msr_load.aligned"),
+    ("deactivate dual-monitor treatment outside SMM", orf(ENTRY, 1 << 11), "control.entry.dual_monitor"),
+    ("injection: reserved bits 30:12", inject(VALID | HW | 13 | DELIVER | (1 << 12)), "control.entry.inject.reserved"),
+    ("injection: type 1", inject(VALID | (1 << 8) | 0x20), "control.entry.inject.type"),
+    ("injection: NMI with vector 3", inject(VALID | NMI_T | 3), "control.entry.inject.nmi_vector"),
+    ("injection: hardware exception vector 32", inject(VALID | HW | 32), "control.entry.inject.exception_vector"),
+    ("injection: other event with vector 1", inject(VALID | (7 << 8) | 1), "control.entry.inject.other_vector"),
+    ("injection: #GP without its error code", inject(VALID | HW | 13), "control.entry.inject.error_code_needed"),
+    ("injection: #UD with an error code", inject(VALID | HW | 6 | DELIVER), "control.entry.inject.error_code_forbidden"),
+    ("injection: external interrupt with an error code", inject(VALID | EXT | 0x30 | DELIVER),
+     "control.entry.inject.error_code_forbidden"),
+    ("injection: error code bits 31:16", inject(VALID | HW | 13 | DELIVER, error=0x10000),
+     "control.entry.inject.error_code_high"),
+    ("injection: software interrupt length 16", inject(VALID | SW | 0x80, length=16),
+     "control.entry.inject.instruction_length"),
+]
+
+HOST_CASES = [
+    ("host CR0.PE clear", andf("HOST_CR0", 1), "host.cr0.fixed0"),
+    ("host CR0 bit 32", orf("HOST_CR0", 1 << 32), "host.cr0.fixed1"),
+    ("host CR4.VMXE clear", andf("HOST_CR4", 1 << 13), "host.cr4.fixed0"),
+    ("host CR4.SMXE (not allowed)", orf("HOST_CR4", 1 << 14), "host.cr4.fixed1"),
+    ("host CR3 beyond MAXPHYADDR", orf("HOST_CR3", BEYOND), "host.cr3.width"),
+    ("host SYSENTER_ESP non-canonical", setf(HOST_IA32_SYSENTER_ESP=NONCANON), "host.sysenter_esp.canonical"),
+    ("host SYSENTER_EIP non-canonical", setf(HOST_IA32_SYSENTER_EIP=NONCANON), "host.sysenter_eip.canonical"),
+    ("host PAT with memory type 2", seq(orf(EXIT, 1 << 19), setf(HOST_IA32_PAT=0x0007040600070402)), "host.pat.valid"),
+    ("host EFER reserved bit 1", seq(orf(EXIT, 1 << 21), setf(HOST_IA32_EFER=0xD03)), "host.efer.reserved"),
+    ("host EFER.LMA clear in a 64-bit host", seq(orf(EXIT, 1 << 21), setf(HOST_IA32_EFER=0x901)), "host.efer.lma"),
+    ("host EFER.LME clear in a 64-bit host", seq(orf(EXIT, 1 << 21), setf(HOST_IA32_EFER=0xC01)), "host.efer.lme"),
+] + [
+    ("host %s selector RPL 3" % s, setf(**{"HOST_%s_SELECTOR" % s: 0x2B}), "host.%s.rpl_ti" % s.lower())
+    for s in ("ES", "CS", "SS", "DS", "FS", "GS", "TR")
+] + [
+    ("host CS selector 0", setf(HOST_CS_SELECTOR=0), "host.cs.nonzero"),
+    ("host TR selector 0", setf(HOST_TR_SELECTOR=0), "host.tr.nonzero"),
+] + [
+    ("host %s non-canonical" % f, setf(**{f: NONCANON}), "host.%s.canonical" % f[5:].lower())
+    for f in ("HOST_FS_BASE", "HOST_GS_BASE", "HOST_GDTR_BASE", "HOST_IDTR_BASE", "HOST_TR_BASE")
+] + [
+    ("32-bit host from a 64-bit processor", andf(EXIT, 1 << 9), "host.size.ia32e_processor"),
+    ("64-bit host without CR4.PAE", andf("HOST_CR4", 1 << 5), "host.size.pae_64bit"),
+    ("64-bit host with a non-canonical RIP", setf(HOST_RIP=NONCANON), "host.size.rip_canonical"),
+]
+
+AR = "GUEST_%s_AR_BYTES"
+GUEST_CASES = [
+    ("guest CR0.NE clear", andf("GUEST_CR0", 1 << 5), "guest.cr0.fixed0"),
+    ("guest CR0.PG clear (not unrestricted)", andf("GUEST_CR0", 1 << 31), "guest.cr0.fixed0"),
+    ("guest CR0 bit 32", orf("GUEST_CR0", 1 << 32), "guest.cr0.fixed1"),
+    ("guest CR4.VMXE clear", andf("GUEST_CR4", 1 << 13), "guest.cr4.fixed0"),
+    ("guest CR4.SMXE (not allowed)", orf("GUEST_CR4", 1 << 14), "guest.cr4.fixed1"),
+    ("IA-32e guest without CR4.PAE", andf("GUEST_CR4", 1 << 5), "guest.ia32e.pae"),
+    ("32-bit guest with CR4.PCIDE", seq(legacy, orf("GUEST_CR4", 1 << 17)), "guest.legacy.pcide"),
+    ("guest CR3 beyond MAXPHYADDR", orf("GUEST_CR3", BEYOND), "guest.cr3.width"),
+    ("guest DR7 bits 63:32", seq(orf(ENTRY, 1 << 2), setf(GUEST_DR7=0x1_0000_0400)), "guest.dr7.high"),
+    ("guest SYSENTER_ESP non-canonical", setf(GUEST_SYSENTER_ESP=NONCANON), "guest.sysenter_esp.canonical"),
+    ("guest SYSENTER_EIP non-canonical", setf(GUEST_SYSENTER_EIP=NONCANON), "guest.sysenter_eip.canonical"),
+    ("guest PAT with memory type 3", seq(orf(ENTRY, 1 << 14), setf(GUEST_IA32_PAT=0x0007040600070403)), "guest.pat.valid"),
+    ("guest EFER reserved bit 2", seq(orf(ENTRY, 1 << 15), setf(GUEST_IA32_EFER=0xD05)), "guest.efer.reserved"),
+    ("guest EFER.LMA clear for an IA-32e guest", seq(orf(ENTRY, 1 << 15), setf(GUEST_IA32_EFER=0x901)), "guest.efer.lma"),
+    ("guest EFER.LME clear with paging", seq(orf(ENTRY, 1 << 15), setf(GUEST_IA32_EFER=0xC01)), "guest.efer.lme"),
+    ("TR selector TI", setf(GUEST_TR_SELECTOR=0x44), "guest.tr.selector_ti"),
+    ("usable LDTR selector TI", setf(GUEST_LDTR_SELECTOR=0x4C, GUEST_LDTR_AR_BYTES=0x82), "guest.ldtr.selector_ti"),
+    ("SS.RPL != CS.RPL", setf(GUEST_SS_SELECTOR=0x1B), "guest.ss.rpl_equals_cs_rpl"),
+] + [
+    ("%s base non-canonical" % s, setf(**{"GUEST_%s_BASE" % s: NONCANON}), "guest.%s.base_canonical" % s.lower())
+    for s in ("TR", "FS", "GS")
+] + [
+    ("usable LDTR base non-canonical", setf(GUEST_LDTR_AR_BYTES=0x82, GUEST_LDTR_BASE=NONCANON), "guest.ldtr.base_canonical"),
+    ("CS base bits 63:32", setf(GUEST_CS_BASE=1 << 32), "guest.cs.base_high"),
+    ("DS base bits 63:32", setf(GUEST_DS_BASE=1 << 32), "guest.ds.base_high"),
+    ("ES base bits 63:32", setf(GUEST_ES_BASE=1 << 32), "guest.es.base_high"),
+    ("CS type 8 (execute-only, not accessed)", setf(GUEST_CS_AR_BYTES=0xA098), "guest.cs.type"),
+    ("CS type 3 without unrestricted guest", setf(GUEST_CS_AR_BYTES=0xA093), "guest.cs.type"),
+    ("SS type 1", setf(GUEST_SS_AR_BYTES=0xC091), "guest.ss.type"),
+    ("CPL3 SS type 1", seq(ring3, setf(GUEST_SS_AR_BYTES=0xC0F1)), "guest.ss.type"),
+    ("CPL3 SS limit needs G", seq(ring3, setf(GUEST_SS_AR_BYTES=0x40F3)), "guest.ss.g_set"),
+    ("ES type 2 (not accessed)", setf(GUEST_ES_AR_BYTES=0xC092), "guest.es.type_accessed"),
+    ("DS type 2 (not accessed)", setf(GUEST_DS_AR_BYTES=0xC092), "guest.ds.type_accessed"),
+    ("FS execute-only code", setf(GUEST_FS_AR_BYTES=0xC099), "guest.fs.type_readable"),
+    ("GS execute-only code", setf(GUEST_GS_AR_BYTES=0xC099), "guest.gs.type_readable"),
+    ("CS S flag clear", setf(GUEST_CS_AR_BYTES=0xA08B), "guest.cs.s"),
+    ("DS S flag clear", setf(GUEST_DS_AR_BYTES=0xC083), "guest.ds.s"),
+    ("CS not present", setf(GUEST_CS_AR_BYTES=0xA01B), "guest.cs.present"),
+    ("GS not present", setf(GUEST_GS_AR_BYTES=0xC013), "guest.gs.present"),
+    ("ES access-rights bit 8", setf(GUEST_ES_AR_BYTES=0xC193), "guest.es.reserved"),
+    ("CS access-rights bit 17", setf(GUEST_CS_AR_BYTES=0x2A09B), "guest.cs.reserved"),
+    ("DS limit 0xfffff000 with G", setf(GUEST_DS_LIMIT=0xFFFFF000), "guest.ds.g_clear"),
+    ("FS limit bits 31:20 without G", setf(GUEST_FS_AR_BYTES=0x4093), "guest.fs.g_set"),
+    ("CS DPL 3, SS DPL 0 (non-conforming)", setf(GUEST_CS_AR_BYTES=0xA0FB), "guest.cs.dpl_nonconforming"),
+    ("conforming CS DPL 3 > SS DPL 0", setf(GUEST_CS_AR_BYTES=0xA0FF), "guest.cs.dpl_conforming"),
+    ("SS.DPL 3 != SS.RPL 0", setf(GUEST_CS_AR_BYTES=0xA0FB, GUEST_SS_AR_BYTES=0xC0F3), "guest.ss.dpl_rpl"),
+    ("DS DPL 0 < RPL 3", setf(GUEST_DS_SELECTOR=0x1B), "guest.ds.dpl_rpl"),
+    ("CS.L and CS.D/B", setf(GUEST_CS_AR_BYTES=0xE09B), "guest.cs.l_db"),
+    ("TR type 9 (available TSS)", setf(GUEST_TR_AR_BYTES=0x89), "guest.tr.type_ia32e"),
+    ("TR type 3 in IA-32e mode", setf(GUEST_TR_AR_BYTES=0x83), "guest.tr.type_ia32e"),
+    ("TR S flag set", setf(GUEST_TR_AR_BYTES=0x9B), "guest.tr.s"),
+    ("TR not present", setf(GUEST_TR_AR_BYTES=0x0B), "guest.tr.present"),
+    ("TR access-rights bit 9", setf(GUEST_TR_AR_BYTES=0x28B), "guest.tr.reserved"),
+    ("TR limit bits 31:20 without G", setf(GUEST_TR_LIMIT=0x100067), "guest.tr.g_set"),
+    ("TR unusable", setf(GUEST_TR_AR_BYTES=0x1008B), "guest.tr.usable"),
+    ("usable LDTR type 3", setf(GUEST_LDTR_AR_BYTES=0x83), "guest.ldtr.type"),
+    ("usable LDTR not present", setf(GUEST_LDTR_AR_BYTES=0x02), "guest.ldtr.present"),
+    ("usable LDTR with S set", setf(GUEST_LDTR_AR_BYTES=0x92), "guest.ldtr.s"),
+    ("GDTR limit 0x10000", setf(GUEST_GDTR_LIMIT=0x10000), "guest.gdtr.limit"),
+    ("IDTR limit 0x10000", setf(GUEST_IDTR_LIMIT=0x10000), "guest.idtr.limit"),
+    ("GDTR base non-canonical", setf(GUEST_GDTR_BASE=NONCANON), "guest.gdtr.base_canonical"),
+    ("IDTR base non-canonical", setf(GUEST_IDTR_BASE=NONCANON), "guest.idtr.base_canonical"),
+    ("32-bit guest RIP above 4G", seq(legacy, setf(GUEST_RIP=1 << 32)), "guest.rip.high"),
+    ("RFLAGS bit 15", orf("GUEST_RFLAGS", 1 << 15), "guest.rflags.reserved"),
+    ("RFLAGS bit 1 clear", setf(GUEST_RFLAGS=0), "guest.rflags.bit1"),
+    ("RFLAGS.VM in IA-32e mode", orf("GUEST_RFLAGS", 1 << 17), "guest.es.v8086_base"),
+    ("external interrupt with RFLAGS.IF = 0", inject(VALID | EXT | 0x30), "guest.rflags.if_for_interrupt"),
+    ("activity state 4", setf(GUEST_ACTIVITY_STATE=4), "guest.activity.supported"),
+    ("HLT state at CPL 3", seq(ring3, setf(GUEST_ACTIVITY_STATE=1)), "guest.activity.hlt_needs_cpl0"),
+    ("STI blocking in the HLT state", setf(GUEST_ACTIVITY_STATE=1, GUEST_INTERRUPTIBILITY_INFO=1, GUEST_RFLAGS=0x202),
+     "guest.activity.blocking_needs_active"),
+    ("#UD injected into the shutdown state", seq(setf(GUEST_ACTIVITY_STATE=2), inject(VALID | HW | 6)),
+     "guest.activity.inject_shutdown"),
+    ("injection into wait-for-SIPI", seq(setf(GUEST_ACTIVITY_STATE=3), inject(VALID | NMI_T | 2)),
+     "guest.activity.inject_wait_sipi"),
+    ("interruptibility bit 5", setf(GUEST_INTERRUPTIBILITY_INFO=0x20), "guest.interruptibility.reserved"),
+    ("STI and MOV-SS blocking", setf(GUEST_INTERRUPTIBILITY_INFO=3, GUEST_RFLAGS=0x202),
+     "guest.interruptibility.sti_and_movss"),
+    ("STI blocking with IF = 0", setf(GUEST_INTERRUPTIBILITY_INFO=1), "guest.interruptibility.sti_needs_if"),
+    ("external interrupt during MOV-SS blocking", seq(setf(GUEST_INTERRUPTIBILITY_INFO=2, GUEST_RFLAGS=0x202),
+                                                       inject(VALID | EXT | 0x30)),
+     "guest.interruptibility.external_interrupt"),
+    ("NMI during MOV-SS blocking", seq(setf(GUEST_INTERRUPTIBILITY_INFO=2), inject(VALID | NMI_T | 2)),
+     "guest.interruptibility.nmi_movss"),
+    ("SMI blocking outside SMM", setf(GUEST_INTERRUPTIBILITY_INFO=4), "guest.interruptibility.smi_outside_smm"),
+    ("pending debug exceptions bit 4", setf(GUEST_PENDING_DBG_EXCEPTIONS=0x10), "guest.pending_dbg.reserved"),
+    ("VMCS link pointer unaligned", setf(VMCS_LINK_POINTER=0x1008), "guest.link.aligned"),
+    ("VMCS link pointer beyond MAXPHYADDR", setf(VMCS_LINK_POINTER=BEYOND), "guest.link.width"),
+    ("VMCS link pointer at a page with revision 0", scratch("VMCS_LINK_POINTER"), "guest.link.revision"),
+    ("VMCS link pointer = the current VMCS", lambda v, c: v.update(VMCS_LINK_POINTER=c.vmcs), "guest.link.not_current"),
+    ("PAE paging, PDPTE with reserved bit 1 (from memory)", pae_with_bad_pdpte, "guest.pdpte.memory"),
+    ("PAE paging with EPT, PDPTE0 field with reserved bit 1",
+     seq(legacy, orf("GUEST_CR4", 1 << 5), secondary(1 << 1), lambda v, c: v.update(EPT_POINTER=c.scratch | EPTP_WB_4LEVEL),
+         setf(GUEST_PDPTR0=0x3003, GUEST_PDPTR1=0, GUEST_PDPTR2=0, GUEST_PDPTR3=0)),
+     "guest.pdpte0.ept"),
+]
+
+SUCCESS_CASES = [
+    ("the baseline", setf(), None),
+    ("MSR bitmap in use", seq(orf(PROC, 1 << 28), scratch("MSR_BITMAP")), None),
+    ("usable LDTR", setf(GUEST_LDTR_SELECTOR=0x48, GUEST_LDTR_AR_BYTES=0x82), None),
+    ("VPID 1", seq(secondary(1 << 5), setf(VIRTUAL_PROCESSOR_ID=1)), None),
+    ("#GP injected with its error code", inject(VALID | HW | 13 | DELIVER, error=0), None),
+    ("NMI exiting and virtual NMIs", orf(PIN, (1 << 3) | (1 << 5)), None),
+    ("load IA32_PAT and IA32_EFER on entry and exit",
+     seq(orf(ENTRY, (1 << 14) | (1 << 15)), orf(EXIT, (1 << 19) | (1 << 21)),
+         setf(GUEST_IA32_PAT=0x0007040600070406, GUEST_IA32_EFER=0xD01, HOST_IA32_PAT=0x0007040600070406,
+              HOST_IA32_EFER=0xD01)), None),
+    ("CPL 3 guest", ring3, None),
+    ("MOV-SS blocking", setf(GUEST_INTERRUPTIBILITY_INFO=2), None),
+]
+
+# (name, mutate, SDM check id, what Bochs does instead)
+DIVERGENCES = [
+    ("guest RIP non-canonical in 64-bit mode", setf(GUEST_RIP=NONCANON), "guest.rip.canonical", "success"),
+    ("virtual NMI injected while NMIs are blocked",
+     seq(orf(PIN, (1 << 3) | (1 << 5)), setf(GUEST_INTERRUPTIBILITY_INFO=8), inject(VALID | NMI_T | 2)),
+     "guest.interruptibility.virtual_nmi", "success"),
+    ("guest IA32_DEBUGCTL reserved bit 2", seq(orf(ENTRY, 1 << 2), setf(GUEST_IA32_DEBUGCTL=4)),
+     "guest.debugctl.reserved", "success"),
+    ("guest IA32_PERF_GLOBAL_CTRL reserved bit 63", seq(orf(ENTRY, 1 << 13), setf(GUEST_IA32_PERF_GLOBAL_CTRL=1 << 63)),
+     "guest.perf_global_ctrl.reserved", "success"),
+    ("host IA32_PERF_GLOBAL_CTRL reserved bit 63", seq(orf(EXIT, 1 << 12), setf(HOST_IA32_PERF_GLOBAL_CTRL=1 << 63)),
+     "host.perf_global_ctrl.reserved", "success"),
+    ("#UD injected into the HLT state", seq(setf(GUEST_ACTIVITY_STATE=1), inject(VALID | HW | 6)),
+     "guest.activity.inject_hlt", "success"),
+    ("NMI injected during STI blocking (SDM: qualification 3)",
+     seq(setf(GUEST_INTERRUPTIBILITY_INFO=1, GUEST_RFLAGS=0x202), inject(VALID | NMI_T | 2)),
+     "guest.interruptibility.nmi_sti", "entry_failure 0x80000021 qual 0"),
+    ("entry to SMM outside SMM (SDM: a control check)", orf(ENTRY, 1 << 10), "control.entry.smm",
+     "entry_failure 0x80000021 qual 0"),
+]

@@ -1,0 +1,182 @@
+"""caps: read and decode every VMX capability MSR (SDM Appendix A), one
+table per MSR like QEMU's vmxcap, with what a driver must set and clear.
+Offline, `--msr 0x480=0x... --msr ...` decodes given values."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from windbg_ext.commands.base import CommandError, Report, parse_int
+
+SUMMARY = "decode the VMX capability MSRs (allowed 0/1 per control bit, CR0/CR4 fixed bits) per processor"
+NEEDS_TARGET = True
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--cpu", metavar="N", help="processor to read (default 0)")
+    p.add_argument("--all", action="store_true", help="read every processor (identical ones are summarised)")
+    p.add_argument("--msr", action="append", default=[], metavar="MSR=VALUE",
+                   help="decode this value instead of reading a target (e.g. 0x480=0x00d8100000000004); repeatable")
+
+
+def _parse_msr_args(items: List[str]) -> Dict[int, int]:
+    from windbg_ext.arch.capabilities import IA32_FEATURE_CONTROL, VMX_MSRS
+
+    by_name = {name: msr for msr, (name, _) in VMX_MSRS.items()}
+    by_name["IA32_FEATURE_CONTROL"] = IA32_FEATURE_CONTROL
+    values: Dict[int, int] = {}
+    for item in items:
+        if "=" not in item:
+            raise CommandError("--msr %r: write MSR=VALUE, e.g. --msr 0x480=0x00d8100000000004" % item)
+        key, text = item.split("=", 1)
+        k = key.strip().upper()
+        msr = by_name[k] if k in by_name else parse_int(key, "MSR")
+        if msr != IA32_FEATURE_CONTROL and msr not in VMX_MSRS:
+            raise CommandError("--msr %s: 0x%x is not a VMX capability MSR (0x3a or 0x480-0x493)" % (item, msr))
+        value = parse_int(text, "MSR value")
+        if not 0 <= value <= 0xFFFFFFFFFFFFFFFF:
+            raise CommandError("--msr %s: the value does not fit in 64 bits" % item)
+        values[msr] = value
+    return values
+
+
+def read_capabilities(target, cpu: int) -> Tuple[Dict[int, int], Dict[int, str]]:
+    """Reads the first batch, then only the MSRs the first batch says exist
+    (reading an absent MSR faults on real hardware). Returns (values, why absent)."""
+    from windbg_ext.arch.capability_report import FIRST_READ, dependent_msrs
+
+    values = dict(target.read_msrs(list(FIRST_READ), cpu))
+    absent = {m: "could not be read on this target" for m in FIRST_READ if m not in values}
+    deps = dependent_msrs(values)
+    wanted = [m for m, (exists, _) in deps.items() if exists]
+    got = target.read_msrs(wanted, cpu) if wanted else {}
+    values.update(got)
+    for m, (exists, why) in deps.items():
+        if not exists:
+            absent[m] = "not supported: " + why
+        elif m not in got:
+            absent[m] = "could not be read on this target"
+    return values, absent
+
+
+def _yn(b: bool) -> str:
+    return "yes" if b else "no"
+
+
+def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
+    from windbg_ext.arch.capabilities import FEATURE_CONTROL_BITS
+    from windbg_ext.arch.controls import ACTIVATED_BY, CONTROL_FIELD, bit_name
+
+    fc = rep["feature_control"]
+    msrs = rep["msrs"]
+    if "missing" in fc:
+        r.text("IA32_FEATURE_CONTROL (0x3a): %s" % fc["missing"])
+    else:
+        rows = [[bit, key, _yn(fc[key]), meaning] for bit, (key, meaning) in sorted(FEATURE_CONTROL_BITS.items())]
+        r.table(["bit", "name", "set", "meaning"], rows, title="%sIA32_FEATURE_CONTROL (0x3a) = %s" % (label, msrs["0x3a"]))
+        if not fc["lock"]:
+            r.text("  not locked: VMXON raises #GP until firmware (or the driver) sets bits 0 and 2")
+        elif not fc["vmx_outside_smx"]:
+            r.text("  locked with VMX outside SMX disabled: VMXON raises #GP; enable VT-x in the firmware setup")
+    basic = rep["basic"]
+    if "missing" in basic:
+        r.text("IA32_VMX_BASIC (0x480): %s; without it nothing else can be decoded" % basic["missing"])
+    else:
+        rows = [["30:0", "VMCS revision identifier", "%d (0x%x)" % (basic["revision_id"], basic["revision_id"])],
+                ["44:32", "VMXON/VMCS region size", "%d bytes" % basic["region_size"]],
+                ["48", "physical addresses limited to 32 bits", _yn(basic["phys_addr_32bit_only"])],
+                ["49", "dual-monitor treatment of SMIs and SMM", _yn(basic["dual_monitor_smm"])],
+                ["53:50", "VMCS memory type", basic["memtype_name"]],
+                ["54", "INS/OUTS instruction information on exits", _yn(basic["ins_outs_info"])],
+                ["55", "TRUE_* control MSRs exist (default1 bits may be 0)", _yn(basic["true_controls"])],
+                ["56", "hardware exceptions injectable without error-code check", _yn(basic["no_error_code_check"])]]
+        r.table(["bit(s)", "meaning", "value"], rows, title="IA32_VMX_BASIC (0x480) = %s" % msrs["0x480"])
+    for kind, c in rep["controls"].items():
+        if "missing" in c:
+            r.text("%s (%s %s): %s" % (c["title"], c["msr_name"], c["msr"], c["missing"]))
+            continue
+        rows = [[b["bit"], b["name"], _yn(b["allowed0"]), _yn(b["allowed1"]), b["setting"]] for b in c["bits"]]
+        r.table(["bit", "control", "can be 0", "can be 1", "your driver"], rows,
+                title="%s: %s (%s) = %s -> %s" % (c["title"], c["msr_name"], c["msr"], c["value"], c["field"]))
+        must = c["must_set_names"]
+        r.text("  your driver must set %s%s; must clear %s%s; may set %s" % (
+            c["must_be_one"], (" (%s)" % " ".join(must)) if must else "", c["must_be_zero"],
+            (" (incl. %s)" % " ".join(c["unavailable_names"])) if c["unavailable_names"] else "",
+            c["may_be_one"]))
+        clearable = int(c.get("default1_clearable", "0x0"), 16)
+        if clearable:
+            r.text("  the TRUE MSR lets these default1 controls be 0: %s" % " ".join(
+                bit_name(kind, b) for b in range(32) if clearable >> b & 1))
+        if kind in ACTIVATED_BY:
+            parent, bit = ACTIVATED_BY[kind]
+            r.text("  used only when %s bit %d (%s) is 1" % (CONTROL_FIELD[parent], bit, bit_name(parent, bit)))
+    for reg in ("cr0", "cr4"):
+        f = rep[reg]
+        if "missing" in f:
+            r.text("%s fixed bits: %s" % (f["register"], f["missing"]))
+            continue
+        rows = [[b["bit"], b["name"], _yn(b["fixed0"]), _yn(b["fixed1"]), b["setting"]] for b in f["bits"]]
+        r.table(["bit", "name", "FIXED0", "FIXED1", "in VMX operation"], rows,
+                title="%s in VMX operation: FIXED0 = %s, FIXED1 = %s" % (f["register"], f["fixed0"], f["fixed1"]))
+        r.text("  your driver must set %s: %s (%s); must clear: %s (mask %s)" % (
+            f["register"], " ".join(f["must_set_names"]) or "nothing", f["must_be_one"],
+            " ".join(f["must_clear_names"]) or "no named bit", f["must_be_zero"]))
+    misc = rep["misc"]
+    if "missing" in misc:
+        r.text("IA32_VMX_MISC (0x485): %s" % misc["missing"])
+    else:
+        rows = [[k.replace("_", " "), v if not isinstance(v, bool) else _yn(v)] for k, v in misc.items()]
+        r.table(["capability", "value"], rows, title="IA32_VMX_MISC (0x485) = %s" % msrs["0x485"])
+    enum = rep["vmcs_enum"]
+    r.text("IA32_VMX_VMCS_ENUM (0x48a): %s" % (enum["missing"] if "missing" in enum else
+                                               "highest VMCS field index = %d (0x%x)" % (enum["max_index"],
+                                                                                         enum["max_index"])))
+    for key, title in (("ept_vpid", "IA32_VMX_EPT_VPID_CAP (0x48c)"), ("vmfunc", "IA32_VMX_VMFUNC (0x491)")):
+        d = rep[key]
+        if "missing" in d:
+            r.text("%s: %s" % (title, d["missing"]))
+            continue
+        msr = "0x48c" if key == "ept_vpid" else "0x491"
+        rows = [[k, _yn(v) if isinstance(v, bool) else v] for k, v in d.items()]
+        r.table(["capability", "supported"], rows, title="%s = %s" % (title, msrs[msr]))
+
+
+def run(ctx, args) -> Report:
+    from windbg_ext.arch.capability_report import describe
+
+    if args.msr:
+        if args.cpu is not None or args.all:
+            raise CommandError("--msr decodes the values you give; --cpu/--all read a target: use one or the other")
+        values = _parse_msr_args(args.msr)
+        rep = describe(values)
+        r = Report(data={"source": "given", "cpus": [dict(rep, cpu=None)]})
+        _render(r, rep, "")
+        return r
+    if args.cpu is not None and args.all:
+        raise CommandError("give --cpu N or --all, not both")
+    target = ctx.target
+    count = target.processor_count()
+    if args.all:
+        cpus = list(range(count))
+    else:
+        cpu = parse_int(args.cpu, "processor") if args.cpu is not None else 0
+        if not 0 <= cpu < count:
+            raise CommandError("processor %d does not exist: the target has %d (0..%d)" % (cpu, count, count - 1))
+        cpus = [cpu]
+    reports: List[Dict[str, Any]] = []
+    r = Report(data={"source": "target", "cpus": reports})
+    first: Optional[Dict[str, Any]] = None
+    for cpu in cpus:
+        values, absent = read_capabilities(target, cpu)
+        rep = describe(values, absent)
+        reports.append(dict(rep, cpu=cpu))
+        if first is not None and rep["msrs"] == first["msrs"]:
+            r.text("processor %d: the same capability MSR values as processor %d" % (cpu, first["cpu"]))
+            continue
+        if first is not None:
+            diff = sorted(m for m in rep["msrs"] if rep["msrs"][m] != first["msrs"][m])
+            r.text("processor %d differs from processor %d in %s:" % (cpu, first["cpu"], ", ".join(diff)))
+        else:
+            first = dict(rep, cpu=cpu)
+            r.text("processor %d of %d" % (cpu, count))
+        _render(r, rep, "")
+    return r

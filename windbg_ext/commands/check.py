@@ -1,0 +1,142 @@
+"""check [--cpu N | --all]: can this processor enter VMX operation? The
+requirements a driver meets before VMXON (SDM Vol. 3 24.6 discovering VMX
+support, 24.7 enabling VMX operation, 24.8 restrictions, Appendix A.1 / A.7
+/ A.8), one PASS/FAIL table per processor.
+
+Statuses: PASS, FAIL (VMXON cannot succeed until someone else acts: firmware,
+hypervisor settings), WARN (the driver itself must act, e.g. lock
+IA32_FEATURE_CONTROL), INFO, UNKNOWN (the target cannot say).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+from windbg_ext.commands.base import CommandError, Link, Report
+
+SUMMARY = "pre-VMXON requirements per processor (CPUID.VMX, FEATURE_CONTROL, CR0/CR4 fixed bits, revision id)"
+NEEDS_TARGET = True
+
+CPUID1_ECX_VMX = 1 << 5     # SDM 24.6
+CR4_VMXE = 1 << 13          # SDM 24.7
+Row = Tuple[str, str, str]  # (requirement, status, detail)
+
+
+def add_arguments(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--cpu", metavar="N", help="only processor N")
+    g.add_argument("--all", action="store_true", help="every processor (the default)")
+
+
+def _cpus(ctx, args) -> List[int]:
+    count = ctx.target.processor_count()
+    if args.cpu is None:
+        return list(range(count))
+    from windbg_ext.commands.base import parse_int
+    n = parse_int(args.cpu, "processor")
+    if not 0 <= n < count:
+        raise CommandError("--cpu %s: the target has %d processor(s) (0-%d)" % (args.cpu, count, count - 1))
+    return [n]
+
+
+def check_processor(target, cpu: int) -> List[Row]:
+    from windbg_ext.arch import capabilities as caps
+    from windbg_ext.arch.registers import CR0_BITS, CR4_BITS, bit_names
+
+    msrs = target.read_msrs([caps.IA32_FEATURE_CONTROL, caps.IA32_VMX_BASIC, caps.IA32_VMX_CR0_FIXED0,
+                             caps.IA32_VMX_CR0_FIXED1, caps.IA32_VMX_CR4_FIXED0, caps.IA32_VMX_CR4_FIXED1], cpu)
+    regs = target.register_values(("cr0", "cr4"), cpu)
+    rows: List[Row] = []
+
+    # CPUID.1:ECX.VMX (SDM 24.6)
+    leaf1 = target.cpuid(1, 0, cpu)
+    if leaf1 is not None:
+        if leaf1[2] & CPUID1_ECX_VMX:
+            rows.append(("CPUID.1:ECX.VMX", "PASS", "VMX supported (ECX=0x%08x)" % leaf1[2]))
+        else:
+            rows.append(("CPUID.1:ECX.VMX", "FAIL", "VMX not reported: no VT-x, or a hypervisor hides it "
+                         "(Hyper-V: Set-VMProcessor -ExposeVirtualizationExtensions $true)"))
+    elif caps.IA32_VMX_BASIC in msrs:
+        rows.append(("CPUID.1:ECX.VMX", "PASS", "derived: IA32_VMX_BASIC is readable, which needs "
+                     "CPUID.1:ECX.VMX=1 (SDM A.1); the target records no CPUID"))
+    else:
+        rows.append(("CPUID.1:ECX.VMX", "UNKNOWN", "the target records no CPUID and IA32_VMX_BASIC is unreadable"))
+
+    # IA32_FEATURE_CONTROL (SDM 24.7): VMXON #GPs unless locked with the outside-SMX bit set
+    if caps.IA32_FEATURE_CONTROL in msrs:
+        fc = msrs[caps.IA32_FEATURE_CONTROL]
+        d = caps.decode_feature_control(fc)
+        if d["lock"]:
+            rows.append(("IA32_FEATURE_CONTROL.lock", "PASS", "locked (0x%x)" % fc))
+        else:
+            rows.append(("IA32_FEATURE_CONTROL.lock", "WARN", "unlocked (0x%x): VMXON #GPs until the driver "
+                         "writes lock (bit 0) together with bit 2" % fc))
+        if d["vmx_outside_smx"]:
+            rows.append(("VMXON outside SMX", "PASS", "IA32_FEATURE_CONTROL bit 2 set"))
+        elif d["lock"]:
+            rows.append(("VMXON outside SMX", "FAIL", "bit 2 clear and locked: VT-x is disabled in the "
+                         "firmware setup; enable it there (a reset is needed)"))
+        else:
+            rows.append(("VMXON outside SMX", "WARN", "bit 2 clear but unlocked: the driver must set bit 2 "
+                         "before locking"))
+    else:
+        rows.append(("IA32_FEATURE_CONTROL", "UNKNOWN", "MSR 0x3a unreadable"))
+
+    # CR0/CR4 against the fixed-bit MSRs (SDM 24.8, A.7, A.8)
+    for reg, fixed0, fixed1, table, assume in (
+            ("cr0", caps.IA32_VMX_CR0_FIXED0, caps.IA32_VMX_CR0_FIXED1, CR0_BITS, 0),
+            ("cr4", caps.IA32_VMX_CR4_FIXED0, caps.IA32_VMX_CR4_FIXED1, CR4_BITS, CR4_VMXE)):
+        item = "%s vs FIXED0/FIXED1" % reg.upper()
+        if fixed0 not in msrs or fixed1 not in msrs or reg not in regs:
+            rows.append((item, "UNKNOWN", "needs %s and MSRs 0x%x/0x%x" % (reg.upper(), fixed0, fixed1)))
+            continue
+        must1, must0 = caps.fixed_bits(msrs[fixed0], msrs[fixed1])
+        value = regs[reg] | assume  # CR4.VMXE is the driver's to set, checked on its own below
+        missing, forbidden = must1 & ~value, value & must0
+        if missing or forbidden:
+            why = []
+            if missing:
+                why.append("must be 1: %s" % bit_names(table, missing))
+            if forbidden:
+                why.append("must be 0: %s" % bit_names(table, forbidden))
+            rows.append((item, "FAIL", "%s=0x%x; %s" % (reg.upper(), regs[reg], "; ".join(why))))
+        else:
+            rows.append((item, "PASS", "%s=0x%x; fixed-1 bits: %s" % (reg.upper(), regs[reg],
+                                                                       bit_names(table, must1))))
+
+    if "cr4" in regs:
+        if regs["cr4"] & CR4_VMXE:
+            rows.append(("CR4.VMXE", "PASS", "set: VMX enabled on this processor (a hypervisor may already run)"))
+        else:
+            rows.append(("CR4.VMXE", "INFO", "clear: the driver sets it before VMXON (SDM 24.7)"))
+    else:
+        rows.append(("CR4.VMXE", "UNKNOWN", "the target gives no CR4"))
+
+    # VMCS revision identifier (SDM A.1): written into the VMXON and VMCS regions
+    if caps.IA32_VMX_BASIC in msrs:
+        b = caps.decode_basic(msrs[caps.IA32_VMX_BASIC])
+        ok = b["bit31_zero"] and 0 < b["region_size"] <= 4096
+        rows.append(("VMCS revision id", "PASS" if ok else "FAIL",
+                     "%d (0x%x); regions of %d bytes, %s; write it to dword 0 of the VMXON and VMCS regions"
+                     % (b["revision_id"], b["revision_id"], b["region_size"], b["memtype_name"])))
+    else:
+        rows.append(("VMCS revision id", "UNKNOWN", "IA32_VMX_BASIC (0x480) unreadable"))
+    return rows
+
+
+def run(ctx, args) -> Report:
+    cpus = _cpus(ctx, args)
+    processors: List[Dict[str, Any]] = []
+    report = Report()
+    failed = False
+    for cpu in cpus:
+        rows = check_processor(ctx.target, cpu)
+        verdict = "FAIL" if any(s == "FAIL" for _, s, _ in rows) else "PASS"
+        failed = failed or verdict == "FAIL"
+        processors.append({"cpu": cpu, "verdict": verdict,
+                           "checks": [{"requirement": r, "status": s, "detail": d} for r, s, d in rows]})
+        report.table(["requirement", "status", "detail"], [list(r) for r in rows],
+                     title="processor %d: %s" % (cpu, verdict))
+        report.text("next:", links=[Link("caps --cpu %d" % cpu, "caps --cpu %d" % cpu)])
+    report.data = {"processors": processors, "verdict": "FAIL" if failed else "PASS"}
+    report.exit_code = 1 if failed else 0
+    return report

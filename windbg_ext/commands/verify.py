@@ -1,0 +1,316 @@
+"""verify <n> | verify --fields F.json --caps C.json: which VM-entry check fails.
+
+Runs the SDM Vol. 3 Chapter 27 checks (windbg_ext/arch/entry_checks) in the
+processor's order over a VMCS state: vCPU n's snapshot (the driver VMREADs
+every field when VMLAUNCH or VM entry fails; capability MSRs read from that
+processor) or two JSON files. The first failure named is the one the
+processor reports: controls -> VMfailValid 7, host -> VMfailValid 8,
+guest -> VM exit 0x80000021.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional
+
+from windbg_ext.commands.base import CommandError, Report, parse_int
+
+SUMMARY = "name the VM-entry check (SDM 27.2-27.3) that fails for a vCPU's VMCS snapshot or a field/caps JSON pair"
+NEEDS_TARGET = False  # only `verify <n>` reads the target; --fields/--caps is offline
+
+VMX_CAP_RANGE = range(0x480, 0x494)
+REQUIRED_CAPS = tuple(range(0x480, 0x48A))  # BASIC .. CR4_FIXED1: every state needs them
+TRUE_CAPS = (0x48D, 0x48E, 0x48F, 0x490)    # needed when IA32_VMX_BASIC bit 55 is 1 (SDM A.1)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("n", nargs="?", help="vCPU index: check that vCPU's VMCS snapshot (see vcpu, vmcs)")
+    p.add_argument("--fields", metavar="F.json", help='VMCS fields: {"0x681e": "0x...", ...} (encodings or names)')
+    p.add_argument("--caps", metavar="C.json", help='capability MSRs: {"0x480": "0x...", ...} (optional "maxphyaddr")')
+    p.add_argument("--all", action="store_true", help="list every check with PASS / FAIL / n/a")
+    p.add_argument("--maxphyaddr", metavar="BITS", help="physical-address width (CPUID.80000008H:EAX[7:0]); "
+                   "default: the target's, else 52")
+
+
+# -- inputs ---------------------------------------------------------------------
+def _load_json(path: str, what: str) -> Dict[str, Any]:
+    try:
+        with open(path, "r") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise CommandError("cannot read %s %s: %s" % (what, path, e.strerror or e))
+    except ValueError as e:
+        raise CommandError("%s %s is not valid JSON (%s); expected an object like {\"0x681e\": \"0x1000\"}"
+                           % (what, path, str(e).split(":")[0]))
+    if not isinstance(data, dict):
+        raise CommandError("%s %s must hold a JSON object (key -> hex value), not a %s" % (what, path, type(data).__name__))
+    return data
+
+
+def _number(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise CommandError("%s: %r is not a number" % (what, value))
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str):
+        try:
+            n = int(value.strip().replace("`", ""), 0)
+        except ValueError:
+            raise CommandError("%s: %r is not a number (use \"0x...\" hex or decimal)" % (what, value))
+    else:
+        raise CommandError("%s: %r is not a number (use \"0x...\" hex or decimal)" % (what, value))
+    if not 0 <= n <= 0xFFFFFFFFFFFFFFFF:
+        raise CommandError("%s: %r does not fit in 64 bits" % (what, value))
+    return n
+
+
+def load_fields(path: str) -> Dict[int, int]:
+    from windbg_ext.arch.vmcs_fields import FieldLookupError, lookup
+
+    out: Dict[int, int] = {}
+    for key, value in _load_json(path, "fields file").items():
+        try:
+            field, access = lookup(key)
+        except FieldLookupError as e:
+            raise CommandError("fields file %s: key %r: %s" % (path, key, e))
+        v = _number(value, "fields file %s, %s" % (path, key))
+        if access == "high":  # bits 63:32 of a 64-bit field (SDM 25.11.2)
+            out[field.encoding] = (out.get(field.encoding, 0) & 0xFFFFFFFF) | ((v & 0xFFFFFFFF) << 32)
+        else:
+            out[field.encoding] = v
+    return out
+
+
+def load_caps(path: str):
+    caps: Dict[int, int] = {}
+    maxphy: Optional[int] = None
+    for key, value in _load_json(path, "caps file").items():
+        if key.lower() == "maxphyaddr":
+            maxphy = _number(value, "caps file %s, maxphyaddr" % path)
+            continue
+        msr = _number(key, "caps file %s: key" % path)
+        if msr not in VMX_CAP_RANGE:
+            raise CommandError("caps file %s: key %s is not a VMX capability MSR (0x480-0x493)" % (path, key))
+        caps[msr] = _number(value, "caps file %s, MSR %s" % (path, key))
+    return caps, maxphy
+
+
+def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
+    """(msr, why) for every capability MSR the checks of this state need."""
+    from windbg_ext.arch.vmcs_fields import by_name
+
+    def f(name: str) -> int:
+        return fields.get(by_name(name).encoding, 0)
+
+    need = [(m, "the checks always read it") for m in REQUIRED_CAPS]
+    if (caps.get(0x480, 0) >> 55) & 1:
+        need += [(m, "IA32_VMX_BASIC bit 55 says the TRUE_* controls exist") for m in TRUE_CAPS]
+    proc = f("CPU_BASED_VM_EXEC_CONTROL")
+    proc2 = f("SECONDARY_VM_EXEC_CONTROL") if proc >> 31 & 1 else 0
+    if proc >> 31 & 1:
+        need.append((0x48B, "the state activates secondary controls"))
+    if proc2 & ((1 << 1) | (1 << 5)):
+        need.append((0x48C, "the state enables EPT or VPID"))
+    if proc2 >> 13 & 1:
+        need.append((0x491, "the state enables VM functions"))
+    if proc >> 17 & 1:
+        need.append((0x492, "the state activates tertiary controls"))
+    if f("VM_EXIT_CONTROLS") >> 31 & 1:
+        need.append((0x493, "the state activates secondary VM-exit controls"))
+    return need
+
+
+def _check_caps(fields: Dict[int, int], caps: Dict[int, int], where: str) -> None:
+    from windbg_ext.arch.msr_names import MSR_NAMES
+
+    for msr, why in required_caps(fields, caps):
+        if msr not in caps:
+            raise CommandError("%s lacks MSR 0x%x (%s), needed because %s; add it (see: caps)"
+                               % (where, msr, MSR_NAMES.get(msr, "VMX capability"), why))
+
+
+# -- target mode ----------------------------------------------------------------------
+def _target_state(ctx, n: int) -> Dict[str, Any]:
+    """vCPU n's VMCS values: the running driver's per-vCPU snapshot, or, after a
+    failed load, the snapshot in the descriptor's last-failure record."""
+    from windbg_ext.hv.model import failure_snapshot
+    from windbg_ext.hv.walker import HvError, walker_for
+    from windbg_ext.target.base import TargetError
+
+    w = walker_for(ctx)
+    d = w.descriptor()
+    running = bool(d.VmmContextVa and d.VcpuArrayVa)
+    vmm = v = None
+    if running:
+        v = w.vcpu(n)
+        snap = v.snapshot()
+        vmm = w.vmm()
+        what = "vCPU %d VMCS snapshot (%s" % (n, snap.reason)
+        if snap.count == 0:
+            raise HvError("vCPU %d has no VMCS snapshot (state: %s): the driver takes one when VMLAUNCH or VM entry "
+                          "fails, or at exits when enabled" % (n, v.state))
+    else:
+        f = d.failure
+        snap = failure_snapshot(d)
+        if snap is None or f is None:
+            raise HvError("hv.sys is not running (driver state: %s) and its descriptor holds no failure record: "
+                          "there is no VMCS snapshot to verify" % d.driver_state)
+        if f.processor != n:
+            raise HvError("the recorded failure is on processor %d, not %d: run verify %d" % (f.processor, n, f.processor))
+        if snap.count == 0:
+            raise HvError("the failure record of processor %d holds no VMCS fields (no VMCS was current)" % n)
+        what = "processor %d failure record (%s" % (n, snap.reason)
+    caps: Dict[int, int] = {}
+    sources = set()
+    for msr in range(0x480, 0x492):
+        try:
+            caps[msr] = ctx.target.read_msr(msr, n)
+            sources.add("processor %d" % n)
+        except TargetError:
+            pass
+    if vmm is not None:
+        basic = caps.get(0x480) or vmm.record.get("CapBasic") or 0
+        true_ctls = (basic >> 55) & 1
+        # What the driver recorded at load (the control MSRs it used: TRUE_* when bit 55 is set).
+        from_vmm = {0x480: "CapBasic", 0x485: "CapMisc", 0x486: "CapCr0Fixed0", 0x487: "CapCr0Fixed1",
+                    0x488: "CapCr4Fixed0", 0x489: "CapCr4Fixed1", 0x48A: "CapVmcsEnum", 0x48B: "CapProcbased2",
+                    (0x48D if true_ctls else 0x481): "CapPinbased", (0x48E if true_ctls else 0x482): "CapProcbased",
+                    (0x48F if true_ctls else 0x483): "CapExit", (0x490 if true_ctls else 0x484): "CapEntry"}
+        for msr, member in from_vmm.items():
+            if msr not in caps and vmm.record.has(member):
+                caps[msr] = vmm.record.u(member)
+                sources.add("the driver's VMM context")
+    maxphy = None
+    try:
+        from windbg_ext.commands.vcpu import maxphyaddr
+        maxphy = maxphyaddr(ctx.target)
+    except Exception:
+        maxphy = None
+
+    def read_physical(addr: int, size: int) -> bytes:
+        return ctx.target.read_physical(addr, size)
+
+    return {"fields": dict(snap.values), "caps": caps, "maxphyaddr": maxphy, "read_physical": read_physical,
+            "vmcs_address": (v.VmcsRegionPa or None) if v is not None else None, "snapshot": snap,
+            "what": what,
+            "caps_source": " and ".join(sorted(sources)) or "nowhere"}
+
+
+# -- the command ----------------------------------------------------------------------
+def run(ctx, args) -> Report:
+    from windbg_ext.arch import entry_checks as ec
+
+    if args.n is not None and (args.fields or args.caps):
+        raise CommandError("give either a vCPU index or --fields/--caps, not both")
+    maxphy_opt = parse_int(args.maxphyaddr, "--maxphyaddr") if args.maxphyaddr is not None else None
+    if maxphy_opt is not None and not 32 <= maxphy_opt <= 52:
+        raise CommandError("--maxphyaddr %d is out of range: a physical-address width is 32-52 bits" % maxphy_opt)
+    recorded = None
+    if args.n is not None:
+        n = parse_int(args.n, "vCPU index")
+        t = _target_state(ctx, n)
+        fields, caps = t["fields"], t["caps"]
+        _check_caps(fields, caps, "the target (caps from %s)" % t["caps_source"])
+        maxphy = maxphy_opt or t["maxphyaddr"]
+        state = ec.EntryState(fields, caps, maxphyaddr=maxphy or ec.DEFAULT_MAXPHYADDR,
+                              read_physical=t["read_physical"], vmcs_address=t["vmcs_address"])
+        snap = t["snapshot"]
+        recorded = {"snapshot_reason": snap.reason, "vm_instruction_error": snap.vm_instruction_error or None,
+                    "exit_reason": None if snap.exit_reason in (0, 0xFFFFFFFF) else snap.exit_reason}
+        source = "%s, %d fields); caps from %s" % (t["what"], len(fields), t["caps_source"])
+    else:
+        if not args.fields or not args.caps:
+            raise CommandError("say what to check: `verify <vcpu>` on a target, or `verify --fields F.json --caps C.json`")
+        fields = load_fields(args.fields)
+        caps, maxphy_file = load_caps(args.caps)
+        _check_caps(fields, caps, "caps file %s" % args.caps)
+        maxphy = maxphy_opt or maxphy_file
+        if maxphy is not None and not 32 <= maxphy <= 52:
+            raise CommandError("caps file %s: maxphyaddr %d is out of range (32-52)" % (args.caps, maxphy))
+        state = ec.EntryState(fields, caps, maxphyaddr=maxphy or ec.DEFAULT_MAXPHYADDR)
+        source = "%s (%d fields), caps %s" % (args.fields, len(fields), args.caps)
+    verdict = ec.evaluate(state)
+    return _report(verdict, source, maxphy, recorded, args.all)
+
+
+def _verdict_line(v) -> str:
+    from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
+
+    if v.result == "success":
+        return "VM entry passes every check: VMLAUNCH would succeed"
+    if v.result == "vmfail_valid":
+        name, meaning = VM_INSTRUCTION_ERRORS.get(v.vm_instruction_error, ("?", "?"))
+        return "VMLAUNCH fails: VMfailValid, VM-instruction error %d (%s)" % (v.vm_instruction_error, meaning.split(" (")[0])
+    return "VM entry fails: VM exit 0x%08x (invalid guest state), exit qualification %d" % (
+        v.exit_reason, v.exit_qualification)
+
+
+def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> Report:
+    from windbg_ext.arch.entry_checks import FAIL, NOT_CHECKED
+
+    failures = v.failures
+    not_checked = [o for o in v.outcomes if o.status == NOT_CHECKED]
+    data: Dict[str, Any] = {
+        "result": v.result,
+        "vm_instruction_error": v.vm_instruction_error,
+        "exit_reason": "0x%08x" % v.exit_reason if v.exit_reason is not None else None,
+        "exit_qualification": v.exit_qualification,
+        "failures": [{"id": o.check.id, "group": o.check.group, "sdm": o.check.sdm, "message": o.message}
+                     for o in failures],
+        "source": source,
+        "maxphyaddr": maxphy,
+        "checks_run": len(v.outcomes),
+        "not_checked": [{"id": o.check.id, "why": o.message} for o in not_checked],
+        "missing_fields": v.missing_fields,
+    }
+    r = Report(data=data)
+    r.text("verify: %s" % source)
+    r.text(_verdict_line(v))
+    if recorded is not None:
+        data["recorded"] = dict(recorded, agrees=_recorded_agrees(recorded, v))
+        r.text("the driver recorded: %s" % _recorded_line(recorded, v))
+    if failures:
+        first = failures[0]
+        r.text("first failure (what the processor reports): %s" % first.message)
+        r.table(["#", "check", "group", "SDM", "what is wrong"],
+                [[i + 1, o.check.id, o.check.group, o.check.sdm, o.message] for i, o in enumerate(failures)],
+                title="%d failing check(s), in the processor's order" % len(failures))
+        r.exit_code = 1
+    notes = []
+    if maxphy is None:
+        notes.append("physical-address width unknown: assumed 52 bits (give --maxphyaddr)")
+    if not_checked:
+        notes.append("not checked (need memory): " + ", ".join(o.check.id for o in not_checked))
+    if v.missing_fields:
+        shown = ", ".join(v.missing_fields[:8]) + (" ..." if len(v.missing_fields) > 8 else "")
+        notes.append("%d field(s) read as 0 because the input lacks them: %s" % (len(v.missing_fields), shown))
+    for n in notes:
+        r.text("note: " + n)
+    if show_all:
+        rows = [[o.check.id, o.check.group, o.check.sdm, o.status, o.message if o.status in (FAIL, NOT_CHECKED)
+                 else o.check.explain] for o in v.outcomes]
+        r.table(["check", "group", "SDM", "result", "rule / finding"], rows,
+                title="all %d checks (%d PASS, %d FAIL, %d n/a)" % (
+                    len(rows), sum(o.status == "PASS" for o in v.outcomes), len(failures),
+                    sum(o.status == "n/a" for o in v.outcomes)))
+        data["checks"] = [{"id": o.check.id, "group": o.check.group, "sdm": o.check.sdm, "status": o.status,
+                           "fields": list(o.check.fields), "explain": o.check.explain, "message": o.message}
+                          for o in v.outcomes]
+    return r
+
+
+def _recorded_agrees(rec, v) -> bool:
+    if rec["vm_instruction_error"]:
+        return v.result == "vmfail_valid" and v.vm_instruction_error == rec["vm_instruction_error"]
+    if rec["exit_reason"] is not None and rec["exit_reason"] & 0x80000000:
+        return v.result == "entry_failure" and v.exit_reason == rec["exit_reason"]
+    return v.result == "success"
+
+
+def _recorded_line(rec, v) -> str:
+    if rec["vm_instruction_error"]:
+        got = "VMfailValid, VM-instruction error %d" % rec["vm_instruction_error"]
+    elif rec["exit_reason"] is not None and rec["exit_reason"] & 0x80000000:
+        got = "VM-entry failure, exit reason 0x%08x" % rec["exit_reason"]
+    else:
+        got = "no failure (%s)" % rec["snapshot_reason"]
+    return "%s: %s" % (got, "agrees with the checks" if _recorded_agrees(rec, v) else "DISAGREES with the checks")

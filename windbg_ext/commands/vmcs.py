@@ -1,0 +1,223 @@
+"""vmcs <n> [field...] [--all] [--group G] [--source snapshot|region] [--diff M|region]
+
+VMCS fields of vCPU n, grouped like KVM's dump_vmcs, control bits and access
+rights decoded, with the source of every value: "snapshot" (the driver's
+VMREAD values, architectural) or "region*" (the raw VMCS page decoded with
+the driver's layout map: implementation-specific). A live VMREAD from a
+debugger break-in is impossible, and this command does not pretend.
+
+Reads: descriptor (2), the vCPU (1, its snapshot is inside), the VMCS page
+(1, region source or --diff region), the other vCPU (1, --diff M): at most 5.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from windbg_ext.commands.base import CommandError, Report, parse_int
+
+SUMMARY = "VMCS fields of a vCPU from the driver's snapshot or the raw region, decoded; --diff compares"
+NEEDS_TARGET = True
+
+REGION_NOTE = ("region* = decoded from the raw VMCS page with the driver's layout map: implementation-specific, "
+               "and stale while the processor holds the VMCS (SDM 25.11.1)")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("n", help="vCPU index (see vmm)")
+    p.add_argument("fields", nargs="*", help="field names or encodings (e.g. GUEST_RIP, 0x681e); default: all")
+    p.add_argument("--all", action="store_true", help="also list catalogue fields the source has no value for")
+    p.add_argument("--group", choices=("guest", "host", "control", "exit"), help="one group only")
+    p.add_argument("--source", choices=("snapshot", "region", "failure"),
+                   help="where values come from (default: snapshot, or region when the snapshot is empty; "
+                        "failure = the snapshot in the descriptor's last-failure record, kept after a failed load)")
+    p.add_argument("--diff", metavar="M|region",
+                   help="show only fields that differ from vCPU M, or between snapshot and region of vCPU n")
+
+
+class Values:
+    def __init__(self, values: Dict[int, int], source: str, note: str = "") -> None:
+        self.values = values
+        self.source = source   # "snapshot" | "region"
+        self.note = note
+
+    @property
+    def label(self) -> str:
+        return {"region": "region*", "failure": "failure snapshot"}.get(self.source, "snapshot")
+
+
+def load_values(w, v, source: Optional[str]) -> Values:
+    from windbg_ext.hv.regions import region_values
+
+    snap = v.snapshot()
+    if source is None:
+        source = "snapshot" if snap.count else "region"
+        note = "" if snap.count else ("vCPU %d's snapshot is empty (reason: %s): showing the region; set the "
+                                      "descriptor's SnapshotOnEveryExit to 1 for architectural values" %
+                                      (v.index, snap.reason))
+    else:
+        note = ""
+    if source == "snapshot":
+        if snap.torn:
+            note = "the snapshot was being written when the target stopped (odd sequence %d): values may be torn" \
+                   % snap.sequence
+        return Values(dict(snap.values), "snapshot", note)
+    d = w.descriptor()
+    if d.LayoutStatus != 1 or not d.LayoutCount:
+        raise CommandError("vCPU %d: cannot decode the VMCS region: the driver's layout map is %s"
+                           % (v.index, d.layout_status))
+    if not v.VmcsRegionPa:
+        raise CommandError("vCPU %d has no VMCS region (VmcsRegionPa is 0)" % v.index)
+    page = w.read_page(v.VmcsRegionPa, "vCPU %d's VMCS region" % v.index)
+    return Values(region_values(page, d.layout), "region", note)
+
+
+def _select(args) -> Tuple[List[Tuple[Any, str]], bool]:
+    """-> ([(Field, access)], explicit)."""
+    from windbg_ext.arch.vmcs_fields import FIELDS, FieldLookupError, lookup
+
+    if args.fields:
+        out = []
+        for text in args.fields:
+            try:
+                out.append(lookup(text))
+            except FieldLookupError as e:
+                raise CommandError(str(e))
+        return out, True
+    return [(f, "full") for f in FIELDS if args.group is None or f.type == args.group], False
+
+
+def run(ctx, args) -> Report:
+    from windbg_ext.hv.walker import walker_for
+
+    n = parse_int(args.n, "vCPU index")
+    selected, explicit = _select(args)
+    w = walker_for(ctx)
+    d = w.descriptor()
+    running = bool(d.VmmContextVa and d.VcpuArrayVa)
+    if args.source == "failure" or (args.source is None and args.diff is None and not running
+                                    and d.failure is not None and d.failure.valid):
+        return _show(n, failure_values(d, n), selected, explicit, args)
+    v = w.vcpu(n)
+    if args.diff is not None:
+        return _run_diff(w, v, args, selected)
+    vals = load_values(w, v, args.source)
+    return _show(n, vals, selected, explicit, args)
+
+
+def failure_values(d, n: int) -> Values:
+    from windbg_ext.hv.model import FAILED_STEPS, failure_snapshot
+    from windbg_ext.hv.summary import vm_error_text
+
+    snap = failure_snapshot(d)
+    f = d.failure
+    if snap is None or f is None:
+        raise CommandError("the hv debug descriptor holds no failure record (nothing failed, or hv.sys is too old)")
+    if f.processor != n:
+        raise CommandError("the last failure was on processor %d, not %d: run vmcs %d --source failure"
+                           % (f.processor, n, f.processor))
+    note = "last failure: processor %d at %s, VM-instruction error %s, status 0x%08x (snapshot reason: %s)" % (
+        f.processor, FAILED_STEPS.get(f.failed_step, str(f.failed_step)), vm_error_text(f.vm_instruction_error),
+        f.status, snap.reason)
+    from windbg_ext.hv.model import NO_EXIT
+    if snap.exit_reason != NO_EXIT:
+        from windbg_ext.hv.summary import exit_text
+        note += "; exit reason %s" % exit_text(snap.exit_reason)
+    if not snap.count:
+        note += "; no VMCS was current, so the record holds no fields"
+    return Values(dict(snap.values), "failure", note)
+
+
+def _show(index: int, vals: Values, selected, explicit: bool, args) -> Report:
+    from windbg_ext.hv.vmcs_values import GROUP_ORDER, GROUP_TITLES, decode, field_value, format_value
+
+    by_name = {}
+    from windbg_ext.arch.vmcs_fields import BY_ENCODING
+    for enc, val in vals.values.items():
+        f = BY_ENCODING.get(enc)
+        if f is not None:
+            by_name[f.name] = val
+    r = Report()
+    r.text("vCPU %d VMCS (source: %s)" % (index, vals.label))
+    items = []
+    missing = []
+    groups: Dict[str, List[List[Any]]] = {g: [] for g in GROUP_ORDER}
+    for field, access in selected:
+        if field.encoding not in vals.values:
+            missing.append(field.name)
+            if not (explicit or args.all):
+                continue
+            groups[field.type].append([field.name, "0x%x" % field.encoding, "-", "(not in the %s)" % vals.source,
+                                       "-"])
+            items.append({"name": field.name, "encoding": "0x%x" % field.encoding, "group": field.type,
+                          "value": None, "source": vals.source})
+            continue
+        value = field_value(vals.values[field.encoding], access)
+        name = field.name + ("_HIGH" if access == "high" else "")
+        text = decode(field.name, value, by_name) if access == "full" else ""
+        groups[field.type].append([name, "0x%x" % (field.encoding | (1 if access == "high" else 0)),
+                                   format_value(field, value, access), text or "", vals.label])
+        items.append({"name": name, "encoding": "0x%x" % field.encoding, "group": field.type,
+                      "value": "0x%x" % value, "decoded": text, "source": vals.source})
+    for g in GROUP_ORDER:
+        if groups[g]:
+            r.table(["field", "encoding", "value", "decoded", "source"], groups[g],
+                    title="*** %s ***" % GROUP_TITLES[g])
+    shown = sum(len(rows) for rows in groups.values())
+    if not shown:
+        r.text("no fields to show: the %s has %d values and none matched" % (vals.source, len(vals.values)))
+    notes = []
+    if vals.note:
+        notes.append(vals.note)
+    if vals.source == "region":
+        notes.append(REGION_NOTE)
+    if missing and not (explicit or args.all):
+        notes.append("%d catalogue fields have no value in the %s (--all lists them)" % (len(missing), vals.source))
+    for note in notes:
+        r.text("note: " + note)
+    r.data = {"vcpu": index, "source": vals.source, "fields": items, "notes": notes}
+    return r
+
+
+def _run_diff(w, v, args, selected) -> Report:
+    from windbg_ext.arch.vmcs_fields import BY_ENCODING
+    from windbg_ext.hv.vmcs_values import diff, format_value
+
+    wanted = {f.encoding for f, _ in selected}
+    if args.diff.strip().lower() == "region":
+        if args.source == "region":
+            raise CommandError("--diff region compares the snapshot with the region; drop --source")
+        left = load_values(w, v, "snapshot")
+        right = load_values(w, v, "region")
+        if not left.values:
+            raise CommandError("vCPU %d's snapshot is empty (reason: %s): nothing to compare with the region"
+                               % (v.index, v.snapshot().reason))
+        labels = ("vCPU %d snapshot" % v.index, "vCPU %d region*" % v.index)
+    else:
+        m = parse_int(args.diff, "--diff vCPU")
+        if m == v.index:
+            raise CommandError("--diff %d compares vCPU %d with itself; give another vCPU or 'region'" % (m, m))
+        other = w.vcpu(m)
+        left = load_values(w, v, args.source)
+        right = load_values(w, other, left.source)
+        labels = ("vCPU %d %s" % (v.index, left.label), "vCPU %d %s" % (m, right.label))
+    # compare only fields both sides could hold (region vs snapshot cover different sets)
+    common = set(left.values) & set(right.values) if args.diff.strip().lower() == "region" else None
+    rows, items = [], []
+    for enc, a, b in diff(left.values, right.values):
+        if enc not in wanted or (common is not None and enc not in common):
+            continue
+        f = BY_ENCODING.get(enc)
+        name = f.name if f else "0x%x" % enc
+        fa = format_value(f, a) if (f and a is not None) else ("-" if a is None else "0x%x" % a)
+        fb = format_value(f, b) if (f and b is not None) else ("-" if b is None else "0x%x" % b)
+        rows.append([name, "0x%x" % enc, fa, fb])
+        items.append({"name": name, "encoding": "0x%x" % enc, "left": None if a is None else "0x%x" % a,
+                      "right": None if b is None else "0x%x" % b})
+    r = Report(data={"left": labels[0], "right": labels[1], "differences": items})
+    compared = len(common) if common is not None else len(set(left.values) | set(right.values))
+    r.text("%s vs %s: %d of %d fields differ" % (labels[0], labels[1], len(rows), compared))
+    if rows:
+        r.table(["field", "encoding", labels[0], labels[1]], rows)
+    if "region" in (left.source, right.source):
+        r.text("note: " + REGION_NOTE)
+    return r

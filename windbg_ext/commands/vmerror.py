@@ -1,0 +1,35 @@
+"""vmerror: the meaning of a VM-instruction error number (SDM 31.4)."""
+from __future__ import annotations
+
+from windbg_ext.commands.base import CommandError, Report, parse_int
+
+SUMMARY = "explain a VM-instruction error number (VM_INSTRUCTION_ERROR, SDM 31.4); no number lists them all"
+NEEDS_TARGET = False
+
+
+def add_arguments(p) -> None:
+    p.add_argument("number", nargs="?", help="the VM_INSTRUCTION_ERROR value (decimal or 0x hex)")
+
+
+def run(ctx, args) -> Report:
+    from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
+
+    if args.number is None:
+        rows = [[n, name, meaning] for n, (name, meaning) in sorted(VM_INSTRUCTION_ERRORS.items())]
+        data = [{"number": n, "name": name, "meaning": meaning}
+                for n, (name, meaning) in sorted(VM_INSTRUCTION_ERRORS.items())]
+        return Report(data={"errors": data}).table(["n", "name", "meaning"], rows,
+                                                   title="VM-instruction errors (SDM 31.4)")
+    n = parse_int(args.number, "VM-instruction error")
+    if n == 0:
+        data = {"number": 0, "name": None, "meaning": "no error recorded: the field is only meaningful after a VMX "
+                                                      "instruction failed with VMfailValid (ZF=1)", "sdm": "31.4"}
+        return Report(data=data).text("0: " + data["meaning"])
+    if n not in VM_INSTRUCTION_ERRORS:
+        raise CommandError("VM-instruction error %s is not defined: SDM 31.4 numbers them 1..28" % args.number)
+    name, meaning = VM_INSTRUCTION_ERRORS[n]
+    data = {"number": n, "name": name, "meaning": meaning, "sdm": "31.4"}
+    r = Report(data=data).table(["n", "name", "meaning"], [[n, name, meaning]])
+    if n in (7, 8):
+        r.text("next: compare the controls and host state with 'caps' (allowed settings) and the SDM 27.2 checks")
+    return r

@@ -1,0 +1,62 @@
+"""Short texts about the driver's state shared by the hv commands (pure)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from windbg_ext.hv.model import NO_EXIT, Vcpu
+
+
+def hx(v: Optional[int]) -> Optional[str]:
+    return None if v is None else "0x%x" % v
+
+
+def exit_text(value: int) -> str:
+    """Full exit-reason field -> "CPUID (10)" / "entry failure: INVALID_GUEST_STATE (33)"."""
+    from windbg_ext.arch.exits import decode_exit_reason
+
+    d = decode_exit_reason(value)
+    text = "%s (%d)" % (d["name"], d["basic"])
+    return ("entry failure: " + text) if d["entry_failure"] else text
+
+
+def vm_error_text(n: int) -> str:
+    from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
+
+    if not n:
+        return "none"
+    name = VM_INSTRUCTION_ERRORS.get(n, ("UNKNOWN", "not in SDM 31.4"))[0]
+    return "%d %s" % (n, name)
+
+
+def state_text(v: Vcpu) -> str:
+    """"launched", or "failed at VMLAUNCH (error 7 ENTRY_INVALID_CONTROL_FIELD)"."""
+    text = v.state
+    if v.state == "failed":
+        text = "failed at %s" % v.failed_step
+        err = v.record.get("VmInstructionError", 0)
+        if err:
+            text += " (error %s)" % vm_error_text(err)
+    return text
+
+
+def last_exit(v: Vcpu) -> Optional[str]:
+    if not v.record.get("ExitCount") and v.record.get("LastExitReason", 0) in (0, NO_EXIT):
+        return None
+    return exit_text(v.LastExitReason)
+
+
+def vcpu_row_data(v: Vcpu) -> Dict[str, Any]:
+    base, size = v.host_stack()
+    return {
+        "vcpu": v.index, "state": v.state, "state_text": state_text(v), "address": hx(v.address),
+        "vmxon_va": hx(v.record.get("VmxonRegion")), "vmxon_pa": hx(v.record.get("VmxonRegionPa")),
+        "vmcs_va": hx(v.record.get("VmcsRegion")), "vmcs_pa": hx(v.record.get("VmcsRegionPa")),
+        "msr_bitmap_va": hx(v.record.get("MsrBitmap")), "msr_bitmap_pa": hx(v.record.get("MsrBitmapPa")),
+        "host_stack": [hx(base), hx(base + size)] if base else None,
+        "exit_count": v.record.get("ExitCount"),
+        "last_exit_reason": hx(v.record.get("LastExitReason")),
+        "last_exit": last_exit(v),
+        "vm_instruction_error": v.record.get("VmInstructionError"),
+        "failed_step": v.failed_step,
+        "status": hx(v.status),
+    }

@@ -12,7 +12,6 @@ driver's headers (tests/hv/builder.py); needs gcc.
 from __future__ import annotations
 
 import os
-import struct
 import sys
 import tempfile
 import time
@@ -131,7 +130,9 @@ def main() -> int:
                                                       "naive time", "ratio", "budget"))
     ok = True
     with tempfile.TemporaryDirectory() as d:
-        run_command(HvState(vcpus=1).build().write_image(os.path.join(d, "warm.hvimg")), ["vmm"])  # imports
+        warm = HvState(vcpus=1).build().write_image(os.path.join(d, "warm.hvimg"))
+        for argv in (["vmm"], ["vmcs", "0", "--all"]):  # imports paid once, outside the measurements
+            run_command(warm, argv)
         for n in (1, 8, 64):
             path = HvState(vcpus=n).build().write_image(os.path.join(d, "n%d.hvimg" % n))
             for label, argv, naive, budget in (("vmm", ["vmm"], naive_vmm, 3 + n),

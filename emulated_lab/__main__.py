@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--scenario", default="baseline")
     r.add_argument("--out", metavar="FILE", help="write an hvlab image here (open with windbg_ext --image)")
     r.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
+    r.add_argument("--kd-mask", metavar="NAME=VALUE", action="append", default=[],
+                   help="preset nt!Kd_NAME_Mask, e.g. IHVDRIVER=0xffff (NAME: IHVDRIVER, DEFAULT, WIN2000)")
     sub.add_parser("scenarios", help="list the scenarios")
     d = sub.add_parser("demo", help="baseline, then the suite's view")
     d.add_argument("--cpus", type=int, default=2)
@@ -50,6 +52,28 @@ def demo(cpus: int, out: Optional[str], driver: Optional[str] = None) -> int:
     return 0 if res.loaded else 1
 
 
+def _kd_masks(items: List[str]):
+    from emulated_lab.lab import ScenarioError
+    from emulated_lab.nt.kernel import KD_MASKS
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        name = name.strip().upper()
+        if name.startswith("KD_") or name.startswith("NT!KD_"):
+            name = name.split("KD_", 1)[1]
+        if name.endswith("_MASK"):
+            name = name[:-5]
+        try:
+            v = int(value, 0)
+        except ValueError:
+            v = -1
+        if name not in KD_MASKS or not 0 <= v <= 0xFFFFFFFF:
+            raise ScenarioError("--kd-mask %r: give NAME=VALUE with NAME one of %s and a 32-bit value"
+                                % (item, ", ".join(KD_MASKS)))
+        out[name] = v
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     from emulated_lab.lab import SCENARIOS, ScenarioError, run_scenario
@@ -63,13 +87,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.cmd == "demo":
             return demo(args.cpus, args.out, args.driver)
         if args.cmd == "run":
-            res = run_scenario(args.scenario, cpus=args.cpus, driver=args.driver, image=args.out)
+            res = run_scenario(args.scenario, cpus=args.cpus, driver=args.driver, image=args.out,
+                               kd_masks=_kd_masks(args.kd_mask))
             print("\n".join(res.summary()))
             return 0
         _parser().print_help()
         return 2
     except (ScenarioError, MachineError, NativeError) as e:
         sys.stderr.write("error: %s\n" % e)
+        return 2
+    except OSError as e:
+        sys.stderr.write("error: %s\n" % e)
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 2
+    except Exception as e:  # last resort: one line, never a traceback
+        sys.stderr.write("error: internal error (%s: %s); please report it with the command line\n"
+                         % (type(e).__name__, e))
         return 2
 
 

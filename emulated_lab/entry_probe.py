@@ -6,8 +6,8 @@ VMLAUNCH succeed, fail with VMfailValid (error 7 / 8 / ...), or end in a
 VM-entry failure exit (0x80000021 with a qualification)?
 
 One probe run, on processor 0 of an `emulated_lab.machine.Machine`:
-CR4.VMXE, VMXON, VMCLEAR, VMPTRLD, HOST_RSP/HOST_RIP, a VMWRITE of every
-(encoding, value) given (they may override HOST_RSP/HOST_RIP), VMLAUNCH.
+CR4.VMXE, VMXON, VMCLEAR, VMPTRLD, HOST_RSP/HOST_RIP (the probe's own exit
+path), a VMWRITE of every (encoding, value) given, VMLAUNCH.
 The guest code is one CPUID, which exits unconditionally (SDM 26.1.2): any
 ordinary VM exit (reason 10, or 12 for HLT...) means the entry succeeded. The host code at HOST_RIP
 records the exit reason and qualification, VMXOFF, and returns.
@@ -23,8 +23,9 @@ import struct
 from typing import Dict, List, NamedTuple, Optional
 
 from emulated_lab.asm import assemble
-from emulated_lab.machine import (CR0_INIT, CR4_INIT, CR4_VMXE, DIRECT_MAP, GDT_LIMIT, SEL_R0_CODE, SEL_R0_DATA,
-                                  SEL_TSS, Machine)
+from emulated_lab.machine import Machine
+from emulated_lab.memory import DIRECT_MAP
+from emulated_lab.x64 import CR0_INIT, CR4_INIT, CR4_VMXE, GDT_LIMIT, SEL_R0_CODE, SEL_R0_DATA, SEL_TSS
 
 VMX_MSRS = tuple(range(0x480, 0x492))  # IA32_VMX_BASIC .. IA32_VMX_VMFUNC (SDM App. A)
 HOST_RSP_ENC, HOST_RIP_ENC = 0x6C14, 0x6C16  # SDM App. B.4.4
@@ -117,8 +118,9 @@ _CPUID = assemble("""
     mov eax, ecx
     xor ecx, ecx
     cpuid
-    mov eax, eax
+    mov r8, rbx
     pop rbx
+    mov rbx, r8
     ret
 """)
 
@@ -160,6 +162,7 @@ class EntryProbe:
         self.guest_stack_pa = self.m.alloc_phys(2)
         self.scratch_va, self.scratch_pa = self.m.alloc_page()  # a page the mutations may point at
         self._caps: Optional[Dict[int, int]] = None
+        self._broken = ""
         basic = self.rdmsr(0x480)
         rev = struct.pack("<I", basic & 0x7FFFFFFF)
         self.m.write_phys(self.vmxon_pa, rev)
@@ -189,13 +192,31 @@ class EntryProbe:
             self._caps = {msr: self.rdmsr(msr) for msr in VMX_MSRS}
         return dict(self._caps)
 
+    def cpuid(self, leaf: int) -> Dict[str, int]:
+        """CPUID(leaf, subleaf 0) on processor 0: eax, ebx, ecx, edx."""
+        r = self.m.run(0, self.m.place_code(_CPUID), regs={"rcx": leaf})
+        return {k: r.regs[k] & 0xFFFFFFFF for k in ("rax", "rbx", "rcx", "rdx")}
+
     def maxphyaddr(self) -> int:
         """CPUID.80000008H:EAX[7:0]: the physical-address width."""
-        r = self.m.run(0, self.m.place_code(_CPUID), regs={"rcx": 0x80000008})
-        return r.regs["rax"] & 0xFF
+        return self.cpuid(0x80000008)["rax"] & 0xFF
+
+    def sgx(self) -> bool:
+        """CPUID.(EAX=07H,ECX=0):EBX[2]."""
+        return bool(self.cpuid(7)["rbx"] >> 2 & 1)
 
     # -- the question -------------------------------------------------------------
     def launch(self, fields: Dict[int, int]) -> LaunchResult:
+        if self._broken:
+            raise ProbeError("this probe is unusable: %s; create a new EntryProbe" % self._broken)
+        # The VM exit must come back to the probe: HOST_RSP (never checked at entry) and a
+        # HOST_RIP that passes the host checks are the probe's own. A HOST_RIP that fails
+        # them (not canonical, SDM 27.2.4) is launched as given: the entry fails before any exit.
+        fields = dict(fields)
+        fields.pop(HOST_RSP_ENC, None)
+        rip = fields.get(HOST_RIP_ENC)
+        if rip is not None and (rip >> 47) in (0, 0x1FFFF):
+            del fields[HOST_RIP_ENC]
         items = sorted(fields.items())
         if len(items) > MAX_FIELDS:
             raise ProbeError("too many fields (%d > %d)" % (len(items), MAX_FIELDS))
@@ -206,7 +227,9 @@ class EntryProbe:
         self.m.write_phys(self.params_pa, bytes(block))
         r = self.m.run(0, self.m.place_code(_PROBE), regs={"rdi": self.params_va})
         if r.fault is not None or r.stop != "return":
-            raise ProbeError("the probe did not return (%s%s)" % (r.stop, ", %s" % r.fault if r.fault else ""))
+            # The processor may be left anywhere (even in VMX non-root): never reuse it.
+            self._broken = "the previous probe did not return (%s%s)" % (r.stop, ", %s" % r.fault if r.fault else "")
+            raise ProbeError(self._broken)
         status, error, reason, qual = struct.unpack_from("<QQQQ", self.m.read_phys(self.params_pa + P_STATUS, 32))
         if status == ST_VMXON_FAILED:
             raise ProbeError("VMXON failed on the emulated CPU")
@@ -250,7 +273,9 @@ class EntryProbe:
             "CPU_BASED_VM_EXEC_CONTROL": adjust(1 << 7, cm.IA32_VMX_PROCBASED_CTLS, cm.IA32_VMX_TRUE_PROCBASED_CTLS),
             "VM_EXIT_CONTROLS": adjust(1 << 9, cm.IA32_VMX_EXIT_CTLS, cm.IA32_VMX_TRUE_EXIT_CTLS),      # host 64-bit
             "VM_ENTRY_CONTROLS": adjust(1 << 9, cm.IA32_VMX_ENTRY_CTLS, cm.IA32_VMX_TRUE_ENTRY_CTLS),  # IA-32e guest
-            "EXCEPTION_BITMAP": 0, "CR3_TARGET_COUNT": 0, "VM_ENTRY_INTR_INFO_FIELD": 0,
+            # every guest exception exits: a guest that faults (e.g. at a non-canonical RIP Bochs
+            # accepted) leaves through a VM exit instead of running the machine's IDT tripwires
+            "EXCEPTION_BITMAP": 0xFFFFFFFF, "CR3_TARGET_COUNT": 0, "VM_ENTRY_INTR_INFO_FIELD": 0,
             "VM_EXIT_MSR_STORE_COUNT": 0, "VM_EXIT_MSR_LOAD_COUNT": 0, "VM_ENTRY_MSR_LOAD_COUNT": 0,
             "HOST_CR0": CR0_INIT, "HOST_CR3": m.pml4, "HOST_CR4": cr4,
             "HOST_CS_SELECTOR": SEL_R0_CODE, "HOST_SS_SELECTOR": SEL_R0_DATA, "HOST_DS_SELECTOR": SEL_R0_DATA,
@@ -258,6 +283,8 @@ class EntryProbe:
             "HOST_TR_SELECTOR": SEL_TSS, "HOST_FS_BASE": 0, "HOST_GS_BASE": p.kpcr, "HOST_TR_BASE": p.tss,
             "HOST_GDTR_BASE": p.gdt, "HOST_IDTR_BASE": p.idt, "HOST_IA32_SYSENTER_CS": 0,
             "HOST_IA32_SYSENTER_ESP": 0, "HOST_IA32_SYSENTER_EIP": 0,
+            # placeholders so the state is complete: launch() puts its own exit path here
+            "HOST_RSP": p.stack_top, "HOST_RIP": m.place_code(_PROBE),
             "GUEST_CR0": CR0_INIT, "GUEST_CR3": m.pml4, "GUEST_CR4": cr4, "GUEST_DR7": 0x400,
             "GUEST_RSP": DIRECT_MAP + self.guest_stack_pa + 0x1F00, "GUEST_RIP": guest_rip, "GUEST_RFLAGS": 0x2,
             "GUEST_GDTR_BASE": p.gdt, "GUEST_GDTR_LIMIT": GDT_LIMIT, "GUEST_IDTR_BASE": p.idt,
@@ -278,10 +305,60 @@ class EntryProbe:
         return {by_name(k).encoding: val for k, val in v.items()}
 
 
+def main(argv: Optional[List[str]] = None) -> int:
+    """python -m emulated_lab.entry_probe [--write-baseline DIR] [F.json]:
+    write a valid fields/caps pair (a starting point for `verify --fields`
+    experiments), and/or launch F.json on the emulated CPU."""
+    import argparse
+    import json
+    import os
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m emulated_lab.entry_probe", description=main.__doc__)
+    p.add_argument("fields", nargs="?", help='F.json as verify reads it: {"0x681e": "0x...", ...}')
+    p.add_argument("--write-baseline", metavar="DIR", help="write DIR/fields.json and DIR/caps.json (a valid state)")
+    args = p.parse_args(argv)
+    if not args.fields and not args.write_baseline:
+        p.error("give F.json to launch, or --write-baseline DIR")
+    try:
+        fields = None
+        if args.fields:
+            from windbg_ext.commands.base import CommandError
+            from windbg_ext.commands.verify import load_fields
+            try:
+                fields = load_fields(args.fields)
+            except CommandError as e:
+                raise ProbeError(str(e))
+        with EntryProbe() as probe:
+            if args.write_baseline:
+                if not os.path.isdir(args.write_baseline):
+                    raise ProbeError("%s is not a directory" % args.write_baseline)
+                base = probe.baseline()
+                caps = {"0x%x" % k: "0x%x" % v for k, v in probe.caps().items()}
+                caps["maxphyaddr"] = probe.maxphyaddr()
+                for name, doc in (("fields.json", {"0x%x" % k: "0x%x" % v for k, v in sorted(base.items())}),
+                                  ("caps.json", caps)):
+                    path = os.path.join(args.write_baseline, name)
+                    with open(path + ".tmp", "w") as f:
+                        json.dump(doc, f, indent=1)
+                    os.replace(path + ".tmp", path)  # nothing half-written
+                    print("wrote %s" % path)
+            if fields is not None:
+                print("the emulated CPU: %s" % probe.launch(fields).short())
+        return 0
+    except ProbeError as e:
+        sys.stderr.write("error: %s\n" % e)
+        return 2
+
+
 def launch(fields: Dict[int, int]) -> LaunchResult:
     """One-shot convenience: a fresh machine, one launch."""
     with EntryProbe() as p:
         return p.launch(fields)
 
 
-__all__: List[str] = ["EntryProbe", "LaunchResult", "ProbeError", "launch", "VMX_MSRS"]
+__all__: List[str] = ["EntryProbe", "LaunchResult", "ProbeError", "launch", "main", "VMX_MSRS"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

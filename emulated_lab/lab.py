@@ -53,7 +53,8 @@ class ScenarioResult:
         self.leaks = []
         self.failed_allocations: List[int] = []
         self.allocation_calls = 0
-        self.vmreads: Dict[int, Dict[int, int]] = {}
+        self.vmreads: Dict[int, Dict[int, int]] = {}    # per processor, read while parked (= the image)
+        self.failure_vmreads = []                          # (processor, {encoding: value}) at failed VM entries
         self.image_path: Optional[str] = None
         self.descriptor_va = 0
         self.driver_base = 0
@@ -73,9 +74,11 @@ class ScenarioResult:
                      % (", ".join("cpu%d=%s" % (i, v) for i, v in enumerate(self.vmx_after)),
                         ", ".join("cpu%d=%d" % (i, bool(c & CR4_VMXE)) for i, c in enumerate(self.cr4_after)),
                         len(self.leaks)))
-        for m in self.messages:
-            if m.shown:
-                lines.append("  [cpu%d] %s" % (m.cpu, m.text.rstrip()))
+        shown = [m for m in self.messages if m.shown]
+        lines.append("DbgPrintEx: %d message(s), %d shown under the Kd_*_Mask values (see: windbg_ext dbgfilter)"
+                     % (len(self.messages), len(shown)))
+        for m in shown:
+            lines.append("  [cpu%d] %s" % (m.cpu, m.text.rstrip()))
         if self.image_path:
             lines.append("image: %s" % self.image_path)
         return lines
@@ -110,6 +113,7 @@ WORKLOAD_CPL0 = [
     ("xsetbv", "xor ecx, ecx\nxgetbv\nxsetbv\nret", {}),
     ("invd", "invd\nret", {}),
     ("vmcall-ping", "vmcall\nret", {"rax": 0x4D4D5662616C7668, "rcx": 1}),
+    ("vmcall-snapshot", "vmcall\nret", {"rax": 0x4D4D5662616C7668, "rcx": 2}),
     ("vmxon-in-guest", "push rax\nvmxon [rsp]\npop rax\nret", {"rax": 0}),
 ]
 
@@ -150,13 +154,20 @@ def run_workload(m: Machine, k: int) -> Dict[str, object]:
 
 # -- the scenario ---------------------------------------------------------------------
 def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: Optional[str] = None,
-                 workload: bool = True) -> ScenarioResult:
+                 workload: bool = True, kd_masks: Optional[Dict[str, int]] = None) -> ScenarioResult:
+    """Runs one scenario on a fresh machine. kd_masks presets nt!Kd_<NAME>_Mask
+    (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's."""
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
     path = driver or DEFAULT_DRIVER
     if not os.path.isfile(path):
         raise ScenarioError("driver %s not found: build it with 'make -C driver' (or 'make demo')" % path)
+    if image:
+        where = os.path.dirname(os.path.abspath(image))
+        if not os.path.isdir(where) or not os.access(where, os.W_OK):
+            raise ScenarioError("cannot write the image %s: directory %s does not exist or is not writable"
+                                % (image, where))
     fc = FC_LOCKED_VMXON_DISABLED if kind == "feature-locked" else FC_LOCKED_VMXON_ENABLED
     res = ScenarioResult()
     res.scenario, res.cpus = name, cpus
@@ -164,7 +175,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     try:
         if kind == "no-vmx":
             m.hide_vmx()
-        kern = NtKernel(m, fail_allocation=k if kind == "alloc-fail" else 0)
+        kern = NtKernel(m, fail_allocation=k if kind == "alloc-fail" else 0, kd_masks=kd_masks)
         # what a debugger would see: capability MSRs and CPUID, read before any VMM runs
         msrs = [m.read_msrs(i, CAPABILITY_MSRS) for i in range(cpus)]
         cpuid = [{leaf: m.cpuid(i, *leaf) for leaf in CPUID_LEAVES} for i in range(cpus)]
@@ -176,6 +187,9 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
             raise ScenarioError(str(e))
         res.driver_base = img.base
         res.descriptor_va = img.exports.get(DESCRIPTOR_EXPORT, 0)
+        from windbg_ext.arch.vmcs_fields import FIELDS
+        encs = [f.encoding for f in FIELDS]
+        m.capture_on_entry_failure = encs
         if kind == "launch-failure":
             _arm_launch_failure(m, img)
         m.exits.clear()
@@ -188,10 +202,9 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
             for i in range(cpus):
                 res.workload[i] = run_workload(m, i)
         if res.loaded:
-            from windbg_ext.arch.vmcs_fields import FIELDS
-            encs = [f.encoding for f in FIELDS]
             for i in range(cpus):
                 res.vmreads[i] = m.vmread_all(i, encs)
+        res.failure_vmreads = list(m.failure_vmreads)
         if image:
             _write_image(image, m, kern, img, res, msrs, cpuid)
             res.image_path = image
@@ -250,6 +263,8 @@ def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult
         "vmx_state": [p.vmx for p in m.processors],
         "vmcs_pa": ["0x%x" % p.vmcs_pa for p in m.processors],
         "vmread": {str(i): {"0x%x" % e: "0x%x" % v for e, v in vals.items()} for i, vals in res.vmreads.items()},
+        "vmread_at_entry_failure": [{"cpu": c, "fields": {"0x%x" % e: "0x%x" % v for e, v in vals.items()}}
+                                    for c, vals in res.failure_vmreads],
         "exits": [[e.cpu, "0x%x" % e.reason, "0x%x" % e.qualification] for e in m.exits if not e.lab_induced],
         "allocations_live": len(kern.live),
     })

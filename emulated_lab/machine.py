@@ -26,54 +26,33 @@ test):
 """
 from __future__ import annotations
 
-import ctypes
-import struct
+import gc
+import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from emulated_lab.asm import assemble
+from emulated_lab import snippets
+from emulated_lab.errors import MachineError
+from emulated_lab.memory import DIRECT_MAP, PAGE, GuestMemory
 from emulated_lab.native import load_bochscpu
+from emulated_lab.x64 import (ATTR_R0_CODE, ATTR_R0_DATA, ATTR_R3_CMTEB, ATTR_R3_DATA, ATTR_TSS_BUSY, CMTEB_LIMIT,
+                              CR0_INIT, CR4_INIT, CR4_VMXE, EFER_INIT, EXCEPTION_NAMES, FAULT_STUB_SIZE, GDT_LIMIT,
+                              GPRS, IDT_LIMIT, PAT_INIT, RFLAGS_CF, RFLAGS_INIT, RFLAGS_ZF, SEL_R0_CODE, SEL_R0_DATA,
+                              SEL_R3_CMCODE, SEL_R3_CMTEB, SEL_R3_CODE, SEL_R3_DATA, SEL_TSS, THREAD_REGS, TSS_LIMIT,
+                              XCR0_INIT, fault_stubs_page, gdt_image, idt_image, tss_image)
 
-PAGE = 0x1000
+__all__ = ["Machine", "MachineError", "GuestFault", "VmExit", "RunResult", "Processor", "DIRECT_MAP", "PAGE",
+           "NT_BASE", "DRIVER_BASE", "USER_BASE", "CR0_INIT", "CR4_INIT", "CR4_VMXE", "EFER_INIT", "GDT_LIMIT",
+           "SEL_R0_CODE", "SEL_R0_DATA", "SEL_R3_CMCODE", "SEL_R3_CODE", "SEL_R3_DATA", "SEL_R3_CMTEB", "SEL_TSS",
+           "RFLAGS_CF", "RFLAGS_ZF", "FC_LOCKED_VMXON_ENABLED", "FC_LOCKED_VMXON_DISABLED", "GPRS"]
 
-# Virtual layout (canonical, kernel half). Every physical page the machine
-# allocates is also reachable at DIRECT_MAP + pa (like a kernel direct map).
-DIRECT_MAP = 0xFFFF_A000_0000_0000
+# Virtual layout (canonical, kernel half; pool/contiguous memory is at DIRECT_MAP + pa).
 NT_BASE = 0xFFFF_F800_0000_0000        # the emulated "nt" module: stubs + data
 DRIVER_BASE = 0xFFFF_F806_1000_0000    # where a loaded driver image goes
 USER_BASE = 0x0000_0000_0001_0000      # ring-3 workload code and stack
 
-# Windows x64 GDT selectors (KGDT64_*).
-SEL_R0_CODE, SEL_R0_DATA, SEL_R3_CMCODE, SEL_R3_DATA, SEL_R3_CODE = 0x10, 0x18, 0x23, 0x2B, 0x33
-SEL_TSS, SEL_R3_CMTEB = 0x40, 0x53
-GDT_LIMIT = 0x6F
-
-# Initial control registers, as a Windows x64 kernel runs (subset the model has).
-CR0_INIT = 0x8005_0033          # PG WP AM NE ET MP PE
-CR4_INIT = 0x0004_06A0          # OSXSAVE OSXMMEXCPT OSFXSR PGE PAE
-EFER_INIT = 0xD01               # NXE LMA LME SCE
-CR4_VMXE = 1 << 13
-RFLAGS_INIT = 0x202
-RFLAGS_CF, RFLAGS_ZF = 1 << 0, 1 << 6
-
 MSR_FEATURE_CONTROL = 0x3A
-FC_LOCKED_VMXON_ENABLED = 0x5   # lock | enable VMXON outside SMX
+FC_LOCKED_VMXON_ENABLED = 0x5   # lock | enable VMXON outside SMX (SDM Vol.3 24.7)
 FC_LOCKED_VMXON_DISABLED = 0x1  # lock only: VMXON #GPs
-
-GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
-        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
-THREAD_REGS = GPRS + ("rip", "rflags")
-
-PTE_P, PTE_RW, PTE_US, PTE_PS = 1, 2, 4, 0x80
-PTE_NX = 1 << 63
-ADDR_MASK = 0x000F_FFFF_FFFF_F000
-
-EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
-                   10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC",
-                   19: "#XM"}
-
-
-class MachineError(Exception):
-    """The emulated machine cannot continue (one line for the user)."""
 
 
 class GuestFault(MachineError):
@@ -128,6 +107,24 @@ class RunResult:
         return "success"
 
 
+# The one live Session of the process (bochscpu aborts on a second one). Held
+# here so a new Session is only made once nothing else references the old one.
+_session_holder: List[object] = []
+
+
+def _new_session(bochscpu):
+    if _session_holder:
+        if sys.getrefcount(_session_holder[0]) > 2:    # the holder and getrefcount's argument
+            gc.collect()
+        if sys.getrefcount(_session_holder[0]) > 2:
+            raise MachineError("an earlier emulated CPU session is still referenced (an unclosed Machine, "
+                               "or a kept reference to its cpu): close it before starting another")
+        _session_holder.clear()
+    sess = bochscpu.Session()
+    _session_holder.append(sess)
+    return sess
+
+
 class Processor:
     def __init__(self, index: int) -> None:
         self.index = index
@@ -140,31 +137,21 @@ class Processor:
         self.gdt = self.idt = self.tss = self.kpcr = 0
         self.stack_top = 0           # per-processor stack for calls into code on this processor
         self.idle_stack_top = 0
-        self.msrs: Dict[int, int] = {}
 
 
-class _Stop(Exception):
-    pass
-
-
-class Machine:
+class Machine(GuestMemory):
     """An emulated x86-64 machine with `cpus` logical processors."""
 
-    def __init__(self, cpus: int = 2, feature_control: int = FC_LOCKED_VMXON_ENABLED,
-                 cpuid_override: Optional[Dict[Tuple[int, int], Tuple[int, int, int, int]]] = None) -> None:
+    def __init__(self, cpus: int = 2, feature_control: int = FC_LOCKED_VMXON_ENABLED) -> None:
         if cpus < 1 or cpus > 64:
             raise MachineError("processor count %d is out of range (1..64)" % cpus)
         self.bochscpu = load_bochscpu()
-        self.mem = self.bochscpu.memory
+        GuestMemory.__init__(self, self.bochscpu.memory)
         self.feature_control = feature_control
-        self._pages: Dict[int, int] = {}     # gpa -> host address
-        self._next_pa = 0x20_0000            # bump allocator: never reuses a page
         self._code_cursor = 0
         self._code_page = 0
         self._code_interned: Dict[bytes, int] = {}
         self._closed = False
-        self.pml4 = 0
-        self.pml4 = self.alloc_phys(1)
         self.breakpoints: Dict[int, Callable[[int], None]] = {}   # VA -> handler (ucnear_branch target)
         self.exits: List[VmExit] = []
         self.exit_observers: List[Callable[[VmExit], None]] = []
@@ -177,167 +164,20 @@ class Machine:
         self._request = None
         self._hook_list = None
         self._hide_vmx = False
+        self._await_capture = False
+        self.capture_on_entry_failure: List[int] = []   # encodings to VMREAD when a VM entry fails
+        self.failure_vmreads: List[Tuple[int, Dict[int, int]]] = []
         self._cpuid_leaf = None
         self.cpuid_sites = set()
         self._hlt_rip = 0
-        self.count_instructions = False   # set before the first run: counts every instruction (slow)
+        self.count_instructions = False   # set before the first run: counts instructions (slow)
+        self.count_range = (0, 1 << 64)   # ... whose address is in [lo, hi), e.g. the driver image
         self.instructions = 0
-        self.cpuid_override = dict(cpuid_override or {})
+        self._last_counted = -1
         self._build_shared()
         self.processors = [Processor(i) for i in range(cpus)]
         for p in self.processors:
             self._build_processor(p)
-
-    # -- physical memory ----------------------------------------------------
-    def alloc_phys(self, npages: int, align_pages: int = 1) -> int:
-        """Allocates zeroed, contiguous physical pages; also maps them at DIRECT_MAP + pa."""
-        pa = (self._next_pa + align_pages * PAGE - 1) // (align_pages * PAGE) * (align_pages * PAGE)
-        self._next_pa = pa + npages * PAGE
-        for i in range(npages):
-            hva = self.mem.allocate_host_page()
-            if not hva:
-                raise MachineError("out of host memory for the emulated machine")
-            ctypes.memset(hva, 0, PAGE)
-            self.mem.page_insert(pa + i * PAGE, hva)
-            self._pages[pa + i * PAGE] = hva
-        if self.pml4:
-            self.map(DIRECT_MAP + pa, pa, npages * PAGE)
-        return pa
-
-    def alloc_page(self) -> Tuple[int, int]:
-        """One zeroed page: (virtual address, physical address)."""
-        pa = self.alloc_phys(1)
-        return DIRECT_MAP + pa, pa
-
-    def _hva(self, pa: int) -> int:
-        hva = self._pages.get(pa & ~0xFFF)
-        if hva is None:
-            raise MachineError("physical address 0x%x is not backed by memory" % pa)
-        return hva + (pa & 0xFFF)
-
-    def write_phys(self, pa: int, data: bytes) -> None:
-        off = 0
-        while off < len(data):
-            n = min(len(data) - off, PAGE - ((pa + off) & 0xFFF))
-            ctypes.memmove(self._hva(pa + off), bytes(data[off:off + n]), n)
-            off += n
-
-    def read_phys(self, pa: int, size: int) -> bytes:
-        out = bytearray()
-        while len(out) < size:
-            cur = pa + len(out)
-            n = min(size - len(out), PAGE - (cur & 0xFFF))
-            out += ctypes.string_at(self._hva(cur), n)
-        return bytes(out)
-
-    def phys_ranges(self) -> List[Tuple[int, int]]:
-        """(pa, size) runs of every backed physical page, merged."""
-        runs: List[Tuple[int, int]] = []
-        for pa in sorted(self._pages):
-            if runs and runs[-1][0] + runs[-1][1] == pa:
-                runs[-1] = (runs[-1][0], runs[-1][1] + PAGE)
-            else:
-                runs.append((pa, PAGE))
-        return runs
-
-    # -- paging -------------------------------------------------------------
-    def _entry_pa(self, table_pa: int, index: int) -> int:
-        return table_pa + index * 8
-
-    def _read_q(self, pa: int) -> int:
-        return struct.unpack("<Q", self.read_phys(pa, 8))[0]
-
-    def _write_q(self, pa: int, v: int) -> None:
-        self.write_phys(pa, struct.pack("<Q", v))
-
-    def map(self, va: int, pa: int, size: int, user: bool = False, writable: bool = True,
-            executable: bool = True) -> None:
-        """Maps [va, va+size) to [pa, pa+size) with 4 KiB pages."""
-        va &= ~0xFFF
-        pa &= ~0xFFF
-        for off in range(0, (size + 0xFFF) & ~0xFFF, PAGE):
-            self._map_page(va + off, pa + off, user, writable, executable)
-
-    def _map_page(self, va: int, pa: int, user: bool, writable: bool, executable: bool) -> None:
-        table = self.pml4
-        upper = PTE_P | PTE_RW | (PTE_US if user else 0)
-        for shift in (39, 30, 21):
-            e_pa = self._entry_pa(table, (va >> shift) & 0x1FF)
-            e = self._read_q(e_pa)
-            if not e & PTE_P:
-                nxt = self._alloc_table()
-                e = nxt | upper
-                self._write_q(e_pa, e)
-            elif user and not e & PTE_US:
-                self._write_q(e_pa, e | PTE_US)
-            table = e & ADDR_MASK
-        leaf = pa | PTE_P | (PTE_RW if writable else 0) | (PTE_US if user else 0) | (0 if executable else PTE_NX)
-        self._write_q(self._entry_pa(table, (va >> 12) & 0x1FF), leaf)
-
-    def _alloc_table(self) -> int:
-        # page-table pages come from the same allocator but are not direct-mapped
-        # recursively (that would recurse into map()); they are reachable physically.
-        pa = (self._next_pa + PAGE - 1) & ~0xFFF
-        self._next_pa = pa + PAGE
-        hva = self.mem.allocate_host_page()
-        ctypes.memset(hva, 0, PAGE)
-        self.mem.page_insert(pa, hva)
-        self._pages[pa] = hva
-        return pa
-
-    def unmap(self, va: int, size: int) -> None:
-        for off in range(0, (size + 0xFFF) & ~0xFFF, PAGE):
-            pte = self._pte_pa(va + off)
-            if pte is not None:
-                self._write_q(pte, 0)
-
-    def _pte_pa(self, va: int) -> Optional[int]:
-        table = self.pml4
-        for shift in (39, 30, 21):
-            e = self._read_q(self._entry_pa(table, (va >> shift) & 0x1FF))
-            if not e & PTE_P:
-                return None
-            table = e & ADDR_MASK
-        return self._entry_pa(table, (va >> 12) & 0x1FF)
-
-    def translate(self, va: int) -> Optional[int]:
-        """Walks the 4-level page tables in emulated memory (SDM Vol.3 4.5);
-        None when the address is not mapped."""
-        pte = self._pte_pa(va)
-        if pte is None:
-            return None
-        e = self._read_q(pte)
-        if not e & PTE_P:
-            return None
-        return (e & ADDR_MASK) | (va & 0xFFF)
-
-    def read_virt(self, va: int, size: int) -> bytes:
-        out = bytearray()
-        while len(out) < size:
-            cur = va + len(out)
-            pa = self.translate(cur)
-            if pa is None:
-                raise MachineError("virtual address 0x%x is not mapped" % cur)
-            n = min(size - len(out), PAGE - (cur & 0xFFF))
-            out += self.read_phys(pa, n)
-        return bytes(out)
-
-    def write_virt(self, va: int, data: bytes) -> None:
-        off = 0
-        while off < len(data):
-            cur = va + off
-            pa = self.translate(cur)
-            if pa is None:
-                raise MachineError("virtual address 0x%x is not mapped" % cur)
-            n = min(len(data) - off, PAGE - (cur & 0xFFF))
-            self.write_phys(pa, data[off:off + n])
-            off += n
-
-    def read_u64(self, va: int) -> int:
-        return struct.unpack("<Q", self.read_virt(va, 8))[0]
-
-    def write_u64(self, va: int, v: int) -> None:
-        self.write_virt(va, struct.pack("<Q", v & 0xFFFF_FFFF_FFFF_FFFF))
 
     # -- code placement -----------------------------------------------------
     def place_code(self, code: bytes) -> int:
@@ -400,8 +240,8 @@ class Machine:
 
     # -- layout -------------------------------------------------------------
     def _build_shared(self) -> None:
-        # A page of `hlt` bytes: the return sentinel and the IDT handlers point
-        # here; reaching one stops the emulator (a clean tripwire).
+        # A page of HLT: the run sentinel is here (a RET to it is seen by the
+        # ucnear_branch hook; the HLT is only a tripwire).
         hlt_pa = self.alloc_phys(1)
         self.write_phys(hlt_pa, b"\xF4" * PAGE)
         self.hlt_page = DIRECT_MAP + hlt_pa
@@ -414,12 +254,7 @@ class Machine:
         stubs_pa = self.alloc_phys(1)
         self.idt_stubs = DIRECT_MAP + stubs_pa
         self.fault_common = self.idt_stubs + 0x800
-        page = bytearray(b"\xF4" * PAGE)
-        for v in range(256):
-            at = 8 * v
-            rel = self.fault_common - (self.idt_stubs + at + 7)
-            page[at:at + 7] = bytes([0x6A, v & 0xFF, 0xE9]) + struct.pack("<i", rel)
-        self.write_phys(stubs_pa, bytes(page))
+        self.write_phys(stubs_pa, fault_stubs_page(self.idt_stubs, self.fault_common))
         self.breakpoints[self.fault_common] = self._on_fault_stub
         self.user_code_pa = self.alloc_phys(4)
         self.user_stack_pa = self.alloc_phys(4)
@@ -429,50 +264,19 @@ class Machine:
         self._user_cursor = 0
 
     def _build_processor(self, p: Processor) -> None:
-        # GDT (Windows x64 layout), TSS, IDT, a KPCR-like page for GS.
-        gdt_pa = self.alloc_phys(1)
-        tss_pa = self.alloc_phys(1)
-        idt_pa = self.alloc_phys(1)
-        kpcr_pa = self.alloc_phys(2)
-        stack_pa = self.alloc_phys(16)
-        idle_pa = self.alloc_phys(2)
-        ist_pa = self.alloc_phys(2)
-        p.gdt, p.tss, p.idt, p.kpcr = (DIRECT_MAP + x for x in (gdt_pa, tss_pa, idt_pa, kpcr_pa))
-        p.stack_top = DIRECT_MAP + stack_pa + 16 * PAGE - 0x100
-        p.idle_stack_top = DIRECT_MAP + idle_pa + 2 * PAGE - 0x100
-        gdt = bytearray(GDT_LIMIT + 1)
-
-        def seg(sel: int, access: int, flags: int, limit: int = 0xFFFFF) -> None:
-            # descriptor: limit 15:0, base 23:0 = 0, access byte, flags|limit 19:16, base 31:24 = 0
-            d = (limit & 0xFFFF) | (access << 40) | (((limit >> 16) & 0xF) << 48) | (flags << 52)
-            gdt[sel & ~7:(sel & ~7) + 8] = struct.pack("<Q", d)
-
-        seg(SEL_R0_CODE, 0x9B, 0xA)      # 64-bit code, DPL0 (L, G)
-        seg(SEL_R0_DATA, 0x93, 0xC)      # data, DPL0 (D/B, G)
-        seg(SEL_R3_CMCODE, 0xFB, 0xC)    # 32-bit code, DPL3
-        seg(SEL_R3_DATA, 0xF3, 0xC)      # data, DPL3
-        seg(SEL_R3_CODE, 0xFB, 0xA)      # 64-bit code, DPL3
-        seg(SEL_R3_CMTEB, 0xF3, 0x4, 0x3C00)
-        tss_va, tss_limit = p.tss, 0x67
-        lo = (tss_limit & 0xFFFF) | ((tss_va & 0xFFFFFF) << 16) | (0x8B << 40) | (((tss_va >> 24) & 0xFF) << 56)
-        gdt[SEL_TSS:SEL_TSS + 16] = struct.pack("<QQ", lo, tss_va >> 32)   # busy 64-bit TSS
-        self.write_phys(gdt_pa, bytes(gdt))
-        # TSS: RSP0 for ring 3 -> 0 transitions, IST1 for faults.
-        tss = bytearray(0x68)
-        struct.pack_into("<Q", tss, 4, p.stack_top - 0x4000)
-        struct.pack_into("<Q", tss, 0x24, DIRECT_MAP + ist_pa + 2 * PAGE - 0x40)
-        struct.pack_into("<H", tss, 0x66, 0x68)   # no I/O bitmap
-        self.write_phys(tss_pa, bytes(tss))
-        idt = bytearray(256 * 16)
-        for v in range(256):
-            h = self.idt_stubs + 8 * v
-            lo = (h & 0xFFFF) | (SEL_R0_CODE << 16) | (0x8E << 40) | (((h >> 16) & 0xFFFF) << 48)
-            struct.pack_into("<QQ", idt, v * 16, lo, h >> 32)
-        self.write_phys(idt_pa, bytes(idt))
-        # KPCR-ish: Self at +0x18, Prcb.Number at +0x184 (what KeGetCurrentProcessorNumber reads).
-        struct.pack_into("<Q", bytearray(8), 0, 0)
-        self.write_phys(kpcr_pa + 0x18, struct.pack("<Q", p.kpcr))
-        self.write_phys(kpcr_pa + 0x184, struct.pack("<I", p.index))
+        """Per processor: GDT, TSS, IDT, a KPCR-like page for GS, stacks, and the
+        lab's VMXON region for re-establishing VMX operation."""
+        p.gdt, p.tss, p.idt = (DIRECT_MAP + self.alloc_phys(1) for _ in range(3))
+        p.kpcr = DIRECT_MAP + self.alloc_phys(2)
+        p.stack_top = DIRECT_MAP + self.alloc_phys(16) + 16 * PAGE - 0x100
+        p.idle_stack_top = DIRECT_MAP + self.alloc_phys(2) + 2 * PAGE - 0x100
+        ist1 = DIRECT_MAP + self.alloc_phys(2) + 2 * PAGE - 0x40
+        self.write_virt(p.gdt, gdt_image(p.tss))
+        self.write_virt(p.tss, tss_image(p.stack_top - 0x4000, ist1))
+        self.write_virt(p.idt, idt_image(lambda v: self.idt_stubs + FAULT_STUB_SIZE * v))
+        # KPCR: Self at +0x18, Prcb.Number at +0x184 (what KeGetCurrentProcessorNumber reads)
+        self.write_u64(p.kpcr + 0x18, p.kpcr)
+        self.write_virt(p.kpcr + 0x184, p.index.to_bytes(4, "little"))
         p.fw_vmxon_pa = self.alloc_phys(1)
 
     def _segment(self, selector: int, attr: int, base: int = 0, limit: int = 0xFFFFFFFF):
@@ -488,19 +292,18 @@ class Machine:
         b = self.bochscpu
         st = b.State()
         st.cr0, st.cr4, st.efer, st.cr3 = CR0_INIT, CR4_INIT, EFER_INIT, self.pml4
-        st.xcr0 = 0x3
+        st.xcr0 = XCR0_INIT
         st.rflags = RFLAGS_INIT
         st.rsp = p.stack_top
         st.rip = self.sentinel
-        st.pat = 0x0007_0106_0007_0106
-        # attr = descriptor bits 40..55 (access byte, limit 19:16, AVL L D/B G)
-        st.cs = self._segment(SEL_R0_CODE, 0xAF9B)
-        st.ss = self._segment(SEL_R0_DATA, 0xCF93)
-        st.ds = self._segment(SEL_R3_DATA | 3, 0xCFF3)
-        st.es = self._segment(SEL_R3_DATA | 3, 0xCFF3)
-        st.fs = self._segment(SEL_R3_CMTEB | 3, 0x40F3, 0, 0x3C00)
-        st.gs = self._segment(SEL_R3_DATA | 3, 0xCFF3, p.kpcr)
-        st.tr = self._segment(SEL_TSS, 0x008B, p.tss, 0x67)
+        st.pat = PAT_INIT
+        st.cs = self._segment(SEL_R0_CODE, ATTR_R0_CODE)
+        st.ss = self._segment(SEL_R0_DATA, ATTR_R0_DATA)
+        st.ds = self._segment(SEL_R3_DATA | 3, ATTR_R3_DATA)
+        st.es = self._segment(SEL_R3_DATA | 3, ATTR_R3_DATA)
+        st.fs = self._segment(SEL_R3_CMTEB | 3, ATTR_R3_CMTEB, 0, CMTEB_LIMIT)
+        st.gs = self._segment(SEL_R3_DATA | 3, ATTR_R3_DATA, p.kpcr)
+        st.tr = self._segment(SEL_TSS, ATTR_TSS_BUSY, p.tss, TSS_LIMIT)
         ldtr = self.bochscpu.Segment()
         ldtr.present = False
         st.ldtr = ldtr
@@ -508,7 +311,7 @@ class Machine:
         g.base, g.limit = p.gdt, GDT_LIMIT
         st.gdtr = g
         i = b.GlobalSegment()
-        i.base, i.limit = p.idt, 256 * 16 - 1
+        i.base, i.limit = p.idt, IDT_LIMIT
         st.idtr = i
         st.kernel_gs_base = 0
         st.star = (SEL_R3_CMCODE & ~3) << 48 | SEL_R0_CODE << 32
@@ -525,17 +328,24 @@ class Machine:
             h.before_execution = self._before
             h.after_execution = self._after
         elif self.count_instructions:
-            h.after_execution = self._count
+            h.before_execution = self._count
         return [h]
 
     def _count(self, sess, cpu_id, insn) -> None:
-        self.instructions += 1
+        # before_execution may fire twice for one instruction (after RDMSR/VMXOFF,
+        # or on resume after a stop): count each RIP once in a row
+        rip = sess.cpu.rip
+        if rip == self._last_counted:
+            return
+        self._last_counted = rip
+        lo, hi = self.count_range
+        if lo <= rip < hi:
+            self.instructions += 1
 
     def _open_session(self, k: int) -> None:
         """A fresh Session for processor k, state loaded, VMX re-established."""
         self._close_session()
-        b = self.bochscpu
-        sess = b.Session()
+        sess = _new_session(self.bochscpu)
         sess.missing_page_handler = self._missing_page
         p = self.processors[k]
         st = p.state if p.state is not None else self._initial_state(p)
@@ -544,11 +354,11 @@ class Machine:
         if self._hook_list is None:
             self._hook_list = self._hooks()   # one Hook set for the machine
         p.started = True
-        saved = self._thread_regs()
+        saved = self.thread_regs()
         # Firmware: lock IA32_FEATURE_CONTROL (and, for a processor parked in
         # VMX root, re-enter VMX operation with the same current VMCS).
         if p.vmx != "off":
-            code = self.place_code(_FW_REESTABLISH)
+            code = self.place_code(snippets.FW_REESTABLISH)
             r = self._call_raw(code, {"rax": self.feature_control, "rdi": p.fw_vmxon_pa,
                                       "rbx": DIRECT_MAP + p.fw_vmxon_pa, "rsi": p.vmcs_pa},
                                p.idle_stack_top)
@@ -556,11 +366,11 @@ class Machine:
                 raise MachineError("processor %d: re-establishing VMX operation failed (%s, rax=%d)"
                                    % (k, r, self.sess.cpu.rax))
         else:
-            code = self.place_code(_FW_LOCK)
+            code = self.place_code(snippets.FW_LOCK)
             r = self._call_raw(code, {"rax": self.feature_control}, p.idle_stack_top)
             if r != "return":
                 raise MachineError("processor %d: firmware start-up failed (%s)" % (k, r))
-        self._set_thread_regs(saved)
+        self.set_thread_regs(saved)
 
     def _close_session(self) -> None:
         if self.sess is not None:
@@ -570,11 +380,12 @@ class Machine:
     def _missing_page(self, gpa: int) -> None:
         raise MachineError("the emulated CPU accessed physical address 0x%x, which has no memory" % gpa)
 
-    def _thread_regs(self) -> Dict[str, int]:
+    def thread_regs(self) -> Dict[str, int]:
+        """GPRs, RIP and RFLAGS of the live processor: what moves with a thread."""
         c = self.sess.cpu
         return {r: getattr(c, r) for r in THREAD_REGS}
 
-    def _set_thread_regs(self, regs: Dict[str, int]) -> None:
+    def set_thread_regs(self, regs: Dict[str, int]) -> None:
         c = self.sess.cpu
         for r, v in regs.items():
             setattr(c, r, v & 0xFFFF_FFFF_FFFF_FFFF)
@@ -589,10 +400,13 @@ class Machine:
         self.sess.stop()
 
     def _on_fault_stub(self, _ip: int) -> None:
+        # the stub pushed the vector; the exception hook saw error code and faulting RIP
         self._stop_reason = "fault"
-        if self._pending_fault is None:   # delivered without the exception hook: vector from the stub
-            vec = self.read_u64(self.sess.cpu.rsp) & 0xFF
-            self._pending_fault = (vec, 0, self.sess.cpu.rip)
+        rsp = self.sess.cpu.rsp
+        vec = self.read_u64(rsp) & 0xFF
+        pending = self._pending_fault
+        if pending is None or pending[0] != vec:
+            self._pending_fault = (vec, 0, self.read_u64(rsp + 8))   # frame: vector, RIP, ...
         self.sess.stop()
 
     def _on_branch(self, sess, cpu_id, what, branch_ip, new_ip) -> None:
@@ -601,6 +415,12 @@ class Machine:
             self._await_root = False
             self._stop_reason = "root"
             sess.stop()
+            return
+        if self._await_capture:
+            # first branch in the VM-exit handler after a failed VM entry: VMREAD
+            # the failing VMCS there, before the driver can clear or free it
+            self._await_capture = False
+            self.request(self._capture_failure)
             return
         h = self.breakpoints.get(new_ip)
         if h is not None:
@@ -627,13 +447,21 @@ class Machine:
         self.exits.append(e)
         if self._lab_induced:
             self._await_root = True
+        elif e.entry_failure and self.capture_on_entry_failure:
+            self._await_capture = True
         for o in self.exit_observers:
             o(e)
 
     def _run_session(self) -> str:
         self._stop_reason = ""
         self._pending_fault = None
-        self.sess.run(self._hook_list)
+        try:
+            self.sess.run(self._hook_list)
+        except BaseException as e:
+            # the traceback's hook frames hold the Session and its cpu: drop them,
+            # or the Session outlives this machine and the next one aborts
+            e.__traceback__ = None
+            raise e
         return self._stop_reason or "stopped"
 
     def _call_raw(self, rip: int, regs: Dict[str, int], stack_top: int) -> str:
@@ -669,7 +497,7 @@ class Machine:
         (VMX root) where it was parked; let it finish and VMRESUME into the idle guest."""
         p = self.processors[self.current]
         st = p.state
-        self._set_thread_regs({r: getattr(st, r) for r in THREAD_REGS})
+        self.set_thread_regs({r: getattr(st, r) for r in THREAD_REGS})
         r = self._run_session()
         if r != "return":
             raise MachineError("processor %d did not return to its guest after the parked VM exit (%s at 0x%x)"
@@ -683,8 +511,8 @@ class Machine:
         and records its VMX state and registers."""
         k = self.current
         p = self.processors[k]
-        saved = self._thread_regs()
-        idle = self.place_code(_IDLE)
+        saved = self.thread_regs()
+        idle = self.place_code(snippets.IDLE)
         self._lab_induced = True
         try:
             r = self._call_raw(idle, {}, p.idle_stack_top)
@@ -693,29 +521,29 @@ class Machine:
             self._await_root = False
         if r == "root":
             # in the driver's exit handler: save it there, find the current VMCS
-            root_regs = self._thread_regs()
+            root_regs = self.thread_regs()
             st = self.sess.cpu.state
-            probe = self.place_code(_VMPTRST)
+            probe = self.place_code(snippets.VMPTRST)
             r2 = self._call_raw(probe, {}, p.idle_stack_top)
             if r2 != "return":
                 raise MachineError("processor %d: VMPTRST in VMX root failed (%s)" % (k, r2))
             p.vmcs_pa = self.sess.cpu.rax
             p.vmx = "guest"
             p.parked_in_exit = True
-            self._set_thread_regs(root_regs)
+            self.set_thread_regs(root_regs)
             p.state = st
             self._close_session()
             return
         if r != "return":
             raise MachineError("processor %d could not be parked (%s)" % (k, r))
         # not in VMX non-root: outside VMX operation (VMPTRST raises #UD) or in VMX root
-        probe = self.place_code(_VMPTRST)
+        probe = self.place_code(snippets.VMPTRST)
         r2 = self._call_raw(probe, {}, p.idle_stack_top)
         if r2 == "return":
             p.vmx, p.vmcs_pa = "root", self.sess.cpu.rax
         else:
             p.vmx, p.vmcs_pa = "off", 0
-        self._set_thread_regs(saved)
+        self.set_thread_regs(saved)
         p.state = self.sess.cpu.state
         self._close_session()
 
@@ -807,24 +635,36 @@ class Machine:
             self._open_session(k)
             return {}
         self._open_session(k)
-        saved = self._thread_regs()
-        probe = self.place_code(_VMREAD)
+        saved = self.thread_regs()
+        probe = self.place_code(snippets.VMREAD)
         values: Dict[int, int] = {}
         for enc in encodings:
             r = self._call_raw(probe, {"rcx": enc}, p.idle_stack_top)
             if r == "return" and not self.sess.cpu.rflags & (RFLAGS_CF | RFLAGS_ZF):
                 values[enc] = self.sess.cpu.rax
-        self._set_thread_regs(saved)
+        self.set_thread_regs(saved)
         if resume:
             self._resume_guest()
         else:
             self._close_session()   # p.state is still the parked state
         return values
 
+    def _capture_failure(self) -> None:
+        p = self.processors[self.current]
+        saved = self.thread_regs()
+        probe = self.place_code(snippets.VMREAD)
+        values: Dict[int, int] = {}
+        for enc in self.capture_on_entry_failure:
+            r = self._call_raw(probe, {"rcx": enc}, p.idle_stack_top)
+            if r == "return" and not self.sess.cpu.rflags & (RFLAGS_CF | RFLAGS_ZF):
+                values[enc] = self.sess.cpu.rax
+        self.set_thread_regs(saved)
+        self.failure_vmreads.append((self.current, values))
+
     def read_msrs(self, k: int, msrs) -> Dict[int, int]:
         """RDMSR of each MSR on processor k (ring 0); MSRs that #GP are left out.
         Use before a hypervisor runs: afterwards RDMSR in a guest may exit."""
-        probe = self.place_code(_RDMSR)
+        probe = self.place_code(snippets.RDMSR)
         out: Dict[int, int] = {}
         for msr in msrs:
             r = self.run(k, probe, regs={"rcx": msr})
@@ -833,7 +673,7 @@ class Machine:
         return out
 
     def cpuid(self, k: int, leaf: int, subleaf: int = 0) -> Tuple[int, int, int, int]:
-        r = self.run(k, self.place_code(_CPUID), regs={"rax": leaf, "rcx": subleaf})
+        r = self.run(k, self.place_code(snippets.CPUID), regs={"rax": leaf, "rcx": subleaf})
         g = r.regs
         return (g["rax"] & 0xFFFFFFFF, g["rbx"] & 0xFFFFFFFF, g["rcx"] & 0xFFFFFFFF, g["rdx"] & 0xFFFFFFFF)
 
@@ -846,15 +686,13 @@ class Machine:
         if self._closed:
             return
         self._close_session()
+        _session_holder.clear()
         self._hook_list = None          # hooks hold bound methods: break the cycle
         self.breakpoints.clear()
         self.exit_observers.clear()
         for p in self.processors:
             p.state = None
-        for gpa, hva in self._pages.items():
-            self.mem.page_remove(gpa)
-            self.mem.release_host_page(hva)
-        self._pages.clear()
+        self.release_memory()
         self._closed = True
 
     def __enter__(self) -> "Machine":
@@ -862,80 +700,3 @@ class Machine:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-# Firmware at Session start: IA32_FEATURE_CONTROL <- rax (SDM Vol.3 24.7).
-_FW_LOCK = assemble("""
-    mov ecx, 0x3a
-    xor edx, edx
-    wrmsr
-    ret
-""")
-
-# Firmware re-establishing VMX operation of a parked processor: lock feature
-# control, VMXON [rdi] (lab region), VMPTRLD [rsi] (the processor's VMCS).
-# rax = 0 on success, 1 if VMXON failed, 2 if VMPTRLD failed.
-_FW_REESTABLISH = assemble("""
-    mov ecx, 0x3a
-    xor edx, edx
-    wrmsr
-    mov ecx, 0x480
-    rdmsr
-    mov [rbx], eax
-    mov rax, cr4
-    bts rax, 13
-    mov cr4, rax
-    push rdi
-    vmxon [rsp]
-    pop rdi
-    mov eax, 1
-    jbe 1f
-    xor eax, eax
-    cmp rsi, -1
-    je 1f
-    push rsi
-    vmptrld [rsp]
-    pop rsi
-    mov eax, 2
-    jbe 1f
-    xor eax, eax
-1:  ret
-""")
-
-# The idle loop a parked processor's guest runs: CPUID exits unconditionally
-# in VMX non-root (SDM Vol.3 26.1.2), which brings the processor to VMX root.
-_IDLE = assemble("""
-    xor eax, eax
-    xor ecx, ecx
-    cpuid
-    ret
-""")
-
-_VMPTRST = assemble("""
-    sub rsp, 8
-    vmptrst [rsp]
-    pop rax
-    ret
-""")
-
-_VMREAD = assemble("""
-    xor eax, eax
-    vmread rax, rcx
-    ret
-""")
-
-_RDMSR = assemble("""
-    rdmsr
-    shl rdx, 32
-    or rax, rdx
-    ret
-""")
-
-_CPUID = assemble("""
-    push rbx
-    cpuid
-    mov r8, rbx
-    pop rbx
-    mov rbx, r8
-    ret
-""")

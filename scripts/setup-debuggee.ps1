@@ -91,13 +91,15 @@ function Set-RegistryEntry($Entry) {
     $wantedText = Expand-Param "$($Entry.wanted)"
     $wanted = ConvertTo-Dword $wantedText
     $current = Get-RegValue $path $Entry.value
+    $effective = $current  # same rule as check-debuggee: a missing value means the table's "absent" default
+    if ($null -eq $current -and $null -ne $Entry.absent) { $effective = ConvertTo-Dword $Entry.absent }
     $accepted = @($wanted)
     if ($Entry.PSObject.Properties['wanted_any']) { $accepted = @($Entry.wanted_any | ForEach-Object { ConvertTo-Dword $_ }) }
-    if ($current -is [int] -and $accepted -contains $current) { return }
+    if ($effective -is [int] -and $accepted -contains $effective) { return }
     if ($Entry.apply -eq 'manual') { $script:Manual.Add("$($Entry.title): $(Expand-Param $Entry.fix)"); return }
     Invoke-Change "$path\$($Entry.value) = $wantedText (was $(Format-Current $current))" $Entry.reboot {
         if (-not (Test-Path $path)) { New-Item -Path $path -Force | Out-Null }
-        New-ItemProperty -Path $path -Name $Entry.value -PropertyType DWord -Value $wanted -Force  # the table's type: REG_DWORD | Out-Null
+        New-ItemProperty -Path $path -Name $Entry.value -PropertyType DWord -Value $wanted -Force | Out-Null  # the table's type: REG_DWORD
     }
 }
 

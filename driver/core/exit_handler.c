@@ -337,5 +337,5 @@ void HvCoreHandleResumeFailure(HV_GUEST_REGISTERS *regs, HV_VCPU *vcpu)
     uint32_t error = (uint32_t)hv_vmread(VMCS_VM_INSTRUCTION_ERROR);
     HvCoreTakeSnapshot(vcpu, HV_SNAPSHOT_REASON_VMRESUME_FAILED, ~0u, error);
     HvDevirtualize(vcpu, regs);
-    HvCoreRecordFailure(vcpu, HV_STEP_VMLAUNCH, HV_STATUS_UNSUCCESSFUL, error);
+    HvCoreRecordFailure(vcpu, HV_STEP_VMRESUME, HV_STATUS_UNSUCCESSFUL, error);
 }

@@ -44,7 +44,6 @@ void HvCoreTakeSnapshot(HV_VCPU *vcpu, uint32_t reason, uint32_t exit_reason, ui
 void HvCoreRecordFailure(HV_VCPU *vcpu, uint32_t step, int32_t status, uint32_t vm_error)
 {
     HV_FAILURE_RECORD *f = &HvDebugDescriptor.LastFailure;
-    uint32_t i;
 
     vcpu->State = HV_VCPU_STATE_FAILED;
     vcpu->FailedStep = step;
@@ -60,7 +59,7 @@ void HvCoreRecordFailure(HV_VCPU *vcpu, uint32_t step, int32_t status, uint32_t 
     if (vcpu->Snapshot.Count != 0 && vcpu->Snapshot.Reason != HV_SNAPSHOT_REASON_NONE) {
         f->Snapshot.Sequence++;
         HV_COMPILER_BARRIER();
-        for (i = 0; i < vcpu->Snapshot.Count; i++)
+        for (uint32_t i = 0; i < vcpu->Snapshot.Count; i++)
             f->Snapshot.Entries[i] = vcpu->Snapshot.Entries[i];
         f->Snapshot.Count = vcpu->Snapshot.Count;
         f->Snapshot.VmInstructionError = vcpu->Snapshot.VmInstructionError;

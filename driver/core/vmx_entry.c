@@ -69,10 +69,17 @@ int32_t HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scratch
 
     /* 24.7: VMXON outside SMX needs IA32_FEATURE_CONTROL bits 0 and 2. */
     action = HvFeatureControlAction(hv_rdmsr(IA32_FEATURE_CONTROL), &fc_new);
-    if (action == HV_FC_REFUSED)
+    if (action == HV_FC_REFUSED) {
+        HV_LOG(HV_LOG_ERROR, "hv: processor %u: IA32_FEATURE_CONTROL is locked with VMX disabled: enable VT-x in the firmware setup\n",
+               vcpu->ProcessorIndex);
         return HvFailStep(vcpu, HV_STEP_FEATURE_CONTROL, HV_STATUS_HV_FEATURE_UNAVAILABLE, 0);
-    if (action == HV_FC_WRITE)
+    }
+    if (action == HV_FC_WRITE) {
+        /* Firmware normally locks it; an unlocked MSR means nobody did. */
+        HV_LOG(HV_LOG_WARNING, "hv: processor %u: IA32_FEATURE_CONTROL was unlocked (0x%llx): locking it as 0x%llx\n",
+               vcpu->ProcessorIndex, (unsigned long long)hv_rdmsr(IA32_FEATURE_CONTROL), (unsigned long long)fc_new);
         hv_wrmsr(IA32_FEATURE_CONTROL, fc_new);
+    }
     vmm->FeatureControl = hv_rdmsr(IA32_FEATURE_CONTROL);
 
     /* 24.8: CR0/CR4 fixed bits, CR4.VMXE = 1 before VMXON. */

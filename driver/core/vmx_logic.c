@@ -70,7 +70,6 @@ uint8_t HvLayoutClassify(uint32_t encoding, uint64_t value, uint16_t *offset)
     uint32_t bytes = HvVmcsFieldBytes(encoding);
     uint64_t low = bytes == 2 ? (value & 0xFFFFu) : (value & 0xFFFFFFFFu);
     uint32_t low32 = (uint32_t)(value & 0xFFFFFFFFu);
-    uint32_t rotated;
 
     if (HvIsDwordIndex(low)) {
         /* 8-byte fields span two dwords: the high half must be the next index. */
@@ -82,7 +81,7 @@ uint8_t HvLayoutClassify(uint32_t encoding, uint64_t value, uint16_t *offset)
     if (bytes == 4) {
         /* Some implementations (Bochs: access rights) store a 32-bit field
          * rotated left by 8; VMREAD rotates it back, so undo that here. */
-        rotated = (low32 << 8) | (low32 >> 24);
+        uint32_t rotated = (low32 << 8) | (low32 >> 24);
         if (HvIsDwordIndex(rotated)) {
             *offset = (uint16_t)(rotated * 4u);
             return HV_LAYOUT_FLAG_FOUND | HV_LAYOUT_FLAG_ROTATED8;

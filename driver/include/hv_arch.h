@@ -290,7 +290,7 @@ typedef union {
 } SEGMENT_SELECTOR;
 #define SELECTOR_RPL_TI_MASK 0x7u          /* host selectors need RPL = TI = 0 (27.2.3) */
 
-/* ---- Segment descriptor (Vol. 3 3.4.5; 16-byte system descriptors 7.2.3) - */
+/* ---- Segment descriptor (Vol. 3 3.4.5; 16-byte system descriptors 8.2.3) - */
 typedef union {
     uint64_t Value;
     struct {

@@ -64,6 +64,7 @@
 #define HV_STEP_VMLAUNCH 8u
 #define HV_STEP_CAPABILITY 9u          /* a required control is not allowed by the CPU */
 #define HV_STEP_SEGMENT 10u            /* a GDT descriptor the guest state needs is unreadable */
+#define HV_STEP_VMRESUME 11u           /* VMRESUME failed after an exit; the processor left VMX */
 
 /* ---- driver state (HV_VMM_CONTEXT.State, mirrored in the descriptor) ----- */
 #define HV_DRIVER_STATE_NOT_LOADED 0u

@@ -20,7 +20,8 @@
 
 /* HV_LOG(level, format, ...): printf-style ("%llx" for 64-bit values: LLP64
  * makes %lx 32-bit), straight to DbgPrintEx so the import list stays one
- * function. Never from VMX root operation (exit handlers): record instead. */
+ * function. Never from the VM-exit handlers (host context, interrupts off):
+ * record in the vCPU instead. */
 #if defined(_WIN32)
 #if !defined(_WDMDDK_)
 /* The ntoskrnl export as wdm.h declares it (ULONG = 32-bit unsigned long). */

@@ -16,6 +16,10 @@ typedef unsigned __int32 uint32_t;
 typedef unsigned __int64 uint64_t;
 typedef __int32 int32_t;
 typedef __int64 int64_t;
+#ifndef _UINTPTR_T_DEFINED
+#define _UINTPTR_T_DEFINED
+typedef unsigned __int64 uintptr_t;
+#endif
 #else
 #include <stdint.h>
 #endif

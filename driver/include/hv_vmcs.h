@@ -249,7 +249,7 @@ typedef struct HV_VMCS_FIELD_INFO {
 extern const HV_VMCS_FIELD_INFO HvVmcsFieldCatalogue[HV_VMCS_FIELD_COUNT];
 
 /* Bytes a field holds on x64 (natural width = 8). */
-static inline uint32_t HvVmcsFieldBytes(uint32_t encoding)
+static __inline uint32_t HvVmcsFieldBytes(uint32_t encoding)
 {
     static const uint8_t bytes_by_width[4] = { 2, 8, 4, 8 };
     return bytes_by_width[VMCS_ENCODING_WIDTH(encoding)];

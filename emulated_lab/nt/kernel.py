@@ -18,17 +18,14 @@ from typing import Callable, Dict, List, Optional
 from emulated_lab.machine import DIRECT_MAP, NT_BASE, PAGE, Machine, MachineError
 from emulated_lab.nt.pe_loader import LoadError, LoadedImage, load_pe
 from emulated_lab.nt.printf import format_message
+from emulated_lab.nt.services import DPFLTR_DEFAULT_ID, SERVICES, STATUS_SUCCESS
 from windbg_ext.arch import dbgprint
 
-STATUS_SUCCESS = 0
-STATUS_INVALID_PARAMETER = 0xC000000D
 STUB_AREA = NT_BASE + 0x1000          # 16 bytes per stub
 DATA_AREA = NT_BASE + 0x20000         # nt's global variables (Kd_*_Mask)
 KD_MASKS = ("WIN2000", "DEFAULT", "IHVDRIVER")
 KD_MASK_DEFAULTS = {"WIN2000": 1, "DEFAULT": 0, "IHVDRIVER": 0}   # a stock Windows install
-COMPONENT_MASK = {dbgprint.DPFLTR_IHVDRIVER_ID: "IHVDRIVER", 101: "DEFAULT"}   # dpfilter.h: DEFAULT_ID = 101
-DPFLTR_DEFAULT_ID = 101
-POOL_FLAG_UNINITIALIZED = 0x2
+COMPONENT_MASK = {dbgprint.DPFLTR_IHVDRIVER_ID: "IHVDRIVER", DPFLTR_DEFAULT_ID: "DEFAULT"}
 
 
 class BugCheck(MachineError):
@@ -88,7 +85,7 @@ class NtKernel:
         self.symbols: Dict[str, int] = {}
         self._stubs: Dict[str, int] = {}
         self._by_va: Dict[int, str] = {}
-        self._impl: Dict[str, Callable[[Call], int]] = self._implementations()
+        self._impl = dict(SERVICES)      # name -> service(kernel, call); tests may remove one
         self.thread_cpu = 0
         self.affinity = (1 << len(machine.processors)) - 1
         self.dpc_done = 0
@@ -142,7 +139,7 @@ class NtKernel:
         name = self._by_va[va]
         self.calls[name] = self.calls.get(name, 0) + 1
         call = Call(self)
-        result = self._impl[name](call)
+        result = self._impl[name](self, call)
         c = self.m.sess.cpu
         c.rax = (result or 0) & 0xFFFF_FFFF_FFFF_FFFF
         ret = self.m.read_u64(call.rsp)
@@ -239,9 +236,9 @@ class NtKernel:
             return
 
         def move() -> None:
-            regs = self.m._thread_regs()
+            regs = self.m.thread_regs()
             self.m.switch_to(k)
-            self.m._set_thread_regs(regs)
+            self.m.set_thread_regs(regs)
             self.thread_cpu = k
         call.then = move
 
@@ -251,7 +248,7 @@ class NtKernel:
         me = self.m.current
 
         def run_all() -> None:
-            regs = self.m._thread_regs()
+            regs = self.m.thread_regs()
             results = {}
             for k in range(len(self.m.processors)):
                 r = self.m.run(k, routine, args=make_args(k))
@@ -262,318 +259,12 @@ class NtKernel:
             self.m.switch_to(me)
             if result_from_caller:
                 regs["rax"] = results[me]
-            self.m._set_thread_regs(regs)
+            self.m.set_thread_regs(regs)
         call.then = run_all
 
     def _processor_number(self, ptr: int, index: int) -> None:
         if ptr:
             self.m.write_virt(ptr, struct.pack("<HBB", 0, index, 0))   # PROCESSOR_NUMBER
-
-    # -- the implementations --------------------------------------------------
-    def _implementations(self) -> Dict[str, Callable[[Call], int]]:
-        n = lambda: len(self.m.processors)  # noqa: E731
-        impl: Dict[str, Callable[[Call], int]] = {}
-
-        def reg(*names):
-            def deco(fn):
-                for nm in names:
-                    impl[nm] = fn
-                return fn
-            return deco
-
-        @reg("DbgPrintEx")
-        def _dbgprintex(c: Call) -> int:
-            i = [3]
-
-            def nxt() -> int:
-                v = c.arg(i[0])
-                i[0] += 1
-                return v
-            return self._print(c.arg(0) & 0xFFFFFFFF, c.arg(1) & 0xFFFFFFFF, c.arg(2), nxt)
-
-        @reg("DbgPrint")
-        def _dbgprint(c: Call) -> int:
-            i = [1]
-
-            def nxt() -> int:
-                v = c.arg(i[0])
-                i[0] += 1
-                return v
-            return self._print(DPFLTR_DEFAULT_ID, dbgprint.DPFLTR_INFO_LEVEL, c.arg(0), nxt)
-
-        @reg("vDbgPrintEx")
-        def _vdbgprintex(c: Call) -> int:
-            ap = [c.arg(3)]
-
-            def nxt() -> int:
-                v = self.m.read_u64(ap[0])
-                ap[0] += 8
-                return v
-            return self._print(c.arg(0) & 0xFFFFFFFF, c.arg(1) & 0xFFFFFFFF, c.arg(2), nxt)
-
-        @reg("KeBugCheckEx")
-        def _bug(c: Call) -> int:
-            raise self._bugcheck(c.arg(0) & 0xFFFFFFFF, [c.arg(i) for i in range(1, 5)])
-
-        @reg("KeBugCheck")
-        def _bug1(c: Call) -> int:
-            raise self._bugcheck(c.arg(0) & 0xFFFFFFFF, [0, 0, 0, 0])
-
-        # pool
-        @reg("ExAllocatePoolWithTag")
-        def _pool_tag(c: Call) -> int:
-            return self._allocate(c.arg(1), "pool", c.arg(2) & 0xFFFFFFFF, zero=False)
-
-        @reg("ExAllocatePool")
-        def _pool(c: Call) -> int:
-            return self._allocate(c.arg(1), "pool", 0, zero=False)
-
-        @reg("ExAllocatePoolZero")
-        def _pool_zero(c: Call) -> int:
-            return self._allocate(c.arg(1), "pool", c.arg(2) & 0xFFFFFFFF)
-
-        @reg("ExAllocatePool2")
-        def _pool2(c: Call) -> int:
-            return self._allocate(c.arg(1), "pool", c.arg(2) & 0xFFFFFFFF,
-                                  zero=not (c.arg(0) & POOL_FLAG_UNINITIALIZED))
-
-        @reg("ExFreePoolWithTag", "ExFreePool", "ExFreePool2")
-        def _free_pool(c: Call) -> int:
-            return self._free(c.arg(0), "pool", "ExFreePool")
-
-        # contiguous memory
-        @reg("MmAllocateContiguousMemory")
-        def _contig(c: Call) -> int:
-            return self._allocate(c.arg(0), "contiguous", zero=False)
-
-        @reg("MmAllocateContiguousMemorySpecifyCache", "MmAllocateContiguousNodeMemory")
-        def _contig2(c: Call) -> int:
-            return self._allocate(c.arg(0), "contiguous", zero=False)
-
-        @reg("MmFreeContiguousMemory", "MmFreeContiguousMemorySpecifyCache")
-        def _free_contig(c: Call) -> int:
-            return self._free(c.arg(0), "contiguous", "MmFreeContiguousMemory")
-
-        @reg("MmAllocateNonCachedMemory")
-        def _noncached(c: Call) -> int:
-            return self._allocate(c.arg(0), "noncached")
-
-        @reg("MmFreeNonCachedMemory")
-        def _free_noncached(c: Call) -> int:
-            return self._free(c.arg(0), "noncached", "MmFreeNonCachedMemory")
-
-        @reg("MmGetPhysicalAddress")
-        def _getpa(c: Call) -> int:
-            pa = self.m.translate(c.arg(0))   # a page-table walk, as the kernel does
-            return pa if pa is not None else 0
-
-        @reg("MmGetVirtualForPhysical")
-        def _getva(c: Call) -> int:
-            pa = c.arg(0)
-            return DIRECT_MAP + pa if (pa & ~0xFFF) in self.m._pages else 0
-
-        @reg("MmIsAddressValid")
-        def _valid(c: Call) -> int:
-            return 1 if self.m.translate(c.arg(0)) is not None else 0
-
-        @reg("MmGetSystemRoutineAddress")
-        def _routine(c: Call) -> int:
-            name = self.read_unicode_string(c.arg(0))
-            return self.stub(name) if name in impl else 0
-
-        # processors
-        @reg("KeQueryActiveProcessorCount")
-        def _count(c: Call) -> int:
-            if c.arg(0):
-                self.m.write_u64(c.arg(0), (1 << n()) - 1)
-            return n()
-
-        @reg("KeQueryActiveProcessorCountEx", "KeQueryMaximumProcessorCountEx", "KeQueryMaximumProcessorCount")
-        def _count_ex(c: Call) -> int:
-            return n()
-
-        @reg("KeQueryActiveProcessors")
-        def _active(c: Call) -> int:
-            return (1 << n()) - 1
-
-        @reg("KeQueryActiveGroupCount", "KeQueryMaximumGroupCount")
-        def _groups(c: Call) -> int:
-            return 1
-
-        @reg("KeGetCurrentProcessorNumberEx")
-        def _cur(c: Call) -> int:
-            self._processor_number(c.arg(0), self.m.current)
-            return self.m.current
-
-        @reg("KeGetCurrentProcessorNumber")
-        def _cur0(c: Call) -> int:
-            return self.m.current
-
-        @reg("KeGetProcessorNumberFromIndex")
-        def _num_from_index(c: Call) -> int:
-            if c.arg(0) & 0xFFFFFFFF >= n():
-                return STATUS_INVALID_PARAMETER
-            self._processor_number(c.arg(1), c.arg(0) & 0xFFFFFFFF)
-            return STATUS_SUCCESS
-
-        @reg("KeGetProcessorIndexFromNumber")
-        def _index_from_num(c: Call) -> int:
-            group, number = struct.unpack("<HB", self.m.read_virt(c.arg(0), 3))
-            return number if group == 0 and number < n() else 0xFFFFFFFF
-
-        def lowest(mask: int) -> int:
-            mask &= (1 << n()) - 1
-            if not mask:
-                raise self._bugcheck(0x5, [0, 0, 0, 0], "affinity mask selects no processor")
-            return (mask & -mask).bit_length() - 1
-
-        @reg("KeSetSystemAffinityThreadEx")
-        def _aff_ex(c: Call) -> int:
-            prev = self.affinity
-            self.affinity = c.arg(0)
-            self._move_thread(c, lowest(c.arg(0)))
-            return prev
-
-        @reg("KeSetSystemAffinityThread")
-        def _aff(c: Call) -> int:
-            self.affinity = c.arg(0)
-            self._move_thread(c, lowest(c.arg(0)))
-            return 0
-
-        @reg("KeRevertToUserAffinityThreadEx")
-        def _revert_ex(c: Call) -> int:
-            self.affinity = c.arg(0) or ((1 << n()) - 1)
-            if c.arg(0):
-                self._move_thread(c, lowest(c.arg(0)))
-            return 0
-
-        @reg("KeRevertToUserAffinityThread")
-        def _revert(c: Call) -> int:
-            self.affinity = (1 << n()) - 1
-            return 0
-
-        @reg("KeSetSystemGroupAffinityThread")
-        def _group_aff(c: Call) -> int:
-            mask = self.m.read_u64(c.arg(0))
-            if c.arg(1):
-                self.m.write_virt(c.arg(1), struct.pack("<QHHHH", self.affinity, 0, 0, 0, 0))
-            self.affinity = mask
-            self._move_thread(c, lowest(mask))
-            return 0
-
-        @reg("KeRevertToUserGroupAffinityThread")
-        def _group_revert(c: Call) -> int:
-            mask = self.m.read_u64(c.arg(0))
-            self.affinity = mask or ((1 << n()) - 1)
-            if mask:
-                self._move_thread(c, lowest(mask))
-            return 0
-
-        @reg("KeIpiGenericCall")
-        def _ipi(c: Call) -> int:
-            ctx = c.arg(1)
-            self._broadcast(c, c.arg(0), lambda k: (ctx,), True)
-            return 0
-
-        @reg("KeGenericCallDpc")
-        def _gdpc(c: Call) -> int:
-            routine, ctx = c.arg(0), c.arg(1)
-            dpc, _ = self.m.alloc_page()
-            self.dpc_done = 0
-            # SystemArgument1/2 carry the processor index so the barrier calls know who they are
-            self._broadcast(c, routine, lambda k: (dpc, ctx, 0x1000 + k, 0x2000 + k), False)
-            return 0
-
-        @reg("KeSignalCallDpcDone")
-        def _dpc_done(c: Call) -> int:
-            self.dpc_done += 1
-            return 0
-
-        @reg("KeSignalCallDpcSynchronize")
-        def _dpc_sync(c: Call) -> int:
-            # sequential processors cannot meet at a barrier; the last one "arrives last"
-            return 1 if self.m.current == n() - 1 else 0
-
-        @reg("KeRaiseIrqlToDpcLevel", "KfRaiseIrql", "KeRaiseIrqlToSynchLevel")
-        def _raise(c: Call) -> int:
-            return 0
-
-        @reg("KfLowerIrql", "KeLowerIrql", "KeStallExecutionProcessor", "KeFlushCurrentTbImmediately",
-             "KeEnterCriticalRegion", "KeLeaveCriticalRegion")
-        def _nop(c: Call) -> int:
-            return 0
-
-        @reg("KeGetCurrentIrql")
-        def _irql(c: Call) -> int:
-            return 0
-
-        @reg("KeDelayExecutionThread")
-        def _delay(c: Call) -> int:
-            return STATUS_SUCCESS
-
-        # run-time library
-        @reg("RtlInitUnicodeString")
-        def _init_us(c: Call) -> int:
-            dst, src = c.arg(0), c.arg(1)
-            n_ = len(self.read_wstring(src)) * 2 if src else 0
-            self.m.write_virt(dst, struct.pack("<HHxxxxQ", n_, n_ + 2 if src else 0, src))
-            return 0
-
-        @reg("RtlCaptureContext")
-        def _capture(c: Call) -> int:
-            ctx, cpu = c.arg(0), self.m.sess.cpu
-            st = cpu.state
-            buf = bytearray(self.m.read_virt(ctx, 0x100))
-            struct.pack_into("<I", buf, 0x30, 0x10000B)   # CONTEXT_CONTROL|INTEGER|SEGMENTS (AMD64)
-            struct.pack_into("<HHHHHHI", buf, 0x38, st.cs.selector, st.ds.selector, st.es.selector,
-                             st.fs.selector, st.gs.selector, st.ss.selector, cpu.rflags & 0xFFFFFFFF)
-            gprs = (cpu.rax, cpu.rcx, cpu.rdx, cpu.rbx, c.rsp + 8, cpu.rbp, cpu.rsi, cpu.rdi,
-                    cpu.r8, cpu.r9, cpu.r10, cpu.r11, cpu.r12, cpu.r13, cpu.r14, cpu.r15,
-                    self.m.read_u64(c.rsp))
-            struct.pack_into("<17Q", buf, 0x78, *gprs)
-            self.m.write_virt(ctx, bytes(buf))
-            return 0
-
-        @reg("memset")
-        def _memset(c: Call) -> int:
-            if c.arg(2):
-                self.m.write_virt(c.arg(0), bytes([c.arg(1) & 0xFF]) * c.arg(2))
-            return c.arg(0)
-
-        @reg("memcpy", "memmove", "RtlCopyMemory", "RtlMoveMemory")
-        def _memcpy(c: Call) -> int:
-            if c.arg(2):
-                self.m.write_virt(c.arg(0), self.m.read_virt(c.arg(1), c.arg(2)))
-            return c.arg(0)
-
-        @reg("RtlZeroMemory")
-        def _zero(c: Call) -> int:
-            if c.arg(1):
-                self.m.write_virt(c.arg(0), bytes(c.arg(1)))
-            return 0
-
-        @reg("memcmp")
-        def _memcmp(c: Call) -> int:
-            a, b = self.m.read_virt(c.arg(0), c.arg(2)), self.m.read_virt(c.arg(1), c.arg(2))
-            return 0 if a == b else (1 if a > b else 0xFFFFFFFF)
-
-        @reg("RtlCompareMemory")
-        def _rtlcmp(c: Call) -> int:
-            a, b = self.m.read_virt(c.arg(0), c.arg(2)), self.m.read_virt(c.arg(1), c.arg(2))
-            i = 0
-            while i < len(a) and a[i] == b[i]:
-                i += 1
-            return i
-
-        @reg("strlen")
-        def _strlen(c: Call) -> int:
-            return len(self.read_cstring(c.arg(0), 1 << 20))
-
-        @reg("wcslen")
-        def _wcslen(c: Call) -> int:
-            return len(self.read_wstring(c.arg(0), 1 << 20))
-
-        return impl
 
     # -- driver lifecycle helpers ---------------------------------------------
     def make_driver_object(self, image: LoadedImage) -> int:

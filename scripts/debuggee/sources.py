@@ -91,7 +91,7 @@ class Sources:
                 if fn is None:
                     raise Unavailable(missing)
                 self._cache[name] = parse(fn())
-            except bcdedit.BcdAccessDenied as e:
+            except bcdedit.BcdOutputError as e:  # denied, or a non-English Windows: UNKNOWN, with why
                 self._cache[name] = Unavailable(str(e))
             except Unavailable as e:
                 self._cache[name] = e

@@ -249,3 +249,15 @@ def test_image_file_mode_follows_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "m.hvimg").stat().st_mode & 0o777 == 0o644
+
+
+def test_long_runs_are_stored_in_pieces(tmp_path):
+    w = ImageWriter()
+    data = bytes(range(251)) * 10000  # 2.5 MB: three 1 MiB pieces
+    w.add_memory(0x100000, data)
+    w.add_cpu({}, {})
+    w.write(str(tmp_path / "p.hvimg"))
+    t = ImageTarget(str(tmp_path / "p.hvimg"))
+    assert len(t._runs) == 3 and t.memory_ranges() == [(0x100000, len(data))]
+    assert t.read_physical(0x100000 + (1 << 20) - 5, 10) == data[(1 << 20) - 5:(1 << 20) + 5]
+    assert t.read_physical(0x100000, len(data)) == data

@@ -97,3 +97,40 @@ def test_pykd_backend_on_the_lab_image(lab, standin):
             for p in live["processors"] + offline["processors"]:
                 p["checks"] = [c for c in p["checks"] if c["requirement"] != "CPUID.1:ECX.VMX"]
         assert live == offline
+
+
+@pytest.fixture(scope="module")
+def hv_image(tmp_path_factory):
+    """The real hv.sys (make -C driver) loaded by the lab on two processors."""
+    from emulated_lab.lab import run_scenario
+    sys_path = os.path.join(ROOT, "driver", "out", "hv.sys")
+    if not os.path.isfile(sys_path):
+        subprocess.run(["make", "-C", os.path.join(ROOT, "driver")], check=True)
+    path = str(tmp_path_factory.mktemp("hv") / "baseline.hvimg")
+    res = run_scenario("baseline", cpus=2, driver=sys_path, image=path, workload=False)
+    assert res.loaded, "hv.sys did not load in the lab: 0x%08x" % (res.load_status or 0)
+    return path
+
+
+def test_msrbitmap_of_a_vcpu_through_the_hv_walker(hv_image):
+    from windbg_ext.arch.msr_bitmap import decode_msr_bitmap
+    t = ImageTarget(hv_image)
+    for n in (0, 1):
+        code, out, err = run_offline(["--image", hv_image, "--json", "msrbitmap", str(n)])
+        assert code == 0, err
+        doc = json.loads(out)
+        pa = int(doc["address"], 16)
+        assert doc["source"] == "vCPU %d" % n and doc["physical"] and pa and pa & 0xFFF == 0 and not doc["notes"]
+        expected = decode_msr_bitmap(t.read_physical(pa, 4096))
+        assert doc["read"] == ["0x%x" % m for m in expected["read"]]
+        assert doc["write"] == ["0x%x" % m for m in expected["write"]]
+        code, out2, _ = run_offline(["--image", hv_image, "--json", "msrbitmap", doc["address"], "--phys"])
+        direct = json.loads(out2)
+        assert (direct["read"], direct["write"]) == (doc["read"], doc["write"])
+
+
+def test_check_with_hv_loaded(hv_image):
+    code, doc = _check(hv_image)
+    assert code == 0 and doc["verdict"] == "PASS"
+    for p in doc["processors"]:
+        assert {c["requirement"]: c["status"] for c in p["checks"]}["CR4.VMXE"] == "PASS"

@@ -2,7 +2,6 @@
 a traceback: corrupt descriptors, absurd counts, bad pointers, truncated files."""
 from __future__ import annotations
 
-import os
 
 import pytest
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from windbg_ext.arch.vmcs_fields import BY_ENCODING, by_name
+from windbg_ext.arch.vmcs_fields import by_name
 
 from .builder import HvState
 from .conftest import run_cli

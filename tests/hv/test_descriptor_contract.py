@@ -62,3 +62,28 @@ def test_values_written_by_c_member_access_read_back(state2):
 def test_magic_is_hvlabdbg_in_memory(state2):
     assert state2.blob[:8] == b"HVLABDBG"
     assert struct.unpack_from("<I", state2.blob, 8)[0] in hd.SUPPORTED_VERSIONS
+
+
+def test_value_tables_cover_every_define_of_the_header():
+    """hv_debug.h's state / step / reason / flag values all have a name here (the header grows: keep up)."""
+    import os
+    import re
+
+    from windbg_ext.hv import model
+
+    from .builder import REPO
+
+    text = open(os.path.join(REPO, "driver", "include", "hv_debug.h")).read()
+
+    def defines(prefix):
+        return {int(v, 0) for v in re.findall(r"#define %s\w+ (0x[0-9A-Fa-f]+|\d+)u" % prefix, text)}
+
+    assert defines("HV_VCPU_STATE_") and defines("HV_VCPU_STATE_") <= set(model.VCPU_STATES)
+    assert defines("HV_STEP_") <= set(model.FAILED_STEPS)
+    assert defines("HV_SNAPSHOT_REASON_") <= set(model.SNAPSHOT_REASONS)
+    assert defines("HV_DRIVER_STATE_") <= set(hd.DRIVER_STATES)
+    assert defines("HV_LAYOUT_STATUS_") <= set(hd.LAYOUT_STATUSES)
+    flags = {hd.LAYOUT_FLAG_FOUND, hd.LAYOUT_FLAG_ROTATED8, hd.LAYOUT_FLAG_UNSUPPORTED, hd.LAYOUT_FLAG_UNMATCHED}
+    assert defines("HV_LAYOUT_FLAG_") == flags
+    magic = re.search(r"#define HV_DEBUG_MAGIC (0x[0-9A-Fa-f]+)ULL", text).group(1)
+    assert int(magic, 16) == hd.MAGIC

@@ -88,3 +88,13 @@ def test_writer_refuses_bad_pages_and_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         write_dump(str(path), {0x1000: bytes(10)})
     assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_image_to_dump_command_bad_input(tmp_path, capsys):
+    from windbg_ext.target.dump import main
+
+    assert main([str(tmp_path / "missing.hvimg"), str(tmp_path / "out.dmp")]) == 2
+    assert main(["only-one-arg"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open image" in err and "usage:" in err
+    assert not (tmp_path / "out.dmp").exists()

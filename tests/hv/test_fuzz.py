@@ -2,8 +2,6 @@
 structures and dump headers give a result or one clear error, never a crash."""
 from __future__ import annotations
 
-import os
-import struct
 from typing import Dict, List
 
 import pytest
@@ -171,3 +169,23 @@ def test_dump_reader_on_corrupted_headers(dump_bytes, tmp_path, muts, kind, hot)
             t.read_physical(pa, 0x10)
         except TargetError:
             pass
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=1 << 24), st.integers(0, 255)), min_size=1,
+                max_size=6), st.sampled_from([["vmm"], ["vcpu", "0"], ["vmcs", "1"], ["regions"]]))
+def test_commands_on_corrupted_image_files(image2, tmp_path, muts, cmd):
+    data = bytearray(open(image2, "rb").read())
+    for off, val in muts:
+        data[off % len(data)] = val
+    path = tmp_path / "corrupt.hvimg"
+    path.write_bytes(bytes(data))
+    code, out, err = _run_file(["--image", str(path)] + cmd)
+    assert code in (0, 1, 2) and "internal error" not in err and "Traceback" not in err
+    if code == 2:
+        assert err.count("\n") == 0 and err.startswith("error: ")
+
+
+def _run_file(argv):
+    from .conftest import run_cli
+    return run_cli(argv)

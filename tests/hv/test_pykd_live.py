@@ -49,3 +49,15 @@ def test_no_symbol_live_gives_one_clear_line(standin, tmp_path):
     code, out, err = _live(["vmm"])
     assert code == 2 and err.count("\n") == 0
     assert "hv!HvDebugDescriptor" in err and "internal error" not in err
+
+
+def test_torn_snapshot_is_read_again_live(standin, tmp_path):
+    s = HvState(vcpus=1)
+    s.snapshot_meta[0]["Sequence"] = 7  # odd: the driver was writing it
+    path = s.build().write_image(str(tmp_path / "torn.hvimg"))
+    standin._attach(path)
+    del standin._calls[:]
+    code, out, err = _live(["--json", "vmcs", "0", "GUEST_RIP"])
+    assert code == 0, err
+    assert standin._calls.count("loadBytes") == 4  # header, tables, vCPU, vCPU again
+    assert any("torn" in n for n in json.loads(out)["notes"])

@@ -7,7 +7,7 @@ from emulated_lab.asm import assemble
 from emulated_lab.machine import Machine
 from emulated_lab.nt.kernel import NtKernel
 
-import minivmm
+from tests.lab import minivmm
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ VENDOR = (0x616C7668, 0x6C766862, 0x76686261)
 # SDM Vol.3 App. C basic exit reasons
 CPUID, INVD, VMCALL, VMXON, RDMSR, WRMSR, XSETBV = 10, 13, 18, 27, 31, 32, 55
 ENTRY_FAIL_GUEST_STATE = 0x80000021
-GUEST_CR3, HOST_CR3 = 0x6802, 0x6C02
+GUEST_CR3, HOST_CR3, EXIT_REASON, GUEST_TR_AR = 0x6802, 0x6C02, 0x4402, 0x4822
+ENTRY_EVENT_INJECTION = (0x4016, 0x4018, 0x401A)
 CPUS = 2
 
 
@@ -80,10 +81,41 @@ def test_baseline_image_agrees_with_vmread(baseline):
     assert rc in (0, 1) and json.loads(out[0])
 
 
-def test_launch_failure_is_undone(hv_sys):
-    res = run_scenario("launch-failure", cpus=CPUS, driver=hv_sys)
+def _suite_fields(image, *args):
+    from windbg_ext import cli
+    out = []
+    rc = cli.run(["--image", image, "--json", "vmcs"] + list(args), out.append, out.append)
+    assert rc == 0, out
+    return {int(f["encoding"], 16): int(f["value"], 16) for f in json.loads(out[0])["fields"]}
+
+
+def test_image_region_and_snapshot_agree_with_vmread(baseline):
+    for k in range(CPUS):
+        region = _suite_fields(baseline.image_path, str(k), "--source", "region")
+        assert len(region) > 100
+        assert {e: v for e, v in region.items() if e in baseline.vmreads[k]} == \
+            {e: baseline.vmreads[k][e] for e in region if e in baseline.vmreads[k]}
+        # the snapshot was taken by the VMCALL-snapshot exit: controls and host state stay,
+        # except the VM-entry event-injection fields the driver writes per exit (SDM 25.8.3)
+        snap = _suite_fields(baseline.image_path, str(k), "--source", "snapshot")
+        stable = [e for e in snap if (e >> 10) & 3 in (0, 3) and e in baseline.vmreads[k]
+                  and e not in ENTRY_EVENT_INJECTION]
+        assert len(stable) > 20
+        assert {e: snap[e] for e in stable} == {e: baseline.vmreads[k][e] for e in stable}
+
+
+def test_launch_failure_is_undone(hv_sys, tmp_path):
+    image = str(tmp_path / "lf.hvimg")
+    res = run_scenario("launch-failure", cpus=CPUS, driver=hv_sys, image=image)
     assert not res.loaded
     assert any(e.reason == ENTRY_FAIL_GUEST_STATE for e in res.exits)
+    # the emulator's VMREAD at the failed entry, on the processor whose TSS was made "available"
+    [(cpu, vals)] = res.failure_vmreads
+    assert cpu == CPUS - 1 and vals[EXIT_REASON] == ENTRY_FAIL_GUEST_STATE and vals[GUEST_TR_AR] & 0xF == 9
+    # the driver's failure snapshot, read by the suite from the image, holds the same VMCS
+    failure = _suite_fields(image, str(cpu), "--source", "failure")
+    assert failure[EXIT_REASON] == ENTRY_FAIL_GUEST_STATE
+    assert {e: failure[e] for e in failure if e in vals} == {e: vals[e] for e in failure if e in vals}
     assert res.vmx_after == ["off"] * CPUS and res.leaks == []
     assert all(not cr4 & (1 << 13) for cr4 in res.cr4_after)
     assert any(m.shown for m in res.messages)                  # a clear log line
@@ -103,3 +135,29 @@ def test_every_allocation_failure_is_undone(hv_sys, baseline):
         assert res.failed_allocations == [k]
         assert not res.loaded, "alloc-fail:%d: DriverEntry succeeded without its allocation" % k
         assert res.leaks == [] and res.vmx_after == ["off"] * CPUS
+
+
+@pytest.mark.parametrize("cpus", [1, 4])
+def test_other_processor_counts(hv_sys, cpus):
+    res = run_scenario("baseline", cpus=cpus, driver=hv_sys, workload=False)
+    assert res.loaded and res.unload_ran
+    assert res.vmx_after == ["off"] * cpus and res.leaks == []
+    assert sorted(res.vmreads) == list(range(cpus))          # every processor had a current VMCS
+
+
+def test_driver_messages_follow_the_kd_masks(hv_sys):
+    quiet = run_scenario("baseline", cpus=1, driver=hv_sys, workload=False)
+    loud = run_scenario("baseline", cpus=1, driver=hv_sys, workload=False, kd_masks={"IHVDRIVER": 0xF})
+    assert [m.text for m in quiet.messages] == [m.text for m in loud.messages]
+    assert all(m.shown == (m.level == 0) for m in quiet.messages)   # only ERROR passes Kd_WIN2000_Mask = 1
+    assert all(m.shown for m in loud.messages if m.level <= 3)
+    assert any(not m.shown for m in quiet.messages)
+
+
+def test_demo_shows_the_suites_view(hv_sys, tmp_path, capsys):
+    from emulated_lab.__main__ import main
+    assert main(["demo", "--out", str(tmp_path / "demo.hvimg")]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("check", "caps", "dbgfilter", "vmm"):
+        assert "windbg_ext --image %s %s" % (tmp_path / "demo.hvimg", cmd) in out
+    assert "2 of 2 processors virtualized" in out and "processor 0: PASS" in out

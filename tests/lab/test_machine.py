@@ -93,3 +93,15 @@ def test_page_walk_and_bad_processor(machine):
     assert machine.translate(0x7FFF_0000_0000) is None
     with pytest.raises(MachineError, match="processor 7 does not exist"):
         machine.run(7, machine.place_code(assemble("ret")))
+
+
+def test_interposer_is_built_from_source_and_cached():
+    from emulated_lab import native
+    path = native.library_path()
+    assert native.source_hash() in path.name
+    assert path.exists()                          # built by the first Machine (or earlier)
+    assert native.build() == path                 # cached: no rebuild
+    # the interposed get_enable_a20 is what lets VMXON run (the stub asserts)
+    import ctypes
+    lib = ctypes.CDLL(str(path))
+    assert lib._ZN14bx_pc_system_c14get_enable_a20Ev(None) & 0xFF == 1

@@ -9,8 +9,8 @@ Test-only controls are private (leading underscore): `_attach(path)`,
 `_output` (what dprint/dprintln printed), `_calls` (every call, in order).
 Without `_attach`, the image named by $HVLAB_PYKD_IMAGE is used.
 """
-import os
-import sys
+import os as _os
+import sys as _sys
 
 _target = None
 _current = 0
@@ -56,7 +56,7 @@ def _attach(path):
 def _image():
     global _target, _current
     if _target is None:
-        path = os.environ.get("HVLAB_PYKD_IMAGE")
+        path = _os.environ.get("HVLAB_PYKD_IMAGE")
         if not path:
             raise DbgException("pykd stand-in: no target (call _attach or set HVLAB_PYKD_IMAGE)")
         _attach(path)
@@ -83,13 +83,13 @@ def is64bitSystem():
 def dprint(str, dml=False):  # noqa: A002  (pykd's parameter name)
     _calls.append("dprint")
     _output.append((str, dml))
-    sys.stdout.write(str)
+    _sys.stdout.write(str)
 
 
 def dprintln(str, dml=False):  # noqa: A002
     _calls.append("dprintln")
     _output.append((str + "\n", dml))
-    sys.stdout.write(str + "\n")
+    _sys.stdout.write(str + "\n")
 
 
 def loadBytes(offset, count, phyAddr=False):

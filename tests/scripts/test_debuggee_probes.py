@@ -114,3 +114,13 @@ def test_offline_sources_say_why_unknown(system):
     for sid in ("vmx_exposed", "vbs_running", "debugview_launcher"):
         assert r[sid]["status"] == "UNKNOWN" and r[sid]["found"] == "not in an image"
         assert r[sid]["fix"] is not None
+
+
+def test_live_bcdedit_that_is_not_english_is_unknown(system):
+    # live output is parsed when asked; a German "Bezeichner" instead of "identifier" is not bad input
+    german = "Windows-Startladeprogramm\n-------------------------\nBezeichner              {current}\n"
+    src = Sources(HiveRegistry({"SYSTEM": system}), lambda: german, lambda: "debugtype NET\n", live=False)
+    r = verdicts(src)
+    assert r["hyperv_launch"]["status"] == "UNKNOWN" and "English" in r["hyperv_launch"]["found"]
+    assert r["testsigning"]["status"] == "PASS"  # SystemStartOptions still answers
+    assert r["kdnet_type"]["status"] == "PASS"

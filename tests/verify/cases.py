@@ -85,7 +85,11 @@ def pae_with_bad_pdpte(v, ctx):
 
 
 def inject(info, error=0, length=0):
-    return setf(VM_ENTRY_INTR_INFO_FIELD=info, VM_ENTRY_EXCEPTION_ERROR_CODE=error, VM_ENTRY_INSTRUCTION_LEN=length)
+    """Event injection. Where the entry succeeds the guest must not run an IDT handler:
+    with an IDT limit of 0 the delivery faults and (all exceptions exit in the baseline)
+    the guest leaves through an ordinary VM exit."""
+    return setf(VM_ENTRY_INTR_INFO_FIELD=info, VM_ENTRY_EXCEPTION_ERROR_CODE=error, VM_ENTRY_INSTRUCTION_LEN=length,
+                GUEST_IDTR_LIMIT=0)
 
 
 VALID = 1 << 31
@@ -284,6 +288,7 @@ GUEST_CASES = [
     ("NMI during MOV-SS blocking", seq(setf(GUEST_INTERRUPTIBILITY_INFO=2), inject(VALID | NMI_T | 2)),
      "guest.interruptibility.nmi_movss"),
     ("SMI blocking outside SMM", setf(GUEST_INTERRUPTIBILITY_INFO=4), "guest.interruptibility.smi_outside_smm"),
+    ("enclave interruption without SGX", setf(GUEST_INTERRUPTIBILITY_INFO=0x10), "guest.interruptibility.enclave_sgx"),
     ("pending debug exceptions bit 4", setf(GUEST_PENDING_DBG_EXCEPTIONS=0x10), "guest.pending_dbg.reserved"),
     ("VMCS link pointer unaligned", setf(VMCS_LINK_POINTER=0x1008), "guest.link.aligned"),
     ("VMCS link pointer beyond MAXPHYADDR", setf(VMCS_LINK_POINTER=BEYOND), "guest.link.width"),
@@ -294,6 +299,10 @@ GUEST_CASES = [
      seq(legacy, orf("GUEST_CR4", 1 << 5), secondary(1 << 1), lambda v, c: v.update(EPT_POINTER=c.scratch | EPTP_WB_4LEVEL),
          setf(GUEST_PDPTR0=0x3003, GUEST_PDPTR1=0, GUEST_PDPTR2=0, GUEST_PDPTR3=0)),
      "guest.pdpte0.ept"),
+    ("PAE paging with EPT, PDPTE2 field with bit 63",
+     seq(legacy, orf("GUEST_CR4", 1 << 5), secondary(1 << 1), lambda v, c: v.update(EPT_POINTER=c.scratch | EPTP_WB_4LEVEL),
+         setf(GUEST_PDPTR0=0x3001, GUEST_PDPTR1=0, GUEST_PDPTR2=(1 << 63) | 0x5001, GUEST_PDPTR3=0)),
+     "guest.pdpte2.ept"),
 ]
 
 SUCCESS_CASES = [
@@ -330,4 +339,174 @@ DIVERGENCES = [
      "guest.interruptibility.nmi_sti", "entry_failure 0x80000021 qual 0"),
     ("entry to SMM outside SMM (SDM: a control check)", orf(ENTRY, 1 << 10), "control.entry.smm",
      "entry_failure 0x80000021 qual 0"),
+]
+
+
+# -- more of the same rules, generated per register / address ---------------------------
+def v8086(v, ctx):
+    """A virtual-8086 guest (RFLAGS.VM = 1 in a 32-bit protected-mode guest): every
+    segment's base = selector << 4, limit FFFFH, access rights F3H."""
+    legacy(v, ctx)
+    v["GUEST_RFLAGS"] = 0x20002
+    for seg in ("ES", "CS", "SS", "DS", "FS", "GS"):
+        v.update({"GUEST_%s_SELECTOR" % seg: 0x100, "GUEST_%s_BASE" % seg: 0x1000,
+                  "GUEST_%s_LIMIT" % seg: 0xFFFF, AR % seg: 0xF3})
+
+
+def unrestricted(cr0):
+    """An unrestricted guest (EPT on, 32-bit) with the given CR0."""
+    return seq(legacy, secondary((1 << 7) | (1 << 1)),
+               lambda v, c: v.update(EPT_POINTER=c.scratch | EPTP_WB_4LEVEL, GUEST_CR0=cr0))
+
+
+def tpr_shadow(v, ctx):
+    v[PROC] |= 1 << 21
+    v["VIRTUAL_APIC_PAGE_ADDR"] = ctx.scratch
+
+
+def vid(v, ctx):
+    """Virtual-interrupt delivery, legally configured (TPR shadow, external-interrupt exiting)."""
+    tpr_shadow(v, ctx)
+    v[PIN] |= 1
+    v[PROC] |= 1 << 31
+    v[PROC2] = 1 << 9
+
+
+def posted(v, ctx):
+    """Process posted interrupts, legally configured (VID, acknowledge interrupt on exit)."""
+    vid(v, ctx)
+    v[PIN] |= 1 << 7
+    v[EXIT] |= 1 << 15
+    v["POSTED_INTR_NV"] = 0xF2
+    v["POSTED_INTR_DESC_ADDR"] = ctx.scratch  # page-aligned: Bochs wants more than the SDM's 64 bytes
+
+
+def ept(bits=0):
+    return seq(secondary((1 << 1) | bits), lambda v, c: v.update(EPT_POINTER=c.scratch | EPTP_WB_4LEVEL))
+
+
+def vtpr(value):
+    def m(v, ctx):
+        ctx.m.write_phys(ctx.scratch_pa + 0x80, bytes([value]))
+    return m
+
+
+CONTROL_CASES += [
+    ("I/O bitmap A beyond MAXPHYADDR", seq(orf(PROC, 1 << 25), setf(IO_BITMAP_A=BEYOND), scratch("IO_BITMAP_B")),
+     "control.io_bitmap_a.width"),
+    ("I/O bitmap B unaligned", seq(orf(PROC, 1 << 25), scratch("IO_BITMAP_A"), scratch("IO_BITMAP_B", 0x800)),
+     "control.io_bitmap_b.aligned"),
+    ("virtual-APIC page beyond MAXPHYADDR", seq(tpr_shadow, setf(VIRTUAL_APIC_PAGE_ADDR=BEYOND)),
+     "control.virtual_apic.width"),
+    ("TPR threshold above VTPR", seq(tpr_shadow, vtpr(0x20), setf(TPR_THRESHOLD=5)), "control.tpr_threshold.vtpr"),
+    ("APIC-access page beyond MAXPHYADDR", seq(secondary(1), setf(APIC_ACCESS_ADDR=BEYOND)), "control.apic_access.width"),
+    ("posted interrupts without acknowledge-on-exit", seq(posted, andf(EXIT, 1 << 15)), "control.posted.ack_on_exit"),
+    ("posted-interrupt vector 0x1f2", seq(posted, setf(POSTED_INTR_NV=0x1F2)), "control.posted.vector"),
+    ("posted-interrupt descriptor unaligned", seq(posted, scratch("POSTED_INTR_DESC_ADDR", 0x48)),
+     "control.posted.descriptor.aligned"),
+    ("posted-interrupt descriptor beyond MAXPHYADDR", seq(posted, setf(POSTED_INTR_DESC_ADDR=BEYOND)),
+     "control.posted.descriptor.width"),
+    ("PML address unaligned", seq(ept(1 << 17), scratch("PML_ADDRESS", 0x10)), "control.pml.aligned"),
+    ("PML address beyond MAXPHYADDR", seq(ept(1 << 17), setf(PML_ADDRESS=BEYOND)), "control.pml.width"),
+    ("mode-based execute control without EPT", secondary(1 << 22), "control.mode_based_execute.ept"),
+    ("sub-page write permissions without EPT", secondary(1 << 23), "control.sub_page_write.ept"),
+    ("EPTP list unaligned", seq(ept(1 << 13), setf(VM_FUNCTION_CONTROL=1), scratch("EPTP_LIST_ADDRESS", 8)),
+     "control.vmfunc.eptp_list.aligned"),
+    ("EPTP list beyond MAXPHYADDR", seq(ept(1 << 13), setf(VM_FUNCTION_CONTROL=1, EPTP_LIST_ADDRESS=BEYOND)),
+     "control.vmfunc.eptp_list.width"),
+    ("VMREAD bitmap beyond MAXPHYADDR", seq(secondary(1 << 14), setf(VMREAD_BITMAP=BEYOND), scratch("VMWRITE_BITMAP")),
+     "control.shadowing.vmread_bitmap.width"),
+    ("VMWRITE bitmap unaligned", seq(secondary(1 << 14), scratch("VMREAD_BITMAP"), scratch("VMWRITE_BITMAP", 2)),
+     "control.shadowing.vmwrite_bitmap.aligned"),
+    ("#VE information address beyond MAXPHYADDR", seq(secondary(1 << 18), setf(VE_INFORMATION_ADDRESS=BEYOND)),
+     "control.ve_info.width"),
+    ("VM-exit MSR-store area beyond MAXPHYADDR", setf(VM_EXIT_MSR_STORE_COUNT=1, VM_EXIT_MSR_STORE_ADDR=BEYOND),
+     "control.exit.msr_store.width"),
+    ("VM-exit MSR-load area unaligned", seq(setf(VM_EXIT_MSR_LOAD_COUNT=3), scratch("VM_EXIT_MSR_LOAD_ADDR", 0x18)),
+     "control.exit.msr_load.aligned"),
+    ("VM-entry MSR-load area ends beyond MAXPHYADDR",
+     setf(VM_ENTRY_MSR_LOAD_COUNT=2, VM_ENTRY_MSR_LOAD_ADDR=(1 << 40) - 0x10), "control.entry.msr_load.width"),
+]
+
+GUEST_CASES += [
+    ("v8086: %s %s" % (seg, what), seq(v8086, setf(**{"GUEST_%s_%s" % (seg, f): value})),
+     "guest.%s.v8086_%s" % (seg.lower(), rule))
+    for seg in ("ES", "CS", "SS", "DS", "FS", "GS")
+    for what, f, value, rule in (("base != selector << 4", "BASE", 0x1010, "base"),
+                                 ("limit 0x1ffff", "LIMIT", 0x1FFFF, "limit"),
+                                 ("access rights 0xf2", "AR_BYTES", 0xF2, "ar"))
+] + [
+    ("%s %s" % (seg, what), setf(**{k % seg: val for k, val in kv.items()}), "guest.%s.%s" % (seg.lower(), rule))
+    for seg, what, kv, rule in (
+        ("ES", "code not readable", {AR: 0xC09B & ~2}, "type_readable"),
+        ("DS", "code not readable", {AR: 0xC099}, "type_readable"),
+        ("FS", "not accessed", {AR: 0xC092}, "type_accessed"),
+        ("GS", "not accessed", {AR: 0xC092}, "type_accessed"),
+        ("ES", "S flag clear", {AR: 0xC083}, "s"),
+        ("SS", "S flag clear", {AR: 0xC083}, "s"),
+        ("FS", "S flag clear", {AR: 0xC083}, "s"),
+        ("GS", "S flag clear", {AR: 0xC083}, "s"),
+        ("ES", "not present", {AR: 0xC013}, "present"),
+        ("SS", "not present", {AR: 0xC013}, "present"),
+        ("DS", "not present", {AR: 0xC013}, "present"),
+        ("FS", "not present", {AR: 0xC013}, "present"),
+        ("SS", "access-rights bit 10", {AR: 0xC493}, "reserved"),
+        ("DS", "access-rights bit 20", {AR: 0x10C093}, "reserved"),
+        ("FS", "access-rights bit 11", {AR: 0xC893}, "reserved"),
+        ("GS", "access-rights bit 9", {AR: 0xC293}, "reserved"),
+        ("CS", "limit 0xfffff7ff with G", {"GUEST_%s_LIMIT": 0xFFFFF7FF}, "g_clear"),
+        ("SS", "limit 0xffff0000 with G", {"GUEST_%s_LIMIT": 0xFFFF0000}, "g_clear"),
+        ("ES", "limit 0x12345 with G", {"GUEST_%s_LIMIT": 0x12345}, "g_clear"),
+        ("FS", "limit 0xfff with G", {"GUEST_%s_LIMIT": 0xFFE}, "g_clear"),
+        ("GS", "limit 0xffffeffe with G", {"GUEST_%s_LIMIT": 0xFFFFEFFE}, "g_clear"),
+        ("CS", "limit bits 31:20 without G", {AR: 0x209B}, "g_set"),
+        ("ES", "limit bits 31:20 without G", {AR: 0x4093}, "g_set"),
+        ("DS", "limit bits 31:20 without G", {AR: 0x4093}, "g_set"),
+        ("GS", "limit bits 31:20 without G", {AR: 0x4093}, "g_set"),
+        ("ES", "DPL 0 < RPL 3", {"GUEST_%s_SELECTOR": 0x1B}, "dpl_rpl"),
+        ("FS", "DPL 0 < RPL 3", {"GUEST_%s_SELECTOR": 0x1B}, "dpl_rpl"),
+        ("GS", "DPL 0 < RPL 3", {"GUEST_%s_SELECTOR": 0x1B}, "dpl_rpl"),
+        ("SS", "base bits 63:32", {"GUEST_%s_BASE": 1 << 33}, "base_high"),
+    )
+] + [
+    ("unrestricted guest: CR0.PG without CR0.PE", unrestricted(0x80000030), "guest.cr0.pg_needs_pe"),
+    ("unrestricted real mode: SS.DPL 3", seq(unrestricted(0x30), setf(GUEST_CS_AR_BYTES=0xC093, GUEST_SS_AR_BYTES=0xC0F3)),
+     "guest.ss.dpl_real_mode"),
+    ("unrestricted guest: CS type 3 with DPL 3", seq(unrestricted(0x30), setf(GUEST_CS_AR_BYTES=0xC0F3)),
+     "guest.cs.dpl_data"),
+    ("32-bit guest: TR type 9", seq(legacy, setf(GUEST_TR_AR_BYTES=0x89)), "guest.tr.type_legacy"),
+    ("TR limit 0x67 with G", setf(GUEST_TR_AR_BYTES=0x808B), "guest.tr.g_clear"),
+    ("usable LDTR access-rights bit 8", setf(GUEST_LDTR_AR_BYTES=0x182), "guest.ldtr.reserved"),
+    ("usable LDTR limit 0 with G", setf(GUEST_LDTR_AR_BYTES=0x8082), "guest.ldtr.g_clear"),
+    ("usable LDTR limit bits 31:20 without G", setf(GUEST_LDTR_AR_BYTES=0x82, GUEST_LDTR_LIMIT=0x100000),
+     "guest.ldtr.g_set"),
+    ("enclave interruption with MOV-SS blocking", setf(GUEST_INTERRUPTIBILITY_INFO=0x12),
+     "guest.interruptibility.enclave_movss"),
+    ("PAE paging with EPT, PDPTE1 field with bit 5",
+     seq(legacy, orf("GUEST_CR4", 1 << 5), ept(), setf(GUEST_PDPTR0=0, GUEST_PDPTR1=0x3021, GUEST_PDPTR2=0,
+                                                        GUEST_PDPTR3=0)), "guest.pdpte1.ept"),
+    ("PAE paging with EPT, PDPTE3 field beyond MAXPHYADDR",
+     seq(legacy, orf("GUEST_CR4", 1 << 5), ept(), setf(GUEST_PDPTR0=0, GUEST_PDPTR1=0, GUEST_PDPTR2=0,
+                                                        GUEST_PDPTR3=BEYOND | 1)), "guest.pdpte3.ept"),
+]
+
+SUCCESS_CASES += [
+    ("virtual-interrupt delivery and posted interrupts", posted, None),
+    ("TPR threshold equal to VTPR", seq(tpr_shadow, vtpr(0x50), setf(TPR_THRESHOLD=5)), None),
+    ("EPT with PML and VM functions", seq(ept((1 << 17) | (1 << 13)), scratch("PML_ADDRESS"),
+                                          setf(VM_FUNCTION_CONTROL=1), scratch("EPTP_LIST_ADDRESS")), None),
+    ("a virtual-8086 guest", v8086, None),
+    ("PAE paging with EPT and valid PDPTE fields",
+     seq(legacy, orf("GUEST_CR4", 1 << 5), ept(), setf(GUEST_PDPTR0=0x3001, GUEST_PDPTR1=0, GUEST_PDPTR2=0,
+                                                        GUEST_PDPTR3=0x5001)), None),
+]
+
+DIVERGENCES += [
+    ("posted-interrupt descriptor 64-byte aligned, not page-aligned", seq(posted, scratch("POSTED_INTR_DESC_ADDR", 0x40)),
+     None, "vmfail_valid 7"),
+    ("single-step pending under STI blocking without BS", setf(GUEST_INTERRUPTIBILITY_INFO=1, GUEST_RFLAGS=0x302),
+     "guest.pending_dbg.bs_set", "success"),
+    ("BS set under MOV-SS blocking without single-step", setf(GUEST_INTERRUPTIBILITY_INFO=2,
+                                                              GUEST_PENDING_DBG_EXCEPTIONS=1 << 14),
+     "guest.pending_dbg.bs_clear", "success"),
 ]

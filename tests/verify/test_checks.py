@@ -1,6 +1,6 @@
 """The check table itself (pure): shape, order, verdict mapping, and the
-rules that need memory. States come from the emulated CPU's baseline
-(tests/verify/baseline.json is not used: the probe builds it live)."""
+rules that need memory. States start from the emulated CPU's valid
+baseline (built live by emulated_lab.entry_probe) and its measured caps."""
 import re
 
 import pytest
@@ -36,7 +36,7 @@ def test_every_sdm_subsection_is_covered():
 
 
 def _baseline():
-    """A valid 64-bit state for BOCHS_MSRS (the same shape the probe launches)."""
+    """The probe's valid 64-bit state and the processor's capability MSRs."""
     from emulated_lab.entry_probe import EntryProbe
     with EntryProbe() as p:
         return p.baseline(), p.caps()

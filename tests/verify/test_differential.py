@@ -22,11 +22,33 @@ class Ctx:
         self.vmcs = probe.vmcs_pa
 
 
+class _Probes:
+    """One probe for the module; a new one if a case left it unusable (then only
+    that case fails, not every case after it)."""
+
+    def __init__(self) -> None:
+        self.p = None
+
+    def get(self) -> EntryProbe:
+        if self.p is not None and self.p._broken:
+            self.p.close()
+            self.p = None
+        if self.p is None:
+            self.p = EntryProbe()
+        return self.p
+
+
 @pytest.fixture(scope="module")
-def probe():
-    p = EntryProbe()
-    yield p
-    p.close()
+def probes():
+    h = _Probes()
+    yield h
+    if h.p is not None:
+        h.p.close()
+
+
+@pytest.fixture
+def probe(probes):
+    return probes.get()
 
 
 def _named(state):
@@ -47,7 +69,7 @@ def run_case(probe, mutate):
     fields = _encoded(v)
     cpu = probe.launch(fields)
     state = ec.EntryState(fields, probe.caps(), maxphyaddr=probe.maxphyaddr(),
-                          read_physical=probe.m.read_phys, vmcs_address=probe.vmcs_pa)
+                          read_physical=probe.m.read_phys, vmcs_address=probe.vmcs_pa, sgx=probe.sgx())
     return ec.evaluate(state), cpu
 
 
@@ -80,7 +102,7 @@ def test_case_table_is_broad():
     for _, _, check_id in C.CONTROL_CASES + C.HOST_CASES + C.GUEST_CASES:
         assert check_id in ec.BY_ID, check_id
     for _, _, check_id, _ in C.DIVERGENCES:
-        assert check_id in ec.BY_ID, check_id
+        assert check_id is None or check_id in ec.BY_ID, check_id
 
 
 def test_baseline_passes_every_check_and_launches(probe):
@@ -109,6 +131,9 @@ def test_documented_bochs_divergence(probe, name, mutate, check_id, bochs):
     """The checker follows the SDM; Bochs does what docs/verify.md says it does.
     If Bochs is ever fixed, this fails and the divergence can be removed."""
     verdict, cpu = run_case(probe, mutate)
-    assert verdict.failures and verdict.failures[0].check.id == check_id
+    if check_id is None:  # the SDM allows it; Bochs refuses
+        assert verdict.result == "success", [o.message for o in verdict.failures]
+    else:
+        assert verdict.failures and verdict.failures[0].check.id == check_id
     assert cpu.short() == bochs
     assert not same(verdict, cpu)

@@ -55,3 +55,61 @@ def test_verify_other_processor_is_one_clear_line(failed_image):
     code, out, err = _run(["--image", path, "verify", str(other)])
     assert code == 2 and out == ""
     assert err.count("\n") == 0 and "run verify %d" % cpu in err
+
+
+@pytest.fixture(scope="module")
+def running_image(hv_driver, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("run") / "baseline.hvimg")
+    res = run_scenario("baseline", cpus=CPUS, driver=hv_driver, image=path)
+    assert res.loaded
+    return path
+
+
+@pytest.mark.parametrize("cpu", range(CPUS))
+@pytest.mark.parametrize("source", [[], ["--source", "region"]], ids=["default", "region"])
+def test_the_drivers_live_vmcs_passes_every_check(running_image, cpu, source):
+    """hv.sys virtualized every processor, so its VMCS passes all checks: from the
+    driver's snapshot, and from the region decoded with its layout map."""
+    code, out, err = _run(["--image", running_image, "--json", "verify", str(cpu)] + source)
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["result"] == "success" and d["failures"] == [] and d["missing_fields"] == []
+    assert d["checks_run"] > 190 and not d["not_checked"]
+    if source:
+        assert d["source"].startswith("vCPU %d VMCS region*" % cpu) and "layout map" in d["source"]
+    else:
+        assert d["source"].startswith("vCPU %d VMCS " % cpu)
+
+
+@pytest.fixture
+def pykd_standin():
+    """The pykd stand-in (only real pykd names) importable as `pykd`, as inside WinDbg."""
+    import importlib
+    import os
+    import sys
+    d = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pykd_standin")
+    sys.path.insert(0, d)
+    sys.modules.pop("pykd", None)
+    module = importlib.import_module("pykd")
+    try:
+        yield module
+    finally:
+        module._attach(None)
+        sys.modules.pop("pykd", None)
+        sys.path.remove(d)
+
+
+def test_live_verify_through_pykd_matches_offline(failed_image, pykd_standin):
+    path, cpu, _ = failed_image
+    pykd_standin._attach(path)
+    del pykd_standin._output[:]
+    assert cli.main(["--json", "verify", str(cpu)]) == 0   # never a SystemExit inside WinDbg
+    live = json.loads("".join(text for text, _ in pykd_standin._output))
+    code, offline, _ = _run(["--image", path, "--json", "verify", str(cpu)])
+    assert json.loads(offline) == live
+    assert live["failures"][0]["id"] == "guest.tr.type_ia32e"
+    del pykd_standin._output[:]
+    cli.main(["verify", str(cpu)])
+    text = "".join(t for t, _ in pykd_standin._output)
+    assert "GUEST_TR_AR_BYTES = 0x0089" in text and "Traceback" not in text
+    assert '<exec cmd="!py -m windbg_ext field GUEST_TR_AR_BYTES">GUEST_TR_AR_BYTES</exec>' in text  # DML link

@@ -125,8 +125,9 @@ def run(ctx, args) -> Report:
     lines = ["last VM-instruction error: %s (SDM 31.4)" % vm_error_text(err)]
     if v.state == "failed":
         lines.append("failed step: %s" % v.failed_step)
-    lines.append("VMCS snapshot: %s, %d fields%s%s" % (
+    lines.append("VMCS snapshot: %s, %d fields%s%s%s" % (
         snap.reason, snap.count,
+        ", taken at exit %s" % exit_text(snap.exit_reason) if snap.count and snap.exit_reason != NO_EXIT else "",
         ", VM-instruction error %s" % vm_error_text(snap.vm_instruction_error) if snap.vm_instruction_error else "",
         " (TORN: the driver was writing it)" if snap.torn else ""))
     r.text("\n".join(lines))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional
 
-from windbg_ext.commands.base import CommandError, Report, parse_int
+from windbg_ext.commands.base import CommandError, Link, Report, Text, parse_int
 
 SUMMARY = "name the VM-entry check (SDM 27.2-27.3) that fails for a vCPU's VMCS snapshot or a field/caps JSON pair"
 NEEDS_TARGET = False  # only `verify <n>` reads the target; --fields/--caps is offline
@@ -26,6 +26,9 @@ def add_arguments(p) -> None:
     p.add_argument("n", nargs="?", help="vCPU index: check that vCPU's VMCS snapshot (see vcpu, vmcs)")
     p.add_argument("--fields", metavar="F.json", help='VMCS fields: {"0x681e": "0x...", ...} (encodings or names)')
     p.add_argument("--caps", metavar="C.json", help='capability MSRs: {"0x480": "0x...", ...} (optional "maxphyaddr")')
+    p.add_argument("--source", choices=("snapshot", "region"),
+                   help="with <n>: snapshot = the driver's VMREAD values (default when it has any), region = the "
+                        "VMCS page decoded with the driver's layout map (implementation-specific)")
     p.add_argument("--all", action="store_true", help="list every check with PASS / FAIL / n/a")
     p.add_argument("--maxphyaddr", metavar="BITS", help="physical-address width (CPUID.80000008H:EAX[7:0]); "
                    "default: the target's, else 52")
@@ -129,7 +132,7 @@ def _check_caps(fields: Dict[int, int], caps: Dict[int, int], where: str) -> Non
 
 
 # -- target mode ----------------------------------------------------------------------
-def _target_state(ctx, n: int) -> Dict[str, Any]:
+def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
     """vCPU n's VMCS values: the running driver's per-vCPU snapshot, or, after a
     failed load, the snapshot in the descriptor's last-failure record."""
     from windbg_ext.hv.model import failure_snapshot
@@ -140,15 +143,27 @@ def _target_state(ctx, n: int) -> Dict[str, Any]:
     d = w.descriptor()
     running = bool(d.VmmContextVa and d.VcpuArrayVa)
     vmm = v = None
+    note = ""
     if running:
+        from windbg_ext.commands.vmcs import load_values
+
         v = w.vcpu(n)
         snap = v.snapshot()
         vmm = w.vmm()
-        what = "vCPU %d VMCS snapshot (%s" % (n, snap.reason)
-        if snap.count == 0:
-            raise HvError("vCPU %d has no VMCS snapshot (state: %s): the driver takes one when VMLAUNCH or VM entry "
-                          "fails, or at exits when enabled" % (n, v.state))
+        vals = load_values(w, v, source)
+        values, note = vals.values, vals.note
+        if not values:
+            raise HvError("vCPU %d has no VMCS snapshot (state: %s, reason: %s): the driver takes one when VMLAUNCH "
+                          "or VM entry fails, or at every exit when enabled; try --source region" % (n, v.state, snap.reason))
+        if vals.source == "region":
+            what = "vCPU %d VMCS region* (decoded with the driver's layout map" % n
+            note = note or "region* values are the processor's implementation-specific VMCS memory (SDM 25.11.1)"
+        else:
+            what = "vCPU %d VMCS snapshot (%s" % (n, snap.reason)
     else:
+        if source == "region":
+            raise HvError("hv.sys is not running (driver state: %s): there is no VMCS region to decode; "
+                          "run verify %d without --source" % (d.driver_state, n))
         f = d.failure
         snap = failure_snapshot(d)
         if snap is None or f is None:
@@ -159,14 +174,12 @@ def _target_state(ctx, n: int) -> Dict[str, Any]:
         if snap.count == 0:
             raise HvError("the failure record of processor %d holds no VMCS fields (no VMCS was current)" % n)
         what = "processor %d failure record (%s" % (n, snap.reason)
-    caps: Dict[int, int] = {}
-    sources = set()
-    for msr in range(0x480, 0x492):
-        try:
-            caps[msr] = ctx.target.read_msr(msr, n)
-            sources.add("processor %d" % n)
-        except TargetError:
-            pass
+        values = dict(snap.values)
+    try:  # one batch: over KDNET every processor switch and read is a round trip
+        caps = ctx.target.read_msrs(list(range(0x480, 0x492)), n)
+    except TargetError:
+        caps = {}
+    sources = {"processor %d" % n} if caps else set()
     if vmm is not None:
         basic = caps.get(0x480) or vmm.record.get("CapBasic") or 0
         true_ctls = (basic >> 55) & 1
@@ -186,10 +199,18 @@ def _target_state(ctx, n: int) -> Dict[str, Any]:
     except Exception:
         maxphy = None
 
+    sgx = None
+    try:  # CPUID.(EAX=07H,ECX=0):EBX[2], when the target recorded leaf 7
+        leaf7 = ctx.target.cpuid(7, 0, n)
+        sgx = bool(leaf7[1] >> 2 & 1) if leaf7 else None
+    except Exception:
+        sgx = None
+
     def read_physical(addr: int, size: int) -> bytes:
         return ctx.target.read_physical(addr, size)
 
-    return {"fields": dict(snap.values), "caps": caps, "maxphyaddr": maxphy, "read_physical": read_physical,
+    return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphy, "read_physical": read_physical,
+            "sgx": sgx,
             "vmcs_address": (v.VmcsRegionPa or None) if v is not None else None, "snapshot": snap,
             "what": what,
             "caps_source": " and ".join(sorted(sources)) or "nowhere"}
@@ -207,17 +228,21 @@ def run(ctx, args) -> Report:
     recorded = None
     if args.n is not None:
         n = parse_int(args.n, "vCPU index")
-        t = _target_state(ctx, n)
+        t = _target_state(ctx, n, args.source)
         fields, caps = t["fields"], t["caps"]
         _check_caps(fields, caps, "the target (caps from %s)" % t["caps_source"])
         maxphy = maxphy_opt or t["maxphyaddr"]
         state = ec.EntryState(fields, caps, maxphyaddr=maxphy or ec.DEFAULT_MAXPHYADDR,
-                              read_physical=t["read_physical"], vmcs_address=t["vmcs_address"])
+                              read_physical=t["read_physical"], vmcs_address=t["vmcs_address"], sgx=t["sgx"])
         snap = t["snapshot"]
-        recorded = {"snapshot_reason": snap.reason, "vm_instruction_error": snap.vm_instruction_error or None,
-                    "exit_reason": None if snap.exit_reason in (0, 0xFFFFFFFF) else snap.exit_reason}
+        recorded = None
+        if snap.count:  # what the driver recorded with its snapshot (compared with the verdict)
+            recorded = {"snapshot_reason": snap.reason, "vm_instruction_error": snap.vm_instruction_error or None,
+                        "exit_reason": None if snap.exit_reason in (0, 0xFFFFFFFF) else snap.exit_reason}
         source = "%s, %d fields); caps from %s" % (t["what"], len(fields), t["caps_source"])
     else:
+        if args.source:
+            raise CommandError("--source applies to `verify <vcpu>` on a target, not to --fields/--caps")
         if not args.fields or not args.caps:
             raise CommandError("say what to check: `verify <vcpu>` on a target, or `verify --fields F.json --caps C.json`")
         fields = load_fields(args.fields)
@@ -229,14 +254,18 @@ def run(ctx, args) -> Report:
         state = ec.EntryState(fields, caps, maxphyaddr=maxphy or ec.DEFAULT_MAXPHYADDR)
         source = "%s (%d fields), caps %s" % (args.fields, len(fields), args.caps)
     verdict = ec.evaluate(state)
-    return _report(verdict, source, maxphy, recorded, args.all)
+    report = _report(verdict, source, maxphy, recorded, args.all)
+    if args.n is not None and t["note"]:
+        report.blocks.insert(1, Text("note: " + t["note"]))
+        report.data["note"] = t["note"]
+    return report
 
 
 def _verdict_line(v) -> str:
     from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
 
     if v.result == "success":
-        return "VM entry passes every check: VMLAUNCH would succeed"
+        return "VM entry passes every check: the processor would enter the guest"
     if v.result == "vmfail_valid":
         name, meaning = VM_INSTRUCTION_ERRORS.get(v.vm_instruction_error, ("?", "?"))
         return "VMLAUNCH fails: VMfailValid, VM-instruction error %d (%s)" % (v.vm_instruction_error, meaning.split(" (")[0])
@@ -271,8 +300,10 @@ def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> 
     if failures:
         first = failures[0]
         r.text("first failure (what the processor reports): %s" % first.message)
-        r.table(["#", "check", "group", "SDM", "what is wrong"],
-                [[i + 1, o.check.id, o.check.group, o.check.sdm, o.message] for i, o in enumerate(failures)],
+        # in WinDbg the field cell runs `field <name>` (what the field is, its encoding)
+        r.table(["#", "check", "group", "SDM", "field", "what is wrong"],
+                [[i + 1, o.check.id, o.check.group, o.check.sdm, Link(_first_field(o), "field " + _first_field(o)),
+                  o.message] for i, o in enumerate(failures)],
                 title="%d failing check(s), in the processor's order" % len(failures))
         r.exit_code = 1
     notes = []
@@ -296,6 +327,12 @@ def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> 
                            "fields": list(o.check.fields), "explain": o.check.explain, "message": o.message}
                           for o in v.outcomes]
     return r
+
+
+def _first_field(outcome) -> str:
+    """The field the failure message starts with (the one to fix), else the first the check reads."""
+    head = outcome.message.split(" = ", 1)[0]
+    return head if head in outcome.check.fields else outcome.check.fields[0]
 
 
 def _recorded_agrees(rec, v) -> bool:

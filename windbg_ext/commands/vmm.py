@@ -27,10 +27,10 @@ def run(ctx, args) -> Report:
             "vcpu_count": d.VcpuCount, "layout_status": d.layout_status, "layout_fields": d.LayoutCount,
             "layout_revision_id": hx(d.LayoutRevisionId), "snapshot_on_every_exit": bool(d.SnapshotOnEveryExit)}
     r = Report(data={"descriptor": desc})
-    r.text("hv debug descriptor v%d at 0x%x (%s): %s, driver %s, load status 0x%08x"
-           % (d.Version, d.address, w.found_by, d.producer or "?", d.driver_state, d.LoadStatus & 0xFFFFFFFF))
-    r.text("VMCS layout map: %s, %d fields (revision id 0x%x); snapshot at every exit: %s"
-           % (d.layout_status, d.LayoutCount, d.LayoutRevisionId, "on" if d.SnapshotOnEveryExit else "off"))
+    r.text("hv debug descriptor v%d at 0x%x (%s): %s, driver %s, load status 0x%08x\n"
+           "VMCS layout map: %s, %d fields (revision id 0x%x); snapshot at every exit: %s"
+           % (d.Version, d.address, w.found_by, d.producer or "?", d.driver_state, d.LoadStatus & 0xFFFFFFFF,
+              d.layout_status, d.LayoutCount, d.LayoutRevisionId, "on" if d.SnapshotOnEveryExit else "off"))
     f = d.failure
     if f is not None and f.valid:
         from windbg_ext.hv.walker import failure_hint

@@ -18,7 +18,7 @@ VMX_ABORT_CODES = {
     3: "the current VMCS has been corrupted",
     4: "error loading host MSRs",
     5: "machine-check event during VM exit",
-    6: "VM exit from a 32-bit guest with host address-space size 1 on a processor without it",
+    6: "the processor was in IA-32e mode before the VM exit and the \"host address-space size\" control was 0",
 }
 
 
@@ -81,7 +81,7 @@ def vmx_region_checks(region: str, pa: int, head: Optional[bytes], basic: int,
 def msr_bitmap_checks(pa: int, page: Optional[bytes], basic: int, maxphyaddr: Optional[int] = None,
                       uses_bitmap: Optional[bool] = None) -> List[Check]:
     """MSR bitmap page (SDM 25.6.9): 4 KiB aligned, within the width; content summarised."""
-    out = _address_checks("MSR bitmap", pa, basic, maxphyaddr, "25.6.9")
+    out = _address_checks("MSR bitmap", pa, basic, maxphyaddr, "27.2.1.1")  # VM-entry checks on the address
     if page is None:
         out.append(Check("MSR bitmap", "readable", False, "the page at 0x%x is not in the target" % pa, "25.6.9"))
         return out

@@ -37,8 +37,14 @@ def decode(name: str, value: int, values_by_name: Optional[Dict[str, int]] = Non
     if kind is not None:
         from windbg_ext.arch.controls import decode_controls
 
-        on = [bit_name for _, bit_name, is_set in decode_controls(kind, value) if is_set]
-        return " ".join(on) if on else "(none)"
+        rows = [(bit, bit_name) for bit, bit_name, is_set in decode_controls(kind, value) if is_set]
+        named = [n for _, n in rows if not n.startswith("RESERVED_")]
+        # reserved bits are mostly the default1 class (SDM App. A.2): list them as numbers
+        reserved = [str(b) for b, n in rows if n.startswith("RESERVED_")]
+        text = " ".join(named) if named else "(no named control)"
+        if reserved:
+            text += " + reserved bits %s" % ",".join(reserved)
+        return text if rows else "(none)"
     if name.endswith("_AR_BYTES"):
         from windbg_ext.arch.registers import decode_access_rights
 

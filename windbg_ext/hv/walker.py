@@ -195,6 +195,10 @@ class HvWalker:
             va = d.VcpuArrayVa + n * d.VcpuSize
             data = self._read_struct(va, d.VcpuSize, "vCPU %d" % n)
             v = vcpus_from_array(d, data, va, first=n)[0]
+            if self.target.name == "pykd" and _torn(v):
+                # live: the driver was writing the snapshot (odd sequence); one more read
+                data = self._read_struct(va, d.VcpuSize, "vCPU %d" % n)
+                v = vcpus_from_array(d, data, va, first=n)[0]
             self._check_vcpu(v)
             self._vcpus[n] = v
         return self._vcpus[n]
@@ -221,6 +225,13 @@ class HvWalker:
     def read_host_stack(self, v: Vcpu) -> bytes:
         base, size = v.host_stack()
         return self._read_struct(base, size, "vCPU %d's host stack" % v.index)
+
+
+def _torn(v: Vcpu) -> bool:
+    try:
+        return v.snapshot().torn
+    except DescriptorError:
+        return False
 
 
 def failure_hint(d: Descriptor) -> str:

@@ -17,7 +17,7 @@ import os
 import struct
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
-from windbg_ext.target.base import (Target, TargetFormatError, TargetMemoryError, TargetMsrError,
+from windbg_ext.target.base import (Target, TargetError, TargetFormatError, TargetMemoryError, TargetMsrError,
                                     TargetSymbolError)
 
 PAGE = 0x1000
@@ -347,3 +347,47 @@ def write_dump(path: str, pages: Mapping[int, bytes], kind: str = "full", dtb: i
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def image_to_dump(image_path: str, dump_path: str, kind: str = "full", cpu: int = 0) -> int:
+    """Writes the physical memory of an hvlab image as a kernel dump (DTB = CR3 of
+    processor `cpu`), e.g. to try `--dump` on lab output. Returns the page count."""
+    from windbg_ext.target.image import ImageTarget
+
+    image = ImageTarget(image_path)
+    try:
+        pages: Dict[int, bytes] = {}
+        for start, length in image.memory_ranges():
+            data = image.read_physical(start, length)
+            first = (start + PAGE - 1) & ~(PAGE - 1)
+            for pa in range(first, start + length - PAGE + 1, PAGE):
+                pages[pa] = data[pa - start:pa - start + PAGE]
+        regs = image.registers(cpu)
+        write_dump(dump_path, pages, kind=kind, dtb=regs.get("cr3", 0), processors=image.processor_count(),
+                   registers=regs)
+        return len(pages)
+    finally:
+        image.close()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """python -m windbg_ext.target.dump IMAGE OUT.DMP [--bitmap]: an hvlab image as a kernel dump."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    kind = "bitmap" if "--bitmap" in args else "full"
+    args = [a for a in args if a != "--bitmap"]
+    if len(args) != 2:
+        sys.stderr.write("usage: python -m windbg_ext.target.dump IMAGE OUT.DMP [--bitmap]\n")
+        return 2
+    try:
+        n = image_to_dump(args[0], args[1], kind)
+    except (TargetError, ValueError, OSError) as e:
+        sys.stderr.write("error: %s\n" % e)
+        return 2
+    sys.stdout.write("%s: %s kernel dump, %d pages\n" % (args[1], kind, n))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

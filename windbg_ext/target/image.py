@@ -34,6 +34,7 @@ HEADER = struct.Struct("<8sHHIQIIQQIIQ")  # see docs/image-format.md, "Header"
 RUN = struct.Struct("<QQQII")              # pa, length, file offset, crc32(data), reserved (0)
 assert HEADER.size == 64 and RUN.size == 32
 U64 = (1 << 64) - 1
+RUN_PIECE = 1 << 20  # long runs are written as 1 MiB pieces: a first read checks one piece's CRC, not 64 MiB
 
 Cpuid = Tuple[int, int, int, int]
 
@@ -151,7 +152,8 @@ class ImageWriter:
                 f.write(b"\0" * HEADER.size)
                 table = bytearray()
                 offset = HEADER.size
-                runs = self._runs()
+                runs = [(pa + at, data[at:at + RUN_PIECE]) for pa, data in self._runs()
+                        for at in range(0, len(data), RUN_PIECE)]
                 for pa, run in runs:
                     f.write(run)
                     table += RUN.pack(pa, len(run), offset, zlib.crc32(run), 0)
@@ -372,7 +374,13 @@ class ImageTarget(Target):
         return dict(self._symbols)
 
     def memory_ranges(self) -> List[Tuple[int, int]]:
-        return [(r.pa, r.length) for r in self._runs]
+        ranges: List[Tuple[int, int]] = []
+        for r in self._runs:  # pieces of one run come back as one range
+            if ranges and ranges[-1][0] + ranges[-1][1] == r.pa:
+                ranges[-1] = (ranges[-1][0], ranges[-1][1] + r.length)
+            else:
+                ranges.append((r.pa, r.length))
+        return ranges
 
     def close(self) -> None:
         if self._map is not None:

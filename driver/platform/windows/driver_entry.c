@@ -82,12 +82,11 @@ static void HvPublish(HV_VMM_CONTEXT *vmm)
 
 static void HvFreeVmm(HV_VMM_CONTEXT *vmm)
 {
-    uint32_t i;
     HvPublish(NULL);
     if (vmm == NULL)
         return;
     if (vmm->Vcpus != NULL) {
-        for (i = 0; i < vmm->ProcessorCount; i++)
+        for (uint32_t i = 0; i < vmm->ProcessorCount; i++)
             HvFreeVcpuResources(&vmm->Vcpus[i]);
         ExFreePoolWithTag(vmm->Vcpus, HV_POOL_TAG);
     }

@@ -11,11 +11,8 @@ EXEC, EXIT, ENTRY = "27.2.1.1", "27.2.1.2", "27.2.1.3"
 
 
 def _msr_name(msr: int) -> str:
-    try:
-        from windbg_ext.arch.msr_names import MSR_NAMES
-        return MSR_NAMES.get(msr, "MSR 0x%x" % msr)
-    except ImportError:  # pragma: no cover - the table is part of arch
-        return "MSR 0x%x" % msr
+    from windbg_ext.arch.msr_names import MSR_NAMES
+    return MSR_NAMES.get(msr, "MSR 0x%x" % msr)
 
 
 # -- allowed 0- and 1-settings of each control field (SDM A.3-A.5) -------------
@@ -145,7 +142,10 @@ def _requires(id: str, sdm: str, fields, explain: str, cond_kind: str, cond: str
         if not s.ctl(cond_kind, cond):
             return NOT_APPLICABLE
         if s.ctl(need_kind, need) != need_value:
-            return "%s = 1 requires %s = %d (%s)" % (cond, need, int(need_value), _field_of(need_kind))
+            where = hexv(s, _field_of(cond_kind))
+            if need_kind != cond_kind:
+                where += ", " + hexv(s, _field_of(need_kind))
+            return "%s: %s = 1 requires %s = %d" % (where, cond, need, int(need_value))
         return None
     R.add(id, sdm, fields, explain, test)
 
@@ -164,7 +164,7 @@ def _no_tpr_shadow(id: str, need: str, what: str) -> None:
         if s.ctl("proc", "USE_TPR_SHADOW"):
             return NOT_APPLICABLE
         if s.ctl("proc2", need):
-            return "%s = 1 requires USE_TPR_SHADOW = 1 (%s = 0x%08x)" % (need, C, s.f(C))
+            return "%s, %s: %s = 1 requires USE_TPR_SHADOW = 1" % (hexv(s, C2), hexv(s, C), need)
         return None
     R.add(id, EXEC, [C, C2], "If 'use TPR shadow' is 0, '%s' must be 0." % what, test)
 
@@ -259,7 +259,7 @@ def _ept_ad(s, eptp, cap):
 @_eptp_rule("control.ept.reserved", "EPTP bits 11:8 are reserved and must be 0.")
 def _ept_reserved(s, eptp, cap):
     if eptp & 0xF00:
-        return "%s: %s are reserved and must be 0" % (hexv(s, "EPT_POINTER"), bits_text(eptp & 0xF00))
+        return "%s: reserved %s must be 0" % (hexv(s, "EPT_POINTER"), bits_text(eptp & 0xF00))
     return None
 
 
@@ -305,7 +305,7 @@ def _eptp_sw_ept(s):
     if not _eptp_switching(s):
         return NOT_APPLICABLE
     if not s.ept:
-        return "EPTP switching (VM_FUNCTION_CONTROL bit 0) requires ENABLE_EPT = 1 (%s = 0x%08x)" % (C2, s.f(C2))
+        return "%s, %s: EPTP switching (bit 0) requires ENABLE_EPT = 1" % (hexv(s, "VM_FUNCTION_CONTROL"), hexv(s, C2))
     return None
 
 
@@ -463,7 +463,7 @@ def _inj_ec0(s, info, vector, kind):
 @_inj("control.entry.inject.reserved", [], "Bits 30:12 of the VM-entry interruption-information field are reserved and must be 0.")
 def _inj_reserved(s, info, vector, kind):
     if info & 0x7FFFF000:
-        return "%s: %s are reserved and must be 0" % (hexv(s, II), bits_text(info & 0x7FFFF000))
+        return "%s: reserved %s must be 0" % (hexv(s, II), bits_text(info & 0x7FFFF000))
     return None
 
 

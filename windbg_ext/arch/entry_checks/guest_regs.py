@@ -83,7 +83,7 @@ def _debugctl(s):
     if not s.ctl("entry", "LOAD_DEBUG_CONTROLS"):
         return NOT_APPLICABLE
     bad = s.f("GUEST_IA32_DEBUGCTL") & ~DEBUGCTL_DEFINED
-    return "%s: %s are reserved" % (hexv(s, "GUEST_IA32_DEBUGCTL"), bits_text(bad)) if bad else None
+    return "%s: reserved %s must be 0" % (hexv(s, "GUEST_IA32_DEBUGCTL"), bits_text(bad)) if bad else None
 
 
 @R.rule("guest.ia32e.pg", SDM, [N, "GUEST_CR0"], "If 'IA-32e mode guest' is 1, guest CR0.PG (bit 31) must be 1.")
@@ -136,7 +136,7 @@ def _perf(s):
     if not s.ctl("entry", "LOAD_IA32_PERF_GLOBAL_CTRL"):
         return NOT_APPLICABLE
     bad = perf_global_reserved(s.f("GUEST_IA32_PERF_GLOBAL_CTRL"))
-    return "%s: %s are reserved" % (hexv(s, "GUEST_IA32_PERF_GLOBAL_CTRL"), bits_text(bad)) if bad else None
+    return "%s: reserved %s must be 0" % (hexv(s, "GUEST_IA32_PERF_GLOBAL_CTRL"), bits_text(bad)) if bad else None
 
 
 @R.rule("guest.pat.valid", SDM, [N, "GUEST_IA32_PAT"],
@@ -153,7 +153,7 @@ def _efer_res(s):
     if not s.ctl("entry", "LOAD_IA32_EFER"):
         return NOT_APPLICABLE
     bad = efer_reserved(s.f("GUEST_IA32_EFER"))
-    return "%s: %s are reserved" % (hexv(s, "GUEST_IA32_EFER"), bits_text(bad)) if bad else None
+    return "%s: reserved %s must be 0" % (hexv(s, "GUEST_IA32_EFER"), bits_text(bad)) if bad else None
 
 
 @R.rule("guest.efer.lma", SDM, [N, "GUEST_IA32_EFER"], "If 'load IA32_EFER' is 1, guest EFER.LMA (bit 10) must equal 'IA-32e mode guest'.")
@@ -199,7 +199,7 @@ def _rtit(s):
     if not s.ctl("entry", "LOAD_IA32_RTIT_CTL"):
         return NOT_APPLICABLE
     bad = s.f("GUEST_IA32_RTIT_CTL") & RTIT_CTL_RESERVED
-    return "%s: %s are reserved" % (hexv(s, "GUEST_IA32_RTIT_CTL"), bits_text(bad)) if bad else None
+    return "%s: reserved %s must be 0" % (hexv(s, "GUEST_IA32_RTIT_CTL"), bits_text(bad)) if bad else None
 
 
 @R.rule("guest.pkrs.reserved", SDM, [N, "GUEST_IA32_PKRS"], "If 'load PKRS' is 1, bits 63:32 of the guest IA32_PKRS field must be 0.")

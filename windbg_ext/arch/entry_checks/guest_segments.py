@@ -175,7 +175,7 @@ def _flag_rules(seg: str) -> None:
 
     def reserved(s):
         bad = s.f(f) & AR_RESERVED_MASK
-        return "%s: %s are reserved (11:8, 31:17) and must be 0" % (arv(s, seg), bits_text(bad)) if bad else None
+        return "%s: reserved %s (of 11:8, 31:17) must be 0" % (arv(s, seg), bits_text(bad)) if bad else None
 
     def g_clear(s):
         limit = s.f("GUEST_%s_LIMIT" % seg)
@@ -326,7 +326,7 @@ def _system_rules(seg: str) -> None:
 
     def reserved(s):
         bad = s.f(f) & AR_RESERVED_MASK
-        return "%s: %s are reserved (11:8, 31:17) and must be 0" % (arv(s, seg), bits_text(bad)) if bad else None
+        return "%s: reserved %s (of 11:8, 31:17) must be 0" % (arv(s, seg), bits_text(bad)) if bad else None
 
     def g_clear(s):
         limit = s.f("GUEST_%s_LIMIT" % seg)

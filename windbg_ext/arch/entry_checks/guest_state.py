@@ -63,7 +63,7 @@ def _rip_canonical(s):
 @R.rule("guest.rflags.reserved", RIPF, ["GUEST_RFLAGS"], "Guest RFLAGS bits 63:22, 15, 5 and 3 are reserved and must be 0.")
 def _rflags_reserved(s):
     bad = s.f("GUEST_RFLAGS") & RFLAGS_RESERVED
-    return "%s: %s are reserved and must be 0" % (hexv(s, "GUEST_RFLAGS"), bits_text(bad)) if bad else None
+    return "%s: reserved %s must be 0" % (hexv(s, "GUEST_RFLAGS"), bits_text(bad)) if bad else None
 
 
 @R.rule("guest.rflags.bit1", RIPF, ["GUEST_RFLAGS"], "Guest RFLAGS bit 1 must be 1.")
@@ -150,7 +150,7 @@ def _activity_smm(s):
 @R.rule("guest.interruptibility.reserved", NONREG, [IS], "Interruptibility-state bits 31:5 are reserved and must be 0.")
 def _is_reserved(s):
     bad = s.f(IS) & ~0x1F
-    return "%s: %s are reserved" % (hexv(s, IS), bits_text(bad)) if bad else None
+    return "%s: reserved %s must be 0" % (hexv(s, IS), bits_text(bad)) if bad else None
 
 
 @R.rule("guest.interruptibility.sti_and_movss", NONREG, [IS], "Blocking by STI (bit 0) and by MOV SS (bit 1) must not both be 1.")
@@ -221,6 +221,16 @@ def _is_enclave(s):
     return "%s: bit 1 must be 0 when bit 4 (enclave interruption) is 1" % hexv(s, IS) if s.f(IS) & BLOCK_MOVSS else None
 
 
+@R.rule("guest.interruptibility.enclave_sgx", NONREG, [IS],
+        "Bit 4 (enclave interruption) may be 1 only if the processor supports SGX (CPUID.(EAX=07H,ECX=0):EBX[2]).")
+def _is_enclave_sgx(s):
+    if not s.f(IS) & ENCLAVE:
+        return NOT_APPLICABLE
+    if s.sgx is None:
+        return NotChecked("needs CPUID leaf 7 (SGX support)")
+    return None if s.sgx else "%s: bit 4 (enclave interruption) needs SGX, which the processor lacks" % hexv(s, IS)
+
+
 # -- 27.3.1.5 pending debug exceptions ----------------------------------------------
 PD = "GUEST_PENDING_DBG_EXCEPTIONS"
 
@@ -228,7 +238,7 @@ PD = "GUEST_PENDING_DBG_EXCEPTIONS"
 @R.rule("guest.pending_dbg.reserved", NONREG, [PD], "Pending-debug-exceptions bits 11:4, 13, 15 and 63:16 must be 0.")
 def _pd_reserved(s):
     bad = s.f(PD) & PENDING_DBG_RESERVED
-    return "%s: %s are reserved" % (hexv(s, PD), bits_text(bad)) if bad else None
+    return "%s: reserved %s must be 0" % (hexv(s, PD), bits_text(bad)) if bad else None
 
 
 def _bs_applies(s) -> bool:
@@ -323,7 +333,7 @@ def _pdpte_problem(s, value: int):
         return None
     if value & PDPTE_RESERVED:
         return "reserved %s set" % bits_text(value & PDPTE_RESERVED)
-    if not s.phys_ok(value & ~(1 << 63)):
+    if not s.phys_ok(value):  # bits 63:MAXPHYADDR, bit 63 included: a PDPTE has no XD bit
         return "bits beyond the physical-address width set"
     return None
 
@@ -357,7 +367,7 @@ def _pdpte_memory(s):
     return None
 
 
-R.add("guest.pdpte.memory", PDPTE, ["GUEST_CR0", "GUEST_CR4", "GUEST_CR3"],
+R.add("guest.pdpte.memory", PDPTE, ["GUEST_CR3", "GUEST_CR0", "GUEST_CR4"],
       "Without EPT and with PAE paging, the four PDPTEs that CR3 points at must not set reserved bits when present.",
       _pdpte_memory, qualification=QUAL_PDPTE)
 

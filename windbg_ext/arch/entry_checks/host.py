@@ -78,7 +78,7 @@ def _perf(s):
         return NOT_APPLICABLE
     bad = perf_global_reserved(s.f("HOST_IA32_PERF_GLOBAL_CTRL"))
     if bad:
-        return "%s: %s are reserved" % (hexv(s, "HOST_IA32_PERF_GLOBAL_CTRL"), bits_text(bad))
+        return "%s: reserved %s must be 0" % (hexv(s, "HOST_IA32_PERF_GLOBAL_CTRL"), bits_text(bad))
     return None
 
 
@@ -97,7 +97,7 @@ def _efer_res(s):
         return NOT_APPLICABLE
     bad = efer_reserved(s.f("HOST_IA32_EFER"))
     if bad:
-        return "%s: %s are reserved (only SCE 0, LME 8, LMA 10, NXE 11 exist)" % (hexv(s, "HOST_IA32_EFER"), bits_text(bad))
+        return "%s: reserved %s must be 0 (only SCE 0, LME 8, LMA 10, NXE 11 exist)" % (hexv(s, "HOST_IA32_EFER"), bits_text(bad))
     return None
 
 

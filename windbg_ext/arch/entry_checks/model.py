@@ -78,7 +78,8 @@ class EntryState:
 
     def __init__(self, fields: Dict[int, int], caps: Dict[int, int], maxphyaddr: int = DEFAULT_MAXPHYADDR,
                  read_physical: Optional[Callable[[int, int], bytes]] = None,
-                 vmcs_address: Optional[int] = None, host_in_ia32e: bool = True, in_smm: bool = False) -> None:
+                 vmcs_address: Optional[int] = None, host_in_ia32e: bool = True, in_smm: bool = False,
+                 sgx: Optional[bool] = None) -> None:
         self.fields = dict(fields)
         self.caps = dict(caps)
         self.maxphyaddr = maxphyaddr
@@ -86,6 +87,7 @@ class EntryState:
         self.vmcs_address = vmcs_address
         self.host_in_ia32e = host_in_ia32e  # VMLAUNCH executed with EFER.LMA=1 (a 64-bit OS)
         self.in_smm = in_smm
+        self.sgx = sgx  # CPUID.(EAX=07H,ECX=0):EBX[2]; None = unknown
         self.missing: List[str] = []
         self._cache: Dict[str, int] = {}
 

@@ -58,7 +58,7 @@ def cet_rules(R, area: str, sdm: str, s_cet: str, ssp: str, ssp_table: str, gate
     def _s_cet_reserved(s):
         v = s.f(s_cet)
         if v & S_CET_RESERVED:
-            return "%s: %s are reserved" % (hexv(s, s_cet), bits_text(v & S_CET_RESERVED))
+            return "%s: reserved %s must be 0" % (hexv(s, s_cet), bits_text(v & S_CET_RESERVED))
         return None
 
     @rule("s_cet.suppress_tracker", [s_cet], "If 'load CET state' is 1, IA32_S_CET bit 10 (SUPPRESS) and bit 11 (TRACKER) must not both be 1.")

@@ -1,0 +1,86 @@
+"""Shared helpers and fixtures for the driver tests: the built hv.sys images and a host
+build of the driver's pure core (compiled with the host compiler)."""
+import ctypes
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+DRIVER = os.path.join(ROOT, "driver")
+INCLUDE = os.path.join(DRIVER, "include")
+HOST_DIR = os.path.join(os.path.dirname(__file__), "host")
+IMAGES = {
+    "mingw": os.path.join(DRIVER, "out", "hv.sys"),
+    "clang": os.path.join(DRIVER, "out", "clang", "hv.sys"),
+}
+PURE_CORE = ["core/vmx_logic.c", "core/segment.c", "core/vmcs_fields.c"]
+
+
+def run(cmd, **kw):
+    """Runs a command; on failure the assertion shows its output."""
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    assert p.returncode == 0, "%s failed (%d):\n%s" % (" ".join(cmd), p.returncode, p.stdout)
+    return p.stdout
+
+
+@pytest.fixture(scope="session")
+def built_driver():
+    """Builds both images (a no-op when `make -C driver` already ran)."""
+    run(["make", "-s", "-C", DRIVER])
+    return IMAGES
+
+
+@pytest.fixture(scope="session")
+def host_core(tmp_path_factory):
+    """The pure core as a host shared library, for ctypes."""
+    out = str(tmp_path_factory.mktemp("hostcore") / "libhvcore.so")
+    run(["gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-I", INCLUDE, "-o", out]
+        + [os.path.join(DRIVER, s) for s in PURE_CORE])
+    lib = ctypes.CDLL(out)
+    u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+    lib.HvAdjustCr.restype = u64
+    lib.HvAdjustCr.argtypes = [u64, u64, u64]
+    lib.HvAdjustControls.restype = u32
+    lib.HvAdjustControls.argtypes = [u64, u32]
+    lib.HvControlsValid.restype = ctypes.c_int
+    lib.HvControlsValid.argtypes = [u64, u32]
+    lib.HvControlCapabilityMsr.restype = u32
+    lib.HvControlCapabilityMsr.argtypes = [u64, u32]
+    lib.HvFeatureControlAction.restype = u32
+    lib.HvFeatureControlAction.argtypes = [u64, ctypes.POINTER(u64)]
+    lib.HvAccessRightsFromDescriptor.restype = u32
+    lib.HvAccessRightsFromDescriptor.argtypes = [u64]
+    lib.HvSegmentFromGdt.restype = ctypes.c_int
+    lib.HvSegmentFromGdt.argtypes = [ctypes.c_char_p, u32, u16, ctypes.c_void_p]
+    lib.HvLayoutClassify.restype = u8
+    lib.HvLayoutClassify.argtypes = [u32, u64, ctypes.POINTER(u16)]
+    lib.HvXcr0Valid.restype = ctypes.c_int
+    lib.HvXcr0Valid.argtypes = [u64, u64]
+    return lib
+
+
+class HvSegment(ctypes.Structure):
+    """HV_SEGMENT from include/hv_core.h."""
+    _fields_ = [("Base", ctypes.c_uint64), ("Limit", ctypes.c_uint32),
+                ("AccessRights", ctypes.c_uint32), ("Selector", ctypes.c_uint16)]
+
+
+class HvFieldInfo(ctypes.Structure):
+    """HV_VMCS_FIELD_INFO from include/hv_vmcs.h."""
+    _fields_ = [("Encoding", ctypes.c_uint32), ("Name", ctypes.c_char_p)]
+
+
+@pytest.fixture(scope="session")
+def host_program(tmp_path_factory):
+    """Compiles tests/driver/host/<name>.c with the host compiler, returns its output."""
+    cache = {}
+
+    def build_and_run(name):
+        if name not in cache:
+            exe = str(tmp_path_factory.mktemp("hostprog") / name)
+            run(["gcc", "-O1", "-Wall", "-Wextra", "-Werror", "-I", INCLUDE, "-o", exe,
+                 os.path.join(HOST_DIR, name + ".c")] + [os.path.join(DRIVER, s) for s in PURE_CORE])
+            cache[name] = run([exe])
+        return cache[name]
+    return build_and_run

@@ -1,0 +1,75 @@
+"""The ntoskrnl services, each called the way a driver calls it (MS x64 ABI
+through its stub) from code running on the emulated CPU."""
+import struct
+
+import pytest
+
+from emulated_lab.asm import assemble
+from emulated_lab.machine import DIRECT_MAP, Machine
+from emulated_lab.nt.kernel import BugCheck, NtKernel
+
+
+@pytest.fixture
+def kern():
+    m = Machine(cpus=2)
+    k = NtKernel(m)
+    yield k
+    m.close()
+
+
+def call(k, name, *args):
+    """Calls service `name` from emulated code; returns RAX."""
+    stack_args = "".join("    mov rax, 0x%x\n    mov [rsp + 0x%x], rax\n" % (a, 0x20 + 8 * i)
+                         for i, a in enumerate(args[4:]))
+    regs = "".join("    mov %s, 0x%x\n" % (r, a) for r, a in zip(("rcx", "rdx", "r8", "r9"), args))
+    code = assemble("    sub rsp, 0x48\n%s%s    mov rax, 0x%x\n    call rax\n    add rsp, 0x48\n    ret"
+                    % (stack_args, regs, k.stub(name)))
+    r = k.call_on_thread(k.m.place_code(code), ())
+    assert r.stop == "return", r.fault
+    return r.regs["rax"]
+
+
+def test_memory_services(kern):
+    m = kern.m
+    va = call(kern, "ExAllocatePool2", 0x40, 100, 0x6C616268)      # POOL_FLAG_NON_PAGED: zeroed
+    assert m.read_virt(va, 100) == bytes(100)
+    raw = call(kern, "ExAllocatePoolWithTag", 0, 100, 0x6C616268)   # not zeroed, like Windows
+    assert m.read_virt(raw, 100) != bytes(100)
+    assert call(kern, "MmGetPhysicalAddress", va + 0x10) == m.translate(va) + 0x10
+    assert call(kern, "MmGetVirtualForPhysical", m.translate(va)) == va
+    assert call(kern, "MmIsAddressValid", va) == 1 and call(kern, "MmIsAddressValid", 0x1234000) == 0
+    call(kern, "memset", va, 0xAB, 16)
+    call(kern, "memcpy", raw, va, 16)
+    assert m.read_virt(raw, 16) == b"\xAB" * 16
+    assert call(kern, "RtlCompareMemory", raw, va, 16) == 16
+    call(kern, "ExFreePoolWithTag", va, 0x6C616268)
+    assert call(kern, "MmIsAddressValid", va) == 0                  # freed memory is unmapped
+    assert [a.va for a in kern.leaks()] == [raw]
+    with pytest.raises(BugCheck, match="0xc2"):
+        call(kern, "ExFreePoolWithTag", va, 0)                     # double free: BAD_POOL_CALLER
+
+
+def test_strings_context_and_routines(kern):
+    m = kern.m
+    buf, _ = m.alloc_page()
+    m.write_virt(buf + 0x100, "KeBugCheckEx".encode("utf-16-le") + b"\0\0")
+    call(kern, "RtlInitUnicodeString", buf, buf + 0x100)
+    length, maximum, ptr = struct.unpack("<HHxxxxQ", m.read_virt(buf, 16))
+    assert (length, maximum, ptr) == (24, 26, buf + 0x100)
+    assert call(kern, "MmGetSystemRoutineAddress", buf) == kern.stub("KeBugCheckEx")
+    ctx = buf + 0x400
+    call(kern, "RtlCaptureContext", ctx)
+    rsp, rip = struct.unpack_from("<Q", m.read_virt(ctx + 0x98, 8))[0], m.read_u64(ctx + 0xF8)
+    assert rip != 0 and rsp > DIRECT_MAP
+    assert struct.unpack("<H", m.read_virt(ctx + 0x38, 2))[0] == 0x10              # SegCs
+    number = buf + 0x800
+    assert call(kern, "KeGetProcessorNumberFromIndex", 1, number) == 0
+    assert m.read_virt(number, 4) == b"\0\0\x01\0"
+    assert call(kern, "KeGetProcessorNumberFromIndex", 5, number) == 0xC000000D
+    assert call(kern, "KeQueryActiveProcessorCountEx", 0xFFFF) == 2
+
+
+def test_bugcheck_stops_the_machine(kern):
+    with pytest.raises(BugCheck) as e:
+        call(kern, "KeBugCheckEx", 0x48564C42, 1, 2, 3, 4)
+    assert e.value.code == 0x48564C42 and e.value.params == [1, 2, 3, 4]

@@ -1,0 +1,146 @@
+"""`verify --fields F.json --caps C.json` through the real front end (cli.run):
+output, --json schema, --all, and one-line errors (exit 2) on bad input.
+The fields and caps come from the emulated CPU (the probe's valid baseline)."""
+import json
+
+import pytest
+
+from windbg_ext import cli
+from windbg_ext.arch import entry_checks as ec
+from windbg_ext.arch.vmcs_fields import by_name
+
+
+def _run(argv):
+    out, err = [], []
+    code = cli.run(list(argv), out.append, err.append)
+    return code, "\n".join(out), "\n".join(err)
+
+
+@pytest.fixture(scope="module")
+def lab_state():
+    from emulated_lab.entry_probe import EntryProbe
+    with EntryProbe() as p:
+        return p.baseline(), p.caps(), p.maxphyaddr()
+
+
+def _write(tmp_path, fields, caps, maxphy=None, **changes):
+    f = dict(fields)
+    for name, value in changes.items():
+        f[by_name(name).encoding] = value
+    fp, cp = tmp_path / "f.json", tmp_path / "c.json"
+    fp.write_text(json.dumps({"0x%x" % k: "0x%x" % v for k, v in f.items()}))
+    c = {"0x%x" % k: "0x%x" % v for k, v in caps.items()}
+    if maxphy is not None:
+        c["maxphyaddr"] = maxphy
+    cp.write_text(json.dumps(c))
+    return str(fp), str(cp)
+
+
+def test_valid_state_passes(tmp_path, lab_state):
+    fp, cp = _write(tmp_path, *lab_state)
+    code, out, err = _run(["--json", "verify", "--fields", fp, "--caps", cp])
+    assert code == 0 and err == ""
+    d = json.loads(out)
+    assert d["result"] == "success" and d["failures"] == [] and d["exit_reason"] is None
+    assert d["vm_instruction_error"] is None and d["maxphyaddr"] == 40 and d["missing_fields"] == []
+    assert d["checks_run"] == len(ec.CHECKS)
+
+
+@pytest.mark.parametrize("change,result,error,reason,first", [
+    ({"VM_ENTRY_CONTROLS": 0x200}, "vmfail_valid", 7, None, "control.entry.allowed0"),
+    ({"HOST_TR_SELECTOR": 0x43}, "vmfail_valid", 8, None, "host.tr.rpl_ti"),
+    ({"GUEST_RFLAGS": 0x8002}, "entry_failure", None, "0x80000021", "guest.rflags.reserved"),
+    ({"VMCS_LINK_POINTER": 1 << 45}, "entry_failure", None, "0x80000021", "guest.link.width"),
+])
+def test_json_schema_per_group(tmp_path, lab_state, change, result, error, reason, first):
+    fp, cp = _write(tmp_path, *lab_state, **change)
+    code, out, err = _run(["--json", "verify", "--fields", fp, "--caps", cp])
+    assert code == 1
+    d = json.loads(out)
+    assert (d["result"], d["vm_instruction_error"], d["exit_reason"]) == (result, error, reason)
+    f = d["failures"][0]
+    assert set(f) == {"id", "group", "sdm", "message"} and f["id"] == first
+    assert f["message"].endswith("SDM " + f["sdm"])
+
+
+def test_text_names_field_value_and_section(tmp_path, lab_state):
+    fp, cp = _write(tmp_path, *lab_state, GUEST_TR_AR_BYTES=0x89)
+    code, out, _ = _run(["verify", "--fields", fp, "--caps", cp])
+    assert code == 1
+    assert "VM entry fails: VM exit 0x80000021 (invalid guest state), exit qualification 0" in out
+    assert ("first failure (what the processor reports): GUEST_TR_AR_BYTES = 0x0089: type must be 11 "
+            "(busy 64-bit TSS) in IA-32e mode, not 9, SDM 27.3.1.2") in out
+
+
+def test_all_lists_every_check(tmp_path, lab_state):
+    fp, cp = _write(tmp_path, *lab_state, GUEST_IDTR_LIMIT=0x10000)
+    code, out, _ = _run(["--json", "verify", "--all", "--fields", fp, "--caps", cp])
+    d = json.loads(out)
+    assert [c["id"] for c in d["checks"]] == [c.id for c in ec.CHECKS]
+    by = {c["id"]: c["status"] for c in d["checks"]}
+    assert by["guest.idtr.limit"] == "FAIL" and by["guest.gdtr.limit"] == "PASS" and by["host.ss.nonzero"] == "n/a"
+    code, out, _ = _run(["verify", "--all", "--fields", fp, "--caps", cp])
+    assert "all %d checks (" % len(ec.CHECKS) in out and "guest.idtr.limit" in out
+
+
+def test_field_names_and_high_access_keys(tmp_path, lab_state):
+    fields, caps, maxphy = lab_state
+    fp, cp = _write(tmp_path, fields, caps, maxphy)
+    f = json.loads(open(fp).read())
+    f["GUEST_RFLAGS"] = "0x2"                 # a name instead of an encoding
+    f["0x%x" % (by_name("VMCS_LINK_POINTER").encoding + 1)] = "0x1"  # high half: bits 63:32
+    open(fp, "w").write(json.dumps(f))
+    code, out, _ = _run(["--json", "verify", "--fields", fp, "--caps", cp])
+    d = json.loads(out)
+    assert d["failures"][0]["id"] == "guest.link.aligned"
+    assert "VMCS_LINK_POINTER = 0x00000001ffffffff" in d["failures"][0]["message"]
+
+
+def test_maxphyaddr_option_and_default(tmp_path, lab_state):
+    fields, caps, _ = lab_state
+    fp, cp = _write(tmp_path, fields, caps, None, GUEST_CR3=fields[by_name("GUEST_CR3").encoding] | (1 << 45))
+    code, out, _ = _run(["verify", "--fields", fp, "--caps", cp])
+    assert code == 0 and "assumed 52 bits" in out             # 52-bit default: bit 45 is allowed
+    code, out, _ = _run(["--json", "verify", "--maxphyaddr", "40", "--fields", fp, "--caps", cp])
+    assert code == 1 and json.loads(out)["failures"][0]["id"] == "guest.cr3.width"
+
+
+@pytest.mark.parametrize("fields_text,caps_text,needle", [
+    ("{not json", None, "is not valid JSON"),
+    ("[1, 2]", None, "must hold a JSON object"),
+    ('{"GUEST_NOPE": "0x1"}', None, "GUEST_NOPE"),
+    ('{"0x681e": "zz"}', None, "is not a number"),
+    ('{"0x681e": "0x1ffffffffffffffff"}', None, "does not fit in 64 bits"),
+    (None, '{"0x480": "0x1"}', "lacks MSR 0x481"),
+    (None, '{"0x999": "0x1"}', "not a VMX capability MSR"),
+    (None, "", "is not valid JSON"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, lab_state, fields_text, caps_text, needle):
+    fp, cp = _write(tmp_path, *lab_state)
+    if fields_text is not None:
+        open(fp, "w").write(fields_text)
+    if caps_text is not None:
+        open(cp, "w").write(caps_text)
+    code, out, err = _run(["verify", "--fields", fp, "--caps", cp])
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and "\n" not in err and needle in err, err
+
+
+def test_true_msrs_required_when_basic_says_so(tmp_path, lab_state):
+    fields, caps, _ = lab_state
+    fp, cp = _write(tmp_path, fields, {k: v for k, v in caps.items() if k != 0x48E})
+    code, _, err = _run(["verify", "--fields", fp, "--caps", cp])
+    assert code == 2 and "lacks MSR 0x48e" in err and "bit 55" in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["verify"], "say what to check"),
+    (["verify", "--fields", "x.json"], "say what to check"),
+    (["verify", "1", "--fields", "a", "--caps", "b"], "not both"),
+    (["verify", "--fields", "/nonexistent/f.json", "--caps", "/nonexistent/c.json"], "cannot read fields file"),
+    (["verify", "--maxphyaddr", "99", "--fields", "a", "--caps", "b"], "out of range"),
+    (["verify", "0"], "give --image FILE or --dump FILE"),
+])
+def test_usage_errors(argv, needle):
+    code, out, err = _run(argv)
+    assert code == 2 and out == "" and needle in err and "\n" not in err, err

@@ -23,16 +23,18 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m emulated_lab", description="run the built hv.sys on an emulated VMX CPU")
     sub = p.add_subparsers(dest="cmd")
     r = sub.add_parser("run", help="run one scenario")
-    r.add_argument("--cpus", type=int, default=2)
-    r.add_argument("--scenario", default="baseline")
+    r.add_argument("--cpus", type=int, default=2, help="logical processors, 1..16 (default 2)")
+    r.add_argument("--scenario", default="baseline", help="see: python -m emulated_lab scenarios")
     r.add_argument("--out", metavar="FILE", help="write an hvlab image here (open with windbg_ext --image)")
     r.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
+    r.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="longest one emulator run may take (default 60)")
     r.add_argument("--kd-mask", metavar="NAME=VALUE", action="append", default=[],
                    help="preset nt!Kd_NAME_Mask, e.g. IHVDRIVER=0xffff (NAME: IHVDRIVER, DEFAULT, WIN2000)")
     sub.add_parser("scenarios", help="list the scenarios")
     d = sub.add_parser("demo", help="baseline, then the suite's view")
-    d.add_argument("--cpus", type=int, default=2)
-    d.add_argument("--out", metavar="FILE")
+    d.add_argument("--cpus", type=int, default=2, help="logical processors, 1..16 (default 2)")
+    d.add_argument("--out", metavar="FILE", help="where the image goes (default: a temporary file)")
     d.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
     return p
 
@@ -88,7 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return demo(args.cpus, args.out, args.driver)
         if args.cmd == "run":
             res = run_scenario(args.scenario, cpus=args.cpus, driver=args.driver, image=args.out,
-                               kd_masks=_kd_masks(args.kd_mask))
+                               kd_masks=_kd_masks(args.kd_mask), run_timeout=args.timeout)
             print("\n".join(res.summary()))
             return 0
         _parser().print_help()

@@ -28,7 +28,8 @@ CPUID_LEAVES = ((0, 0), (1, 0), (7, 0))
 
 SCENARIOS = {
     "baseline": "full lifecycle; the image is taken while every processor is virtualized",
-    "launch-failure": "a broken guest state (the driver's test hook) makes VM entry fail; DriverEntry fails cleanly",
+    "launch-failure": "the last processor's TSS descriptor says 'available': the guest TR state the driver copies "
+                      "fails the VM-entry checks (exit 0x80000021); DriverEntry undoes every processor",
     "no-vmx": "the CPU reports no VMX (CPUID.1:ECX[5] = 0); DriverEntry refuses to load",
     "feature-locked": "firmware locked IA32_FEATURE_CONTROL with VMXON disabled; DriverEntry refuses to load",
     "alloc-fail:K": "the K-th memory allocation fails (K = 1, 2, ...); DriverEntry fails cleanly, nothing leaked",
@@ -154,9 +155,11 @@ def run_workload(m: Machine, k: int) -> Dict[str, object]:
 
 # -- the scenario ---------------------------------------------------------------------
 def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: Optional[str] = None,
-                 workload: bool = True, kd_masks: Optional[Dict[str, int]] = None) -> ScenarioResult:
+                 workload: bool = True, kd_masks: Optional[Dict[str, int]] = None,
+                 run_timeout: float = 60.0) -> ScenarioResult:
     """Runs one scenario on a fresh machine. kd_masks presets nt!Kd_<NAME>_Mask
-    (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's."""
+    (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A single
+    emulator run (e.g. DriverEntry) longer than run_timeout seconds is an error."""
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
@@ -171,7 +174,9 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     fc = FC_LOCKED_VMXON_DISABLED if kind == "feature-locked" else FC_LOCKED_VMXON_ENABLED
     res = ScenarioResult()
     res.scenario, res.cpus = name, cpus
-    m = Machine(cpus=cpus, feature_control=fc)
+    if not run_timeout > 0:
+        raise ScenarioError("the time limit must be a positive number of seconds, got %r" % run_timeout)
+    m = Machine(cpus=cpus, feature_control=fc, run_timeout=run_timeout)
     try:
         if kind == "no-vmx":
             m.hide_vmx()
@@ -194,33 +199,19 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
             _arm_launch_failure(m, img)
         m.exits.clear()
         drv = kern.make_driver_object(img)
-        r = kern.call_on_thread(img.entry, (drv, kern.registry_path))
-        if r.stop != "return":
-            raise MachineError("DriverEntry did not return: %s" % (r.fault or r.stop))
-        res.load_status = r.regs["rax"] & 0xFFFFFFFF
-        if res.loaded and workload:
-            for i in range(cpus):
-                res.workload[i] = run_workload(m, i)
-        if res.loaded:
-            for i in range(cpus):
-                res.vmreads[i] = m.vmread_all(i, encs)
-        res.failure_vmreads = list(m.failure_vmreads)
-        if image:
-            _write_image(image, m, kern, img, res, msrs, cpuid)
-            res.image_path = image
-        if res.loaded:
-            unload = kern.driver_unload_routine(drv)
-            if unload:
-                r = kern.call_on_thread(unload, (drv,))
-                if r.stop != "return":
-                    raise MachineError("DriverUnload did not return: %s" % (r.fault or r.stop))
-                res.unload_ran = True
-        # the emulator's view of every processor afterwards
-        for i in range(cpus):
-            m.switch_to(i)
-            m.park()
-            res.vmx_after.append(m.processors[i].vmx)
-            res.cr4_after.append(m.processors[i].state.cr4)
+        try:
+            _lifecycle(m, kern, img, drv, res, encs, workload, image, msrs, cpuid)
+        except MachineError as e:
+            # a crash (bug check, fault, hang) keeps the machine as it was: like a
+            # crash dump, the image lets the suite look at it post mortem
+            if image and not res.image_path:
+                res.exits, res.messages = list(m.exits), list(kern.messages)
+                try:
+                    _write_image(image, m, kern, img, res, msrs, cpuid, crash=str(e))
+                    e.args = ("%s; the machine's state at the crash is in %s" % (e, image),)
+                except Exception:  # the crash report matters more than the image
+                    pass
+            raise
         res.exits = list(m.exits)
         res.messages = list(kern.messages)
         res.leaks = kern.leaks()
@@ -229,6 +220,39 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
         return res
     finally:
         m.close()
+
+
+def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, encs, workload: bool,
+               image: Optional[str], msrs, cpuid) -> None:
+    """DriverEntry, workload, VMREAD, image, DriverUnload, the processors afterwards."""
+    cpus = len(m.processors)
+    r = kern.call_on_thread(img.entry, (drv, kern.registry_path))
+    if r.stop != "return":
+        raise MachineError("DriverEntry did not return: %s" % (r.fault or r.stop))
+    res.load_status = r.regs["rax"] & 0xFFFFFFFF
+    if res.loaded and workload:
+        for i in range(cpus):
+            res.workload[i] = run_workload(m, i)
+    if res.loaded:
+        for i in range(cpus):
+            res.vmreads[i] = m.vmread_all(i, encs)
+    res.failure_vmreads = list(m.failure_vmreads)
+    if image:
+        _write_image(image, m, kern, img, res, msrs, cpuid)
+        res.image_path = image
+    if res.loaded:
+        unload = kern.driver_unload_routine(drv)
+        if unload:
+            r = kern.call_on_thread(unload, (drv,))
+            if r.stop != "return":
+                raise MachineError("DriverUnload did not return: %s" % (r.fault or r.stop))
+            res.unload_ran = True
+    # the emulator's view of every processor afterwards
+    for i in range(cpus):
+        m.switch_to(i)
+        m.park()
+        res.vmx_after.append(m.processors[i].vmx)
+        res.cr4_after.append(m.processors[i].state.cr4)
 
 
 def _arm_launch_failure(m: Machine, img) -> None:
@@ -243,7 +267,8 @@ def _arm_launch_failure(m: Machine, img) -> None:
     m.write_virt(p.gdt + SEL_TSS + 5, bytes([0x89]))
 
 
-def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult, msrs, cpuid) -> None:
+def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult, msrs, cpuid,
+                 crash: str = "") -> None:
     from windbg_ext.target.image import ImageWriter
     w = ImageWriter()
     for pa, size in m.phys_ranges():
@@ -261,12 +286,17 @@ def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult
         "scenario": res.scenario, "driver": os.path.basename(img.name), "driver_base": "0x%x" % img.base,
         "load_status": "0x%08x" % (res.load_status or 0),
         "vmx_state": [p.vmx for p in m.processors],
+        # a virtualized processor is parked in VMX root, in the driver's VM-exit
+        # handler: its registers are that context; the guest's are in its VMCS
+        "register_context": ["vmx-root (driver VM-exit handler)" if p.parked_in_exit else "os"
+                             for p in m.processors],
         "vmcs_pa": ["0x%x" % p.vmcs_pa for p in m.processors],
         "vmread": {str(i): {"0x%x" % e: "0x%x" % v for e, v in vals.items()} for i, vals in res.vmreads.items()},
         "vmread_at_entry_failure": [{"cpu": c, "fields": {"0x%x" % e: "0x%x" % v for e, v in vals.items()}}
                                     for c, vals in res.failure_vmreads],
         "exits": [[e.cpu, "0x%x" % e.reason, "0x%x" % e.qualification] for e in m.exits if not e.lab_induced],
         "allocations_live": len(kern.live),
+        "crash": crash,
     })
     w.current_cpu = 0
     w.write(path)

@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from emulated_lab import snippets
 from emulated_lab.errors import MachineError
 from emulated_lab.memory import DIRECT_MAP, PAGE, GuestMemory
-from emulated_lab.native import load_bochscpu
+from emulated_lab.native import Watchdog, load_bochscpu
 from emulated_lab.x64 import (ATTR_R0_CODE, ATTR_R0_DATA, ATTR_R3_CMTEB, ATTR_R3_DATA, ATTR_TSS_BUSY, CMTEB_LIMIT,
                               CR0_INIT, CR4_INIT, CR4_VMXE, EFER_INIT, EXCEPTION_NAMES, FAULT_STUB_SIZE, GDT_LIMIT,
                               GPRS, IDT_LIMIT, PAT_INIT, RFLAGS_CF, RFLAGS_INIT, RFLAGS_ZF, SEL_R0_CODE, SEL_R0_DATA,
@@ -129,7 +129,6 @@ class Processor:
     def __init__(self, index: int) -> None:
         self.index = index
         self.state = None            # bochscpu.State saved at park, None before first run
-        self.started = False
         self.vmx = "off"             # "off" | "root" | "guest" (VMX non-root)
         self.parked_in_exit = False  # parked inside the driver's VM-exit handler (resume -> guest)
         self.vmcs_pa = 0             # the current VMCS at park time (VMPTRST)
@@ -142,11 +141,14 @@ class Processor:
 class Machine(GuestMemory):
     """An emulated x86-64 machine with `cpus` logical processors."""
 
-    def __init__(self, cpus: int = 2, feature_control: int = FC_LOCKED_VMXON_ENABLED) -> None:
+    def __init__(self, cpus: int = 2, feature_control: int = FC_LOCKED_VMXON_ENABLED,
+                 run_timeout: float = 60.0) -> None:
         if cpus < 1 or cpus > 64:
             raise MachineError("processor count %d is out of range (1..64)" % cpus)
         self.bochscpu = load_bochscpu()
         GuestMemory.__init__(self, self.bochscpu.memory)
+        self.run_timeout = run_timeout      # seconds one emulator run may take
+        self._watchdog = Watchdog()
         self.feature_control = feature_control
         self._code_cursor = 0
         self._code_page = 0
@@ -353,7 +355,6 @@ class Machine(GuestMemory):
         self.sess, self.current = sess, k
         if self._hook_list is None:
             self._hook_list = self._hooks()   # one Hook set for the machine
-        p.started = True
         saved = self.thread_regs()
         # Firmware: lock IA32_FEATURE_CONTROL (and, for a processor parked in
         # VMX root, re-enter VMX operation with the same current VMCS).
@@ -455,6 +456,7 @@ class Machine(GuestMemory):
     def _run_session(self) -> str:
         self._stop_reason = ""
         self._pending_fault = None
+        self._watchdog.arm(self.run_timeout)
         try:
             self.sess.run(self._hook_list)
         except BaseException as e:
@@ -462,6 +464,12 @@ class Machine(GuestMemory):
             # or the Session outlives this machine and the next one aborts
             e.__traceback__ = None
             raise e
+        finally:
+            timed_out = self._watchdog.disarm()
+        if timed_out and not self._stop_reason:
+            raise MachineError("processor %d ran for %g s without finishing (an endless loop, or a spin-wait "
+                               "for another processor: the lab runs processors one after another)"
+                               % (self.current, self.run_timeout))
         return self._stop_reason or "stopped"
 
     def _call_raw(self, rip: int, regs: Dict[str, int], stack_top: int) -> str:
@@ -580,10 +588,14 @@ class Machine(GuestMemory):
         requests (processor switches) that hooks leave for outside the run."""
         while True:
             r = self._run_session()
-            req = getattr(self, "_request", None)
+            req = self._request
             if req is not None:
                 self._request = None
                 req()
+                if self.sess.cpu.rip == self.sentinel:
+                    # the serviced call was a tail call returning to the sentinel:
+                    # done (running on would execute its HLT, in the guest too)
+                    return "return"
                 continue
             return r
 

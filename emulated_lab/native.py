@@ -54,12 +54,18 @@ def build(force: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=str(CACHE))
     os.close(fd)
     try:
-        proc = subprocess.run([cxx, "-O2", "-shared", "-fPIC", "-o", tmp, str(SOURCE)],
+        proc = subprocess.run([cxx, "-O2", "-shared", "-fPIC", "-pthread", "-o", tmp, str(SOURCE)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
         if proc.returncode != 0:
             first = (proc.stdout.strip().splitlines() or ["(no output)"])[0]
             raise NativeError("building %s failed: %s" % (SOURCE.name, first))
         os.replace(tmp, str(target))
+        for stale in CACHE.glob("bochs_stubs-*.so"):   # builds of older sources
+            if stale != target:
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -88,3 +94,36 @@ def load_bochscpu():
                           "bochscpu-python==%s" % (e, BOCHSCPU_VERSION))
     _module = bochscpu
     return _module
+
+
+class Watchdog:
+    """Stops an emulator run that exceeds a time limit (see bochs_stubs.cpp)."""
+
+    def __init__(self) -> None:
+        bochscpu = load_bochscpu()
+        ext = ctypes.CDLL(bochscpu._bochscpu.__file__)   # already loaded: same handle
+        self._from = ext.bochscpu_cpu_from
+        self._from.restype, self._from.argtypes = ctypes.c_void_p, [ctypes.c_uint32]
+        self._forget = ext.bochscpu_cpu_forget
+        self._forget.restype, self._forget.argtypes = None, [ctypes.c_void_p]
+        self._stop = ctypes.cast(ext.bochscpu_cpu_stop, ctypes.c_void_p)
+        self._arm = _handle.hvlab_watchdog_arm
+        self._arm.restype, self._arm.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint]
+        self._disarm = _handle.hvlab_watchdog_disarm
+        self._disarm.restype, self._disarm.argtypes = ctypes.c_int, []
+        self._cpu = None
+
+    def arm(self, seconds: float) -> None:
+        # bochscpu is built without SMP: there is one Bochs CPU, tracked as cpu 0.
+        # (Session.cpu.id counts Sessions and would index past bochscpu's 255-entry
+        # table after 255 Sessions: a Rust panic.)
+        self._cpu = self._from(0)
+        self._arm(self._stop, self._cpu, max(1, int(seconds * 1000)))
+
+    def disarm(self) -> bool:
+        """True when the time ran out (the run was stopped by the watchdog)."""
+        fired = bool(self._disarm())
+        if self._cpu is not None:
+            self._forget(self._cpu)
+            self._cpu = None
+        return fired

@@ -9,7 +9,6 @@
 #include "hv_vmcs.h"
 #include "hv_intrin.h"
 #include "hv_asm.h"
-#include "hv_platform.h"
 
 /* Writes stop at the first failure; the failing encoding is remembered. */
 typedef struct HV_VMCS_WRITER {
@@ -60,10 +59,6 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     cpu2 = (cpu & CPU_ACTIVATE_SECONDARY_CONTROLS)
                ? HvAdjustControls(vmm->CapProcbased2, CPU2_ENABLE_RDTSCP | CPU2_ENABLE_INVPCID | CPU2_ENABLE_XSAVES_XRSTORS)
                : 0;
-    if ((cpu2 & (CPU2_ENABLE_RDTSCP | CPU2_ENABLE_INVPCID | CPU2_ENABLE_XSAVES_XRSTORS)) !=
-        (CPU2_ENABLE_RDTSCP | CPU2_ENABLE_INVPCID | CPU2_ENABLE_XSAVES_XRSTORS) && vcpu->ProcessorIndex == 0)
-        HV_LOG(HV_LOG_WARNING, "hv: secondary controls 0x%x: RDTSCP/INVPCID/XSAVES not all enabled; "
-               "the guest gets #UD if it uses one the CPU reports\n", cpu2);
     exitc = HvAdjustControls(vmm->CapExit, EXIT_HOST_ADDRESS_SPACE_SIZE);
     entry = HvAdjustControls(vmm->CapEntry, ENTRY_IA32E_MODE_GUEST);
     (void)proc;

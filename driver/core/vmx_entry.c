@@ -6,7 +6,6 @@
 #include "hv_arch.h"
 #include "hv_vmcs.h"
 #include "hv_intrin.h"
-#include "hv_platform.h"
 
 int HvCoreVmxSupported(void)
 {
@@ -60,7 +59,7 @@ static void HvRestoreControlRegisters(HV_VCPU *vcpu)
 
 int32_t HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scratch, uint64_t scratch_pa)
 {
-    uint64_t fc_new;
+    uint64_t fc_old, fc_new;
     uint32_t action;
     unsigned char rc;
 
@@ -68,18 +67,14 @@ int32_t HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scratch
         return HvFailStep(vcpu, HV_STEP_VMX_UNSUPPORTED, HV_STATUS_NOT_SUPPORTED, 0);
 
     /* 24.7: VMXON outside SMX needs IA32_FEATURE_CONTROL bits 0 and 2. */
-    action = HvFeatureControlAction(hv_rdmsr(IA32_FEATURE_CONTROL), &fc_new);
-    if (action == HV_FC_REFUSED) {
-        HV_LOG(HV_LOG_ERROR, "hv: processor %u: IA32_FEATURE_CONTROL is locked with VMX disabled: enable VT-x in the firmware setup\n",
-               vcpu->ProcessorIndex);
+    fc_old = hv_rdmsr(IA32_FEATURE_CONTROL);
+    if (vcpu->ProcessorIndex == 0)
+        vmm->FeatureControlAtLoad = fc_old;
+    action = HvFeatureControlAction(fc_old, &fc_new);
+    if (action == HV_FC_REFUSED)
         return HvFailStep(vcpu, HV_STEP_FEATURE_CONTROL, HV_STATUS_HV_FEATURE_UNAVAILABLE, 0);
-    }
-    if (action == HV_FC_WRITE) {
-        /* Firmware normally locks it; an unlocked MSR means nobody did. */
-        HV_LOG(HV_LOG_WARNING, "hv: processor %u: IA32_FEATURE_CONTROL was unlocked (0x%llx): locking it as 0x%llx\n",
-               vcpu->ProcessorIndex, (unsigned long long)hv_rdmsr(IA32_FEATURE_CONTROL), (unsigned long long)fc_new);
-        hv_wrmsr(IA32_FEATURE_CONTROL, fc_new);
-    }
+    if (action == HV_FC_WRITE)
+        hv_wrmsr(IA32_FEATURE_CONTROL, fc_new); /* firmware left it unlocked: lock it ourselves */
     vmm->FeatureControl = hv_rdmsr(IA32_FEATURE_CONTROL);
 
     /* 24.8: CR0/CR4 fixed bits, CR4.VMXE = 1 before VMXON. */

@@ -72,6 +72,7 @@ typedef struct HV_VMM_CONTEXT {
     uint32_t ExitControls;
     uint32_t EntryControls;
     uint32_t Reserved0;
+    uint64_t FeatureControlAtLoad; /* IA32_FEATURE_CONTROL as the firmware left it (processor 0) */
 } HV_VMM_CONTEXT;
 
 /*
@@ -103,6 +104,7 @@ typedef struct HV_VMM_CONTEXT {
     X(VMM, HV_VMM_CONTEXT, Procbased2Controls)                \
     X(VMM, HV_VMM_CONTEXT, ExitControls)                      \
     X(VMM, HV_VMM_CONTEXT, EntryControls)                     \
+    X(VMM, HV_VMM_CONTEXT, FeatureControlAtLoad)              \
     X(VCPU, HV_VCPU, ProcessorIndex)                          \
     X(VCPU, HV_VCPU, State)                                   \
     X(VCPU, HV_VCPU, FailedStep)                              \

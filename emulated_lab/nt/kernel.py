@@ -35,7 +35,7 @@ class BugCheck(MachineError):
 
 
 class Allocation:
-    __slots__ = ("va", "pa", "size", "kind", "tag", "npages", "caller")
+    __slots__ = ("va", "pa", "size", "kind", "tag", "npages")
 
     def __init__(self, va: int, pa: int, size: int, kind: str, tag: int, npages: int) -> None:
         self.va, self.pa, self.size, self.kind, self.tag, self.npages = va, pa, size, kind, tag, npages

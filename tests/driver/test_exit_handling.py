@@ -8,7 +8,7 @@ from emulated_lab.asm import assemble
 from emulated_lab.machine import DRIVER_BASE, FC_LOCKED_VMXON_ENABLED, Machine
 from emulated_lab.nt.kernel import NtKernel
 
-from .pe_descriptor import HEADER, SNAP_HEADER, parse_header, parse_members
+from .pe_descriptor import HEADER, SNAP_HEADER, parse_header, parse_layout, parse_members
 
 SIGNATURE = 0x4D4D5662616C7668
 CPUID, VMCALL, VMREAD, CR_ACCESS, XSETBV = 10, 18, 23, 28, 55
@@ -56,14 +56,18 @@ def test_hypercalls(machine):
     assert exits == [VMCALL] and fault is None and r.regs["rax"] == 1  # unknown function, RIP advanced
     r, exits, fault = run(machine, "vmcall\nret", rax=SIGNATURE ^ 1, rcx=1)
     assert exits == [VMCALL] and fault == UD  # no signature: as if no VMM
-    r, exits, fault = run(machine, "vmcall\nret", rax=SIGNATURE, rcx=2)
-    assert fault is None and r.regs["rax"] == 0 and r.regs["rcx"] == 168
     va = img.exports["HvDebugDescriptor"]
     h = parse_header(m.read_virt(va, HEADER.size))
-    members = {n: o for n, o, _ in parse_members(h, m.read_virt(va, h["DescriptorSize"]))}
+    blob = m.read_virt(va, h["DescriptorSize"])
+    members = {n: o for n, o, _ in parse_members(h, blob)}
+    # the fields this CPU model accepts, as the driver's layout discovery found them
+    supported = sum(1 for _e, _o, _w, flags in parse_layout(h, blob) if not flags & 0x04)
+    assert supported >= 150
+    r, exits, fault = run(machine, "vmcall\nret", rax=SIGNATURE, rcx=2)
+    assert fault is None and r.regs["rax"] == 0 and r.regs["rcx"] == supported
     count, error, reason, exit_reason, seq = SNAP_HEADER.unpack(
         m.read_virt(h["VcpuArrayVa"] + members["VCPU.Snapshot"], SNAP_HEADER.size))
-    assert (count, error, reason, exit_reason & 0xFFFF, seq % 2) == (168, 0, 4, VMCALL, 0)
+    assert (count, error, reason, exit_reason & 0xFFFF, seq % 2) == (supported, 0, 4, VMCALL, 0)
 
 
 def test_vmx_instructions_in_the_guest_raise_ud(machine):

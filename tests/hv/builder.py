@@ -193,6 +193,7 @@ class HvState:
         self.failure: Dict[str, int] = {}            # HV_FAILURE_RECORD fields (Valid, FailedStep, ...)
         self.failure_snapshot: Dict[int, int] = {}   # its snapshot entries
         self.failure_snapshot_meta: Dict[str, int] = {}
+        self.consistent = True   # snapshot MSR_BITMAP / HOST_RSP agree with the vCPU's pages
         self.desc_va = KERNEL_BASE + 0x10_0000
         self.symbol = True
         # results of build()
@@ -236,6 +237,11 @@ class HvState:
             stack_pa = aspace.alloc_mapped(stack_va, 0x6000)
             rv["stack_va"] = stack_va
             self.regions.append(rv)
+            if self.consistent:  # what the driver writes: its own bitmap page and host stack top
+                from windbg_ext.arch.vmcs_fields import by_name
+                for name, value in (("MSR_BITMAP", rv["bitmap_pa"]), ("HOST_RSP", stack_va + 0x6000 - 0x10)):
+                    if by_name(name).encoding in self.snapshots[i]:
+                        self.snapshots[i][by_name(name).encoding] = value
             # region contents
             mem.write(rv["vmxon_pa"], struct.pack("<I", self.region_revision[i]))
             mem.write(rv["vmcs_pa"], struct.pack("<II", self.region_revision[i], self.vmcs_abort[i]))

@@ -173,6 +173,17 @@ def test_vcpu_reports_wrong_revision_abort_and_failed_launch(tmp_path):
     assert code == 1 and "failed at VMLAUNCH" in out
 
 
+def test_vcpu_checks_the_vmcs_against_the_drivers_bookkeeping(tmp_path):
+    s = HvState(vcpus=1)
+    s.consistent = False  # MSR_BITMAP and HOST_RSP in the snapshot point elsewhere
+    path = s.build().write_image(str(tmp_path / "inconsistent.hvimg"))
+    code, out, err = run_cli(["--image", path, "--json", "vcpu", "0"])
+    assert code == 1
+    checks = {c["check"]: c for c in json.loads(out)["checks"]}
+    assert checks["VMCS MSR_BITMAP field"]["result"] == "FAIL"
+    assert checks["VMCS HOST_RSP inside"]["result"] == "FAIL"
+
+
 def test_regions_pass_table(target_args):
     code, out, err = run_cli(target_args + ["--json", "regions"])
     assert code == 0, err

@@ -70,3 +70,17 @@ def test_thread_moves_between_virtualized_processors(virtualized):
     r = kern.call_on_thread(code, ())
     assert r.stop == "return" and r.cpu == 2 and r.regs["rax"] == 2
     assert [(e.cpu, e.reason) for e in r.exits if not e.lab_induced] == [(2, 10)]
+
+
+def test_tail_call_into_a_processor_switch_returns_cleanly(virtualized):
+    # a driver whose last statement is an affinity call compiles to `jmp stub`:
+    # the stub returns straight to the caller's caller while the thread moves
+    m = virtualized
+    kern = NtKernel(m)
+    aff = kern.stub("KeSetSystemAffinityThreadEx")
+    code = m.place_code(assemble("mov rcx, 2\nmov rax, %d\njmp rax" % aff))
+    r = kern.call_on_thread(code, ())
+    assert r.stop == "return" and r.cpu == 1
+    # processor 1 is still a healthy guest: the next CPUID exits to its VMM and comes back
+    r = m.run(1, m.place_code(assemble("cpuid\nret")), regs={"rax": 0x40000000})
+    assert r.stop == "return" and r.regs["rbx"] & 0xFFFFFFFF == minivmm.MINI_VENDOR_EBX

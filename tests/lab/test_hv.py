@@ -161,3 +161,20 @@ def test_demo_shows_the_suites_view(hv_sys, tmp_path, capsys):
     for cmd in ("check", "caps", "dbgfilter", "vmm"):
         assert "windbg_ext --image %s %s" % (tmp_path / "demo.hvimg", cmd) in out
     assert "2 of 2 processors virtualized" in out and "processor 0: PASS" in out
+
+
+@pytest.mark.parametrize("scenario,check_rc,status", [("no-vmx", 1, 0xC00000BB), ("feature-locked", 1, None),
+                                                      ("alloc-fail:1", 0, 0xC000009A)])
+def test_failure_images_open_and_tell_why(hv_sys, tmp_path, scenario, check_rc, status):
+    from windbg_ext import cli
+    image = str(tmp_path / "s.hvimg")
+    res = run_scenario(scenario, cpus=CPUS, driver=hv_sys, image=image, workload=False)
+    out = []
+    assert cli.run(["--image", image, "check"], out.append, out.append) == check_rc   # FAIL = finding
+    out = []
+    cli.run(["--image", image, "--json", "vmm"], out.append, out.append)
+    doc = json.loads(out[0])
+    text = json.dumps(doc).lower()
+    assert "failed" in text and ("0x%08x" % res.load_status) in text
+    if status is not None:
+        assert res.load_status == status

@@ -105,3 +105,27 @@ def test_interposer_is_built_from_source_and_cached():
     import ctypes
     lib = ctypes.CDLL(str(path))
     assert lib._ZN14bx_pc_system_c14get_enable_a20Ev(None) & 0xFF == 1
+
+
+def test_an_endless_run_is_stopped_with_one_line():
+    m = Machine(cpus=1, run_timeout=0.5)
+    try:
+        with pytest.raises(MachineError, match="ran for 0.5 s without finishing"):
+            m.run(0, m.place_code(assemble("1: pause\n jmp 1b")))
+        r = m.run(0, m.place_code(assemble("mov eax, 7\nret")))    # the machine is still usable
+        assert r.stop == "return" and r.regs["rax"] == 7
+    finally:
+        m.close()
+
+
+def test_watchdog_works_after_hundreds_of_sessions():
+    # Session ids keep growing; the watchdog must not depend on them
+    m = Machine(cpus=2, run_timeout=0.5)
+    try:
+        ret = m.place_code(assemble("ret"))
+        for i in range(300):
+            m.run(i % 2, ret)
+        with pytest.raises(MachineError, match="without finishing"):
+            m.run(0, m.place_code(assemble("mov rax, -1\n1: dec rax\n jnz 1b\n ret")))
+    finally:
+        m.close()

@@ -168,3 +168,23 @@ def test_ipi_and_generic_dpc_run_on_every_processor():
         assert kern.dpc_done == 3
     finally:
         m.close()
+
+
+def test_a_crash_leaves_an_image_for_post_mortem(testdrv, tmp_path, monkeypatch):
+    from emulated_lab.nt import services
+    from emulated_lab.nt.kernel import BugCheck
+    from windbg_ext.target.image import ImageTarget
+
+    def crash(kern, call):
+        raise kern._bugcheck(0xDEAD, [call.arg(0), 0, 0, 0])
+    monkeypatch.setitem(services.SERVICES, "MmGetPhysicalAddress", crash)
+    image = str(tmp_path / "crash.hvimg")
+    with pytest.raises(BugCheck, match="crash.hvimg"):
+        run_scenario("baseline", cpus=2, driver=testdrv, image=image)
+    t = ImageTarget(image)
+    try:
+        assert t.processor_count() == 2
+        assert struct.unpack("<Q", t.read_virtual(t.symbol("testdrv!TdResults"), 8))[0] == 2   # set before the crash
+        assert "KeBugCheckEx(0xdead" in t.meta["crash"]
+    finally:
+        t.close()

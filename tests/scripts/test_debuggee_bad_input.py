@@ -123,6 +123,9 @@ def test_a_copy_without_windbg_ext_says_what_is_missing(system, monkeypatch, cap
     # with the reason. (None in sys.modules makes the import fail like a missing file would.)
     from debuggee import cli
     monkeypatch.setitem(sys.modules, "windbg_ext.arch.dbgprint", None)
+    # `from windbg_ext.arch import dbgprint` returns the package attribute if an earlier test imported it.
+    import windbg_ext.arch
+    monkeypatch.delattr(windbg_ext.arch, "dbgprint", raising=False)
     rc = cli.main(["--hive", system], on_windows=False)
     out, err = capsys.readouterr()
     assert err == ""

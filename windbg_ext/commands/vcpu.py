@@ -44,6 +44,29 @@ def region_checks(w, v, basic: int, width: Optional[int]) -> List:
     return checks
 
 
+def snapshot_consistency(v) -> List:
+    """The driver's bookkeeping against the VMCS it wrote (snapshot values; no extra read):
+    the MSR_BITMAP field is the vCPU's bitmap page (SDM 25.6.9), HOST_RSP lies in its host stack (25.5)."""
+    from windbg_ext.arch.vmcs_fields import by_name
+    from windbg_ext.hv.regions import Check
+
+    try:
+        values = v.snapshot().values
+    except Exception:
+        return []
+    out = []
+    bitmap = values.get(by_name("MSR_BITMAP").encoding)
+    if bitmap is not None and v.record.has("MsrBitmapPa"):
+        out.append(Check("MSR bitmap", "VMCS MSR_BITMAP field", bitmap == v.MsrBitmapPa,
+                         "snapshot 0x%x, vCPU MsrBitmapPa 0x%x" % (bitmap, v.MsrBitmapPa), "25.6.9"))
+    rsp = values.get(by_name("HOST_RSP").encoding)
+    base, size = v.host_stack()
+    if rsp is not None and base:
+        out.append(Check("host stack", "VMCS HOST_RSP inside", base < rsp <= base + size,
+                         "HOST_RSP 0x%x, stack 0x%x-0x%x" % (rsp, base, base + size), "25.5"))
+    return out
+
+
 def run(ctx, args) -> Report:
     from windbg_ext.arch.exits import decode_exit_reason, decode_qualification
     from windbg_ext.hv.model import NO_EXIT
@@ -65,6 +88,7 @@ def run(ctx, args) -> Report:
 
     # regions
     checks = region_checks(w, v, basic, maxphyaddr(ctx.target))
+    checks += snapshot_consistency(v)
     launched = v.state in ("launched", "devirtualized")
     checks.append(Check("VMCS", "launch state", None,
                         "not in the layout map (implementation-specific); the driver says %s"

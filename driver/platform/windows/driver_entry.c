@@ -7,9 +7,11 @@
  */
 #include <ntddk.h>
 #include "hv_core.h"
+#include "hv_arch.h"
 #include "hv_asm.h"
 #include "hv_hypercall.h"
 #include "hv_platform.h"
+#include "hv_log.h"
 
 #define HV_POOL_TAG 0x62614C48u /* 'HLab' */
 #define HV_PAGE 4096u
@@ -118,6 +120,29 @@ typedef struct HV_SCRATCH {
     uint64_t Pa;
 } HV_SCRATCH;
 
+/* What the core recorded for this processor, in words. */
+static void HvLogProcessorResult(const HV_VMM_CONTEXT *vmm, const HV_VCPU *vcpu, NTSTATUS status)
+{
+    const uint32_t wanted2 = CPU2_ENABLE_RDTSCP | CPU2_ENABLE_INVPCID | CPU2_ENABLE_XSAVES_XRSTORS;
+    if (!NT_SUCCESS(status)) {
+        if (vcpu->FailedStep == HV_STEP_FEATURE_CONTROL)
+            HV_LOG(HV_LOG_ERROR, "hv: processor %u: IA32_FEATURE_CONTROL is locked with VMX disabled: "
+                   "enable VT-x in the firmware setup\n", vcpu->ProcessorIndex);
+        HV_LOG(HV_LOG_ERROR, "hv: processor %u failed: step %u, VM-instruction error %u, status 0x%08x\n",
+               vcpu->ProcessorIndex, vcpu->FailedStep, vcpu->VmInstructionError, (unsigned)status);
+        return;
+    }
+    if (vcpu->ProcessorIndex == 0) {
+        if (!(vmm->FeatureControlAtLoad & 1u))
+            HV_LOG(HV_LOG_WARNING, "hv: IA32_FEATURE_CONTROL was unlocked (0x%llx): locked it with VMXON outside SMX\n",
+                   (unsigned long long)vmm->FeatureControlAtLoad);
+        if ((vmm->Procbased2Controls & wanted2) != wanted2)
+            HV_LOG(HV_LOG_WARNING, "hv: secondary controls 0x%x: RDTSCP/INVPCID/XSAVES not all enabled; "
+                   "the guest gets #UD if it uses one the CPU reports\n", vmm->Procbased2Controls);
+    }
+    HV_LOG(HV_LOG_TRACE, "hv: processor %u virtualized\n", vcpu->ProcessorIndex);
+}
+
 static NTSTATUS HvVirtualizeOne(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, void *context)
 {
     HV_SCRATCH *scratch = (HV_SCRATCH *)context;
@@ -145,11 +170,7 @@ static NTSTATUS HvVirtualizeOne(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, void *contex
     }
     KeLowerIrql(old);
     vcpu->Status = status;
-    if (NT_SUCCESS(status))
-        HV_LOG(HV_LOG_TRACE, "hv: processor %u virtualized\n", vcpu->ProcessorIndex);
-    else
-        HV_LOG(HV_LOG_ERROR, "hv: processor %u failed: step %u, VM-instruction error %u, status 0x%08x\n",
-               vcpu->ProcessorIndex, vcpu->FailedStep, vcpu->VmInstructionError, (unsigned)status);
+    HvLogProcessorResult(vmm, vcpu, status);
     return status;
 }
 

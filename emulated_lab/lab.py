@@ -25,6 +25,20 @@ DESCRIPTOR_EXPORT = "HvDebugDescriptor"
 
 CAPABILITY_MSRS = (0x3A,) + tuple(range(0x480, 0x492))   # IA32_FEATURE_CONTROL, IA32_VMX_* (SDM App. A)
 CPUID_LEAVES = ((0, 0), (1, 0), (7, 0))
+# recorded when the maximum (extended) leaf covers them: the address widths
+# (0x80000008: EAX[7:0] MAXPHYADDR, [15:8] linear) and the XSAVE area (0xD)
+CPUID_OPTIONAL_LEAVES = ((0xD, 0), (0xD, 1), (0x80000008, 0))
+
+
+def record_cpuid(m: Machine, k: int) -> dict:
+    """The CPUID leaves an image records for processor k: {(leaf, subleaf): (eax, ebx, ecx, edx)}."""
+    out = {leaf: m.cpuid(k, *leaf) for leaf in CPUID_LEAVES + ((0x80000000, 0),)}
+    max_basic, max_ext = out[(0, 0)][0], out[(0x80000000, 0)][0]
+    for leaf in CPUID_OPTIONAL_LEAVES:
+        top = max_ext if leaf[0] & 0x80000000 else max_basic
+        if leaf[0] <= top:
+            out[leaf] = m.cpuid(k, *leaf)
+    return out
 
 SCENARIOS = {
     "baseline": "full lifecycle; the image is taken while every processor is virtualized",
@@ -183,7 +197,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
         kern = NtKernel(m, fail_allocation=k if kind == "alloc-fail" else 0, kd_masks=kd_masks)
         # what a debugger would see: capability MSRs and CPUID, read before any VMM runs
         msrs = [m.read_msrs(i, CAPABILITY_MSRS) for i in range(cpus)]
-        cpuid = [{leaf: m.cpuid(i, *leaf) for leaf in CPUID_LEAVES} for i in range(cpus)]
+        cpuid = [record_cpuid(m, i) for i in range(cpus)]
         if m.current is not None:
             m.park()
         try:

@@ -112,17 +112,46 @@ class RunResult:
 _session_holder: List[object] = []
 
 
+def _session_referenced() -> bool:
+    """True when something besides the holder references the held Session
+    (after a garbage collection, for references that are only cycles)."""
+    if not _session_holder:
+        return False
+    if sys.getrefcount(_session_holder[0]) > 2:    # the holder and getrefcount's argument
+        gc.collect()
+    return sys.getrefcount(_session_holder[0]) > 2
+
+
 def _new_session(bochscpu):
     if _session_holder:
-        if sys.getrefcount(_session_holder[0]) > 2:    # the holder and getrefcount's argument
-            gc.collect()
-        if sys.getrefcount(_session_holder[0]) > 2:
+        if _session_referenced():
             raise MachineError("an earlier emulated CPU session is still referenced (an unclosed Machine, "
                                "or a kept reference to its cpu): close it before starting another")
         _session_holder.clear()
     sess = bochscpu.Session()
     _session_holder.append(sess)
     return sess
+
+
+def _release_session() -> None:
+    """Drops the holder's Session unless something else still references it: a
+    Session that outlives the holder would be a second live Session once the
+    next one is made (bochscpu aborts), so it stays held and the next
+    _new_session reports it instead."""
+    if not _session_referenced():
+        _session_holder.clear()
+
+
+def _drop_frames(e: BaseException) -> None:
+    """Clears the tracebacks of an exception and of those it chains: the frames of
+    emulator hooks (and of services they call) hold the Session and its cpu."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        e.__traceback__ = None
+        if e.__cause__ is not None:
+            _drop_frames(e.__cause__)
+        e = e.__context__
 
 
 class Processor:
@@ -353,6 +382,7 @@ class Machine(GuestMemory):
         st = p.state if p.state is not None else self._initial_state(p)
         sess.cpu.state = st
         self.sess, self.current = sess, k
+        del sess, st   # an exception below must not keep the Session alive in this frame
         if self._hook_list is None:
             self._hook_list = self._hooks()   # one Hook set for the machine
         saved = self.thread_regs()
@@ -460,9 +490,9 @@ class Machine(GuestMemory):
         try:
             self.sess.run(self._hook_list)
         except BaseException as e:
-            # the traceback's hook frames hold the Session and its cpu: drop them,
-            # or the Session outlives this machine and the next one aborts
-            e.__traceback__ = None
+            # the traceback's hook frames hold the Session and its cpu: drop them
+            # (and those of chained exceptions), or the Session outlives this machine
+            _drop_frames(e)
             raise e
         finally:
             timed_out = self._watchdog.disarm()
@@ -481,6 +511,7 @@ class Machine(GuestMemory):
             setattr(c, r, v & 0xFFFF_FFFF_FFFF_FFFF)
         c.rsp = rsp
         c.rip = rip
+        del c      # no reference to the cpu in this frame while it runs (see run())
         return self._run_session()
 
     def _fault_from_stop(self) -> Optional[GuestFault]:
@@ -698,12 +729,12 @@ class Machine(GuestMemory):
         if self._closed:
             return
         self._close_session()
-        _session_holder.clear()
         self._hook_list = None          # hooks hold bound methods: break the cycle
         self.breakpoints.clear()
         self.exit_observers.clear()
         for p in self.processors:
             p.state = None
+        _release_session()
         self.release_memory()
         self._closed = True
 

@@ -97,33 +97,34 @@ def load_bochscpu():
 
 
 class Watchdog:
-    """Stops an emulator run that exceeds a time limit (see bochs_stubs.cpp)."""
+    """Stops an emulator run that exceeds a time limit (see bochs_stubs.cpp).
+
+    A stop sets bochscpu's kill bit (cpu_set_killbit), repeated from the
+    watchdog thread until disarm(); disarm() returns only when that thread no
+    longer touches the CPU, and clears the kill bit it left, so a stop never
+    reaches the next run."""
 
     def __init__(self) -> None:
         bochscpu = load_bochscpu()
         ext = ctypes.CDLL(bochscpu._bochscpu.__file__)   # already loaded: same handle
-        self._from = ext.bochscpu_cpu_from
-        self._from.restype, self._from.argtypes = ctypes.c_void_p, [ctypes.c_uint32]
-        self._forget = ext.bochscpu_cpu_forget
-        self._forget.restype, self._forget.argtypes = None, [ctypes.c_void_p]
-        self._stop = ctypes.cast(ext.bochscpu_cpu_stop, ctypes.c_void_p)
+        # bochscpu is built without SMP: there is one Bochs CPU, 0 (Session.cpu.id
+        # counts Sessions and is not a CPU index).
+        self._kill = ctypes.cast(ext.cpu_set_killbit, ctypes.c_void_p)
+        self._clear = ext.cpu_clear_killbit
+        self._clear.restype, self._clear.argtypes = None, [ctypes.c_uint]
         self._arm = _handle.hvlab_watchdog_arm
-        self._arm.restype, self._arm.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint]
+        self._arm.restype, self._arm.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
         self._disarm = _handle.hvlab_watchdog_disarm
         self._disarm.restype, self._disarm.argtypes = ctypes.c_int, []
-        self._cpu = None
 
     def arm(self, seconds: float) -> None:
-        # bochscpu is built without SMP: there is one Bochs CPU, tracked as cpu 0.
-        # (Session.cpu.id counts Sessions and would index past bochscpu's 255-entry
-        # table after 255 Sessions: a Rust panic.)
-        self._cpu = self._from(0)
-        self._arm(self._stop, self._cpu, max(1, int(seconds * 1000)))
+        ms = min(max(1, int(seconds * 1000)), 0xFFFFFFFF)
+        if self._arm(self._kill, 0, ms) != 0:
+            raise NativeError("cannot start the emulator watchdog thread")
 
     def disarm(self) -> bool:
         """True when the time ran out (the run was stopped by the watchdog)."""
         fired = bool(self._disarm())
-        if self._cpu is not None:
-            self._forget(self._cpu)
-            self._cpu = None
+        if fired:
+            self._clear(0)   # the run is over: leave no stop request for the next one
         return fired

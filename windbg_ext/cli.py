@@ -135,7 +135,8 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
         if gopts.help or (name != "help" and ("-h" in args_list or "--help" in args_list)):
             args_list, name = [name] if gopts.command else [], "help"
         module = load_command(name)
-        args = command_parser(name, module).parse_args(args_list)
+        # intermixed: `vmcs 0 --source region GUEST_RIP HOST_RIP` gives the fields after an option too
+        args = command_parser(name, module).parse_intermixed_args(args_list)
         ctx = Context(_opener(gopts, live), dml=live and not gopts.json, json_out=gopts.json)
         report = module.run(ctx, args)
         if gopts.json:

@@ -29,47 +29,127 @@ __attribute__((visibility("default"))) bool BX_MEM_C::dbg_fetch_mem(BX_CPU_C *, 
 
 // A watchdog for runs that never end (an endless loop, or a spin-wait for a
 // processor the sequential model has not started). Python cannot do it: the
-// emulator holds the GIL while it runs. Python passes bochscpu's own
-// bochscpu_cpu_stop and a cpu handle; after `ms` milliseconds without a
-// disarm, this thread calls stop(cpu), which ends the current run.
+// emulator holds the GIL while it runs.
+//
+// How a run is stopped from another thread: Python passes bochscpu's exported
+// cpu_set_killbit, which sets bx_pc_system.kill_bochs_request and
+// bx_cpu.async_event = 1; Bochs's cpu loop returns when it sees async_event
+// with the kill request set, and bochscpu's run loop ends on the kill bit.
+// Two things make a single call unreliable, so this thread repeats it every
+// millisecond until the run is disarmed:
+// - the emulator thread does unsynchronized read-modify-writes of async_event
+//   (cpu_loop's "async_event &= ~BX_ASYNC_EVENT_STOP_TRACE" after every linked
+//   trace, roughly every 1000 instructions of a tight loop, and handleAsyncEvent's
+//   "async_event = 0"): a write that lands between the read and the write is
+//   lost, and the loop then never looks at the kill request again (a hang);
+// - a run that has not reached bochscpu's run loop yet clears the kill bit
+//   when it starts.
+// bochscpu_cpu_stop (what Session.stop calls) is deliberately not used here: it
+// also sets bochscpu's per-CPU "hook event", a non-atomic Rust Option that the
+// emulator thread consumes in every instrumentation callback; set from this
+// thread it races those reads, and when the run ends before any callback
+// consumes it, it stays set after the run.
+//
+// One long-lived thread serves every run: arm/disarm only change the shared
+// state under the mutex, and disarm returns only when the thread is not (and
+// will not be) touching the CPU, so a stop can never reach a later run.
+// A run that still has not ended `HVLAB_WATCHDOG_GRACE_MS` after the first
+// stop means the emulator ignores the kill request; the process is then ended
+// with a message rather than left hanging.
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 
-namespace {
-std::mutex watchdog_mutex;
-std::condition_variable watchdog_cv;
-unsigned long watchdog_generation = 0;  // changes on every arm and disarm
-bool watchdog_fired = false;
-}  // namespace
+#include <pthread.h>
 
-extern "C" __attribute__((visibility("default"))) void hvlab_watchdog_arm(void (*stop)(void *), void *cpu,
-                                                                          unsigned ms) {
-  unsigned long mine;
-  {
-    std::lock_guard<std::mutex> g(watchdog_mutex);
-    mine = ++watchdog_generation;
-    watchdog_fired = false;
-  }
-  std::thread([stop, cpu, ms, mine]() {
-    std::unique_lock<std::mutex> g(watchdog_mutex);
-    // stop() is called with the lock held, so disarm (which takes it) cannot
-    // return while a stop is in flight: the caller may then free `cpu`.
-    if (!watchdog_cv.wait_for(g, std::chrono::milliseconds(ms), [mine] { return watchdog_generation != mine; })) {
-      watchdog_fired = true;
-      stop(cpu);
-    }
-  }).detach();
+namespace {
+typedef void (*kill_fn)(unsigned);
+const unsigned kGraceMs = 20000;
+
+// Never destroyed: the watchdog thread may still wait on them while the
+// process exits, and destroying a condition variable with a waiter blocks
+// (glibc) or is undefined.
+// A forked child has no watchdog thread (and maybe a mutex locked by it): it
+// gets fresh ones (see wd_atfork_child).
+std::mutex *wd_mutex_p = new std::mutex;
+std::condition_variable *wd_cv_p = new std::condition_variable;
+#define wd_mutex (*wd_mutex_p)
+#define wd_cv (*wd_cv_p)
+bool wd_thread_started = false;
+bool wd_armed = false;
+bool wd_fired = false;
+unsigned long wd_generation = 0;  // changes on every arm
+std::chrono::steady_clock::time_point wd_deadline;
+kill_fn wd_kill = nullptr;
+unsigned wd_cpu = 0;
+
+void wd_atfork_child() {
+  wd_mutex_p = new std::mutex;
+  wd_cv_p = new std::condition_variable;
+  wd_thread_started = false;
+  wd_armed = false;
+  wd_fired = false;
 }
 
-extern "C" __attribute__((visibility("default"))) int hvlab_watchdog_disarm(void) {
-  int fired;
-  {
-    std::lock_guard<std::mutex> g(watchdog_mutex);
-    ++watchdog_generation;
-    fired = watchdog_fired ? 1 : 0;
+struct WdAtfork {
+  WdAtfork() { pthread_atfork(nullptr, nullptr, wd_atfork_child); }
+} wd_atfork;
+
+void watchdog_main() {
+  std::unique_lock<std::mutex> g(wd_mutex);
+  for (;;) {
+    wd_cv.wait(g, [] { return wd_armed; });
+    unsigned long mine = wd_generation;
+    if (wd_cv.wait_until(g, wd_deadline, [mine] { return !wd_armed || wd_generation != mine; }))
+      continue;  // disarmed (or re-armed) in time
+    // time is up: stop the run, and keep stopping it until it is disarmed
+    wd_fired = true;
+    auto first = std::chrono::steady_clock::now();
+    while (wd_armed && wd_generation == mine) {
+      wd_kill(wd_cpu);  // under the lock: disarm cannot return while this runs
+      if (std::chrono::steady_clock::now() - first > std::chrono::milliseconds(kGraceMs)) {
+        std::fprintf(stderr, "hvlab watchdog: the emulator did not stop %u ms after its run timed out; "
+                     "aborting the process instead of hanging\n", kGraceMs);
+        std::fflush(stderr);
+        std::abort();
+      }
+      wd_cv.wait_for(g, std::chrono::milliseconds(1));
+    }
   }
-  watchdog_cv.notify_all();
+}
+}  // namespace
+
+// Returns 0, or -1 when the watchdog thread cannot be started.
+extern "C" __attribute__((visibility("default"))) int hvlab_watchdog_arm(kill_fn kill, unsigned cpu, unsigned ms) {
+  std::lock_guard<std::mutex> g(wd_mutex);
+  if (!wd_thread_started) {
+    try {
+      std::thread(watchdog_main).detach();
+    } catch (...) {
+      return -1;
+    }
+    wd_thread_started = true;
+  }
+  ++wd_generation;
+  wd_kill = kill;
+  wd_cpu = cpu;
+  wd_fired = false;
+  wd_armed = true;
+  wd_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  wd_cv.notify_all();
+  return 0;
+}
+
+// Ends the current arm; returns 1 when its time ran out (the run was stopped).
+// After it returns the watchdog does not touch the CPU until the next arm.
+extern "C" __attribute__((visibility("default"))) int hvlab_watchdog_disarm(void) {
+  std::lock_guard<std::mutex> g(wd_mutex);
+  int fired = wd_fired ? 1 : 0;
+  wd_armed = false;
+  wd_fired = false;
+  wd_cv.notify_all();
   return fired;
 }

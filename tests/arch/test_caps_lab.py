@@ -3,13 +3,14 @@
 must decode an image carrying them. Real over mock: no value is assumed."""
 import json
 
+from tests.support import run_cli
 from emulated_lab.asm import assemble
 from emulated_lab.machine import Machine
 
 from windbg_ext.arch.capability_report import FIRST_READ, dependent_msrs
 
 from .bochs_caps import ABSENT, BOCHS_MSRS
-from .conftest import run_cli, write_caps_image
+from .conftest import write_caps_image
 
 RDMSR = """
     rdmsr

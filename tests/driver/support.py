@@ -1,17 +1,19 @@
 """Shared helpers and fixtures for the driver tests: the built hv.sys images and a host
 build of the driver's pure core (compiled with the host compiler)."""
+import contextlib
 import ctypes
 import os
 import subprocess
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from tests.support import HV_SYS, ROOT
+
 DRIVER = os.path.join(ROOT, "driver")
 INCLUDE = os.path.join(DRIVER, "include")
 HOST_DIR = os.path.join(os.path.dirname(__file__), "host")
 IMAGES = {
-    "mingw": os.path.join(DRIVER, "out", "hv.sys"),
+    "mingw": HV_SYS,
     "clang": os.path.join(DRIVER, "out", "clang", "hv.sys"),
 }
 PURE_CORE = ["core/vmx_logic.c", "core/segment.c", "core/vmcs_fields.c"]
@@ -22,6 +24,26 @@ def run(cmd, **kw):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
     assert p.returncode == 0, "%s failed (%d):\n%s" % (" ".join(cmd), p.returncode, p.stdout)
     return p.stdout
+
+
+@contextlib.contextmanager
+def driver_on_one_cpu(driver):
+    """One emulated processor with this hv.sys loaded and its DriverEntry succeeded:
+    yields (machine, kernel, image, driver object); the machine is closed after."""
+    from emulated_lab.machine import DRIVER_BASE, FC_LOCKED_VMXON_ENABLED, Machine
+    from emulated_lab.nt.kernel import NtKernel
+
+    m = Machine(cpus=1, feature_control=FC_LOCKED_VMXON_ENABLED)
+    try:
+        kern = NtKernel(m)
+        if m.current is not None:
+            m.park()
+        img = kern.load_driver(driver, DRIVER_BASE)
+        drv = kern.make_driver_object(img)
+        assert kern.call_on_thread(img.entry, (drv, kern.registry_path)).regs["rax"] & 0xFFFFFFFF == 0
+        yield m, kern, img, drv
+    finally:
+        m.close()
 
 
 @pytest.fixture(scope="session")

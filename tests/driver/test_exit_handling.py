@@ -5,10 +5,9 @@ App. C; hypercall ABI: driver/include/hv_hypercall.h."""
 import pytest
 
 from emulated_lab.asm import assemble
-from emulated_lab.machine import DRIVER_BASE, FC_LOCKED_VMXON_ENABLED, Machine
-from emulated_lab.nt.kernel import NtKernel
 
 from .pe_descriptor import HEADER, SNAP_HEADER, parse_header, parse_layout, parse_members
+from .support import driver_on_one_cpu
 
 SIGNATURE = 0x4D4D5662616C7668
 CPUID, VMCALL, VMREAD, CR_ACCESS, XSETBV = 10, 18, 23, 28, 55
@@ -19,19 +18,10 @@ CR4_VMXE = 1 << 13
 @pytest.fixture(scope="module")
 def machine(built_driver):
     """One processor, hv.sys loaded and running; unloaded (and checked) at the end."""
-    m = Machine(cpus=1, feature_control=FC_LOCKED_VMXON_ENABLED)
-    try:
-        kern = NtKernel(m)
-        if m.current is not None:
-            m.park()
-        img = kern.load_driver(built_driver["mingw"], DRIVER_BASE)
-        drv = kern.make_driver_object(img)
-        assert kern.call_on_thread(img.entry, (drv, kern.registry_path)).regs["rax"] & 0xFFFFFFFF == 0
+    with driver_on_one_cpu(built_driver["mingw"]) as (m, kern, img, drv):
         yield m, img
         r = kern.call_on_thread(kern.driver_unload_routine(drv), (drv,))
         assert r.stop == "return" and m.vmx_state(0) == "off" and kern.leaks() == []
-    finally:
-        m.close()
 
 
 def run(machine, text, **regs):

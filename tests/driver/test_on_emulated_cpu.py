@@ -11,7 +11,7 @@ from emulated_lab.lab import run_scenario
 from windbg_ext.target.image import ImageTarget
 
 from .pe_descriptor import HEADER, SNAP_ENTRY, SNAP_HEADER, parse_header, parse_layout, parse_members
-from .support import IMAGES
+from .support import IMAGES, driver_on_one_cpu
 
 CPUS = 2
 FOUND, ROTATED8 = 0x01, 0x02
@@ -22,9 +22,8 @@ CATALOGUE = 168
 
 
 @pytest.fixture(scope="module", params=sorted(IMAGES))
-def lab_run(request, built_driver, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("lab") / ("%s.hvimg" % request.param))
-    res = run_scenario("baseline", cpus=CPUS, driver=built_driver[request.param], image=path)
+def lab_run(request, built_driver, lab_images):
+    path, res = lab_images("baseline", cpus=CPUS, driver=built_driver[request.param])
     target = ImageTarget(path)
     yield res, target
     target.close()
@@ -128,14 +127,13 @@ def test_host_stack_pattern_and_vcpu_pointer(lab_run):
         assert all(q == h["HostStackPattern"] for q in qwords[:untouched + 1][:len(qwords) // 2])
 
 
-def test_launch_failure_is_recorded_and_undone(built_driver, tmp_path):
+def test_launch_failure_is_recorded_and_undone(built_driver, lab_images):
     """The lab breaks the last processor's TSS descriptor (type 9, not busy):
     VM entry fails its guest-state check (SDM 27.3.1.2) with exit reason
     33 | bit 31. The driver records it, takes the snapshot, devirtualizes the
     processors already launched and frees everything; the record survives in
     the descriptor (hv.sys .data)."""
-    path = str(tmp_path / "lf.hvimg")
-    res = run_scenario("launch-failure", cpus=CPUS, driver=built_driver["mingw"], image=path)
+    path, res = lab_images("launch-failure", cpus=CPUS, driver=built_driver["mingw"])
     assert not res.loaded and res.load_status == 0xC0000001
     assert res.vmx_after == ["off"] * CPUS and res.leaks == []
     assert all(not cr4 & (1 << 13) for cr4 in res.cr4_after)
@@ -166,17 +164,8 @@ def test_snapshot_at_every_exit_when_the_debugger_sets_the_flag(built_driver):
     """SnapshotOnEveryExit (descriptor +0x3C) written from outside, as a
     debugger would: from then on each VM exit refreshes the vCPU snapshot."""
     from emulated_lab.asm import assemble
-    from emulated_lab.machine import DRIVER_BASE, FC_LOCKED_VMXON_ENABLED, Machine
-    from emulated_lab.nt.kernel import NtKernel
 
-    m = Machine(cpus=1, feature_control=FC_LOCKED_VMXON_ENABLED)
-    try:
-        kern = NtKernel(m)
-        if m.current is not None:
-            m.park()
-        img = kern.load_driver(built_driver["mingw"], DRIVER_BASE)
-        drv = kern.make_driver_object(img)
-        assert kern.call_on_thread(img.entry, (drv, kern.registry_path)).regs["rax"] & 0xFFFFFFFF == 0
+    with driver_on_one_cpu(built_driver["mingw"]) as (m, kern, img, drv):
         va = img.exports["HvDebugDescriptor"]
         h = parse_header(m.read_virt(va, HEADER.size))
         blob = m.read_virt(va, h["DescriptorSize"])
@@ -209,8 +198,6 @@ def test_snapshot_at_every_exit_when_the_debugger_sets_the_flag(built_driver):
         unload = kern.driver_unload_routine(drv)
         assert kern.call_on_thread(unload, (drv,)).stop == "return"
         assert kern.leaks() == []
-    finally:
-        m.close()
 
 
 def test_triple_fault_is_recorded_then_bugchecks(built_driver):
@@ -219,17 +206,9 @@ def test_triple_fault_is_recorded_then_bugchecks(built_driver):
     takes the snapshot and stops the machine with bugcheck 0x48564C42
     (P1 1 = triple fault, P2 exit reason, P3 vCPU, P4 guest RIP)."""
     from emulated_lab.asm import assemble
-    from emulated_lab.machine import DRIVER_BASE, FC_LOCKED_VMXON_ENABLED, Machine
-    from emulated_lab.nt.kernel import BugCheck, NtKernel
+    from emulated_lab.nt.kernel import BugCheck
 
-    m = Machine(cpus=1, feature_control=FC_LOCKED_VMXON_ENABLED)
-    try:
-        kern = NtKernel(m)
-        if m.current is not None:
-            m.park()
-        img = kern.load_driver(built_driver["clang"], DRIVER_BASE)
-        drv = kern.make_driver_object(img)
-        assert kern.call_on_thread(img.entry, (drv, kern.registry_path)).regs["rax"] & 0xFFFFFFFF == 0
+    with driver_on_one_cpu(built_driver["clang"]) as (m, _kern, img, _drv):
         code = m.place_code(assemble("push 0\npush 0\nlidt [rsp+6]\nint3\nret"))
         with pytest.raises(BugCheck) as bc:
             m.run(0, code)
@@ -243,5 +222,3 @@ def test_triple_fault_is_recorded_then_bugchecks(built_driver):
         assert int.from_bytes(vcpu[members["VCPU.TripleFault"]:][:4], "little") == 1
         count, error, reason, exit_reason, seq = SNAP_HEADER.unpack_from(vcpu, members["VCPU.Snapshot"])
         assert (reason, exit_reason, error, seq % 2) == (6, 2, 0, 0) and count >= 150
-    finally:
-        m.close()

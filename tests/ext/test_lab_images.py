@@ -6,40 +6,23 @@ processor), so these run without hv.sys."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 
 import pytest
 
+from tests.support import run_cli
 from windbg_ext.target.image import ImageTarget
-
-from .conftest import run_offline
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MINGW = "x86_64-w64-mingw32-gcc"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    from emulated_lab.lab import run_scenario
-    cc = shutil.which(MINGW)
-    assert cc, "%s is required (tools/bootstrap.sh installs gcc-mingw-w64-x86-64)" % MINGW
-    out = tmp_path_factory.mktemp("lab")
-    drv = str(out / "testdrv.sys")
-    subprocess.run([cc, "-O2", "-Wall", "-Werror", "-I/usr/share/mingw-w64/include/ddk", "-nostdlib",
-                    "-Wl,--subsystem,native", "-Wl,--entry,DriverEntry", "-Wl,--wdmdriver", "-mno-stack-arg-probe",
-                    "-o", drv, os.path.join(ROOT, "tests", "lab", "fixtures", "testdrv.c"), "-lntoskrnl", "-lhal"],
-                   check=True)
+def lab(lab_images, testdrv):
     images, results = {}, {}
     for scenario in ("baseline", "no-vmx"):
-        images[scenario] = str(out / ("%s.hvimg" % scenario))
-        results[scenario] = run_scenario(scenario, cpus=2, driver=drv, image=images[scenario], workload=False)
+        images[scenario], results[scenario] = lab_images(scenario, cpus=2, driver=testdrv, workload=False)
     return images, results
 
 
 def _check(image, *extra):
-    code, out, err = run_offline(["--image", image, "--json", "check"] + list(extra))
+    code, out, err = run_cli(["--image", image, "--json", "check"] + list(extra))
     assert "Traceback" not in out + err
     return code, json.loads(out)
 
@@ -71,7 +54,7 @@ def test_check_on_the_lab_without_vmx(lab):
 
 def test_dbgfilter_agrees_with_what_the_lab_printed(lab):
     images, results = lab
-    code, out, err = run_offline(["--image", images["baseline"], "--json", "--stats", "dbgfilter"])
+    code, out, err = run_cli(["--image", images["baseline"], "--json", "--stats", "dbgfilter"])
     doc = json.loads(out)
     assert "stats: 1 reads, 12 bytes" in err  # the lab puts the three masks side by side
     printed = {l["value"]: l["printed"] for l in doc["levels"]}
@@ -91,7 +74,7 @@ def test_pykd_backend_on_the_lab_image(lab, standin):
         del standin._output[:]
         assert cli.main(["--json"] + argv) == 0
         live = json.loads("".join(text for text, _ in standin._output))
-        code, out, _ = run_offline(["--image", images["baseline"], "--json"] + argv)
+        code, out, _ = run_cli(["--image", images["baseline"], "--json"] + argv)
         offline = json.loads(out)
         if argv == ["check"]:  # pykd has no CPUID: only that row's source differs
             for p in live["processors"] + offline["processors"]:
@@ -100,14 +83,9 @@ def test_pykd_backend_on_the_lab_image(lab, standin):
 
 
 @pytest.fixture(scope="module")
-def hv_image(tmp_path_factory):
+def hv_image(lab_images):
     """The real hv.sys (make -C driver) loaded by the lab on two processors."""
-    from emulated_lab.lab import run_scenario
-    sys_path = os.path.join(ROOT, "driver", "out", "hv.sys")
-    if not os.path.isfile(sys_path):
-        subprocess.run(["make", "-C", os.path.join(ROOT, "driver")], check=True)
-    path = str(tmp_path_factory.mktemp("hv") / "baseline.hvimg")
-    res = run_scenario("baseline", cpus=2, driver=sys_path, image=path, workload=False)
+    path, res = lab_images("baseline", cpus=2, workload=False)
     assert res.loaded, "hv.sys did not load in the lab: 0x%08x" % (res.load_status or 0)
     return path
 
@@ -116,7 +94,7 @@ def test_msrbitmap_of_a_vcpu_through_the_hv_walker(hv_image):
     from windbg_ext.arch.msr_bitmap import decode_msr_bitmap
     t = ImageTarget(hv_image)
     for n in (0, 1):
-        code, out, err = run_offline(["--image", hv_image, "--json", "msrbitmap", str(n)])
+        code, out, err = run_cli(["--image", hv_image, "--json", "msrbitmap", str(n)])
         assert code == 0, err
         doc = json.loads(out)
         pa = int(doc["address"], 16)
@@ -124,7 +102,7 @@ def test_msrbitmap_of_a_vcpu_through_the_hv_walker(hv_image):
         expected = decode_msr_bitmap(t.read_physical(pa, 4096))
         assert doc["read"] == ["0x%x" % m for m in expected["read"]]
         assert doc["write"] == ["0x%x" % m for m in expected["write"]]
-        code, out2, _ = run_offline(["--image", hv_image, "--json", "msrbitmap", doc["address"], "--phys"])
+        code, out2, _ = run_cli(["--image", hv_image, "--json", "msrbitmap", doc["address"], "--phys"])
         direct = json.loads(out2)
         assert (direct["read"], direct["write"]) == (doc["read"], doc["write"])
 

@@ -7,8 +7,8 @@ import ast
 import inspect
 import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STANDIN = os.path.join(ROOT, "tests", "pykd_standin")
+from tests.support import ROOT, STANDIN_DIR as STANDIN
+
 API = set(open(os.path.join(STANDIN, "pykd_api.txt")).read().split())
 # pykd's exception classes: exported by the module, but pykd_api.txt lists functions only
 PYKD_EXCEPTIONS = {"DbgException", "MemoryException", "SymbolException", "TypeException"}

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
+from tests.support import run_cli
 from windbg_ext import cli
 from windbg_ext.arch.msr_bitmap import build_msr_bitmap
 from windbg_ext.target.base import TargetError, TargetMemoryError, TargetMsrError, TargetSymbolError
 from windbg_ext.target.image import ImageTarget
 from windbg_ext.target.pykd_target import PykdTarget
 
-from .conftest import run_offline
 from .images import BITMAP_PA, BITMAP_VA, KD_PAGE_VA, standard_image
 
 
@@ -110,14 +110,14 @@ def test_live_json_matches_offline(live):
     pykd, img = live
     for argv in (["dbgfilter"], ["msrbitmap", "0x%x" % BITMAP_VA], ["msrbitmap", "0x%x" % BITMAP_PA, "--phys"]):
         out, _ = _live_main(pykd, ["--json"] + argv)
-        code, offline_out, _ = run_offline(["--image", img, "--json"] + argv)
+        code, offline_out, _ = run_cli(["--image", img, "--json"] + argv)
         assert json.loads(out) == json.loads(offline_out), argv
 
 
 def test_live_check_json_differs_only_in_cpuid_source(live):
     pykd, img = live
     out, _ = _live_main(pykd, ["--json", "check"])
-    code, offline_out, _ = run_offline(["--image", img, "--json", "check"])
+    code, offline_out, _ = run_cli(["--image", img, "--json", "check"])
     live_doc, off_doc = json.loads(out), json.loads(offline_out)
     assert live_doc["verdict"] == off_doc["verdict"] == "FAIL"
     for lp, op in zip(live_doc["processors"], off_doc["processors"]):

@@ -1,25 +1,11 @@
 """Fixtures for the hv walker tests: driver state laid out by the host C
 compiler from the driver's own headers (builder.py), written as hvlab images
-and kernel dumps through the real writers."""
+and kernel dumps through the real writers (shared fixtures: tests/conftest.py)."""
 from __future__ import annotations
-
-import importlib
-import os
-import sys
-from typing import List, Tuple
 
 import pytest
 
-from windbg_ext import cli
-
 from .builder import HvState
-
-
-def run_cli(argv: List[str]) -> Tuple[int, str, str]:
-    out: List[str] = []
-    err: List[str] = []
-    code = cli.run(list(argv), out.append, err.append)
-    return code, "\n".join(out), "\n".join(err)
 
 
 @pytest.fixture(scope="session")
@@ -36,20 +22,3 @@ def image2(state2, tmp_path_factory):
 def dumps2(state2, tmp_path_factory):
     d = tmp_path_factory.mktemp("dumps")
     return {kind: state2.write_dump(str(d / ("%s.dmp" % kind)), kind) for kind in ("full", "bitmap")}
-
-
-STANDIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pykd_standin")
-
-
-@pytest.fixture
-def standin():
-    """The pykd stand-in (only real pykd names) importable as `pykd`; detached after."""
-    sys.path.insert(0, STANDIN_DIR)
-    sys.modules.pop("pykd", None)
-    module = importlib.import_module("pykd")
-    try:
-        yield module
-    finally:
-        module._attach(None)
-        sys.modules.pop("pykd", None)
-        sys.path.remove(STANDIN_DIR)

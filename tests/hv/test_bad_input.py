@@ -2,11 +2,11 @@
 a traceback: corrupt descriptors, absurd counts, bad pointers, truncated files."""
 from __future__ import annotations
 
-
 import pytest
 
+from tests.support import run_cli
+
 from .builder import KERNEL_BASE, HvState
-from .conftest import run_cli
 
 
 def _fails(argv, *needles):

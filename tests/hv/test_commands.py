@@ -7,10 +7,10 @@ import re
 
 import pytest
 
+from tests.support import run_cli
 from windbg_ext.arch.vmcs_fields import by_name
 
 from .builder import HvState
-from .conftest import run_cli
 
 
 def _json(argv):
@@ -148,7 +148,7 @@ def test_vcpu_checks_pass_and_report_stack_and_exit(target_args, state2):
     assert {c["result"] for c in data["checks"]} <= {"PASS", "n/a"}
     assert data["host_stack_used"] == state2.stack_used[1]
     assert data["last_exit"] == "CPUID (10)"
-    assert data["exit_counts"] == {str(k): v for k, v in state2.exit_counts[1].items()}
+    assert data["exit_counts"] == {"0x%x" % k: v for k, v in state2.exit_counts[1].items()}
 
 
 def test_vcpu_reports_wrong_revision_abort_and_failed_launch(tmp_path):

@@ -187,5 +187,5 @@ def test_commands_on_corrupted_image_files(image2, tmp_path, muts, cmd):
 
 
 def _run_file(argv):
-    from .conftest import run_cli
+    from tests.support import run_cli
     return run_cli(argv)

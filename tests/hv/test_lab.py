@@ -4,60 +4,42 @@ itself read by VMREAD (image meta) and where it says each VMCS is."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import pytest
 
+from tests.support import run_cli
 from windbg_ext.hv import descriptor as hd
 from windbg_ext.target.image import ImageTarget
 
-from .conftest import run_cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _hv_sys() -> str:
-    path = os.path.join(ROOT, "driver", "out", "hv.sys")
-    if not os.path.isfile(path):
-        subprocess.run(["make", "-C", os.path.join(ROOT, "driver")], check=True)
-    assert os.path.isfile(path), "make -C driver did not produce driver/out/hv.sys"
-    return path
+@pytest.fixture(scope="module")
+def baseline(lab_images):
+    return lab_images("baseline", cpus=2)[0]
 
 
-def _lab_image(tmp_path_factory, scenario: str, cpus: int, snapshot_every_exit: bool = False) -> str:
+@pytest.fixture(scope="module")
+def with_snapshots(hv_sys, tmp_path_factory):
+    """The baseline with SnapshotOnEveryExit set before the workload, as a debugger would:
+    `ed hv!HvDebugDescriptor+0x3c 1` (docs/debug-descriptor.md)."""
+    import pefile
     from emulated_lab import lab
+    from emulated_lab.machine import DRIVER_BASE
 
-    out = str(tmp_path_factory.mktemp("lab") / ("%s.hvimg" % scenario))
+    out = str(tmp_path_factory.mktemp("lab") / "baseline.hvimg")
+    pe = pefile.PE(hv_sys)
+    rva = [e.address for e in pe.DIRECTORY_ENTRY_EXPORT.symbols if e.name == b"HvDebugDescriptor"][0]
+    flag = DRIVER_BASE + rva + hd.header_offsets()["SnapshotOnEveryExit"].offset
     original = lab.run_workload
-    if snapshot_every_exit:
-        # What a debugger does: `ed hv!HvDebugDescriptor+0x3c 1` (docs/debug-descriptor.md), before the workload.
-        import pefile
-        from emulated_lab.machine import DRIVER_BASE
 
-        pe = pefile.PE(_hv_sys())
-        rva = [e.address for e in pe.DIRECTORY_ENTRY_EXPORT.symbols if e.name == b"HvDebugDescriptor"][0]
-        flag = DRIVER_BASE + rva + hd.header_offsets()["SnapshotOnEveryExit"].offset
-
-        def workload_with_snapshots(m, k):
-            m.write_virt(flag, b"\x01\0\0\0")
-            return original(m, k)
-        lab.run_workload = workload_with_snapshots
+    def workload_with_snapshots(m, k):
+        m.write_virt(flag, b"\x01\0\0\0")
+        return original(m, k)
+    lab.run_workload = workload_with_snapshots
     try:
-        lab.run_scenario(scenario, cpus=cpus, driver=_hv_sys(), image=out)
+        lab.run_scenario("baseline", cpus=2, driver=hv_sys, image=out)
     finally:
         lab.run_workload = original
     return out
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
-    return _lab_image(tmp_path_factory, "baseline", 2)
-
-
-@pytest.fixture(scope="module")
-def with_snapshots(tmp_path_factory):
-    return _lab_image(tmp_path_factory, "baseline", 2, snapshot_every_exit=True)
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +152,8 @@ def test_lab_image_as_a_crash_dump(baseline, tmp_path, kind):
                                                                              "--all"])["fields"]
 
 
-def test_launch_failure_on_the_lab(tmp_path_factory):
-    path = _lab_image(tmp_path_factory, "launch-failure", 2)
+def test_launch_failure_on_the_lab(lab_images):
+    path = lab_images("launch-failure", cpus=2)[0]
     code, out, err = run_cli(["--image", path, "--json", "vmm"])
     assert code == 1, err
     data = json.loads(out)

@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 from typing import List
 
-from windbg_ext import cli
+from tests.support import run_cli
 
 from .builder import HvState
 
 
 def _live(argv: List[str]):
-    out: List[str] = []
-    err: List[str] = []
-    code = cli.run(argv, out.append, err.append, live=True)
-    return code, "\n".join(out), "\n".join(err)
+    return run_cli(argv, live=True)
 
 
 def test_vmm_live_matches_offline_and_links_vcpus(standin, image2, state2):

@@ -60,6 +60,26 @@ def test_baseline_unload_leaves_no_trace(baseline):
     assert baseline.leaks == []
 
 
+def test_baseline_image_records_address_width_and_xsave_cpuid(baseline):
+    # MAXPHYADDR (CPUID.80000008H:EAX[7:0]) and the XSAVE leaves, per processor
+    from windbg_ext.target.image import ImageTarget
+    from emulated_lab.machine import Machine
+    m = Machine(cpus=1)
+    try:
+        want = {leaf: m.cpuid(0, *leaf) for leaf in ((0x80000000, 0), (0x80000008, 0), (0xD, 0), (0xD, 1))}
+    finally:
+        m.close()
+    assert want[(0x80000000, 0)][0] >= 0x80000008 and 32 <= want[(0x80000008, 0)][0] & 0xFF <= 52
+    t = ImageTarget(baseline.image_path)
+    try:
+        for k in range(CPUS):
+            for leaf, values in want.items():
+                assert t.cpuid(*leaf, cpu=k) == values
+            assert t.cpuid(1, cpu=k) is not None and t.cpuid(7, 0, cpu=k) is not None
+    finally:
+        t.close()
+
+
 def test_baseline_image_agrees_with_vmread(baseline):
     from windbg_ext import cli
     from windbg_ext.target.image import ImageTarget

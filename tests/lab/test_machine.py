@@ -108,8 +108,10 @@ def test_interposer_is_built_from_source_and_cached():
 
 
 def test_an_endless_run_is_stopped_with_one_line():
-    m = Machine(cpus=1, run_timeout=0.5)
+    m = Machine(cpus=1)
     try:
+        m.switch_to(0)
+        m.run_timeout = 0.5       # only for the endless run (not the firmware start-up)
         with pytest.raises(MachineError, match="ran for 0.5 s without finishing"):
             m.run(0, m.place_code(assemble("1: pause\n jmp 1b")))
         r = m.run(0, m.place_code(assemble("mov eax, 7\nret")))    # the machine is still usable
@@ -120,12 +122,100 @@ def test_an_endless_run_is_stopped_with_one_line():
 
 def test_watchdog_works_after_hundreds_of_sessions():
     # Session ids keep growing; the watchdog must not depend on them
-    m = Machine(cpus=2, run_timeout=0.5)
+    m = Machine(cpus=2)
     try:
         ret = m.place_code(assemble("ret"))
         for i in range(300):
             m.run(i % 2, ret)
+        m.switch_to(0)
+        m.run_timeout = 0.5
         with pytest.raises(MachineError, match="without finishing"):
             m.run(0, m.place_code(assemble("mov rax, -1\n1: dec rax\n jnz 1b\n ret")))
+    finally:
+        m.close()
+
+
+def test_every_endless_run_is_stopped_and_no_stop_leaks_into_the_next_run():
+    # The watchdog's stop races the emulator's own updates of its event flag:
+    # a single stop can be lost (a hang). Many short time limits, alternating
+    # a branch-hooked loop and a tight conditional loop, each on a processor
+    # switch (a new Session), then a normal run that must not be stopped.
+    # (the short limit is set only for the endless runs: a busy host may pause
+    # any run for milliseconds)
+    m = Machine(cpus=2)
+    try:
+        loops = [m.place_code(assemble("mov rax, -1\n1: dec rax\n jnz 1b\n ret")),
+                 m.place_code(assemble("1: pause\n jmp 1b"))]
+        ret7 = m.place_code(assemble("mov eax, 7\nret"))
+        for i in range(200):
+            m.switch_to(i % 2)
+            m.run_timeout = 0.01
+            with pytest.raises(MachineError, match="ran for 0.01 s without finishing"):
+                m.run(i % 2, loops[(i // 2) % 2])
+            m.run_timeout = 60
+            r = m.run((i + 1) % 2, ret7)
+            assert r.stop == "return" and r.regs["rax"] == 7
+    finally:
+        m.close()
+
+
+def test_runs_ending_as_the_time_runs_out_are_not_disturbed():
+    # runs that take about as long as the limit: whether the watchdog or the
+    # code ends them, the next run (same or new Session) runs to completion
+    m = Machine(cpus=2)
+    try:
+        spin = m.place_code(assemble("1: dec rcx\n jnz 1b\n mov eax, 7\n ret"))
+        ret7 = m.place_code(assemble("mov eax, 7\nret"))
+        for i in range(150):
+            m.switch_to(i % 2)
+            m.run_timeout = 0.005
+            try:
+                m.run(i % 2, spin, regs={"rcx": 20000 + 3000 * (i % 40)})
+            except MachineError as e:
+                assert "without finishing" in str(e)
+            m.run_timeout = 60
+            r = m.run((i // 3) % 2, ret7)
+            assert r.stop == "return" and r.regs["rax"] == 7
+    finally:
+        m.close()
+
+
+def test_a_session_kept_alive_after_close_is_reported_not_duplicated():
+    # a second live bochscpu Session aborts the process: a Session that
+    # something still references after close() must stop the next Machine
+    # with one line, and be released once the reference is gone
+    m = Machine(cpus=1)
+    m.run(0, m.place_code(assemble("ret")))
+    kept = m.sess.cpu
+    m.close()
+    other = Machine(cpus=1)
+    try:
+        with pytest.raises(MachineError, match="still referenced"):
+            other.run(0, other.place_code(assemble("ret")))
+    finally:
+        other.close()
+    del kept
+    m = Machine(cpus=1)
+    try:
+        r = m.run(0, m.place_code(assemble("mov eax, 7\nret")))
+        assert r.stop == "return" and r.regs["rax"] == 7
+    finally:
+        m.close()
+
+
+def test_a_failed_run_leaves_no_reference_to_its_session():
+    # exceptions keep their frames; none of them may hold the Session or cpu
+    m = Machine(cpus=2)
+    try:
+        m.switch_to(1)
+        m.run_timeout = 0.05
+        with pytest.raises(MachineError) as info:
+            m.run(1, m.place_code(assemble("1: jmp 1b")))
+    finally:
+        m.close()
+    assert info.value is not None
+    m = Machine(cpus=1)          # would abort (two Sessions) or report a kept Session
+    try:
+        assert m.run(0, m.place_code(assemble("ret"))).stop == "return"
     finally:
         m.close()

@@ -5,15 +5,9 @@ import json
 
 import pytest
 
-from windbg_ext import cli
+from tests.support import run_cli
 from windbg_ext.arch import entry_checks as ec
 from windbg_ext.arch.vmcs_fields import by_name
-
-
-def _run(argv):
-    out, err = [], []
-    code = cli.run(list(argv), out.append, err.append)
-    return code, "\n".join(out), "\n".join(err)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +32,7 @@ def _write(tmp_path, fields, caps, maxphy=None, **changes):
 
 def test_valid_state_passes(tmp_path, lab_state):
     fp, cp = _write(tmp_path, *lab_state)
-    code, out, err = _run(["--json", "verify", "--fields", fp, "--caps", cp])
+    code, out, err = run_cli(["--json", "verify", "--fields", fp, "--caps", cp])
     assert code == 0 and err == ""
     d = json.loads(out)
     assert d["result"] == "success" and d["failures"] == [] and d["exit_reason"] is None
@@ -54,7 +48,7 @@ def test_valid_state_passes(tmp_path, lab_state):
 ])
 def test_json_schema_per_group(tmp_path, lab_state, change, result, error, reason, first):
     fp, cp = _write(tmp_path, *lab_state, **change)
-    code, out, err = _run(["--json", "verify", "--fields", fp, "--caps", cp])
+    code, out, err = run_cli(["--json", "verify", "--fields", fp, "--caps", cp])
     assert code == 1
     d = json.loads(out)
     assert (d["result"], d["vm_instruction_error"], d["exit_reason"]) == (result, error, reason)
@@ -65,7 +59,7 @@ def test_json_schema_per_group(tmp_path, lab_state, change, result, error, reaso
 
 def test_text_names_field_value_and_section(tmp_path, lab_state):
     fp, cp = _write(tmp_path, *lab_state, GUEST_TR_AR_BYTES=0x89)
-    code, out, _ = _run(["verify", "--fields", fp, "--caps", cp])
+    code, out, _ = run_cli(["verify", "--fields", fp, "--caps", cp])
     assert code == 1
     assert "VM entry fails: VM exit 0x80000021 (invalid guest state), exit qualification 0" in out
     assert ("first failure (what the processor reports): GUEST_TR_AR_BYTES = 0x0089: type must be 11 "
@@ -74,12 +68,12 @@ def test_text_names_field_value_and_section(tmp_path, lab_state):
 
 def test_all_lists_every_check(tmp_path, lab_state):
     fp, cp = _write(tmp_path, *lab_state, GUEST_IDTR_LIMIT=0x10000)
-    code, out, _ = _run(["--json", "verify", "--all", "--fields", fp, "--caps", cp])
+    code, out, _ = run_cli(["--json", "verify", "--all", "--fields", fp, "--caps", cp])
     d = json.loads(out)
     assert [c["id"] for c in d["checks"]] == [c.id for c in ec.CHECKS]
     by = {c["id"]: c["status"] for c in d["checks"]}
     assert by["guest.idtr.limit"] == "FAIL" and by["guest.gdtr.limit"] == "PASS" and by["host.ss.nonzero"] == "n/a"
-    code, out, _ = _run(["verify", "--all", "--fields", fp, "--caps", cp])
+    code, out, _ = run_cli(["verify", "--all", "--fields", fp, "--caps", cp])
     assert "all %d checks (" % len(ec.CHECKS) in out and "guest.idtr.limit" in out
 
 
@@ -90,7 +84,7 @@ def test_field_names_and_high_access_keys(tmp_path, lab_state):
     f["GUEST_RFLAGS"] = "0x2"                 # a name instead of an encoding
     f["0x%x" % (by_name("VMCS_LINK_POINTER").encoding + 1)] = "0x1"  # high half: bits 63:32
     open(fp, "w").write(json.dumps(f))
-    code, out, _ = _run(["--json", "verify", "--fields", fp, "--caps", cp])
+    code, out, _ = run_cli(["--json", "verify", "--fields", fp, "--caps", cp])
     d = json.loads(out)
     assert d["failures"][0]["id"] == "guest.link.aligned"
     assert "VMCS_LINK_POINTER = 0x00000001ffffffff" in d["failures"][0]["message"]
@@ -99,9 +93,9 @@ def test_field_names_and_high_access_keys(tmp_path, lab_state):
 def test_maxphyaddr_option_and_default(tmp_path, lab_state):
     fields, caps, _ = lab_state
     fp, cp = _write(tmp_path, fields, caps, None, GUEST_CR3=fields[by_name("GUEST_CR3").encoding] | (1 << 45))
-    code, out, _ = _run(["verify", "--fields", fp, "--caps", cp])
+    code, out, _ = run_cli(["verify", "--fields", fp, "--caps", cp])
     assert code == 0 and "assumed 52 bits" in out             # 52-bit default: bit 45 is allowed
-    code, out, _ = _run(["--json", "verify", "--maxphyaddr", "40", "--fields", fp, "--caps", cp])
+    code, out, _ = run_cli(["--json", "verify", "--maxphyaddr", "40", "--fields", fp, "--caps", cp])
     assert code == 1 and json.loads(out)["failures"][0]["id"] == "guest.cr3.width"
 
 
@@ -121,7 +115,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, lab_state, fields_text, caps_tex
         open(fp, "w").write(fields_text)
     if caps_text is not None:
         open(cp, "w").write(caps_text)
-    code, out, err = _run(["verify", "--fields", fp, "--caps", cp])
+    code, out, err = run_cli(["verify", "--fields", fp, "--caps", cp])
     assert code == 2 and out == ""
     assert err.startswith("error: ") and "\n" not in err and needle in err, err
 
@@ -129,7 +123,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, lab_state, fields_text, caps_tex
 def test_true_msrs_required_when_basic_says_so(tmp_path, lab_state):
     fields, caps, _ = lab_state
     fp, cp = _write(tmp_path, fields, {k: v for k, v in caps.items() if k != 0x48E})
-    code, _, err = _run(["verify", "--fields", fp, "--caps", cp])
+    code, _, err = run_cli(["verify", "--fields", fp, "--caps", cp])
     assert code == 2 and "lacks MSR 0x48e" in err and "bit 55" in err
 
 
@@ -142,5 +136,5 @@ def test_true_msrs_required_when_basic_says_so(tmp_path, lab_state):
     (["verify", "0"], "give --image FILE or --dump FILE"),
 ])
 def test_usage_errors(argv, needle):
-    code, out, err = _run(argv)
+    code, out, err = run_cli(argv)
     assert code == 2 and out == "" and needle in err and "\n" not in err, err

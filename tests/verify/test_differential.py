@@ -9,7 +9,7 @@ import pytest
 
 from tests.verify import cases as C
 
-from emulated_lab.entry_probe import EntryProbe
+from emulated_lab.entry_probe import EntryProbe, LaunchResult
 from windbg_ext.arch import entry_checks as ec
 from windbg_ext.arch.vmcs_fields import BY_ENCODING, by_name
 
@@ -84,11 +84,9 @@ def same(verdict, cpu) -> bool:
 
 
 def describe(verdict) -> str:
-    if verdict.result == "vmfail_valid":
-        return "vmfail_valid %d" % verdict.vm_instruction_error
-    if verdict.result == "entry_failure":
-        return "entry_failure 0x%x qual %d" % (verdict.exit_reason, verdict.exit_qualification)
-    return verdict.result
+    """The checker's verdict in the words the probe uses for the CPU's outcome."""
+    return LaunchResult(verdict.result, verdict.vm_instruction_error, verdict.exit_reason,
+                        verdict.exit_qualification).short()
 
 
 ALL = C.CONTROL_CASES + C.HOST_CASES + C.GUEST_CASES + C.SUCCESS_CASES

@@ -1,4 +1,5 @@
-"""VM-instruction error numbers (SDM Vol. 3, 31.4, Table 31-1).
+"""VM-instruction error numbers (SDM Vol. 3, 31.4, Table 31-1) and VMX-abort
+indicator codes (28.7).
 
 Read from the VM_INSTRUCTION_ERROR field (0x4400) after a VMX instruction
 fails with VMfailValid (ZF=1). Numbers 14, 21 and 27 are not assigned.
@@ -40,4 +41,15 @@ VM_INSTRUCTION_ERRORS: Dict[int, Tuple[str, str]] = {
     26: ("ENTRY_EVENTS_BLOCKED_BY_MOV_SS", "VM entry with events blocked by MOV SS"),
     27: ("RESERVED_27", "(not assigned)"),
     28: ("INVALID_INVEPT_INVVPID_OPERAND", "invalid operand to INVEPT/INVVPID"),
+}
+
+
+# SDM 28.7 (VMX aborts): the abort indicator the processor writes to VMCS dword 1.
+VMX_ABORT_CODES: Dict[int, str] = {
+    1: "error saving guest MSRs",
+    2: "host checking of the PDPTE",
+    3: "the current VMCS has been corrupted",
+    4: "error loading host MSRs",
+    5: "machine-check event during VM exit",
+    6: "the processor was in IA-32e mode before the VM exit and the \"host address-space size\" control was 0",
 }

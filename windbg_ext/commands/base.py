@@ -72,4 +72,14 @@ def parse_int(text: str, what: str = "number") -> int:
             raise CommandError("%s %r is not a number (use decimal or 0x-prefixed hex)" % (what, text))
 
 
+def parse_index(text: str, what: str = "vCPU index") -> int:
+    """A vCPU or processor number: decimal or 0x-prefixed hex only. Bare hex
+    (`abc`) is refused here: `vcpu abc` is a typo, not vCPU 2748."""
+    s = str(text).strip()
+    try:
+        return int(s, 16) if s.lower().startswith(("0x", "-0x")) else int(s, 10)
+    except ValueError:
+        raise CommandError("%s %r is not a number (use decimal, e.g. 0, 1, 2)" % (what, text))
+
+
 Json = Dict[str, Any]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from windbg_ext.commands.base import CommandError, Report, parse_int
+from windbg_ext.commands.base import CommandError, Report, parse_index, parse_int
 
 SUMMARY = "decode the VMX capability MSRs (allowed 0/1 per control bit, CR0/CR4 fixed bits) per processor"
 NEEDS_TARGET = True
@@ -50,8 +50,12 @@ def read_capabilities(target, cpu: int) -> Tuple[Dict[int, int], Dict[int, str]]
     wanted = [m for m, (exists, _) in deps.items() if exists]
     got = target.read_msrs(wanted, cpu) if wanted else {}
     values.update(got)
+    # which MSR decides whether another exists (SDM A.3.2, A.3.3, A.4.2): unread, it decides nothing
+    decided_by = {0x48B: 0x482, 0x492: 0x482, 0x493: 0x483, 0x48C: 0x48B, 0x491: 0x48B}
     for m, (exists, why) in deps.items():
-        if not exists:
+        if not exists and decided_by.get(m) is not None and decided_by[m] not in values:
+            absent[m] = "unknown: MSR 0x%x, which says whether it exists, could not be read" % decided_by[m]
+        elif not exists:
             absent[m] = "not supported: " + why
         elif m not in got:
             absent[m] = "could not be read on this target"
@@ -158,7 +162,7 @@ def run(ctx, args) -> Report:
     if args.all:
         cpus = list(range(count))
     else:
-        cpu = parse_int(args.cpu, "processor") if args.cpu is not None else 0
+        cpu = parse_index(args.cpu, "processor") if args.cpu is not None else 0
         if not 0 <= cpu < count:
             raise CommandError("processor %d does not exist: the target has %d (0..%d)" % (cpu, count, count - 1))
         cpus = [cpu]
@@ -167,6 +171,11 @@ def run(ctx, args) -> Report:
     first: Optional[Dict[str, Any]] = None
     for cpu in cpus:
         values, absent = read_capabilities(target, cpu)
+        if not values:
+            raise CommandError("no VMX capability MSR of processor %d could be read on this target (%s): run caps "
+                               "live in WinDbg, or decode values you have with caps --msr 0x480=0x..."
+                               % (cpu, "a crash dump holds no MSR values" if target.name == "dump"
+                                  else "IA32_FEATURE_CONTROL and IA32_VMX_BASIC are absent"))
         rep = describe(values, absent)
         reports.append(dict(rep, cpu=cpu))
         if first is not None and rep["msrs"] == first["msrs"]:

@@ -5,7 +5,9 @@ support, 24.7 enabling VMX operation, 24.8 restrictions, Appendix A.1 / A.7
 
 Statuses: PASS, FAIL (VMXON cannot succeed until someone else acts: firmware,
 hypervisor settings), WARN (the driver itself must act, e.g. lock
-IA32_FEATURE_CONTROL), INFO, UNKNOWN (the target cannot say).
+IA32_FEATURE_CONTROL), INFO, UNKNOWN (the target cannot say). A processor's
+verdict is FAIL when a requirement fails, else UNKNOWN when one could not be
+read (e.g. a crash dump holds no MSRs), else PASS.
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ def _cpus(ctx, args) -> List[int]:
     count = ctx.target.processor_count()
     if args.cpu is None:
         return list(range(count))
-    from windbg_ext.commands.base import parse_int
-    n = parse_int(args.cpu, "processor")
+    from windbg_ext.commands.base import parse_index
+    n = parse_index(args.cpu, "processor")
     if not 0 <= n < count:
         raise CommandError("--cpu %s: the target has %d processor(s) (0-%d)" % (args.cpu, count, count - 1))
     return [n]
@@ -44,7 +46,11 @@ def check_processor(target, cpu: int) -> List[Row]:
 
     msrs = target.read_msrs([caps.IA32_FEATURE_CONTROL, caps.IA32_VMX_BASIC, caps.IA32_VMX_CR0_FIXED0,
                              caps.IA32_VMX_CR0_FIXED1, caps.IA32_VMX_CR4_FIXED0, caps.IA32_VMX_CR4_FIXED1], cpu)
-    regs = target.register_values(("cr0", "cr4"), cpu)
+    from windbg_ext.target.base import TargetError
+    try:
+        regs = target.register_values(("cr0", "cr4"), cpu)
+    except TargetError:  # e.g. a crash dump holds the crashing processor's context only
+        regs = {}
     rows: List[Row] = []
 
     # CPUID.1:ECX.VMX (SDM 24.6)
@@ -130,13 +136,17 @@ def run(ctx, args) -> Report:
     failed = False
     for cpu in cpus:
         rows = check_processor(ctx.target, cpu)
-        verdict = "FAIL" if any(s == "FAIL" for _, s, _ in rows) else "PASS"
+        statuses = [s for _, s, _ in rows]
+        # UNKNOWN when nothing failed but the target could not say everything (a crash dump has no MSRs)
+        verdict = "FAIL" if "FAIL" in statuses else ("UNKNOWN" if "UNKNOWN" in statuses else "PASS")
         failed = failed or verdict == "FAIL"
         processors.append({"cpu": cpu, "verdict": verdict,
                            "checks": [{"requirement": r, "status": s, "detail": d} for r, s, d in rows]})
         report.table(["requirement", "status", "detail"], [list(r) for r in rows],
                      title="processor %d: %s" % (cpu, verdict))
         report.text("next:", links=[Link("caps --cpu %d" % cpu, "caps --cpu %d" % cpu)])
-    report.data = {"processors": processors, "verdict": "FAIL" if failed else "PASS"}
+    verdicts = {p["verdict"] for p in processors}
+    report.data = {"processors": processors,
+                   "verdict": "FAIL" if failed else ("UNKNOWN" if "UNKNOWN" in verdicts else "PASS")}
     report.exit_code = 1 if failed else 0
     return report

@@ -40,6 +40,11 @@ def run(ctx, args) -> Report:
 
     extra = []
     for text in args.level:
+        named = str(text).strip().upper().replace("DPFLTR_", "").replace("_LEVEL", "")
+        if named in dict(dbgprint.LEVELS):
+            from windbg_ext.commands.base import CommandError
+            raise CommandError("level %s: ERROR, WARNING, TRACE and INFO are always shown; --level adds a numeric "
+                               "Level (0..31 = bit index, larger = explicit mask)" % text)
         value = parse_int(text, "level")
         if not 0 <= value <= 0xFFFFFFFF:
             from windbg_ext.commands.base import CommandError

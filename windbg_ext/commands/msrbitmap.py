@@ -40,6 +40,8 @@ def resolve_bitmap(ctx, text: str, physical: bool) -> Tuple[int, bool, str]:
             raise CommandError("msrbitmap %d: a number below 4096 is a vCPU index, which needs the hv walker "
                                "(windbg_ext.hv.resolve_vcpu_bitmap); give the bitmap's address instead" % value)
         return resolve_vcpu_bitmap(ctx, value), True, "vCPU %d" % value
+    if value < 0:
+        raise CommandError("%s is negative: give a vCPU index (0, 1, ...) or the bitmap's address" % text)
     if value >= 1 << 64:
         raise CommandError("address %s does not fit in 64 bits" % text)
     return value, physical, "%s address" % ("physical" if physical else "virtual")

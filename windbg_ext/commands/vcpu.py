@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from windbg_ext.commands.base import Link, Report, parse_int
+from windbg_ext.commands.base import Link, Report, parse_index
 
 SUMMARY = "one vCPU: VMXON/VMCS/MSR-bitmap checks, host stack high-water mark, last exit, last VM error"
 NEEDS_TARGET = True
@@ -13,13 +13,15 @@ def add_arguments(p) -> None:
     p.add_argument("n", help="vCPU index (see vmm)")
 
 
-def maxphyaddr(target) -> Optional[int]:
-    """CPUID.80000008H:EAX[7:0] when the target recorded it (SDM 4.1.4)."""
+def maxphyaddr(target, cpu: int = 0) -> Optional[int]:
+    """CPUID.80000008H:EAX[7:0] when the target recorded it (SDM 4.1.4), else
+    None (callers fall back to the architectural maximum, 52, and say so)."""
     try:
-        leaf = target.cpuid(0x80000008)
+        leaf = target.cpuid(0x80000008, 0, cpu)
     except Exception:
         return None
-    return (leaf[0] & 0xFF) or None if leaf else None
+    bits = (leaf[0] & 0xFF) if leaf else 0
+    return bits if 32 <= bits <= 52 else None
 
 
 def region_checks(w, v, basic: int, width: Optional[int]) -> List:
@@ -74,7 +76,7 @@ def run(ctx, args) -> Report:
     from windbg_ext.hv.summary import exit_text, hx, state_text, vcpu_row_data, vm_error_text
     from windbg_ext.hv.walker import HvError, walker_for
 
-    n = parse_int(args.n, "vCPU index")
+    n = parse_index(args.n, "vCPU index")
     w = walker_for(ctx)
     d = w.descriptor()
     v = w.vcpu(n)
@@ -84,10 +86,13 @@ def run(ctx, args) -> Report:
     r = Report(data=data)
     r.text("vCPU %d at 0x%x: %s; processor %s, status 0x%08x, %s exits"
            % (n, v.address, state_text(v), v.record.get("ProcessorIndex"), v.status, v.record.get("ExitCount")),
-           [Link("vmcs %d" % n, "vmcs %d" % n), Link("msrbitmap %d" % n, "msrbitmap %d" % n)])
+           [Link("vmcs %d" % n, "vmcs %d" % n), Link("msrbitmap %d" % n, "msrbitmap %d" % n),
+            Link("verify %d" % n, "verify %d" % n)])
 
     # regions
-    checks = region_checks(w, v, basic, maxphyaddr(ctx.target))
+    cpu = v.record.get("ProcessorIndex")
+    checks = region_checks(w, v, basic, maxphyaddr(ctx.target, cpu if isinstance(cpu, int) and
+                                                   0 <= cpu < ctx.target.processor_count() else 0))
     checks += snapshot_consistency(v)
     launched = v.state in ("launched", "devirtualized")
     checks.append(Check("VMCS", "launch state", None,
@@ -129,7 +134,7 @@ def run(ctx, args) -> Report:
         if counts:
             exit_rows.append(["exits by reason", "", ", ".join("%s %d" % (exit_text(k), c) for k, c in counts[:6])])
         data["last_exit_qualification"] = hx(qual)
-        data["exit_counts"] = {str(k): c for k, c in counts}
+        data["exit_counts"] = {hx(k): c for k, c in counts}  # keys: exit reasons as hex strings, like last_exit_reason
         r.table(["last exit", "value", "meaning"], exit_rows, title="last VM exit (SDM 28.2)")
     else:
         r.text("last VM exit: none recorded")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional
 
-from windbg_ext.commands.base import CommandError, Link, Report, Text, parse_int
+from windbg_ext.commands.base import CommandError, Link, Report, Text, parse_index, parse_int
 
 SUMMARY = "name the VM-entry check (SDM 27.2-27.3) that fails for a vCPU's VMCS snapshot or a field/caps JSON pair"
 NEEDS_TARGET = False  # only `verify <n>` reads the target; --fields/--caps is offline
@@ -20,6 +20,7 @@ NEEDS_TARGET = False  # only `verify <n>` reads the target; --fields/--caps is o
 VMX_CAP_RANGE = range(0x480, 0x494)
 REQUIRED_CAPS = tuple(range(0x480, 0x48A))  # BASIC .. CR4_FIXED1: every state needs them
 TRUE_CAPS = (0x48D, 0x48E, 0x48F, 0x490)    # needed when IA32_VMX_BASIC bit 55 is 1 (SDM A.1)
+ORIGINAL_CONTROL_CAPS = (0x481, 0x482, 0x483, 0x484)  # not read by the checks when the TRUE_* ones exist
 
 
 def add_arguments(p) -> None:
@@ -104,9 +105,13 @@ def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
     def f(name: str) -> int:
         return fields.get(by_name(name).encoding, 0)
 
-    need = [(m, "the checks always read it") for m in REQUIRED_CAPS]
     if (caps.get(0x480, 0) >> 55) & 1:
+        # The TRUE_* MSRs replace the four original control MSRs for the checks (SDM A.2-A.5):
+        # the driver's VMM context records only the ones it used.
+        need = [(m, "the checks always read it") for m in REQUIRED_CAPS if m not in ORIGINAL_CONTROL_CAPS]
         need += [(m, "IA32_VMX_BASIC bit 55 says the TRUE_* controls exist") for m in TRUE_CAPS]
+    else:
+        need = [(m, "the checks always read it") for m in REQUIRED_CAPS]
     proc = f("CPU_BASED_VM_EXEC_CONTROL")
     proc2 = f("SECONDARY_VM_EXEC_CONTROL") if proc >> 31 & 1 else 0
     if proc >> 31 & 1:
@@ -195,7 +200,7 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
     maxphy = None
     try:
         from windbg_ext.commands.vcpu import maxphyaddr
-        maxphy = maxphyaddr(ctx.target)
+        maxphy = maxphyaddr(ctx.target, n)
     except Exception:
         maxphy = None
 
@@ -213,7 +218,7 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
             "sgx": sgx,
             "vmcs_address": (v.VmcsRegionPa or None) if v is not None else None, "snapshot": snap,
             "what": what,
-            "caps_source": " and ".join(sorted(sources)) or "nowhere"}
+            "caps_source": " and ".join(sorted(sources)) or "nowhere", "driver_state": d.driver_state}
 
 
 # -- the command ----------------------------------------------------------------------
@@ -227,9 +232,14 @@ def run(ctx, args) -> Report:
         raise CommandError("--maxphyaddr %d is out of range: a physical-address width is 32-52 bits" % maxphy_opt)
     recorded = None
     if args.n is not None:
-        n = parse_int(args.n, "vCPU index")
+        n = parse_index(args.n, "vCPU index")
         t = _target_state(ctx, n, args.source)
         fields, caps = t["fields"], t["caps"]
+        if not t["caps"]:
+            raise CommandError("no capability MSRs for processor %d: the target holds no MSR values (a crash dump "
+                               "records none) and hv.sys's VMM context, which records the ones it used, is gone "
+                               "(driver state: %s); run verify %d live in WinDbg, or give --fields/--caps"
+                               % (n, t["driver_state"], n))
         _check_caps(fields, caps, "the target (caps from %s)" % t["caps_source"])
         maxphy = maxphy_opt or t["maxphyaddr"]
         state = ec.EntryState(fields, caps, maxphyaddr=maxphy or ec.DEFAULT_MAXPHYADDR,
@@ -282,7 +292,7 @@ def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> 
         "result": v.result,
         "vm_instruction_error": v.vm_instruction_error,
         "exit_reason": "0x%08x" % v.exit_reason if v.exit_reason is not None else None,
-        "exit_qualification": v.exit_qualification,
+        "exit_qualification": "0x%x" % v.exit_qualification if v.exit_qualification is not None else None,
         "failures": [{"id": o.check.id, "group": o.check.group, "sdm": o.check.sdm, "message": o.message}
                      for o in failures],
         "source": source,
@@ -295,7 +305,8 @@ def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> 
     r.text("verify: %s" % source)
     r.text(_verdict_line(v))
     if recorded is not None:
-        data["recorded"] = dict(recorded, agrees=_recorded_agrees(recorded, v))
+        data["recorded"] = dict(recorded, agrees=_recorded_agrees(recorded, v),
+                                exit_reason=None if recorded["exit_reason"] is None else "0x%08x" % recorded["exit_reason"])
         r.text("the driver recorded: %s" % _recorded_line(recorded, v))
     if failures:
         first = failures[0]

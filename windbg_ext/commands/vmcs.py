@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from windbg_ext.commands.base import CommandError, Report, parse_int
+from windbg_ext.commands.base import CommandError, Report, parse_index
 
 SUMMARY = "VMCS fields of a vCPU from the driver's snapshot or the raw region, decoded; --diff compares"
 NEEDS_TARGET = True
@@ -76,6 +76,8 @@ def _select(args) -> Tuple[List[Tuple[Any, str]], bool]:
     from windbg_ext.arch.vmcs_fields import FIELDS, FieldLookupError, lookup
 
     if args.fields:
+        if args.group:
+            raise CommandError("give field names or --group %s, not both (the names choose the fields)" % args.group)
         out = []
         for text in args.fields:
             try:
@@ -89,11 +91,14 @@ def _select(args) -> Tuple[List[Tuple[Any, str]], bool]:
 def run(ctx, args) -> Report:
     from windbg_ext.hv.walker import walker_for
 
-    n = parse_int(args.n, "vCPU index")
+    n = parse_index(args.n, "vCPU index")
     selected, explicit = _select(args)
     w = walker_for(ctx)
     d = w.descriptor()
     running = bool(d.VmmContextVa and d.VcpuArrayVa)
+    if args.source == "failure" and args.diff is not None:
+        raise CommandError("--diff cannot compare the failure record: the descriptor keeps one, of the processor "
+                           "that failed; drop --diff, or compare running vCPUs (--source snapshot|region)")
     if args.source == "failure" or (args.source is None and args.diff is None and not running
                                     and d.failure is not None and d.failure.valid):
         return _show(n, failure_values(d, n), selected, explicit, args)
@@ -112,6 +117,10 @@ def failure_values(d, n: int) -> Values:
     f = d.failure
     if snap is None or f is None:
         raise CommandError("the hv debug descriptor holds no failure record (nothing failed, or hv.sys is too old)")
+    step = FAILED_STEPS.get(f.failed_step, str(f.failed_step))
+    if not snap.count:  # it failed before a VMCS was current (allocation, VMXON, ...): nothing to show
+        raise CommandError("hv.sys failed on processor %d at %s, before any VMCS was current: the failure record "
+                           "holds no VMCS fields (see: vmm)" % (f.processor, step))
     if f.processor != n:
         raise CommandError("the last failure was on processor %d, not %d: run vmcs %d --source failure"
                            % (f.processor, n, f.processor))
@@ -122,8 +131,6 @@ def failure_values(d, n: int) -> Values:
     if snap.exit_reason != NO_EXIT:
         from windbg_ext.hv.summary import exit_text
         note += "; exit reason %s" % exit_text(snap.exit_reason)
-    if not snap.count:
-        note += "; no VMCS was current, so the record holds no fields"
     return Values(dict(snap.values), "failure", note)
 
 
@@ -156,8 +163,8 @@ def _show(index: int, vals: Values, selected, explicit: bool, args) -> Report:
         text = decode(field.name, value, by_name) if access == "full" else ""
         groups[field.type].append([name, "0x%x" % (field.encoding | (1 if access == "high" else 0)),
                                    format_value(field, value, access), text or "", vals.label])
-        items.append({"name": name, "encoding": "0x%x" % field.encoding, "group": field.type,
-                      "value": "0x%x" % value, "decoded": text, "source": vals.source})
+        items.append({"name": name, "encoding": "0x%x" % (field.encoding | (1 if access == "high" else 0)),
+                      "group": field.type, "value": "0x%x" % value, "decoded": text, "source": vals.source})
     for g in GROUP_ORDER:
         if groups[g]:
             r.table(["field", "encoding", "value", "decoded", "source"], groups[g],
@@ -193,7 +200,7 @@ def _run_diff(w, v, args, selected) -> Report:
                                % (v.index, v.snapshot().reason))
         labels = ("vCPU %d snapshot" % v.index, "vCPU %d region*" % v.index)
     else:
-        m = parse_int(args.diff, "--diff vCPU")
+        m = parse_index(args.diff, "--diff vCPU")
         if m == v.index:
             raise CommandError("--diff %d compares vCPU %d with itself; give another vCPU or 'region'" % (m, m))
         other = w.vcpu(m)

@@ -36,10 +36,29 @@ def run(ctx, args) -> Report:
         from windbg_ext.hv.walker import failure_hint
         desc["last_failure"] = {"processor": f.processor, "failed_step": f.failed_step,
                                 "vm_instruction_error": f.vm_instruction_error, "status": hx(f.status)}
-        r.text("recorded failure" + failure_hint(d)[len("; last failure"):],
-               [Link("vmcs %d --source failure" % f.processor, "vmcs %d --source failure" % f.processor)])
+        from windbg_ext.hv.model import failure_snapshot
+        from windbg_ext.hv.walker import DescriptorError
+
+        hint = failure_hint(d)[len("; last failure"):]
+        hint = hint[:hint.rfind(" (vmcs ")] if hint.endswith(" --source failure)") else hint
+        try:
+            snap = failure_snapshot(d)
+        except DescriptorError:
+            snap = None
+        if snap is not None and snap.count:  # a VMCS was current: its fields and the check that fails
+            desc["last_failure"]["snapshot_fields"] = snap.count
+            links = [Link("vmcs %d --source failure" % f.processor, "vmcs %d --source failure" % f.processor),
+                     Link("verify %d" % f.processor, "verify %d" % f.processor)]
+            r.text("recorded failure" + hint + "; see:", links)
+        else:
+            desc["last_failure"]["snapshot_fields"] = 0
+            r.text("recorded failure" + hint + " (no VMCS was current: no fields recorded)")
     if not (d.VmmContextVa and d.VcpuArrayVa):
-        r.text("hv.sys is not running (driver state: %s): no VMM context, no vCPUs" % d.driver_state)
+        if desc.get("last_failure", {}).get("snapshot_fields"):  # the failed VMCS is the lead: verify N above
+            r.text("hv.sys is not running (driver state: %s): no VMM context, no vCPUs" % d.driver_state)
+        else:  # it failed before any VMCS (or left no record): can these processors enter VMX operation at all?
+            r.text("hv.sys is not running (driver state: %s): no VMM context, no vCPUs; can these processors enter "
+                   "VMX operation?" % d.driver_state, [Link("check", "check")])
         r.data["vmm"] = None
         r.data["vcpus"] = []
         r.exit_code = 1

@@ -82,18 +82,29 @@ class Snapshot:
         return bool(self.sequence & 1)
 
 
-class Vcpu:
-    def __init__(self, index: int, record: Record, desc: Descriptor) -> None:
-        self.index = index
+class _Structure:
+    """A driver structure whose members read as attributes: vcpu.VmcsRegionPa -> the
+    member's value (names are the driver's own)."""
+
+    def __init__(self, record: Record) -> None:
         self.record = record
-        self.desc = desc
 
     def __getattr__(self, name: str) -> int:
-        # vcpu.VmcsRegionPa -> the member's value: names are the driver's own
         rec = self.__dict__.get("record")
         if rec is not None and name[:1].isupper():
             return rec.u(name)  # a member the table lacks: DescriptorError naming it
         raise AttributeError(name)
+
+    @property
+    def status(self) -> int:
+        return self.record.s("Status") & 0xFFFFFFFF
+
+
+class Vcpu(_Structure):
+    def __init__(self, index: int, record: Record, desc: Descriptor) -> None:
+        super().__init__(record)
+        self.index = index
+        self.desc = desc
 
     @property
     def address(self) -> int:
@@ -108,10 +119,6 @@ class Vcpu:
     def failed_step(self) -> str:
         s = self.record.get("FailedStep", 0) or 0
         return FAILED_STEPS.get(s, "unknown (%d)" % s)
-
-    @property
-    def status(self) -> int:
-        return self.record.s("Status") & 0xFFFFFFFF
 
     def host_stack(self) -> Tuple[int, int]:
         """(lowest address, size)."""
@@ -132,19 +139,8 @@ class Vcpu:
         return {i: n for i, n in enumerate(self.record.u32_array("ExitCountsByReason")) if n}
 
 
-class Vmm:
-    def __init__(self, record: Record) -> None:
-        self.record = record
-
-    def __getattr__(self, name: str) -> int:
-        rec = self.__dict__.get("record")
-        if rec is not None and name[:1].isupper():
-            return rec.u(name)  # a member the table lacks: DescriptorError naming it
-        raise AttributeError(name)
-
-    @property
-    def status(self) -> int:
-        return self.record.s("Status") & 0xFFFFFFFF
+class Vmm(_Structure):
+    """HV_VMM_CONTEXT."""
 
 
 def failure_snapshot(desc: Descriptor) -> Optional[Snapshot]:

@@ -6,21 +6,11 @@ from __future__ import annotations
 import struct
 from typing import Dict, Iterable, List, NamedTuple, Optional
 
+from windbg_ext.arch.entry_checks.model import DEFAULT_MAXPHYADDR  # SDM 4.1.4: MAXPHYADDR is at most 52
+from windbg_ext.arch.vm_errors import VMX_ABORT_CODES
 from windbg_ext.hv.descriptor import LAYOUT_FLAG_FOUND, LAYOUT_FLAG_ROTATED8, LayoutEntry
 
 PAGE = 0x1000
-MAX_PHYADDR_ARCH = 52  # SDM 4.1.4: MAXPHYADDR is at most 52
-
-# SDM 28.7 (VMX aborts): the abort indicator written to VMCS dword 1.
-VMX_ABORT_CODES = {
-    1: "error saving guest MSRs",
-    2: "host checking of the PDPTE",
-    3: "the current VMCS has been corrupted",
-    4: "error loading host MSRs",
-    5: "machine-check event during VM exit",
-    6: "the processor was in IA-32e mode before the VM exit and the \"host address-space size\" control was 0",
-}
-
 
 class Check(NamedTuple):
     region: str      # "VMXON", "VMCS", "MSR bitmap"
@@ -44,7 +34,7 @@ def _address_checks(region: str, pa: int, basic: int, maxphyaddr: Optional[int],
     elif maxphyaddr:
         width, why = maxphyaddr, "MAXPHYADDR %d" % maxphyaddr
     else:
-        width, why = MAX_PHYADDR_ARCH, "architectural maximum (MAXPHYADDR unknown)"
+        width, why = DEFAULT_MAXPHYADDR, "architectural maximum (MAXPHYADDR unknown)"
     out.append(Check(region, "within address width", pa >> width == 0,
                      "0x%x vs %d bits (%s)" % (pa, width, why), "A.1"))
     return out

@@ -146,6 +146,20 @@ class Target:
     def close(self) -> None:
         pass
 
+    # -- shared by the backends that hold physical memory only (image, dump) --
+    def _read_virtual_by_walk(self, address: int, size: int, cr3: int, cr4: int, where: str) -> bytes:
+        """Virtual bytes through a 4-level page-table walk from cr3 over _read_physical;
+        `where` names the backend's memory in errors ("image", "dump")."""
+        from windbg_ext.arch.paging import PagingError, translate_range
+
+        try:
+            pieces = translate_range(address, size, cr3, self._read_physical, cr4)
+        except PagingError as e:
+            raise TargetMemoryError(address, size, False, e.why)
+        except TargetMemoryError as e:
+            raise TargetMemoryError(address, size, False, "a page table is not in the %s (%s)" % (where, e))
+        return b"".join(self._read_physical(pa, n) for pa, n in pieces)
+
 
 def optional_symbol(target: Target, name: str) -> Optional[int]:
     try:

@@ -237,16 +237,7 @@ class DumpTarget(Target):
     def _read_virtual(self, address: int, size: int) -> bytes:
         # 4-level walk over the dump's own pages from the header's DirectoryTableBase
         # (not kdmp-parser's VirtTranslate: it prints to stdout when a walk fails).
-        from windbg_ext.arch.paging import PagingError, translate_range
-
-        cr3 = _u64(self._header, OFF_DTB)
-        try:
-            pieces = translate_range(address, size, cr3, self._read_physical)
-        except PagingError as e:
-            raise TargetMemoryError(address, size, False, e.why)
-        except TargetMemoryError as e:
-            raise TargetMemoryError(address, size, False, "a page table is not in the dump (%s)" % e)
-        return b"".join(self._read_physical(pa, n) for pa, n in pieces)
+        return self._read_virtual_by_walk(address, size, _u64(self._header, OFF_DTB), 0, "dump")
 
     def _symbol(self, name: str) -> int:
         raise TargetSymbolError(name, "a crash dump read offline carries no symbols (the walker scans for "

@@ -316,19 +316,11 @@ class ImageTarget(Target):
         return bytes(out)
 
     def _read_virtual(self, address: int, size: int) -> bytes:
-        from windbg_ext.arch.paging import PagingError, translate_range
-
         regs = self.registers(self.current_cpu)
         if "cr3" not in regs:
             raise TargetMemoryError(address, size, False, "the image records no CR3 for processor %d"
                                     % self.current_cpu)
-        try:
-            pieces = translate_range(address, size, regs["cr3"], self._read_physical, regs.get("cr4", 0))
-        except PagingError as e:
-            raise TargetMemoryError(address, size, False, e.why)
-        except TargetMemoryError as e:
-            raise TargetMemoryError(address, size, False, "a page table is not in the image (%s)" % e)
-        return b"".join(self._read_physical(pa, n) for pa, n in pieces)
+        return self._read_virtual_by_walk(address, size, regs["cr3"], regs.get("cr4", 0), "image")
 
     def _symbol(self, name: str) -> int:
         key = name.strip().lower()

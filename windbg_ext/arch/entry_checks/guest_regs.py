@@ -35,13 +35,25 @@ def _cr0_f0(s):
     return None
 
 
-@R.rule("guest.cr0.fixed1", SDM, ["GUEST_CR0"], "Every bit clear in IA32_VMX_CR0_FIXED1 must be 0 in guest CR0.")
-def _cr0_f1(s):
-    _, must0 = cm.fixed_bits(s.cap(cm.IA32_VMX_CR0_FIXED0), s.cap(cm.IA32_VMX_CR0_FIXED1))
-    v = s.f("GUEST_CR0")
-    if v & must0:
-        return "%s: %s must be 0 (IA32_VMX_CR0_FIXED1 = 0x%x)" % (hexv(s, "GUEST_CR0"), bits_text(v & must0), s.cap(cm.IA32_VMX_CR0_FIXED1))
-    return None
+def _fixed_rule(cr: str, must: int, explain: str) -> None:
+    """guest.<cr>.fixed0 (must = 1: bits set in IA32_VMX_<cr>_FIXED0 must be 1) or
+    guest.<cr>.fixed1 (must = 0: bits clear in IA32_VMX_<cr>_FIXED1 must be 0)."""
+    field = "GUEST_" + cr
+    fixed0, fixed1 = getattr(cm, "IA32_VMX_%s_FIXED0" % cr), getattr(cm, "IA32_VMX_%s_FIXED1" % cr)
+    msr_name = "IA32_VMX_%s_FIXED%d" % (cr, 1 - must)
+    msr = getattr(cm, msr_name)
+
+    def test(s):
+        must1, must0 = cm.fixed_bits(s.cap(fixed0), s.cap(fixed1))
+        v = s.f(field)
+        bad = ~v & must1 if must else v & must0
+        if bad:
+            return "%s: %s must be %d (%s = 0x%x)" % (hexv(s, field), bits_text(bad), must, msr_name, s.cap(msr))
+        return None
+    R.add("guest.%s.fixed%d" % (cr.lower(), 1 - must), SDM, [field], explain, test)
+
+
+_fixed_rule("CR0", 0, "Every bit clear in IA32_VMX_CR0_FIXED1 must be 0 in guest CR0.")
 
 
 @R.rule("guest.cr0.pg_needs_pe", SDM, ["GUEST_CR0"], "If guest CR0.PG (bit 31) is 1, CR0.PE (bit 0) must be 1.")
@@ -52,22 +64,8 @@ def _cr0_pgpe(s):
     return None
 
 
-@R.rule("guest.cr4.fixed0", SDM, ["GUEST_CR4"], "Every bit set in IA32_VMX_CR4_FIXED0 must be 1 in guest CR4 (VMXE, bit 13).")
-def _cr4_f0(s):
-    must1, _ = cm.fixed_bits(s.cap(cm.IA32_VMX_CR4_FIXED0), s.cap(cm.IA32_VMX_CR4_FIXED1))
-    v = s.f("GUEST_CR4")
-    if ~v & must1:
-        return "%s: %s must be 1 (IA32_VMX_CR4_FIXED0 = 0x%x)" % (hexv(s, "GUEST_CR4"), bits_text(~v & must1), s.cap(cm.IA32_VMX_CR4_FIXED0))
-    return None
-
-
-@R.rule("guest.cr4.fixed1", SDM, ["GUEST_CR4"], "Every bit clear in IA32_VMX_CR4_FIXED1 must be 0 in guest CR4.")
-def _cr4_f1(s):
-    _, must0 = cm.fixed_bits(s.cap(cm.IA32_VMX_CR4_FIXED0), s.cap(cm.IA32_VMX_CR4_FIXED1))
-    v = s.f("GUEST_CR4")
-    if v & must0:
-        return "%s: %s must be 0 (IA32_VMX_CR4_FIXED1 = 0x%x)" % (hexv(s, "GUEST_CR4"), bits_text(v & must0), s.cap(cm.IA32_VMX_CR4_FIXED1))
-    return None
+_fixed_rule("CR4", 1, "Every bit set in IA32_VMX_CR4_FIXED0 must be 1 in guest CR4 (VMXE, bit 13).")
+_fixed_rule("CR4", 0, "Every bit clear in IA32_VMX_CR4_FIXED1 must be 0 in guest CR4.")
 
 
 @R.rule("guest.cr4.cet_needs_wp", SDM, ["GUEST_CR0", "GUEST_CR4"], "If guest CR4.CET (bit 23) is 1, guest CR0.WP (bit 16) must be 1.")

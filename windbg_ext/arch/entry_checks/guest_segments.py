@@ -163,12 +163,17 @@ for _seg in DATA_SEGS:
 
 
 # -- S, P, reserved bits, granularity: one rule each per register -------------------
-def _flag_rules(seg: str) -> None:
+def _access_rights_rules(seg: str, system: bool, cond: str, gate) -> None:
+    """The S / P / reserved / G rules of one register's access rights: S must be 1 for
+    CS, SS and the data segments, 0 for TR and LDTR (system segments); cond starts each
+    rule's text, gate decides when a rule applies."""
     lo, f = seg.lower(), "GUEST_%s_AR_BYTES" % seg
-    cond = "" if seg == "CS" else "If %s is usable, " % seg
+    s_want = 0 if system else 1
+    s_kind = "system segment" if system else "code or data segment"
 
     def s_bit(s):
-        return "%s: S (bit 4) must be 1 (code or data segment)" % arv(s, seg) if not ar(s, seg)["s"] else None
+        return ("%s: S (bit 4) must be %d (%s)" % (arv(s, seg), s_want, s_kind)
+                if ar(s, seg)["s"] != s_want else None)
 
     def p_bit(s):
         return "%s: P (bit 7) must be 1 (present)" % arv(s, seg) if not ar(s, seg)["p"] else None
@@ -189,17 +194,20 @@ def _flag_rules(seg: str) -> None:
             return "%s: G (bit 15) must be 1 because GUEST_%s_LIMIT = 0x%x has a 1 in bits 31:20" % (arv(s, seg), seg, limit)
         return None
 
-    c = cond or ""
-    R.add("guest.%s.s" % lo, SEG, [f], _cap(c + "the %s S flag (bit 4) must be 1." % seg), _usable(seg, s_bit))
+    R.add("guest.%s.s" % lo, SEG, [f], _cap(cond + "the %s S flag (bit 4) must be %d." % (seg, s_want)), gate(s_bit))
     R.add("guest.%s.present" % lo, SEG, [f],
-          _cap(c + "the %s P flag (bit 7) must be 1." % seg), _usable(seg, p_bit))
+          _cap(cond + "the %s P flag (bit 7) must be 1." % seg), gate(p_bit))
     R.add("guest.%s.reserved" % lo, SEG, [f],
-          _cap(c + "%s access-rights bits 11:8 and 31:17 must be 0." % seg),
-          _usable(seg, reserved))
+          _cap(cond + "%s access-rights bits 11:8 and 31:17 must be 0." % seg), gate(reserved))
     R.add("guest.%s.g_clear" % lo, SEG, [f, "GUEST_%s_LIMIT" % seg],
-          _cap(c + "if any of %s limit bits 11:0 is 0, G must be 0." % seg), _usable(seg, g_clear))
+          _cap(cond + "if any of %s limit bits 11:0 is 0, G must be 0." % seg), gate(g_clear))
     R.add("guest.%s.g_set" % lo, SEG, [f, "GUEST_%s_LIMIT" % seg],
-          _cap(c + "if any of %s limit bits 31:20 is 1, G must be 1." % seg), _usable(seg, g_set))
+          _cap(cond + "if any of %s limit bits 31:20 is 1, G must be 1." % seg), gate(g_set))
+
+
+def _flag_rules(seg: str) -> None:
+    _access_rights_rules(seg, False, "" if seg == "CS" else "If %s is usable, " % seg,
+                         lambda fn: _usable(seg, fn))
 
 
 for _seg in SIX:
@@ -308,9 +316,6 @@ def _ldtr_type(s):
 
 
 def _system_rules(seg: str) -> None:
-    lo, f = seg.lower(), "GUEST_%s_AR_BYTES" % seg
-    cond = "If LDTR is usable, " if seg == "LDTR" else ""
-
     def gate(fn):
         def test(s):
             if seg == "LDTR" and not usable(s, "LDTR"):
@@ -318,38 +323,7 @@ def _system_rules(seg: str) -> None:
             return fn(s)
         return test
 
-    def s_bit(s):
-        return "%s: S (bit 4) must be 0 (system segment)" % arv(s, seg) if ar(s, seg)["s"] else None
-
-    def p_bit(s):
-        return "%s: P (bit 7) must be 1 (present)" % arv(s, seg) if not ar(s, seg)["p"] else None
-
-    def reserved(s):
-        bad = s.f(f) & AR_RESERVED_MASK
-        return "%s: reserved %s (of 11:8, 31:17) must be 0" % (arv(s, seg), bits_text(bad)) if bad else None
-
-    def g_clear(s):
-        limit = s.f("GUEST_%s_LIMIT" % seg)
-        if limit & 0xFFF != 0xFFF and ar(s, seg)["g"]:
-            return "%s: G (bit 15) must be 0 because GUEST_%s_LIMIT = 0x%x has a 0 in bits 11:0" % (arv(s, seg), seg, limit)
-        return None
-
-    def g_set(s):
-        limit = s.f("GUEST_%s_LIMIT" % seg)
-        if limit & 0xFFF00000 and not ar(s, seg)["g"]:
-            return "%s: G (bit 15) must be 1 because GUEST_%s_LIMIT = 0x%x has a 1 in bits 31:20" % (arv(s, seg), seg, limit)
-        return None
-
-    R.add("guest.%s.s" % lo, SEG, [f],
-          _cap(cond + "the %s S flag (bit 4) must be 0." % seg), gate(s_bit))
-    R.add("guest.%s.present" % lo, SEG, [f],
-          _cap(cond + "the %s P flag (bit 7) must be 1." % seg), gate(p_bit))
-    R.add("guest.%s.reserved" % lo, SEG, [f],
-          _cap(cond + "%s access-rights bits 11:8 and 31:17 must be 0." % seg), gate(reserved))
-    R.add("guest.%s.g_clear" % lo, SEG, [f, "GUEST_%s_LIMIT" % seg],
-          _cap(cond + "if any of %s limit bits 11:0 is 0, G must be 0." % seg), gate(g_clear))
-    R.add("guest.%s.g_set" % lo, SEG, [f, "GUEST_%s_LIMIT" % seg],
-          _cap(cond + "if any of %s limit bits 31:20 is 1, G must be 1." % seg), gate(g_set))
+    _access_rights_rules(seg, True, "If LDTR is usable, " if seg == "LDTR" else "", gate)
 
 
 _system_rules("TR")

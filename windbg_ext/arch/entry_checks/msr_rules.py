@@ -47,12 +47,16 @@ def cet_rules(R, area: str, sdm: str, s_cet: str, ssp: str, ssp_table: str, gate
             return fn
         return deco
 
+    def canonical_problem(s, field):
+        """Canonical, and bits 63:32 clear outside 64-bit mode (IA32_S_CET, SSP)."""
+        v = s.f(field)
+        if not canonical(v, linear_bits(s)) or (not is_64(s) and v >> 32):
+            return "%s: must be canonical%s" % (hexv(s, field), "" if is_64(s) else " with bits 63:32 = 0")
+        return None
+
     @rule("s_cet.canonical", [s_cet], "If 'load CET state' is 1, IA32_S_CET must be canonical (and bits 63:32 0 outside 64-bit mode).")
     def _s_cet_canonical(s):
-        v = s.f(s_cet)
-        if not canonical(v, linear_bits(s)) or (not is_64(s) and v >> 32):
-            return "%s: must be canonical%s" % (hexv(s, s_cet), "" if is_64(s) else " with bits 63:32 = 0")
-        return None
+        return canonical_problem(s, s_cet)
 
     @rule("s_cet.reserved", [s_cet], "If 'load CET state' is 1, IA32_S_CET bits 9:6 (reserved) must be 0.")
     def _s_cet_reserved(s):
@@ -69,10 +73,7 @@ def cet_rules(R, area: str, sdm: str, s_cet: str, ssp: str, ssp_table: str, gate
 
     @rule("ssp.canonical", [ssp], "If 'load CET state' is 1, SSP must be canonical (and bits 63:32 0 outside 64-bit mode).")
     def _ssp_canonical(s):
-        v = s.f(ssp)
-        if not canonical(v, linear_bits(s)) or (not is_64(s) and v >> 32):
-            return "%s: must be canonical%s" % (hexv(s, ssp), "" if is_64(s) else " with bits 63:32 = 0")
-        return None
+        return canonical_problem(s, ssp)
 
     @rule("ssp.aligned", [ssp], "If 'load CET state' is 1, SSP bits 1:0 must be 0.")
     def _ssp_aligned(s):

@@ -102,7 +102,7 @@ def test_verify_uses_the_recorded_maxphyaddr(maxphy_image, lab, tmp_path):
 def test_a_leaf_without_maxphyaddr_falls_back(lab, tmp_path):
     img = _with_maxphyaddr(lab["baseline"], str(tmp_path / "zero.hvimg"), 0)
     code, out, _ = _run(["--image", img, "vcpu", "1"])
-    assert code == 0 and "vs 52 bits" in out
+    assert code == 0 and "vs 52 bits (MAXPHYADDR unknown: the architectural maximum)" in out
 
 
 # -- crash dumps -------------------------------------------------------------------
@@ -229,3 +229,26 @@ def test_vmcs_fields_may_follow_options(lab):
 def test_vmcs_field_names_with_group_is_refused_not_ignored(lab):
     code, out, err = _run(["--image", lab["baseline"], "vmcs", "0", "GUEST_RIP", "--group", "host"])
     assert code == 2 and out == "" and "not both" in err
+
+
+def test_encodings_are_formatted_alike_in_field_and_vmcs(lab):
+    _, f = _json(["field", "GUEST_ES_SELECTOR"])
+    _, v = _json(["--image", lab["baseline"], "vmcs", "0", "GUEST_ES_SELECTOR"])
+    _, d = _json(["--image", lab["baseline"], "vmcs", "0", "--diff", "1"])
+    assert f[0]["encoding"] == v["fields"][0]["encoding"] == "0x0800"
+    assert all(len(x["encoding"]) == 6 for x in d["differences"])
+
+
+def test_verify_reads_the_suites_own_json(lab, tmp_path):
+    """`vmcs N --json` and `caps --cpu N --json` saved from a session are valid --fields / --caps files."""
+    _, out, _ = _run(["--json", "--image", lab["launch-failure"], "vmcs", "1", "--source", "failure"])
+    (tmp_path / "f.json").write_text(out)
+    _, out, _ = _run(["--json", "--image", lab["launch-failure"], "caps", "--cpu", "1"])
+    (tmp_path / "c.json").write_text(out)
+    code, doc = _json(["verify", "--fields", str(tmp_path / "f.json"), "--caps", str(tmp_path / "c.json")])
+    assert code == 1 and doc["exit_reason"] == "0x80000021"
+    assert doc["failures"][0]["id"] == "guest.tr.type_ia32e"
+    _, out, _ = _run(["--json", "--image", lab["launch-failure"], "caps", "--all"])
+    (tmp_path / "all.json").write_text(out)
+    code, out, err = _run(["verify", "--fields", str(tmp_path / "f.json"), "--caps", str(tmp_path / "all.json")])
+    assert code == 2 and "caps --cpu N --json" in err

@@ -56,6 +56,8 @@ VMX_MSRS: Dict[int, Tuple[str, str]] = {
     IA32_VMX_EXIT_CTLS2: ("IA32_VMX_EXIT_CTLS2", "A.4.2"),
 }
 
+VMX_MSR_SPAN = "0x%x-0x%x" % (min(VMX_MSRS), max(VMX_MSRS))  # for messages: "0x480-0x493"
+
 _M32 = 0xFFFFFFFF
 _M64 = 0xFFFFFFFFFFFFFFFF
 MEMORY_TYPES = {0: "UC (uncacheable)", 1: "WC", 4: "WT", 5: "WP", 6: "WB (write-back)"}

@@ -25,6 +25,13 @@ FIRST_READ: Tuple[int, ...] = (C.IA32_FEATURE_CONTROL, C.IA32_VMX_BASIC, C.IA32_
 
 _M32 = 0xFFFFFFFF
 
+# Which MSR's allowed-1 bits say whether another exists (A.3.3, A.3.4, A.4.2, A.10, A.11): see dependent_msrs.
+DECIDED_BY: Dict[int, int] = {C.IA32_VMX_PROCBASED_CTLS2: C.IA32_VMX_PROCBASED_CTLS,
+                              C.IA32_VMX_PROCBASED_CTLS3: C.IA32_VMX_PROCBASED_CTLS,
+                              C.IA32_VMX_EXIT_CTLS2: C.IA32_VMX_EXIT_CTLS,
+                              C.IA32_VMX_EPT_VPID_CAP: C.IA32_VMX_PROCBASED_CTLS2,
+                              C.IA32_VMX_VMFUNC: C.IA32_VMX_PROCBASED_CTLS2}
+
 
 def _may_be_one(values: Mapping[int, Optional[int]], msr: int, bit: int) -> Optional[bool]:
     v = values.get(msr)

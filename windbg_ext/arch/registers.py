@@ -85,6 +85,14 @@ def set_bits(table: BitTable, value: int) -> List[str]:
     return out
 
 
+def bit_of(table: BitTable, name: str) -> int:
+    """The position of the bit a table names `name` (KeyError when it names none)."""
+    for bit, entry in table.items():
+        if entry[0] == name:
+            return bit
+    raise KeyError(name)
+
+
 def bit_names(table: BitTable, mask: int) -> str:
     """'PE NE PG' for a mask; '-' when empty."""
     names = set_bits(table, mask)

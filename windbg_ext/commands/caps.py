@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
 
 
 def _parse_msr_args(items: List[str]) -> Dict[int, int]:
-    from windbg_ext.arch.capabilities import IA32_FEATURE_CONTROL, VMX_MSRS
+    from windbg_ext.arch.capabilities import IA32_FEATURE_CONTROL, VMX_MSR_SPAN, VMX_MSRS
 
     by_name = {name: msr for msr, (name, _) in VMX_MSRS.items()}
     by_name["IA32_FEATURE_CONTROL"] = IA32_FEATURE_CONTROL
@@ -31,7 +31,8 @@ def _parse_msr_args(items: List[str]) -> Dict[int, int]:
         k = key.strip().upper()
         msr = by_name[k] if k in by_name else parse_int(key, "MSR")
         if msr != IA32_FEATURE_CONTROL and msr not in VMX_MSRS:
-            raise CommandError("--msr %s: 0x%x is not a VMX capability MSR (0x3a or 0x480-0x493)" % (item, msr))
+            raise CommandError("--msr %s: 0x%x is not a VMX capability MSR (0x%x or %s)"
+                               % (item, msr, IA32_FEATURE_CONTROL, VMX_MSR_SPAN))
         value = parse_int(text, "MSR value")
         if not 0 <= value <= 0xFFFFFFFFFFFFFFFF:
             raise CommandError("--msr %s: the value does not fit in 64 bits" % item)
@@ -42,7 +43,7 @@ def _parse_msr_args(items: List[str]) -> Dict[int, int]:
 def read_capabilities(target, cpu: int) -> Tuple[Dict[int, int], Dict[int, str]]:
     """Reads the first batch, then only the MSRs the first batch says exist
     (reading an absent MSR faults on real hardware). Returns (values, why absent)."""
-    from windbg_ext.arch.capability_report import FIRST_READ, dependent_msrs
+    from windbg_ext.arch.capability_report import DECIDED_BY, FIRST_READ, dependent_msrs
 
     values = dict(target.read_msrs(list(FIRST_READ), cpu))
     absent = {m: "could not be read on this target" for m in FIRST_READ if m not in values}
@@ -50,11 +51,10 @@ def read_capabilities(target, cpu: int) -> Tuple[Dict[int, int], Dict[int, str]]
     wanted = [m for m, (exists, _) in deps.items() if exists]
     got = target.read_msrs(wanted, cpu) if wanted else {}
     values.update(got)
-    # which MSR decides whether another exists (SDM A.3.2, A.3.3, A.4.2): unread, it decides nothing
-    decided_by = {0x48B: 0x482, 0x492: 0x482, 0x493: 0x483, 0x48C: 0x48B, 0x491: 0x48B}
     for m, (exists, why) in deps.items():
-        if not exists and decided_by.get(m) is not None and decided_by[m] not in values:
-            absent[m] = "unknown: MSR 0x%x, which says whether it exists, could not be read" % decided_by[m]
+        # the MSR that decides whether this one exists: unread, it decides nothing
+        if not exists and DECIDED_BY.get(m) is not None and DECIDED_BY[m] not in values:
+            absent[m] = "unknown: MSR 0x%x, which says whether it exists, could not be read" % DECIDED_BY[m]
         elif not exists:
             absent[m] = "not supported: " + why
         elif m not in got:
@@ -66,24 +66,35 @@ def _yn(b: bool) -> str:
     return "yes" if b else "no"
 
 
+def _name(msr: int) -> str:
+    """"IA32_VMX_BASIC (0x480)": an MSR as the tables title it."""
+    from windbg_ext.arch.msr_names import msr_name
+
+    return "%s (0x%x)" % (msr_name(msr), msr)
+
+
 def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
-    from windbg_ext.arch.capabilities import FEATURE_CONTROL_BITS
+    from windbg_ext.arch import capabilities as C
     from windbg_ext.arch.controls import ACTIVATED_BY, CONTROL_FIELD, bit_name
 
     fc = rep["feature_control"]
-    msrs = rep["msrs"]
+
+    def value(msr: int) -> str:  # describe() keys its "msrs" by "0x%x"
+        return rep["msrs"]["0x%x" % msr]
+
     if "missing" in fc:
-        r.text("IA32_FEATURE_CONTROL (0x3a): %s" % fc["missing"])
+        r.text("%s: %s" % (_name(C.IA32_FEATURE_CONTROL), fc["missing"]))
     else:
-        rows = [[bit, key, _yn(fc[key]), meaning] for bit, (key, meaning) in sorted(FEATURE_CONTROL_BITS.items())]
-        r.table(["bit", "name", "set", "meaning"], rows, title="%sIA32_FEATURE_CONTROL (0x3a) = %s" % (label, msrs["0x3a"]))
+        rows = [[bit, key, _yn(fc[key]), meaning] for bit, (key, meaning) in sorted(C.FEATURE_CONTROL_BITS.items())]
+        r.table(["bit", "name", "set", "meaning"], rows,
+                title="%s%s = %s" % (label, _name(C.IA32_FEATURE_CONTROL), value(C.IA32_FEATURE_CONTROL)))
         if not fc["lock"]:
             r.text("  not locked: VMXON raises #GP until firmware (or the driver) sets bits 0 and 2")
         elif not fc["vmx_outside_smx"]:
             r.text("  locked with VMX outside SMX disabled: VMXON raises #GP; enable VT-x in the firmware setup")
     basic = rep["basic"]
     if "missing" in basic:
-        r.text("IA32_VMX_BASIC (0x480): %s; without it nothing else can be decoded" % basic["missing"])
+        r.text("%s: %s; without it nothing else can be decoded" % (_name(C.IA32_VMX_BASIC), basic["missing"]))
     else:
         rows = [["30:0", "VMCS revision identifier", "%d (0x%x)" % (basic["revision_id"], basic["revision_id"])],
                 ["44:32", "VMXON/VMCS region size", "%d bytes" % basic["region_size"]],
@@ -93,7 +104,7 @@ def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
                 ["54", "INS/OUTS instruction information on exits", _yn(basic["ins_outs_info"])],
                 ["55", "TRUE_* control MSRs exist (default1 bits may be 0)", _yn(basic["true_controls"])],
                 ["56", "hardware exceptions injectable without error-code check", _yn(basic["no_error_code_check"])]]
-        r.table(["bit(s)", "meaning", "value"], rows, title="IA32_VMX_BASIC (0x480) = %s" % msrs["0x480"])
+        r.table(["bit(s)", "meaning", "value"], rows, title="%s = %s" % (_name(C.IA32_VMX_BASIC), value(C.IA32_VMX_BASIC)))
     for kind, c in rep["controls"].items():
         if "missing" in c:
             r.text("%s (%s %s): %s" % (c["title"], c["msr_name"], c["msr"], c["missing"]))
@@ -126,22 +137,20 @@ def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
             " ".join(f["must_clear_names"]) or "no named bit", f["must_be_zero"]))
     misc = rep["misc"]
     if "missing" in misc:
-        r.text("IA32_VMX_MISC (0x485): %s" % misc["missing"])
+        r.text("%s: %s" % (_name(C.IA32_VMX_MISC), misc["missing"]))
     else:
         rows = [[k.replace("_", " "), v if not isinstance(v, bool) else _yn(v)] for k, v in misc.items()]
-        r.table(["capability", "value"], rows, title="IA32_VMX_MISC (0x485) = %s" % msrs["0x485"])
+        r.table(["capability", "value"], rows, title="%s = %s" % (_name(C.IA32_VMX_MISC), value(C.IA32_VMX_MISC)))
     enum = rep["vmcs_enum"]
-    r.text("IA32_VMX_VMCS_ENUM (0x48a): %s" % (enum["missing"] if "missing" in enum else
-                                               "highest VMCS field index = %d (0x%x)" % (enum["max_index"],
-                                                                                         enum["max_index"])))
-    for key, title in (("ept_vpid", "IA32_VMX_EPT_VPID_CAP (0x48c)"), ("vmfunc", "IA32_VMX_VMFUNC (0x491)")):
+    r.text("%s: %s" % (_name(C.IA32_VMX_VMCS_ENUM), enum["missing"] if "missing" in enum else
+                       "highest VMCS field index = %d (0x%x)" % (enum["max_index"], enum["max_index"])))
+    for key, msr in (("ept_vpid", C.IA32_VMX_EPT_VPID_CAP), ("vmfunc", C.IA32_VMX_VMFUNC)):
         d = rep[key]
         if "missing" in d:
-            r.text("%s: %s" % (title, d["missing"]))
+            r.text("%s: %s" % (_name(msr), d["missing"]))
             continue
-        msr = "0x48c" if key == "ept_vpid" else "0x491"
         rows = [[k, _yn(v) if isinstance(v, bool) else v] for k, v in d.items()]
-        r.table(["capability", "supported"], rows, title="%s = %s" % (title, msrs[msr]))
+        r.table(["capability", "supported"], rows, title="%s = %s" % (_name(msr), value(msr)))
 
 
 def run(ctx, args) -> Report:

@@ -18,8 +18,6 @@ from windbg_ext.commands.base import CommandError, Link, Report
 SUMMARY = "pre-VMXON requirements per processor (CPUID.VMX, FEATURE_CONTROL, CR0/CR4 fixed bits, revision id)"
 NEEDS_TARGET = True
 
-CPUID1_ECX_VMX = 1 << 5     # SDM 24.6
-CR4_VMXE = 1 << 13          # SDM 24.7
 Row = Tuple[str, str, str]  # (requirement, status, detail)
 
 
@@ -42,7 +40,10 @@ def _cpus(ctx, args) -> List[int]:
 
 def check_processor(target, cpu: int) -> List[Row]:
     from windbg_ext.arch import capabilities as caps
-    from windbg_ext.arch.registers import CR0_BITS, CR4_BITS, bit_names
+    from windbg_ext.arch.registers import CPUID1_ECX_BITS, CR0_BITS, CR4_BITS, bit_names, bit_of
+
+    cpuid1_ecx_vmx = 1 << bit_of(CPUID1_ECX_BITS, "VMX")  # SDM 24.6
+    cr4_vmxe = 1 << bit_of(CR4_BITS, "VMXE")              # SDM 24.7
 
     msrs = target.read_msrs([caps.IA32_FEATURE_CONTROL, caps.IA32_VMX_BASIC, caps.IA32_VMX_CR0_FIXED0,
                              caps.IA32_VMX_CR0_FIXED1, caps.IA32_VMX_CR4_FIXED0, caps.IA32_VMX_CR4_FIXED1], cpu)
@@ -56,7 +57,7 @@ def check_processor(target, cpu: int) -> List[Row]:
     # CPUID.1:ECX.VMX (SDM 24.6)
     leaf1 = target.cpuid(1, 0, cpu)
     if leaf1 is not None:
-        if leaf1[2] & CPUID1_ECX_VMX:
+        if leaf1[2] & cpuid1_ecx_vmx:
             rows.append(("CPUID.1:ECX.VMX", "PASS", "VMX supported (ECX=0x%08x)" % leaf1[2]))
         else:
             rows.append(("CPUID.1:ECX.VMX", "FAIL", "VMX not reported: no VT-x, or a hypervisor hides it "
@@ -85,12 +86,12 @@ def check_processor(target, cpu: int) -> List[Row]:
             rows.append(("VMXON outside SMX", "WARN", "bit 2 clear but unlocked: the driver must set bit 2 "
                          "before locking"))
     else:
-        rows.append(("IA32_FEATURE_CONTROL", "UNKNOWN", "MSR 0x3a unreadable"))
+        rows.append(("IA32_FEATURE_CONTROL", "UNKNOWN", "MSR 0x%x unreadable" % caps.IA32_FEATURE_CONTROL))
 
     # CR0/CR4 against the fixed-bit MSRs (SDM 24.8, A.7, A.8)
     for reg, fixed0, fixed1, table, assume in (
             ("cr0", caps.IA32_VMX_CR0_FIXED0, caps.IA32_VMX_CR0_FIXED1, CR0_BITS, 0),
-            ("cr4", caps.IA32_VMX_CR4_FIXED0, caps.IA32_VMX_CR4_FIXED1, CR4_BITS, CR4_VMXE)):
+            ("cr4", caps.IA32_VMX_CR4_FIXED0, caps.IA32_VMX_CR4_FIXED1, CR4_BITS, cr4_vmxe)):
         item = "%s vs FIXED0/FIXED1" % reg.upper()
         if fixed0 not in msrs or fixed1 not in msrs or reg not in regs:
             rows.append((item, "UNKNOWN", "needs %s and MSRs 0x%x/0x%x" % (reg.upper(), fixed0, fixed1)))
@@ -110,7 +111,7 @@ def check_processor(target, cpu: int) -> List[Row]:
                                                                        bit_names(table, must1))))
 
     if "cr4" in regs:
-        if regs["cr4"] & CR4_VMXE:
+        if regs["cr4"] & cr4_vmxe:
             rows.append(("CR4.VMXE", "PASS", "set: VMX enabled on this processor (a hypervisor may already run)"))
         else:
             rows.append(("CR4.VMXE", "INFO", "clear: the driver sets it before VMXON (SDM 24.7)"))
@@ -125,7 +126,7 @@ def check_processor(target, cpu: int) -> List[Row]:
                      "%d (0x%x); regions of %d bytes, %s; write it to dword 0 of the VMXON and VMCS regions"
                      % (b["revision_id"], b["revision_id"], b["region_size"], b["memtype_name"])))
     else:
-        rows.append(("VMCS revision id", "UNKNOWN", "IA32_VMX_BASIC (0x480) unreadable"))
+        rows.append(("VMCS revision id", "UNKNOWN", "IA32_VMX_BASIC (0x%x) unreadable" % caps.IA32_VMX_BASIC))
     return rows
 
 

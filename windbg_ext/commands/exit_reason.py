@@ -2,7 +2,7 @@
 qualification and interruption information decoded."""
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 from windbg_ext.commands.base import CommandError, Report, parse_int
 
@@ -80,33 +80,46 @@ def run(ctx, args) -> Report:
         r.text("bit 31 set: VM entry failed (SDM 27.8); the guest never ran. Basic reason 33 means a guest-state "
                "check failed, 34 MSR loading, 41 a machine check.")
     if args.qual is not None:
-        qual = parse_int(args.qual, "exit qualification")
-        if not 0 <= qual <= 0xFFFFFFFFFFFFFFFF:
-            raise CommandError("exit qualification %s does not fit in 64 bits" % args.qual)
-        decoded = exits.decode_qualification(info["basic"], qual)
-        data["qualification"] = {"value": "0x%x" % qual,
-                                 "fields": [{"name": n, "value": v, "meaning": m} for n, v, m in decoded]}
-        r.table(["field", "value", "meaning"], [[n, v, m] for n, v, m in decoded],
-                title="exit qualification 0x%x (SDM 28.2.1)" % qual)
+        _add_decoded(r, data, "qualification", args.qual, "exit qualification", 64,
+                     lambda q: _fields(q, exits.decode_qualification(info["basic"], q)),
+                     "exit qualification 0x%x (SDM 28.2.1)")
     if args.intr_info is not None:
-        v = parse_int(args.intr_info, "interruption information")
-        if not 0 <= v <= 0xFFFFFFFF:
-            raise CommandError("interruption information %s does not fit in 32 bits" % args.intr_info)
-        ii = exits.decode_interruption_info(v)
-        ii_rows = [["valid (31)", ii["valid"]], ["vector (7:0)", "%d%s" % (ii["vector"], (
-            " " + ii["exception"]) if "exception" in ii else "")], ["type (10:8)", "%d %s" % (ii["type_number"], ii["type"])],
-            ["error code valid (11)", ii["error_code_valid"]], ["NMI unblocking due to IRET (12)", ii["nmi_unblocking"]]]
-        if ii["reserved_bits"]:
-            ii_rows.append(["reserved (30:13)", "0x%x" % ii["reserved_bits"]])
-        data["interruption_info"] = dict(ii, value="0x%x" % v, reserved_bits="0x%x" % ii["reserved_bits"])
-        r.table(["bit(s)", "value"], ii_rows, title="interruption information 0x%x (SDM 25.9.2)" % v)
+        _add_decoded(r, data, "interruption_info", args.intr_info, "interruption information", 32,
+                     _interruption_info, "interruption information 0x%x (SDM 25.9.2)")
     if args.instr_info is not None:
-        v = parse_int(args.instr_info, "instruction information")
-        if not 0 <= v <= 0xFFFFFFFF:
-            raise CommandError("instruction information %s does not fit in 32 bits" % args.instr_info)
-        decoded = exits.decode_instruction_info(info["basic"], v)
-        data["instruction_info"] = {"value": "0x%x" % v,
-                                    "fields": [{"name": n, "value": x, "meaning": m} for n, x, m in decoded]}
-        r.table(["field", "value", "meaning"], [[n, x, m] for n, x, m in decoded],
-                title="VM-exit instruction information 0x%x (SDM 28.2.5)" % v)
+        _add_decoded(r, data, "instruction_info", args.instr_info, "instruction information", 32,
+                     lambda v: _fields(v, exits.decode_instruction_info(info["basic"], v)),
+                     "VM-exit instruction information 0x%x (SDM 28.2.5)")
     return r
+
+
+Decoded = Tuple[List[str], List[List[Any]], Dict[str, Any]]  # table headers, table rows, JSON
+
+
+def _add_decoded(r: Report, data: Dict[str, Any], key: str, text: str, what: str, bits: int,
+                 decode: Callable[[int], Decoded], title: str) -> None:
+    """One option's number: parsed, checked to fit its field, decoded, added as a table and as data[key]."""
+    value = parse_int(text, what)
+    if not 0 <= value < 1 << bits:
+        raise CommandError("%s %s does not fit in %d bits" % (what, text, bits))
+    headers, rows, json = decode(value)
+    data[key] = json
+    r.table(headers, rows, title=title % value)
+
+
+def _fields(value: int, decoded) -> Decoded:
+    """(name, value, meaning) rows of arch.exits' qualification / instruction-information decoders."""
+    return (["field", "value", "meaning"], [[n, x, m] for n, x, m in decoded],
+            {"value": "0x%x" % value, "fields": [{"name": n, "value": x, "meaning": m} for n, x, m in decoded]})
+
+
+def _interruption_info(v: int) -> Decoded:
+    from windbg_ext.arch import exits
+
+    ii = exits.decode_interruption_info(v)
+    rows = [["valid (31)", ii["valid"]], ["vector (7:0)", "%d%s" % (ii["vector"], (
+        " " + ii["exception"]) if "exception" in ii else "")], ["type (10:8)", "%d %s" % (ii["type_number"], ii["type"])],
+        ["error code valid (11)", ii["error_code_valid"]], ["NMI unblocking due to IRET (12)", ii["nmi_unblocking"]]]
+    if ii["reserved_bits"]:
+        rows.append(["reserved (30:13)", "0x%x" % ii["reserved_bits"]])
+    return ["bit(s)", "value"], rows, dict(ii, value="0x%x" % v, reserved_bits="0x%x" % ii["reserved_bits"])

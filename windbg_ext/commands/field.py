@@ -21,10 +21,12 @@ def add_arguments(p) -> None:
 
 
 def field_json(field, access: str) -> Dict[str, Any]:
+    from windbg_ext.arch.encoding import decode_encoding
+
     enc = field.encoding | (1 if access == "high" else 0)
     return {"name": field.name + ("_HIGH" if access == "high" else ""), "field": field.name,
             "encoding": "0x%04x" % enc, "width": field.width, "type": field.type, "access": access,
-            "index": (enc >> 1) & 0x1FF, "readonly": field.readonly, "meaning": field.meaning, "sdm": field.sdm}
+            "index": decode_encoding(enc).index, "readonly": field.readonly, "meaning": field.meaning, "sdm": field.sdm}
 
 
 def _row(d: Dict[str, Any], dml_link: bool) -> List[Any]:

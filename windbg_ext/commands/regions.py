@@ -19,13 +19,14 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
+    from windbg_ext.arch.capabilities import decode_basic
     from windbg_ext.commands.vcpu import maxphyaddr, region_checks
     from windbg_ext.hv.regions import distinct_pages, verdict
     from windbg_ext.hv.walker import walker_for
 
     w = walker_for(ctx)
     vmm = w.vmm()
-    basic = vmm.record.get("CapBasic", 0) or 0
+    basic = vmm.vmx_basic
     width = maxphyaddr(ctx.target)
     rows: List[List] = []
     items: List[Dict] = []
@@ -47,7 +48,7 @@ def run(ctx, args) -> Report:
     shared = distinct_pages(pages)
     r = Report(data={"ia32_vmx_basic": "0x%x" % basic, "regions": items,
                      "shared_pages": [c.detail for c in shared]})
-    r.text("IA32_VMX_BASIC 0x%x (revision id 0x%x) as hv.sys read it at load" % (basic, basic & 0x7FFFFFFF))
+    r.text("IA32_VMX_BASIC 0x%x (revision id 0x%x) as hv.sys read it at load" % (basic, decode_basic(basic)["revision_id"]))
     r.table(["vCPU", "region", "physical", "result", "checks (failures first)"], rows)
     for c in shared:
         r.text("FAIL: " + c.detail + " (SDM 31.3)")

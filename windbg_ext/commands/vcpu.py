@@ -26,7 +26,8 @@ def maxphyaddr(target, cpu: int = 0) -> Optional[int]:
 
 def region_checks(w, v, basic: int, width: Optional[int]) -> List:
     """Every check of one vCPU's three pages (3 reads: 8 bytes each for VMXON/VMCS, the bitmap page)."""
-    from windbg_ext.hv.regions import msr_bitmap_checks, vmx_region_checks
+    from windbg_ext.arch.entry_checks.model import control_bit
+    from windbg_ext.hv.regions import PAGE, msr_bitmap_checks, vmx_region_checks
     from windbg_ext.target.base import TargetError
 
     def head(pa: int, n: int) -> Optional[bytes]:
@@ -40,8 +41,8 @@ def region_checks(w, v, basic: int, width: Optional[int]) -> List:
     checks = vmx_region_checks("VMXON", v.VmxonRegionPa, head(v.VmxonRegionPa, 8), basic, width)
     checks += vmx_region_checks("VMCS", v.VmcsRegionPa, head(v.VmcsRegionPa, 8), basic, width)
     procbased = w.vmm().record.get("ProcbasedControls")
-    uses = None if procbased is None else bool(procbased >> 28 & 1)  # Table 25-6 bit 28: use MSR bitmaps
-    checks += msr_bitmap_checks(v.MsrBitmapPa, head(v.MsrBitmapPa, 0x1000) if v.MsrBitmapPa % 0x1000 == 0
+    uses = None if procbased is None else bool(procbased >> control_bit("proc", "USE_MSR_BITMAPS") & 1)
+    checks += msr_bitmap_checks(v.MsrBitmapPa, head(v.MsrBitmapPa, PAGE) if v.MsrBitmapPa % PAGE == 0
                                 else None, basic, width, uses)
     return checks
 
@@ -81,7 +82,7 @@ def run(ctx, args) -> Report:
     d = w.descriptor()
     v = w.vcpu(n)
     vmm = w.vmm()
-    basic = vmm.record.get("CapBasic", 0) or 0
+    basic = vmm.vmx_basic
     data: Dict[str, Any] = vcpu_row_data(v)
     r = Report(data=data)
     r.text("vCPU %d at 0x%x: %s; processor %s, status 0x%08x, %s exits"

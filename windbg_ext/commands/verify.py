@@ -12,15 +12,37 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional
 
+from windbg_ext.arch import capabilities as C
+from windbg_ext.arch.controls import CAPABILITY_MSR
 from windbg_ext.commands.base import CommandError, Link, Report, Text, parse_index, parse_int
 
 SUMMARY = "name the VM-entry check (SDM 27.2-27.3) that fails for a vCPU's VMCS snapshot or a field/caps JSON pair"
 NEEDS_TARGET = False  # only `verify <n>` reads the target; --fields/--caps is offline
 
-VMX_CAP_RANGE = range(0x480, 0x494)
-REQUIRED_CAPS = tuple(range(0x480, 0x48A))  # BASIC .. CR4_FIXED1: every state needs them
-TRUE_CAPS = (0x48D, 0x48E, 0x48F, 0x490)    # needed when IA32_VMX_BASIC bit 55 is 1 (SDM A.1)
-ORIGINAL_CONTROL_CAPS = (0x481, 0x482, 0x483, 0x484)  # not read by the checks when the TRUE_* ones exist
+# The pin/proc/exit/entry controls: a TRUE_* MSR replaces the original one when IA32_VMX_BASIC bit 55 is 1 (SDM A.1)
+ORIGINAL_CONTROL_CAPS = tuple(msr for msr, true_msr in CAPABILITY_MSR.values() if true_msr is not None)
+TRUE_CAPS = tuple(true_msr for _, true_msr in CAPABILITY_MSR.values() if true_msr is not None)
+REQUIRED_CAPS = tuple(sorted(ORIGINAL_CONTROL_CAPS + (  # BASIC .. CR4_FIXED1: every state needs them
+    C.IA32_VMX_BASIC, C.IA32_VMX_MISC, C.IA32_VMX_CR0_FIXED0, C.IA32_VMX_CR0_FIXED1, C.IA32_VMX_CR4_FIXED0,
+    C.IA32_VMX_CR4_FIXED1)))
+# Read from the target in one batch (not the tertiary / secondary-exit control MSRs)
+TARGET_CAPS = [msr for msr in C.VMX_MSRS if msr not in (C.IA32_VMX_PROCBASED_CTLS3, C.IA32_VMX_EXIT_CTLS2)]
+WIDE_CAPS = (C.IA32_VMX_PROCBASED_CTLS3, C.IA32_VMX_EXIT_CTLS2)
+
+
+def _wide_caps(ctx, caps, n):
+    """PROCBASED_CTLS3 / EXIT_CTLS2 exist only when the first batch says so (App. A.3.4, A.4.2): reading
+    them otherwise faults, so they cost a second batch only on CPUs that have them."""
+    from windbg_ext.arch.capability_report import dependent_msrs
+
+    exists = dependent_msrs(caps)
+    wanted = [msr for msr in WIDE_CAPS if exists.get(msr, (False, ""))[0]]
+    if not wanted:
+        return {}
+    try:
+        return ctx.target.read_msrs(wanted, n)
+    except TargetError:
+        return {}
 
 
 def add_arguments(p) -> None:
@@ -71,7 +93,11 @@ def load_fields(path: str) -> Dict[int, int]:
     from windbg_ext.arch.vmcs_fields import FieldLookupError, lookup
 
     out: Dict[int, int] = {}
-    for key, value in _load_json(path, "fields file").items():
+    data = _load_json(path, "fields file")
+    if isinstance(data.get("fields"), list):  # the output of `vmcs N --json`: [{name, encoding, value}, ...]
+        data = {str(f.get("encoding") or f.get("name")): f.get("value") for f in data["fields"]
+                if isinstance(f, dict) and f.get("value") is not None}
+    for key, value in data.items():
         try:
             field, access = lookup(key)
         except FieldLookupError as e:
@@ -87,43 +113,47 @@ def load_fields(path: str) -> Dict[int, int]:
 def load_caps(path: str):
     caps: Dict[int, int] = {}
     maxphy: Optional[int] = None
-    for key, value in _load_json(path, "caps file").items():
+    data = _load_json(path, "caps file")
+    if isinstance(data.get("cpus"), list):  # the output of `caps --json` (one processor: --cpu N)
+        cpus = [c for c in data["cpus"] if isinstance(c, dict) and isinstance(c.get("msrs"), dict)]
+        if len(cpus) != 1:
+            raise CommandError("caps file %s holds %d processors: write it with caps --cpu N --json"
+                               % (path, len(cpus)))
+        data = {k: v for k, v in cpus[0]["msrs"].items() if v is not None and _number(k, "caps file %s: key" % path)
+                in C.VMX_MSRS}
+    for key, value in data.items():
         if key.lower() == "maxphyaddr":
             maxphy = _number(value, "caps file %s, maxphyaddr" % path)
             continue
         msr = _number(key, "caps file %s: key" % path)
-        if msr not in VMX_CAP_RANGE:
-            raise CommandError("caps file %s: key %s is not a VMX capability MSR (0x480-0x493)" % (path, key))
+        if msr not in C.VMX_MSRS:
+            raise CommandError("caps file %s: key %s is not a VMX capability MSR (%s)" % (path, key, C.VMX_MSR_SPAN))
         caps[msr] = _number(value, "caps file %s, MSR %s" % (path, key))
     return caps, maxphy
 
 
 def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
     """(msr, why) for every capability MSR the checks of this state need."""
-    from windbg_ext.arch.vmcs_fields import by_name
+    from windbg_ext.arch.entry_checks import EntryState
 
-    def f(name: str) -> int:
-        return fields.get(by_name(name).encoding, 0)
-
-    if (caps.get(0x480, 0) >> 55) & 1:
+    s = EntryState(fields, caps)  # the controls as the processor reads them
+    if C.decode_basic(s.cap(C.IA32_VMX_BASIC))["true_controls"]:
         # The TRUE_* MSRs replace the four original control MSRs for the checks (SDM A.2-A.5):
         # the driver's VMM context records only the ones it used.
         need = [(m, "the checks always read it") for m in REQUIRED_CAPS if m not in ORIGINAL_CONTROL_CAPS]
         need += [(m, "IA32_VMX_BASIC bit 55 says the TRUE_* controls exist") for m in TRUE_CAPS]
     else:
         need = [(m, "the checks always read it") for m in REQUIRED_CAPS]
-    proc = f("CPU_BASED_VM_EXEC_CONTROL")
-    proc2 = f("SECONDARY_VM_EXEC_CONTROL") if proc >> 31 & 1 else 0
-    if proc >> 31 & 1:
-        need.append((0x48B, "the state activates secondary controls"))
-    if proc2 & ((1 << 1) | (1 << 5)):
-        need.append((0x48C, "the state enables EPT or VPID"))
-    if proc2 >> 13 & 1:
-        need.append((0x491, "the state enables VM functions"))
-    if proc >> 17 & 1:
-        need.append((0x492, "the state activates tertiary controls"))
-    if f("VM_EXIT_CONTROLS") >> 31 & 1:
-        need.append((0x493, "the state activates secondary VM-exit controls"))
+    if s.ctl("proc", "ACTIVATE_SECONDARY_CONTROLS"):
+        need.append((C.IA32_VMX_PROCBASED_CTLS2, "the state activates secondary controls"))
+    if s.ctl("proc2", "ENABLE_EPT") or s.ctl("proc2", "ENABLE_VPID"):
+        need.append((C.IA32_VMX_EPT_VPID_CAP, "the state enables EPT or VPID"))
+    if s.ctl("proc2", "ENABLE_VM_FUNCTIONS"):
+        need.append((C.IA32_VMX_VMFUNC, "the state enables VM functions"))
+    if s.ctl("proc", "ACTIVATE_TERTIARY_CONTROLS"):
+        need.append((C.IA32_VMX_PROCBASED_CTLS3, "the state activates tertiary controls"))
+    if s.ctl("exit", "ACTIVATE_SECONDARY_CONTROLS"):
+        need.append((C.IA32_VMX_EXIT_CTLS2, "the state activates secondary VM-exit controls"))
     return need
 
 
@@ -181,20 +211,16 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
         what = "processor %d failure record (%s" % (n, snap.reason)
         values = dict(snap.values)
     try:  # one batch: over KDNET every processor switch and read is a round trip
-        caps = ctx.target.read_msrs(list(range(0x480, 0x492)), n)
+        caps = ctx.target.read_msrs(list(TARGET_CAPS), n)
     except TargetError:
         caps = {}
+    caps.update(_wide_caps(ctx, caps, n))
     sources = {"processor %d" % n} if caps else set()
     if vmm is not None:
-        basic = caps.get(0x480) or vmm.record.get("CapBasic") or 0
-        true_ctls = (basic >> 55) & 1
+        basic = caps.get(C.IA32_VMX_BASIC) or vmm.vmx_basic
         # What the driver recorded at load (the control MSRs it used: TRUE_* when bit 55 is set).
-        from_vmm = {0x480: "CapBasic", 0x485: "CapMisc", 0x486: "CapCr0Fixed0", 0x487: "CapCr0Fixed1",
-                    0x488: "CapCr4Fixed0", 0x489: "CapCr4Fixed1", 0x48A: "CapVmcsEnum", 0x48B: "CapProcbased2",
-                    (0x48D if true_ctls else 0x481): "CapPinbased", (0x48E if true_ctls else 0x482): "CapProcbased",
-                    (0x48F if true_ctls else 0x483): "CapExit", (0x490 if true_ctls else 0x484): "CapEntry"}
-        for msr, member in from_vmm.items():
-            if msr not in caps and vmm.record.has(member):
+        for msr, member in vmm.capability_members(basic).items():
+            if msr not in caps:
                 caps[msr] = vmm.record.u(member)
                 sources.add("the driver's VMM context")
     maxphy = None
@@ -224,6 +250,7 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
 # -- the command ----------------------------------------------------------------------
 def run(ctx, args) -> Report:
     from windbg_ext.arch import entry_checks as ec
+    from windbg_ext.hv.model import NO_EXIT
 
     if args.n is not None and (args.fields or args.caps):
         raise CommandError("give either a vCPU index or --fields/--caps, not both")
@@ -248,7 +275,7 @@ def run(ctx, args) -> Report:
         recorded = None
         if snap.count:  # what the driver recorded with its snapshot (compared with the verdict)
             recorded = {"snapshot_reason": snap.reason, "vm_instruction_error": snap.vm_instruction_error or None,
-                        "exit_reason": None if snap.exit_reason in (0, 0xFFFFFFFF) else snap.exit_reason}
+                        "exit_reason": None if snap.exit_reason in (0, NO_EXIT) else snap.exit_reason}
         source = "%s, %d fields); caps from %s" % (t["what"], len(fields), t["caps_source"])
     else:
         if args.source:
@@ -346,10 +373,17 @@ def _first_field(outcome) -> str:
     return head if head in outcome.check.fields else outcome.check.fields[0]
 
 
+def _entry_failure(rec) -> bool:
+    """The driver recorded a VM-entry failure (exit reason bit 31, SDM 28.2.1)."""
+    from windbg_ext.arch.exits import ENTRY_FAILURE_BIT
+
+    return rec["exit_reason"] is not None and bool(rec["exit_reason"] >> ENTRY_FAILURE_BIT & 1)
+
+
 def _recorded_agrees(rec, v) -> bool:
     if rec["vm_instruction_error"]:
         return v.result == "vmfail_valid" and v.vm_instruction_error == rec["vm_instruction_error"]
-    if rec["exit_reason"] is not None and rec["exit_reason"] & 0x80000000:
+    if _entry_failure(rec):
         return v.result == "entry_failure" and v.exit_reason == rec["exit_reason"]
     return v.result == "success"
 
@@ -357,7 +391,7 @@ def _recorded_agrees(rec, v) -> bool:
 def _recorded_line(rec, v) -> str:
     if rec["vm_instruction_error"]:
         got = "VMfailValid, VM-instruction error %d" % rec["vm_instruction_error"]
-    elif rec["exit_reason"] is not None and rec["exit_reason"] & 0x80000000:
+    elif _entry_failure(rec):
         got = "VM-entry failure, exit reason 0x%08x" % rec["exit_reason"]
     else:
         got = "no failure (%s)" % rec["snapshot_reason"]

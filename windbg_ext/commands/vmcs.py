@@ -153,17 +153,17 @@ def _show(index: int, vals: Values, selected, explicit: bool, args) -> Report:
             missing.append(field.name)
             if not (explicit or args.all):
                 continue
-            groups[field.type].append([field.name, "0x%x" % field.encoding, "-", "(not in the %s)" % vals.source,
+            groups[field.type].append([field.name, "0x%04x" % field.encoding, "-", "(not in the %s)" % vals.source,
                                        "-"])
-            items.append({"name": field.name, "encoding": "0x%x" % field.encoding, "group": field.type,
+            items.append({"name": field.name, "encoding": "0x%04x" % field.encoding, "group": field.type,
                           "value": None, "source": vals.source})
             continue
         value = field_value(vals.values[field.encoding], access)
         name = field.name + ("_HIGH" if access == "high" else "")
         text = decode(field.name, value, by_name) if access == "full" else ""
-        groups[field.type].append([name, "0x%x" % (field.encoding | (1 if access == "high" else 0)),
+        groups[field.type].append([name, "0x%04x" % (field.encoding | (1 if access == "high" else 0)),
                                    format_value(field, value, access), text or "", vals.label])
-        items.append({"name": name, "encoding": "0x%x" % (field.encoding | (1 if access == "high" else 0)),
+        items.append({"name": name, "encoding": "0x%04x" % (field.encoding | (1 if access == "high" else 0)),
                       "group": field.type, "value": "0x%x" % value, "decoded": text, "source": vals.source})
     for g in GROUP_ORDER:
         if groups[g]:
@@ -214,11 +214,11 @@ def _run_diff(w, v, args, selected) -> Report:
         if enc not in wanted or (common is not None and enc not in common):
             continue
         f = BY_ENCODING.get(enc)
-        name = f.name if f else "0x%x" % enc
+        name = f.name if f else "0x%04x" % enc
         fa = format_value(f, a) if (f and a is not None) else ("-" if a is None else "0x%x" % a)
         fb = format_value(f, b) if (f and b is not None) else ("-" if b is None else "0x%x" % b)
-        rows.append([name, "0x%x" % enc, fa, fb])
-        items.append({"name": name, "encoding": "0x%x" % enc, "left": None if a is None else "0x%x" % a,
+        rows.append([name, "0x%04x" % enc, fa, fb])  # encodings as `field` shows them (SDM App. B style)
+        items.append({"name": name, "encoding": "0x%04x" % enc, "left": None if a is None else "0x%x" % a,
                       "right": None if b is None else "0x%x" % b})
     r = Report(data={"left": labels[0], "right": labels[1], "differences": items})
     compared = len(common) if common is not None else len(set(left.values) | set(right.values))

@@ -64,7 +64,7 @@ def run(ctx, args) -> Report:
         r.exit_code = 1
         return r
     vmm = w.vmm()
-    basic = vmm.record.get("CapBasic", 0) or 0
+    basic = vmm.vmx_basic
     b = decode_basic(basic)
     vmm_data = {"address": hx(vmm.record.address), "processor_count": vmm.record.get("ProcessorCount"),
                 "virtualized_count": vmm.record.get("VirtualizedCount"), "state": vmm.record.get("State"),

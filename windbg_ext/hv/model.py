@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from typing import Dict, List, Optional, Tuple
 
+from windbg_ext.arch import capabilities as C
 from windbg_ext.hv.descriptor import SNAP_ENTRY, Descriptor, DescriptorError, StructLayout
 
 # hv_debug.h: HV_VCPU_STATE_*, HV_STEP_*, HV_SNAPSHOT_REASON_*
@@ -19,6 +20,14 @@ FAILED_STEPS = {0: "none", 1: "VMX unsupported", 2: "IA32_FEATURE_CONTROL", 3: "
 SNAPSHOT_REASONS = {0: "none", 1: "VMLAUNCH failed", 2: "VMRESUME failed", 3: "every exit", 4: "hypercall",
                     5: "VM-entry failure", 6: "triple fault", 7: "unexpected exit"}
 NO_EXIT = 0xFFFFFFFF  # HV_VMCS_SNAPSHOT.ExitReason when the snapshot is not from an exit
+
+# hv_context.h: the HV_VMM_CONTEXT members that hold the capability MSRs read at load
+CAPABILITY_MEMBERS = {C.IA32_VMX_BASIC: "CapBasic", C.IA32_VMX_MISC: "CapMisc",
+                      C.IA32_VMX_CR0_FIXED0: "CapCr0Fixed0", C.IA32_VMX_CR0_FIXED1: "CapCr0Fixed1",
+                      C.IA32_VMX_CR4_FIXED0: "CapCr4Fixed0", C.IA32_VMX_CR4_FIXED1: "CapCr4Fixed1",
+                      C.IA32_VMX_VMCS_ENUM: "CapVmcsEnum", C.IA32_VMX_PROCBASED_CTLS2: "CapProcbased2"}
+# ... and, by control kind (arch.controls), the ones whose MSR depends on IA32_VMX_BASIC bit 55
+CONTROL_CAPABILITY_MEMBERS = {"pin": "CapPinbased", "proc": "CapProcbased", "exit": "CapExit", "entry": "CapEntry"}
 
 
 class Record:
@@ -141,6 +150,21 @@ class Vcpu(_Structure):
 
 class Vmm(_Structure):
     """HV_VMM_CONTEXT."""
+
+    @property
+    def vmx_basic(self) -> int:
+        """IA32_VMX_BASIC as the driver read it at load (0 when not recorded)."""
+        return self.record.get(CAPABILITY_MEMBERS[C.IA32_VMX_BASIC], 0) or 0
+
+    def capability_members(self, basic: int) -> Dict[int, str]:
+        """{MSR: member} for the capability MSRs the driver recorded at load. A
+        control member holds the MSR the driver used: TRUE_* when `basic`
+        (IA32_VMX_BASIC) says they exist (SDM A.2)."""
+        from windbg_ext.arch.controls import capability_msr_for
+
+        members = list(CAPABILITY_MEMBERS.items())
+        members += [(capability_msr_for(kind, basic), m) for kind, m in CONTROL_CAPABILITY_MEMBERS.items()]
+        return {msr: m for msr, m in members if self.record.has(m)}
 
 
 def failure_snapshot(desc: Descriptor) -> Optional[Snapshot]:

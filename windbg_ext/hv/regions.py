@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 from typing import Dict, Iterable, List, NamedTuple, Optional
 
+from windbg_ext.arch.capabilities import decode_basic
 from windbg_ext.arch.entry_checks.model import DEFAULT_MAXPHYADDR  # SDM 4.1.4: MAXPHYADDR is at most 52
 from windbg_ext.arch.vm_errors import VMX_ABORT_CODES
 from windbg_ext.hv.descriptor import LAYOUT_FLAG_FOUND, LAYOUT_FLAG_ROTATED8, LayoutEntry
@@ -29,12 +30,12 @@ def _address_checks(region: str, pa: int, basic: int, maxphyaddr: Optional[int],
     out.append(Check(region, "4 KiB aligned", pa % PAGE == 0,
                      "0x%x %s" % (pa, "is page aligned" if pa % PAGE == 0 else "has low bits 0x%x" % (pa % PAGE)),
                      sdm))
-    if basic >> 48 & 1:  # A.1: bit 48 set -> these addresses are limited to 32 bits
+    if decode_basic(basic)["phys_addr_32bit_only"]:  # A.1: bit 48 set -> these addresses are limited to 32 bits
         width, why = 32, "IA32_VMX_BASIC[48]=1"
     elif maxphyaddr:
         width, why = maxphyaddr, "MAXPHYADDR %d" % maxphyaddr
     else:
-        width, why = DEFAULT_MAXPHYADDR, "architectural maximum (MAXPHYADDR unknown)"
+        width, why = DEFAULT_MAXPHYADDR, "MAXPHYADDR unknown: the architectural maximum"
     out.append(Check(region, "within address width", pa >> width == 0,
                      "0x%x vs %d bits (%s)" % (pa, width, why), "A.1"))
     return out
@@ -50,7 +51,7 @@ def vmx_region_checks(region: str, pa: int, head: Optional[bytes], basic: int,
         out.append(Check(region, "readable", False, "the page at 0x%x is not in the target" % pa, sdm))
         return out
     dword0, dword1 = struct.unpack_from("<II", head)
-    want = basic & 0x7FFFFFFF
+    want = decode_basic(basic)["revision_id"]
     got = dword0 & 0x7FFFFFFF
     out.append(Check(region, "revision id", got == want,
                      "region 0x%x, IA32_VMX_BASIC[30:0] 0x%x" % (got, want), sdm))

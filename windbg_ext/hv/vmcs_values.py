@@ -64,9 +64,9 @@ def decode(name: str, value: int, values_by_name: Optional[Dict[str, int]] = Non
 
         return vm_error_text(value)
     if name == "EXIT_QUALIFICATION" and values_by_name and "VM_EXIT_REASON" in values_by_name:
-        from windbg_ext.arch.exits import decode_qualification
+        from windbg_ext.arch.exits import decode_exit_reason, decode_qualification
 
-        rows = decode_qualification(values_by_name["VM_EXIT_REASON"] & 0xFFFF, value)
+        rows = decode_qualification(decode_exit_reason(values_by_name["VM_EXIT_REASON"])["basic"], value)
         if len(rows) == 1 and rows[0][0] == "qualification":
             return ""
         return "; ".join("%s=%s" % (n, v) for n, v, _ in rows)

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 from windbg_ext.arch import capabilities as caps_msr
 from windbg_ext.arch import vmcs_fields
 from windbg_ext.arch.controls import CAPABILITY_MSR, CONTROL_BITS, CONTROL_FIELD
+from windbg_ext.arch.registers import bit_of
 
 
 class _NotApplicable(object):
@@ -63,10 +64,10 @@ def field_width(name: str) -> str:
 
 def control_bit(kind: str, name: str) -> int:
     """Bit position of a named control in arch.controls' table (the one source of Intel facts)."""
-    for bit, entry in CONTROL_BITS[kind].items():
-        if entry[0] == name:
-            return bit
-    raise KeyError("no %s control named %s" % (kind, name))
+    try:
+        return bit_of(CONTROL_BITS[kind], name)
+    except KeyError:
+        raise KeyError("no %s control named %s" % (kind, name))
 
 
 class EntryState:

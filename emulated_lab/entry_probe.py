@@ -22,12 +22,14 @@ from __future__ import annotations
 import struct
 from typing import Dict, List, NamedTuple, Optional
 
+from windbg_ext.arch import capabilities as caps
+
 from emulated_lab.asm import assemble
 from emulated_lab.machine import Machine
 from emulated_lab.memory import DIRECT_MAP
 from emulated_lab.x64 import CR0_INIT, CR4_INIT, CR4_VMXE, GDT_LIMIT, SEL_R0_CODE, SEL_R0_DATA, SEL_TSS
 
-VMX_MSRS = tuple(range(0x480, 0x492))  # IA32_VMX_BASIC .. IA32_VMX_VMFUNC (SDM App. A)
+VMX_MSRS = caps.VMX_MSRS_BEFORE_WIDE  # IA32_VMX_BASIC .. IA32_VMX_VMFUNC (SDM App. A)
 HOST_RSP_ENC, HOST_RIP_ENC = 0x6C14, 0x6C16  # SDM App. B.4.4
 MAX_FIELDS = 240
 
@@ -163,7 +165,7 @@ class EntryProbe:
         self.scratch_va, self.scratch_pa = self.m.alloc_page()  # a page the mutations may point at
         self._caps: Optional[Dict[int, int]] = None
         self._broken = ""
-        basic = self.rdmsr(0x480)
+        basic = self.rdmsr(caps.IA32_VMX_BASIC)
         rev = struct.pack("<I", basic & 0x7FFFFFFF)
         self.m.write_phys(self.vmxon_pa, rev)
         self.m.write_phys(self.vmcs_pa, rev)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional
 
+from windbg_ext.arch import capabilities as caps
+
 from emulated_lab.machine import (DRIVER_BASE, FC_LOCKED_VMXON_DISABLED, FC_LOCKED_VMXON_ENABLED, Machine,
                                   MachineError, CR4_VMXE)
 from emulated_lab.nt.kernel import NtKernel
@@ -23,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DRIVER = os.path.join(ROOT, "driver", "out", "hv.sys")
 DESCRIPTOR_EXPORT = "HvDebugDescriptor"
 
-CAPABILITY_MSRS = (0x3A,) + tuple(range(0x480, 0x492))   # IA32_FEATURE_CONTROL, IA32_VMX_* (SDM App. A)
+CAPABILITY_MSRS = (caps.IA32_FEATURE_CONTROL,) + caps.VMX_MSRS_BEFORE_WIDE   # SDM App. A
 CPUID_LEAVES = ((0, 0), (1, 0), (7, 0))
 # recorded when the maximum (extended) leaf covers them: the address widths
 # (0x80000008: EAX[7:0] MAXPHYADDR, [15:8] linear) and the XSAVE area (0xD)

@@ -30,6 +30,8 @@ import gc
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
+from windbg_ext.arch import capabilities as caps
+
 from emulated_lab import snippets
 from emulated_lab.errors import MachineError
 from emulated_lab.memory import DIRECT_MAP, PAGE, GuestMemory
@@ -50,7 +52,7 @@ NT_BASE = 0xFFFF_F800_0000_0000        # the emulated "nt" module: stubs + data
 DRIVER_BASE = 0xFFFF_F806_1000_0000    # where a loaded driver image goes
 USER_BASE = 0x0000_0000_0001_0000      # ring-3 workload code and stack
 
-MSR_FEATURE_CONTROL = 0x3A
+MSR_FEATURE_CONTROL = caps.IA32_FEATURE_CONTROL
 FC_LOCKED_VMXON_ENABLED = 0x5   # lock | enable VMXON outside SMX (SDM Vol.3 24.7)
 FC_LOCKED_VMXON_DISABLED = 0x1  # lock only: VMXON #GPs
 

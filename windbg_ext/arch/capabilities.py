@@ -56,6 +56,9 @@ VMX_MSRS: Dict[int, Tuple[str, str]] = {
     IA32_VMX_EXIT_CTLS2: ("IA32_VMX_EXIT_CTLS2", "A.4.2"),
 }
 
+# The 32-bit-control generation, 0x480-0x491: what the driver records and the lab captures.
+# 0x492/0x493 exist only when the others say so (A.3.4, A.4.2): read them after these.
+VMX_MSRS_BEFORE_WIDE = tuple(m for m in VMX_MSRS if m < IA32_VMX_PROCBASED_CTLS3)
 VMX_MSR_SPAN = "0x%x-0x%x" % (min(VMX_MSRS), max(VMX_MSRS))  # for messages: "0x480-0x493"
 
 _M32 = 0xFFFFFFFF
@@ -65,6 +68,14 @@ MEMORY_TYPES = {0: "UC (uncacheable)", 1: "WC", 4: "WT", 5: "WP", 6: "WB (write-
 
 def _bit(v: int, n: int) -> bool:
     return bool(v >> n & 1)
+
+
+BASIC_TRUE_CONTROLS_BIT = 55  # A.1: the TRUE_* control MSRs exist (default1 controls may be 0)
+
+
+def has_true_controls(basic: int) -> bool:
+    """IA32_VMX_BASIC says the IA32_VMX_TRUE_* control MSRs exist (A.1, A.2)."""
+    return _bit(basic, BASIC_TRUE_CONTROLS_BIT)
 
 
 def decode_basic(v: int) -> Dict[str, Any]:
@@ -79,7 +90,7 @@ def decode_basic(v: int) -> Dict[str, Any]:
         "memtype": memtype,
         "memtype_name": MEMORY_TYPES.get(memtype, "reserved (%d)" % memtype),
         "ins_outs_info": _bit(v, 54),
-        "true_controls": _bit(v, 55),
+        "true_controls": has_true_controls(v),
         "no_error_code_check": _bit(v, 56),
     }
 

@@ -44,7 +44,7 @@ def dependent_msrs(values: Mapping[int, Optional[int]]) -> Dict[int, Tuple[bool,
     """{msr: (exists, why)} for the MSRs whose existence the first batch decides."""
     out: Dict[int, Tuple[bool, str]] = {}
     basic = values.get(C.IA32_VMX_BASIC)
-    true_ok = basic is not None and bool(basic >> 55 & 1)
+    true_ok = basic is not None and C.has_true_controls(basic)
     for msr in (C.IA32_VMX_TRUE_PINBASED_CTLS, C.IA32_VMX_TRUE_PROCBASED_CTLS, C.IA32_VMX_TRUE_EXIT_CTLS,
                 C.IA32_VMX_TRUE_ENTRY_CTLS):
         out[msr] = (true_ok, "IA32_VMX_BASIC bit 55 is %s" % ("1" if true_ok else "0 (or unknown)"))
@@ -140,10 +140,10 @@ def describe(values: Mapping[int, Optional[int]],
     out: Dict[str, Any] = {"msrs": {"0x%x" % m: (None if get(m) is None else "0x%x" % get(m))
                                     for m in (C.IA32_FEATURE_CONTROL,) + tuple(C.VMX_MSRS)}}
     fc = get(C.IA32_FEATURE_CONTROL)
-    out["feature_control"] = C.decode_feature_control(fc) if fc is not None else {"missing": why(0x3A)}
+    out["feature_control"] = C.decode_feature_control(fc) if fc is not None else {"missing": why(C.IA32_FEATURE_CONTROL)}
     basic = get(C.IA32_VMX_BASIC)
     out["basic"] = C.decode_basic(basic) if basic is not None else {"missing": why(C.IA32_VMX_BASIC)}
-    true_controls = basic is not None and bool(basic >> 55 & 1)
+    true_controls = basic is not None and C.has_true_controls(basic)
     ctl: Dict[str, Any] = {}
     for kind in K.KINDS:
         msr, true_msr = K.CAPABILITY_MSR[kind]

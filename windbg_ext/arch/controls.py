@@ -181,6 +181,6 @@ def capability_msr_for(kind: str, basic: int) -> int:
     """The MSR that reports allowed settings for a kind: TRUE_* when
     IA32_VMX_BASIC bit 55 is set (A.3.1, A.3.2, A.4.1, A.5)."""
     msr, true_msr = CAPABILITY_MSR[kind]
-    if true_msr is not None and basic >> 55 & 1:
+    if true_msr is not None and caps.has_true_controls(basic):
         return true_msr
     return msr

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from windbg_ext.arch import capabilities as caps_msr
 from windbg_ext.arch import vmcs_fields
-from windbg_ext.arch.controls import CAPABILITY_MSR, CONTROL_BITS, CONTROL_FIELD
+from windbg_ext.arch.controls import CAPABILITY_MSR, CONTROL_BITS, CONTROL_FIELD, capability_msr_for
 from windbg_ext.arch.registers import bit_of
 
 
@@ -128,19 +128,13 @@ class EntryState:
     def allowed(self, kind: str) -> Tuple[int, int]:
         """(must_be_one, may_be_one) for a control kind, from the TRUE_ MSR when
         IA32_VMX_BASIC bit 55 says it exists (SDM A.2-A.5)."""
-        msr, true_msr = CAPABILITY_MSR[kind]
-        if kind in WIDE_KINDS:  # 64-bit allowed-1 MSRs, no allowed-0 half (SDM A.3.4, A.4.2)
-            return caps_msr.allowed_settings(self.cap(msr), wide=True)
-        if true_msr is not None and (self.cap(caps_msr.IA32_VMX_BASIC) >> 55) & 1:
-            msr = true_msr
-        v = self.cap(msr)
-        return caps_msr.allowed_settings(v)
+        # 64-bit allowed-1 MSRs have no allowed-0 half (SDM A.3.4, A.4.2)
+        return caps_msr.allowed_settings(self.cap(self.allowed_msr(kind)), wide=kind in WIDE_KINDS)
 
     def allowed_msr(self, kind: str) -> int:
-        msr, true_msr = CAPABILITY_MSR[kind]
-        if kind not in WIDE_KINDS and true_msr is not None and (self.cap(caps_msr.IA32_VMX_BASIC) >> 55) & 1:
-            return true_msr
-        return msr
+        if kind in WIDE_KINDS:
+            return CAPABILITY_MSR[kind][0]
+        return capability_msr_for(kind, self.cap(caps_msr.IA32_VMX_BASIC))
 
     # -- derived facts ----------------------------------------------------------
     @property

@@ -216,6 +216,9 @@ class Machine(GuestMemory):
                                              Tuple[int, int, int, int]]] = None
         self.rdmsr_filter: Optional[Callable[[int, int, int], int]] = None
         self.emulate: Optional[Callable[[int, Insn, Dict[str, int]], Optional[Dict[str, int]]]] = None
+        #   after_vmclear(k, pa): software's VMCLEAR of pa completed (emulated_lab/hardware.py)
+        self.after_vmclear: Optional[Callable[[int, int], None]] = None
+        self.poisoned: List[int] = []
         self._hlt_rip = 0
         self.count_instructions = False   # set before the first run: counts instructions (slow)
         self.count_range = (0, 1 << 64)   # ... whose address is in [lo, hi), e.g. the driver image
@@ -343,6 +346,9 @@ class Machine(GuestMemory):
                 c.rax, c.rdx = nv & 0xFFFFFFFF, nv >> 32
         elif not self._firmware:
             self.truth.executed(k, insn.kind, pa, regs.get("revision"))
+            if insn.kind == "vmclear" and self.after_vmclear is not None and pa is not None \
+                    and self.truth.processors[k].vmx != "off" and pa != self.truth.processors[k].vmxon_pa:
+                self.after_vmclear(k, pa)
 
     # -- layout -------------------------------------------------------------
     def _build_shared(self) -> None:
@@ -773,6 +779,35 @@ class Machine(GuestMemory):
         else:
             self._close_session()   # p.state is still the parked state
         return values
+
+    def vmwrite_parked(self, k: int, encoding: int, value: int) -> bool:
+        """VMWRITEs one field of processor k's current VMCS while it is parked in
+        VMX root (the lab breaking a VMCS from outside the driver). True when the
+        write took; the processor stays parked."""
+        if self.current is not None:
+            self.park()
+        p = self.processors[k]
+        if not p.parked_in_exit:
+            return False
+        self._open_session(k)
+        saved = self.thread_regs()
+        r = self._call_raw(self.place_code(snippets.VMWRITE), {"rcx": encoding, "rdx": value}, p.idle_stack_top)
+        ok = r == "return" and self.sess.cpu.rax == 1
+        self.set_thread_regs(saved)
+        self._close_session()
+        return ok
+
+    def lose_vmx_state(self) -> None:
+        """A sleep state (S3/S4, fast start-up): every processor resumes from
+        firmware with the operating system's context and no VMX operation: no
+        VMXON, CR4.VMXE clear, no current VMCS, no guest (SDM Vol.3 25.11.1).
+        Memory (VMCS regions included) is kept, as RAM is in S3."""
+        if self.current is not None:
+            self.park()
+        for p in self.processors:
+            p.state = self._initial_state(p)
+            p.vmx, p.parked_in_exit, p.vmcs_pa = "off", False, 0
+            self.truth.lost_vmx(p.index)
 
     def _capture_failure(self) -> None:
         p = self.processors[self.current]

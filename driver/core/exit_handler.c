@@ -23,6 +23,12 @@ static void HvAdvanceGuestRip(void)
     /* The emulated instruction retired: blocking by STI / MOV SS ends (25.4.2). */
     if (intr & 3u)
         (void)hv_vmwrite(VMCS_GUEST_INTERRUPTIBILITY_STATE, intr & ~3ull);
+    /* With RFLAGS.TF set the instruction owes the guest a single-step #DB
+     * right after it: pend it (BS, 25.4.2 Table 25-4); VM entry delivers it
+     * before the next guest instruction (27.7.3). */
+    if (hv_vmread(VMCS_GUEST_RFLAGS) & RFLAGS_TF)
+        (void)hv_vmwrite(VMCS_GUEST_PENDING_DEBUG_EXCEPTIONS,
+                         hv_vmread(VMCS_GUEST_PENDING_DEBUG_EXCEPTIONS) | PENDING_DEBUG_BS);
 }
 
 static void HvInjectException(uint32_t vector, int has_error_code)
@@ -49,12 +55,16 @@ static uint32_t HvGuestCpl(void)
     return ss.Bits.Dpl; /* CPL = SS.DPL */
 }
 
-static void HvHandleCpuid(HV_GUEST_REGISTERS *regs)
+static void HvHandleCpuid(const HV_VMM_CONTEXT *vmm, HV_GUEST_REGISTERS *regs)
 {
     uint32_t leaf = (uint32_t)regs->Rax, subleaf = (uint32_t)regs->Rcx;
     uint32_t r[4] = { 0, 0, 0, 0 };
 
-    if (leaf == HV_CPUID_LEAF_VENDOR) {
+    if ((leaf & CPUID_HV_RANGE_MASK) == CPUID_HV_RANGE_BASE && vmm->Parent != HV_PARENT_NONE &&
+        !(leaf == HV_CPUID_LEAF_VENDOR && subleaf == HV_CPUID_PROBE_SUBLEAF)) {
+        /* The parent's leaves: the OS discovered its enlightenments there. */
+        hv_cpuid(leaf, subleaf, r);
+    } else if (leaf == HV_CPUID_LEAF_VENDOR) {
         r[0] = HV_CPUID_MAX_LEAF;
         r[1] = HV_CPUID_VENDOR_EBX;
         r[2] = HV_CPUID_VENDOR_ECX;
@@ -91,15 +101,18 @@ static uint32_t HvMsrGuestField(uint32_t msr)
     }
 }
 
-static void HvHandleMsr(HV_GUEST_REGISTERS *regs, int is_write)
+static void HvHandleMsr(const HV_VMM_CONTEXT *vmm, HV_GUEST_REGISTERS *regs, int is_write)
 {
     uint32_t msr = (uint32_t)regs->Rcx;
     uint32_t field = HvMsrGuestField(msr);
     uint64_t value;
+    int synthetic = vmm->Parent == HV_PARENT_HYPERV && msr >= HYPERV_SYNTHETIC_MSR_FIRST &&
+                    msr <= HYPERV_SYNTHETIC_MSR_LAST;
 
     /* With the MSR bitmap on, only MSRs outside both bitmap ranges exit
-     * (25.6.9, 26.1.3): they do not exist on this CPU -> #GP(0). */
-    if (!(msr <= 0x1FFFu || (msr >= 0xC0000000u && msr <= 0xC0001FFFu))) {
+     * (25.6.9, 26.1.3): the parent's synthetic MSRs go to the parent (RDMSR/
+     * WRMSR here exit to it); others do not exist on this CPU -> #GP(0). */
+    if (!synthetic && !(msr <= 0x1FFFu || (msr >= 0xC0000000u && msr <= 0xC0001FFFu))) {
         HvInjectException(VECTOR_GENERAL_PROTECTION, 1);
         return;
     }
@@ -222,9 +235,21 @@ static void HvDevirtualize(HV_VCPU *vcpu, HV_GUEST_REGISTERS *regs)
 
 static uint32_t HvHandleVmcall(HV_VCPU *vcpu, HV_GUEST_REGISTERS *regs)
 {
-    /* CPL 0 and our signature only; otherwise behave like bare metal (#UD). */
-    if (HvGuestCpl() != 0 || regs->Rax != HV_HYPERCALL_SIGNATURE) {
-        HvInjectException(VECTOR_INVALID_OPCODE, 0);
+    if (HvGuestCpl() != 0) {
+        HvInjectException(VECTOR_INVALID_OPCODE, 0); /* bare metal and Hyper-V: #UD (TLFS 3.2) */
+        return HV_RESUME;
+    }
+    if (regs->Rax != HV_HYPERCALL_SIGNATURE) {
+        if (vcpu->Vmm->Parent == HV_PARENT_HYPERV) {
+            /* The OS's hypercall to the parent: input value in RCX, input and
+             * output GPAs (or fast-call data) in RDX and R8, status in RAX
+             * (TLFS 3.7). Our VMCALL exits to the parent the same way. */
+            regs->Rax = HvAsmParentHypercall(regs->Rcx, regs->Rdx, regs->R8);
+            vcpu->ParentHypercallCount++;
+            HvAdvanceGuestRip();
+            return HV_RESUME;
+        }
+        HvInjectException(VECTOR_INVALID_OPCODE, 0); /* bare metal: VMCALL outside VMX -> #UD */
         return HV_RESUME;
     }
     vcpu->HypercallCount++;
@@ -287,11 +312,15 @@ uint8_t HvCoreHandleExit(HV_GUEST_REGISTERS *regs, HV_VCPU *vcpu)
 
     switch (basic) {
     case EXIT_REASON_CPUID:
-        HvHandleCpuid(regs);
+        HvHandleCpuid(vcpu->Vmm, regs);
         return HV_RESUME;
     case EXIT_REASON_RDMSR:
     case EXIT_REASON_WRMSR:
-        HvHandleMsr(regs, basic == EXIT_REASON_WRMSR);
+        HvHandleMsr(vcpu->Vmm, regs, basic == EXIT_REASON_WRMSR);
+        return HV_RESUME;
+    case EXIT_REASON_GETSEC:
+        /* GETSEC exits unconditionally (26.1.2); with SMX not enabled bare metal raises #UD. */
+        HvInjectException(VECTOR_INVALID_OPCODE, 0);
         return HV_RESUME;
     case EXIT_REASON_INVD:
         hv_wbinvd(); /* INVD would drop dirty lines the OS still needs */
@@ -333,9 +362,12 @@ uint8_t HvCoreHandleExit(HV_GUEST_REGISTERS *regs, HV_VCPU *vcpu)
 void HvCoreHandleResumeFailure(HV_GUEST_REGISTERS *regs, HV_VCPU *vcpu)
 {
     /* VMRESUME failed (VMfailValid: 31.4 error first). The guest cannot be
-     * entered again: record, snapshot, and continue it without VMX. */
+     * entered again, and continuing it without VMX is not safe (after an exit
+     * from CPL 3 it would run user code at ring 0 on the host CR3): record,
+     * snapshot, and stop the machine with the error as a parameter. */
     uint32_t error = (uint32_t)hv_vmread(VMCS_VM_INSTRUCTION_ERROR);
+    (void)regs;
     HvCoreTakeSnapshot(vcpu, HV_SNAPSHOT_REASON_VMRESUME_FAILED, ~0u, error);
-    HvDevirtualize(vcpu, regs);
     HvCoreRecordFailure(vcpu, HV_STEP_VMRESUME, HV_STATUS_UNSUCCESSFUL, error);
+    HvPlatformBugCheck(HV_BUGCHECK_VMRESUME_FAILED, error, (uint64_t)(uintptr_t)vcpu, vcpu->LastGuestRip);
 }

@@ -54,16 +54,20 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     proc.Value = vmm->CapProcbased;
     pin = HvAdjustControls(vmm->CapPinbased, 0);
     cpu = HvAdjustControls(vmm->CapProcbased, CPU_USE_MSR_BITMAPS | CPU_ACTIVATE_SECONDARY_CONTROLS);
-    /* Windows executes RDTSCP, INVPCID and XSAVES: without these secondary
-     * controls they would raise #UD in the guest. Enable what the CPU allows. */
-    cpu2 = (cpu & CPU_ACTIVATE_SECONDARY_CONTROLS)
-               ? HvAdjustControls(vmm->CapProcbased2, CPU2_ENABLE_RDTSCP | CPU2_ENABLE_INVPCID | CPU2_ENABLE_XSAVES_XRSTORS)
-               : 0;
-    exitc = HvAdjustControls(vmm->CapExit, EXIT_HOST_ADDRESS_SPACE_SIZE);
-    entry = HvAdjustControls(vmm->CapEntry, ENTRY_IA32E_MODE_GUEST);
+    /* Exactly the secondary controls the features CPUID advertises need
+     * (core/features.c): without them RDTSCP, RDPID, INVPCID, XSAVES or
+     * TPAUSE raise #UD in the guest (26.3). DriverEntry refused to load if
+     * one is not allowed; a value that still lacks one is refused here. */
+    cpu2 = (cpu & CPU_ACTIVATE_SECONDARY_CONTROLS) ? HvAdjustControls(vmm->CapProcbased2, vmm->Procbased2Wanted) : 0;
+    /* Debug controls both ways: the guest's DR7 and IA32_DEBUGCTL are saved at
+     * exit and loaded at entry; without them every exit leaves DR7 = 0x400 and
+     * DEBUGCTL = 0 in the guest (28.3.1, 28.5.1, 27.3.2.1). */
+    exitc = HvAdjustControls(vmm->CapExit, EXIT_HOST_ADDRESS_SPACE_SIZE | EXIT_SAVE_DEBUG_CONTROLS);
+    entry = HvAdjustControls(vmm->CapEntry, ENTRY_IA32E_MODE_GUEST | ENTRY_LOAD_DEBUG_CONTROLS);
     (void)proc;
     if (!(exitc & EXIT_HOST_ADDRESS_SPACE_SIZE) || !(entry & ENTRY_IA32E_MODE_GUEST) ||
-        (pin & PIN_ACTIVATE_PREEMPTION_TIMER)) {
+        (pin & PIN_ACTIVATE_PREEMPTION_TIMER) || (cpu2 & vmm->Procbased2Wanted) != vmm->Procbased2Wanted ||
+        !(exitc & EXIT_SAVE_DEBUG_CONTROLS) || !(entry & ENTRY_LOAD_DEBUG_CONTROLS)) {
         HvCoreRecordFailure(vcpu, HV_STEP_CAPABILITY, HV_STATUS_NOT_SUPPORTED, 0);
         return HV_STATUS_NOT_SUPPORTED;
     }
@@ -80,6 +84,19 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     HvWrite(&w, VMCS_PRIMARY_VMEXIT_CONTROLS, exitc);
     HvWrite(&w, VMCS_VMENTRY_CONTROLS, entry);
     HvWrite(&w, VMCS_EXCEPTION_BITMAP, 0);
+    /* Every field the processor consults is written: after VMCLEAR the SDM
+     * promises nothing about the others (25.11.3). #PF exits iff PFEC & mask
+     * != match when bit 14 of the bitmap is 0 (26.2): 0/0 = never. */
+    HvWrite(&w, VMCS_PAGE_FAULT_ERROR_CODE_MASK, 0);
+    HvWrite(&w, VMCS_PAGE_FAULT_ERROR_CODE_MATCH, 0);
+    HvWrite(&w, VMCS_TSC_OFFSET, 0);
+    HvWrite(&w, VMCS_VMENTRY_EXCEPTION_ERROR_CODE, 0);
+    HvWrite(&w, VMCS_VMENTRY_INSTRUCTION_LENGTH, 0);
+    HvWrite(&w, VMCS_VMEXIT_MSR_STORE_ADDRESS, 0);
+    HvWrite(&w, VMCS_VMEXIT_MSR_LOAD_ADDRESS, 0);
+    HvWrite(&w, VMCS_VMENTRY_MSR_LOAD_ADDRESS, 0);
+    if (cpu2 & CPU2_ENABLE_XSAVES_XRSTORS)
+        HvWrite(&w, VMCS_XSS_EXITING_BITMAP, 0); /* XSAVES/XRSTORS never exit (25.6.20) */
     HvWrite(&w, VMCS_CR3_TARGET_COUNT, 0);
     HvWrite(&w, VMCS_VMEXIT_MSR_STORE_COUNT, 0);
     HvWrite(&w, VMCS_VMEXIT_MSR_LOAD_COUNT, 0);

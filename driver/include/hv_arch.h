@@ -136,6 +136,7 @@ typedef union {
 #define CPU2_UNRESTRICTED_GUEST (1u << 7)
 #define CPU2_ENABLE_INVPCID (1u << 12)
 #define CPU2_ENABLE_XSAVES_XRSTORS (1u << 20)
+#define CPU2_ENABLE_USER_WAIT_PAUSE (1u << 26)   /* TPAUSE, UMONITOR, UMWAIT */
 
 /* VM-exit controls (25.7.1, Table 25-13). */
 #define EXIT_SAVE_DEBUG_CONTROLS (1u << 2)
@@ -278,6 +279,29 @@ typedef union {
 } CPUID_FEATURE_ECX;
 #define CPUID_ECX_VMX (1u << 5)
 #define CPUID_ECX_HYPERVISOR (1u << 31)
+
+/* CPUID feature flags a guest OS uses when they are advertised, each usable in
+ * VMX non-root only with its secondary control set (Vol. 3 26.3 / Table 25-7;
+ * Vol. 2 CPUID). Listed once in core/features.c (HvGuestFeatures). */
+#define CPUID_REG_EAX 0u
+#define CPUID_REG_EBX 1u
+#define CPUID_REG_ECX 2u
+#define CPUID_REG_EDX 3u
+
+/* A parent hypervisor (Hyper-V TLFS "Hypervisor Discovery"): CPUID.1:ECX[31],
+ * vendor at 0x40000000, synthetic MSRs, hypercalls by VMCALL. */
+#define CPUID_HV_RANGE_MASK 0xF0000000u
+#define CPUID_HV_RANGE_BASE 0x40000000u
+#define HYPERV_VENDOR_EBX 0x7263694Du   /* "Micr" */
+#define HYPERV_VENDOR_ECX 0x666F736Fu   /* "osof" */
+#define HYPERV_VENDOR_EDX 0x76482074u   /* "t Hv" */
+#define HYPERV_SYNTHETIC_MSR_FIRST 0x40000000u
+#define HYPERV_SYNTHETIC_MSR_LAST 0x400000FFu
+
+/* RFLAGS.TF and the single-step bit (BS) of the pending-debug-exceptions
+ * field (Vol. 3 25.4.2 Table 25-4, 27.3.1.5). */
+#define RFLAGS_TF (1ull << 8)
+#define PENDING_DEBUG_BS (1ull << 14)
 
 /* ---- Segment selector (Vol. 3 3.4.2) ------------------------------------- */
 typedef union {

@@ -46,6 +46,10 @@ void HvAsmVmExit(void);
 /* VMCALL with RAX = HV_HYPERCALL_SIGNATURE, RCX = function, RDX = argument. */
 uint64_t HvAsmHypercall(uint64_t function, uint64_t argument);
 
+/* VMCALL to the parent hypervisor with the Hyper-V register convention:
+ * RCX = hypercall input value, RDX/R8 = input/output GPA; returns RAX. */
+uint64_t HvAsmParentHypercall(uint64_t input, uint64_t input_pa, uint64_t output_pa);
+
 /* Called from the stubs (defined in core/). */
 void HvCoreLaunchFromStub(struct HV_VCPU *vcpu, uint64_t guest_rsp, uint64_t guest_rip);
 uint8_t HvCoreHandleExit(HV_GUEST_REGISTERS *regs, struct HV_VCPU *vcpu);

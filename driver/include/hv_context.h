@@ -40,6 +40,8 @@ typedef struct HV_VCPU {
     uint32_t LastUnexpectedExitReason;
     uint32_t TripleFault;         /* 1 once a triple-fault exit was seen */
     uint32_t HypercallCount;
+    uint32_t ParentHypercallCount; /* hypercalls passed to a parent hypervisor */
+    uint32_t VmxLost;             /* 1: found out of VMX operation without leaving it (power) */
     uint32_t ExitCountsByReason[HV_EXIT_REASON_SLOTS]; /* index = basic exit reason (bits 15:0) */
     struct HV_VMM_CONTEXT *Vmm;
     HV_VMCS_SNAPSHOT Snapshot;
@@ -73,6 +75,12 @@ typedef struct HV_VMM_CONTEXT {
     uint32_t EntryControls;
     uint32_t Reserved0;
     uint64_t FeatureControlAtLoad; /* IA32_FEATURE_CONTROL as the firmware left it (processor 0) */
+    uint32_t Parent;              /* HV_PARENT_*: a hypervisor under this one */
+    uint32_t ParentVendor[3];     /* its CPUID 0x40000000 EBX, ECX, EDX */
+    uint32_t AdvertisedFeatures;  /* bit i = HvGuestFeatures[i] in CPUID */
+    uint32_t Procbased2Wanted;    /* secondary controls those features need */
+    uint32_t MissingFeature;      /* 1 + index of the feature the CPU cannot enable; 0 = none */
+    uint32_t PowerTransitions;    /* sleep/resume cycles survived (\Callback\PowerState) */
 } HV_VMM_CONTEXT;
 
 /*
@@ -105,6 +113,10 @@ typedef struct HV_VMM_CONTEXT {
     X(VMM, HV_VMM_CONTEXT, ExitControls)                      \
     X(VMM, HV_VMM_CONTEXT, EntryControls)                     \
     X(VMM, HV_VMM_CONTEXT, FeatureControlAtLoad)              \
+    X(VMM, HV_VMM_CONTEXT, Parent)                            \
+    X(VMM, HV_VMM_CONTEXT, Procbased2Wanted)                  \
+    X(VMM, HV_VMM_CONTEXT, MissingFeature)                    \
+    X(VMM, HV_VMM_CONTEXT, PowerTransitions)                  \
     X(VCPU, HV_VCPU, ProcessorIndex)                          \
     X(VCPU, HV_VCPU, State)                                   \
     X(VCPU, HV_VCPU, FailedStep)                              \
@@ -129,6 +141,8 @@ typedef struct HV_VMM_CONTEXT {
     X(VCPU, HV_VCPU, LastUnexpectedExitReason)                \
     X(VCPU, HV_VCPU, TripleFault)                             \
     X(VCPU, HV_VCPU, HypercallCount)                          \
+    X(VCPU, HV_VCPU, ParentHypercallCount)                    \
+    X(VCPU, HV_VCPU, VmxLost)                                 \
     X(VCPU, HV_VCPU, ExitCountsByReason)                      \
     X(VCPU, HV_VCPU, Vmm)                                     \
     X(VCPU, HV_VCPU, Snapshot)                                \

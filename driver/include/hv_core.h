@@ -62,6 +62,32 @@ uint8_t HvLayoutClassify(uint32_t encoding, uint64_t value, uint16_t *offset);
 /* XSETBV value check (SDM Vol. 1 13.3): 1 when XCR0 may take this value. */
 int HvXcr0Valid(uint64_t value, uint64_t supported_mask);
 
+/* ---- what the guest is told it has (core/features.c) ---------------------- */
+typedef struct HV_GUEST_FEATURE {
+    const char *Name;
+    uint32_t Leaf, Subleaf;
+    uint32_t Register;            /* CPUID_REG_* */
+    uint32_t Bit;
+    uint32_t Control;             /* secondary control it needs in VMX non-root */
+} HV_GUEST_FEATURE;
+#define HV_GUEST_FEATURE_COUNT 5u
+extern const HV_GUEST_FEATURE HvGuestFeatures[HV_GUEST_FEATURE_COUNT];
+/* advertised: bit i = HvGuestFeatures[i] reported by CPUID. *wanted = the
+ * secondary controls they need. Returns 0 when the capability MSRs allow them
+ * all, else 1 + the index of the first feature whose control is forbidden. */
+uint32_t HvFeatureControlsCheck(uint32_t advertised, uint64_t cap_procbased, uint64_t cap_procbased2,
+                                uint32_t *wanted);
+/* CPUID of this processor -> the advertised mask above. */
+uint32_t HvCoreAdvertisedFeatures(void);
+/* A hypervisor under this one: none, one that speaks the Hyper-V interface
+ * ("Microsoft Hv": synthetic MSRs and hypercalls are passed to it), other. */
+#define HV_PARENT_NONE 0u
+#define HV_PARENT_HYPERV 1u
+#define HV_PARENT_OTHER 2u
+uint32_t HvCoreDetectParent(uint32_t vendor[3]);
+/* 1 when hvlab's VMM answers on this processor (its CPUID probe leaf). */
+int HvCoreVmmPresent(void);
+
 /* ---- VMX operation (core/vmx_*.c): run on the processor concerned -------- */
 int HvCoreVmxSupported(void);
 void HvCoreReadCapabilities(HV_VMM_CONTEXT *vmm);

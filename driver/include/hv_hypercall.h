@@ -36,5 +36,9 @@
 #define HV_CPUID_VENDOR_ECX 0x6C766862u      /* "bhvl" */
 #define HV_CPUID_VENDOR_EDX 0x76686261u      /* "abhv" */
 #define HV_CPUID_INTERFACE 0x306C7668u       /* "hvl0" */
+/* CPUID 0x40000000 with ECX = this subleaf always answers with hvlab's vendor,
+ * parent hypervisor or not: how the driver (and a debugger) tells that its VMM
+ * still runs on a processor without risking VMCALL's #UD when it does not. */
+#define HV_CPUID_PROBE_SUBLEAF 0x626C7668u   /* "hvlb" */
 
 #endif

@@ -15,6 +15,7 @@
 #define HV_BUGCHECK_TRIPLE_FAULT 1u
 #define HV_BUGCHECK_UNEXPECTED_EXIT 2u
 #define HV_BUGCHECK_ENTRY_FAILURE 3u
+#define HV_BUGCHECK_VMRESUME_FAILED 4u /* P2 = VM-instruction error (SDM 31.4) */
 #if defined(_MSC_VER)
 #define HV_NORETURN __declspec(noreturn)
 #else

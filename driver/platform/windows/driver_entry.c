@@ -20,6 +20,8 @@ DRIVER_INITIALIZE DriverEntry;
 static DRIVER_UNLOAD HvDriverUnload;
 
 static HV_VMM_CONTEXT *g_Vmm;
+static PCALLBACK_OBJECT g_PowerState;      /* \Callback\PowerState, referenced */
+static PVOID g_PowerRegistration;
 
 HV_NORETURN void HvPlatformBugCheck(uint32_t subcode, uint64_t p2, uint64_t p3, uint64_t p4)
 {
@@ -67,7 +69,7 @@ static NTSTATUS HvAllocVcpuResources(HV_VCPU *vcpu)
     vcpu->VmcsRegion = HvAllocPage(&vcpu->VmcsRegionPa);
     vcpu->MsrBitmap = HvAllocPage(&vcpu->MsrBitmapPa);
     vcpu->HostStackSize = HV_HOST_STACK_SIZE;
-    vcpu->HostStack = ExAllocatePoolWithTag(NonPagedPool, HV_HOST_STACK_SIZE, HV_POOL_TAG);
+    vcpu->HostStack = ExAllocatePoolWithTag(NonPagedPoolNx, HV_HOST_STACK_SIZE, HV_POOL_TAG);
     if (!vcpu->VmxonRegion || !vcpu->VmcsRegion || !vcpu->MsrBitmap || !vcpu->HostStack) {
         HvCoreRecordFailure(vcpu, HV_STEP_ALLOCATION, HV_STATUS_INSUFFICIENT_RESOURCES, 0);
         return STATUS_INSUFFICIENT_RESOURCES;
@@ -123,7 +125,6 @@ typedef struct HV_SCRATCH {
 /* What the core recorded for this processor, in words. */
 static void HvLogProcessorResult(const HV_VMM_CONTEXT *vmm, const HV_VCPU *vcpu, NTSTATUS status)
 {
-    const uint32_t wanted2 = CPU2_ENABLE_RDTSCP | CPU2_ENABLE_INVPCID | CPU2_ENABLE_XSAVES_XRSTORS;
     if (!NT_SUCCESS(status)) {
         if (vcpu->FailedStep == HV_STEP_FEATURE_CONTROL)
             HV_LOG(HV_LOG_ERROR, "hv: processor %u: IA32_FEATURE_CONTROL is locked with VMX disabled: "
@@ -136,9 +137,6 @@ static void HvLogProcessorResult(const HV_VMM_CONTEXT *vmm, const HV_VCPU *vcpu,
         if (!(vmm->FeatureControlAtLoad & 1u))
             HV_LOG(HV_LOG_WARNING, "hv: IA32_FEATURE_CONTROL was unlocked (0x%llx): locked it with VMXON outside SMX\n",
                    (unsigned long long)vmm->FeatureControlAtLoad);
-        if ((vmm->Procbased2Controls & wanted2) != wanted2)
-            HV_LOG(HV_LOG_WARNING, "hv: secondary controls 0x%x: RDTSCP/INVPCID/XSAVES not all enabled; "
-                   "the guest gets #UD if it uses one the CPU reports\n", vmm->Procbased2Controls);
     }
     HV_LOG(HV_LOG_TRACE, "hv: processor %u virtualized\n", vcpu->ProcessorIndex);
 }
@@ -177,10 +175,20 @@ static NTSTATUS HvVirtualizeOne(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, void *contex
 static NTSTATUS HvDevirtualizeOne(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, void *context)
 {
     uint64_t rc;
-    UNREFERENCED_PARAMETER(vmm);
     UNREFERENCED_PARAMETER(context);
     if (vcpu->State != HV_VCPU_STATE_LAUNCHED)
         return STATUS_SUCCESS;
+    if (!HvCoreVmmPresent()) {
+        /* VMX operation was lost without us (a sleep state we were not told
+         * about): VMCALL would raise #UD here. Nothing runs on our VMCS. */
+        vcpu->VmxLost = 1;
+        vcpu->State = HV_VCPU_STATE_OFF;
+        if (vmm->VirtualizedCount != 0)
+            vmm->VirtualizedCount--;
+        HV_LOG(HV_LOG_WARNING, "hv: processor %u had left VMX operation without the driver (power transition?)\n",
+               vcpu->ProcessorIndex);
+        return STATUS_SUCCESS;
+    }
     rc = HvAsmHypercall(HV_HYPERCALL_DEVIRTUALIZE, 0);
     if (rc != HV_HCSTATUS_OK || vcpu->State != HV_VCPU_STATE_DEVIRTUALIZED) {
         HV_LOG(HV_LOG_ERROR, "hv: processor %u did not leave VMX (hypercall status %llu)\n",
@@ -191,24 +199,141 @@ static NTSTATUS HvDevirtualizeOne(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, void *cont
     return STATUS_SUCCESS;
 }
 
-/* Devirtualizes every processor that runs as a guest, then frees all. */
+/* Devirtualizes every processor that runs as a guest; returns how many
+ * could not leave (their VMCS, host stack and vCPU stay in use). */
+static uint32_t HvDevirtualizeAll(HV_VMM_CONTEXT *vmm)
+{
+    uint32_t i, stuck = 0;
+    for (i = 0; i < vmm->ProcessorCount; i++)
+        if (!NT_SUCCESS(HvRunOn(i, HvDevirtualizeOne, vmm, NULL)))
+            stuck++;
+    return stuck;
+}
+
+/* Virtualizes every processor, one after another (processor 0 first also
+ * discovers the VMCS layout when scratch is given); stops at the first failure. */
+static NTSTATUS HvVirtualizeAll(HV_VMM_CONTEXT *vmm, HV_SCRATCH *scratch)
+{
+    NTSTATUS status = STATUS_SUCCESS;
+    uint32_t i;
+    for (i = 0; i < vmm->ProcessorCount && NT_SUCCESS(status); i++)
+        status = HvRunOn(i, HvVirtualizeOne, vmm, i == 0 ? scratch : NULL);
+    return status;
+}
+
+/* Devirtualizes every processor that runs as a guest, then frees all -- but
+ * never what a processor that could not leave VMX still uses: its next VM
+ * exit would run on freed memory. That is leaked on purpose, and said. */
 static void HvTeardown(HV_VMM_CONTEXT *vmm)
 {
-    uint32_t i;
-    for (i = 0; i < vmm->ProcessorCount; i++)
-        (void)HvRunOn(i, HvDevirtualizeOne, vmm, NULL);
+    uint32_t stuck = HvDevirtualizeAll(vmm);
+    if (stuck != 0) {
+        HV_LOG(HV_LOG_ERROR, "hv: %u processor(s) could not leave VMX: keeping their VMM memory "
+               "(reboot to recover)\n", stuck);
+        HvPublish(vmm);
+        return;
+    }
     HvFreeVmm(vmm);
+}
+
+/* \Callback\PowerState (PO_CB_SYSTEM_STATE_LOCK): Argument2 = 0 before a
+ * sleep state, 1 after resume. The processors come back from firmware with
+ * VMX off (SDM Vol. 3 25.11.1), so leave before and enter again after, the
+ * way SimpleVisor and HyperPlatform do. Called at PASSIVE_LEVEL. */
+static VOID HvPowerCallback(PVOID context, PVOID argument1, PVOID argument2)
+{
+    HV_VMM_CONTEXT *vmm = (HV_VMM_CONTEXT *)context;
+    NTSTATUS status;
+    if ((ULONG_PTR)argument1 != PO_CB_SYSTEM_STATE_LOCK || vmm == NULL)
+        return;
+    if (argument2 == NULL) {
+        HV_LOG(HV_LOG_INFO, "hv: sleep: leaving VMX on %u processors\n", vmm->VirtualizedCount);
+        (void)HvDevirtualizeAll(vmm);
+        vmm->State = HV_DRIVER_STATE_LOADING;
+        return;
+    }
+    status = HvVirtualizeAll(vmm, NULL);
+    vmm->PowerTransitions++;
+    if (!NT_SUCCESS(status)) {
+        HV_LOG(HV_LOG_ERROR, "hv: resume: virtualization failed (0x%08x); staying out of VMX\n", (unsigned)status);
+        (void)HvDevirtualizeAll(vmm);
+        return;
+    }
+    vmm->State = HV_DRIVER_STATE_RUNNING;
+    HV_LOG(HV_LOG_INFO, "hv: resume: running again on %u processors\n", vmm->VirtualizedCount);
+}
+
+static NTSTATUS HvRegisterPowerCallback(HV_VMM_CONTEXT *vmm)
+{
+    OBJECT_ATTRIBUTES attributes;
+    UNICODE_STRING name;
+    NTSTATUS status;
+    RtlInitUnicodeString(&name, L"\\Callback\\PowerState");
+    InitializeObjectAttributes(&attributes, &name, OBJ_CASE_INSENSITIVE, NULL, NULL);
+    status = ExCreateCallback(&g_PowerState, &attributes, FALSE, TRUE);
+    if (!NT_SUCCESS(status))
+        return status;
+    g_PowerRegistration = ExRegisterCallback(g_PowerState, HvPowerCallback, vmm);
+    if (g_PowerRegistration == NULL) {
+        ObDereferenceObject(g_PowerState);
+        g_PowerState = NULL;
+        return STATUS_UNSUCCESSFUL;
+    }
+    return STATUS_SUCCESS;
+}
+
+static void HvUnregisterPowerCallback(void)
+{
+    if (g_PowerRegistration != NULL)
+        ExUnregisterCallback(g_PowerRegistration); /* waits for a callback in progress */
+    g_PowerRegistration = NULL;
+    if (g_PowerState != NULL)
+        ObDereferenceObject(g_PowerState);
+    g_PowerState = NULL;
 }
 
 static VOID HvDriverUnload(PDRIVER_OBJECT driver)
 {
     UNREFERENCED_PARAMETER(driver);
     HV_LOG(HV_LOG_INFO, "hv: unloading\n");
+    HvUnregisterPowerCallback();
     if (g_Vmm != NULL)
         HvTeardown(g_Vmm);
     g_Vmm = NULL;
     HvDebugDescriptor.DriverState = HV_DRIVER_STATE_UNLOADED;
     HV_LOG(HV_LOG_INFO, "hv: unloaded\n");
+}
+
+/* CPUID features the guest OS uses need secondary controls (core/features.c):
+ * refuse to load, naming the feature, when the CPU cannot enable one. */
+static NTSTATUS HvCheckGuestFeatures(HV_VMM_CONTEXT *vmm)
+{
+    const HV_GUEST_FEATURE *f;
+    static const char regs[4][4] = { "EAX", "EBX", "ECX", "EDX" };
+    vmm->AdvertisedFeatures = HvCoreAdvertisedFeatures();
+    vmm->MissingFeature = HvFeatureControlsCheck(vmm->AdvertisedFeatures, vmm->CapProcbased, vmm->CapProcbased2,
+                                                 &vmm->Procbased2Wanted);
+    if (vmm->MissingFeature == 0)
+        return STATUS_SUCCESS;
+    f = &HvGuestFeatures[vmm->MissingFeature - 1];
+    HV_LOG(HV_LOG_ERROR, "hv: not loading: the CPU reports %s (CPUID.%XH.%u:%s[%u]) but does not allow the "
+           "VM-execution control 0x%x it needs in a guest (IA32_VMX_PROCBASED_CTLS2); Windows would take #UD\n",
+           f->Name, f->Leaf, f->Subleaf, regs[f->Register], f->Bit, f->Control);
+    return (NTSTATUS)HV_STATUS_HV_FEATURE_UNAVAILABLE;
+}
+
+static void HvLogNoVmx(void)
+{
+    uint32_t vendor[3];
+    char text[13];
+    if (HvCoreDetectParent(vendor) == HV_PARENT_NONE) {
+        HV_LOG(HV_LOG_ERROR, "hv: this processor has no VMX (CPUID.1:ECX.VMX = 0)\n");
+        return;
+    }
+    RtlCopyMemory(text, vendor, 12);
+    text[12] = 0;
+    HV_LOG(HV_LOG_ERROR, "hv: no VMX: this system already runs under the hypervisor \"%s\" (CPUID.1:ECX[31]), "
+           "which does not expose VMX to it: turn off VBS/memory integrity or enable nested virtualization\n", text);
 }
 
 static NTSTATUS HvLoad(HV_VMM_CONTEXT **out)
@@ -219,16 +344,16 @@ static NTSTATUS HvLoad(HV_VMM_CONTEXT **out)
     uint32_t i, count;
 
     if (!HvCoreVmxSupported()) {
-        HV_LOG(HV_LOG_ERROR, "hv: this processor has no VMX (CPUID.1:ECX.VMX = 0)\n");
+        HvLogNoVmx();
         return STATUS_NOT_SUPPORTED;
     }
     count = KeQueryActiveProcessorCountEx(ALL_PROCESSOR_GROUPS);
-    vmm = (HV_VMM_CONTEXT *)ExAllocatePoolWithTag(NonPagedPool, sizeof(*vmm), HV_POOL_TAG);
+    vmm = (HV_VMM_CONTEXT *)ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*vmm), HV_POOL_TAG);
     if (vmm == NULL)
         return STATUS_INSUFFICIENT_RESOURCES;
     RtlZeroMemory(vmm, sizeof(*vmm));
     vmm->State = HV_DRIVER_STATE_LOADING;
-    vmm->Vcpus = (HV_VCPU *)ExAllocatePoolWithTag(NonPagedPool, (SIZE_T)count * sizeof(HV_VCPU), HV_POOL_TAG);
+    vmm->Vcpus = (HV_VCPU *)ExAllocatePoolWithTag(NonPagedPoolNx, (SIZE_T)count * sizeof(HV_VCPU), HV_POOL_TAG);
     if (vmm->Vcpus == NULL) {
         ExFreePoolWithTag(vmm, HV_POOL_TAG);
         return STATUS_INSUFFICIENT_RESOURCES;
@@ -243,6 +368,16 @@ static NTSTATUS HvLoad(HV_VMM_CONTEXT **out)
     HvCoreReadCapabilities(vmm);
     HvPublish(vmm);
     HV_LOG(HV_LOG_INFO, "hv: %u processors, IA32_VMX_BASIC 0x%llx\n", count, (unsigned long long)vmm->CapBasic);
+    vmm->Parent = HvCoreDetectParent(vmm->ParentVendor);
+    if (vmm->Parent != HV_PARENT_NONE)
+        HV_LOG(HV_LOG_INFO, "hv: running under a parent hypervisor (%s): its CPUID leaves%s pass through\n",
+               vmm->Parent == HV_PARENT_HYPERV ? "Hyper-V interface" : "unknown interface",
+               vmm->Parent == HV_PARENT_HYPERV ? ", synthetic MSRs and hypercalls" : "");
+    status = HvCheckGuestFeatures(vmm);
+    if (!NT_SUCCESS(status)) {
+        HvFreeVmm(vmm);
+        return status;
+    }
 
     for (i = 0; i < count && NT_SUCCESS(status); i++)
         status = HvAllocVcpuResources(&vmm->Vcpus[i]);
@@ -252,8 +387,8 @@ static NTSTATUS HvLoad(HV_VMM_CONTEXT **out)
             status = STATUS_INSUFFICIENT_RESOURCES;
     }
     /* Processor 0 also discovers the VMCS layout on the scratch region. */
-    for (i = 0; i < count && NT_SUCCESS(status); i++)
-        status = HvRunOn(i, HvVirtualizeOne, vmm, i == 0 ? &scratch : NULL);
+    if (NT_SUCCESS(status))
+        status = HvVirtualizeAll(vmm, &scratch);
     if (scratch.Va != NULL)
         HvFreePage((void **)&scratch.Va, &scratch.Pa);
 
@@ -285,6 +420,9 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
         return status;
     }
     driver->DriverUnload = HvDriverUnload;
+    if (!NT_SUCCESS(HvRegisterPowerCallback(g_Vmm)))
+        HV_LOG(HV_LOG_WARNING, "hv: no \\Callback\\PowerState: sleep states will end VMX operation unnoticed "
+               "(unload stays safe)\n");
     HvDebugDescriptor.DriverState = HV_DRIVER_STATE_RUNNING;
     HV_LOG(HV_LOG_INFO, "hv: running on %u processors\n", g_Vmm->VirtualizedCount);
     return STATUS_SUCCESS;

@@ -245,4 +245,11 @@ HvAsmHypercall PROC
     ret
 HvAsmHypercall ENDP
 
+; ---- hypercall to a parent hypervisor (Hyper-V TLFS 3.7) ---------------------
+; The MS x64 argument registers RCX, RDX, R8 already are the hypercall's.
+HvAsmParentHypercall PROC
+    vmcall
+    ret
+HvAsmParentHypercall ENDP
+
 END

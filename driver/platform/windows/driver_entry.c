@@ -324,13 +324,14 @@ static NTSTATUS HvCheckGuestFeatures(HV_VMM_CONTEXT *vmm)
 
 static void HvLogNoVmx(void)
 {
-    uint32_t vendor[3];
+    uint32_t vendor[3], i;
     char text[13];
     if (HvCoreDetectParent(vendor) == HV_PARENT_NONE) {
         HV_LOG(HV_LOG_ERROR, "hv: this processor has no VMX (CPUID.1:ECX.VMX = 0)\n");
         return;
     }
-    RtlCopyMemory(text, vendor, 12);
+    for (i = 0; i < 12; i++)
+        text[i] = (char)(vendor[i / 4] >> (8 * (i % 4)));
     text[12] = 0;
     HV_LOG(HV_LOG_ERROR, "hv: no VMX: this system already runs under the hypervisor \"%s\" (CPUID.1:ECX[31]), "
            "which does not expose VMX to it: turn off VBS/memory integrity or enable nested virtualization\n", text);

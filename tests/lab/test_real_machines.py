@@ -1,0 +1,111 @@
+"""What real machines do that the lab now models (docs/driver.md): each scenario
+runs the built hv.sys and is judged from the emulator's side -- guest checks,
+emulated_lab.cpu_truth, the allocation tracker, the bugcheck -- on 1, 2 and 8
+processors (8 only for a few, to keep `make test` short)."""
+import json
+
+import pytest
+
+from emulated_lab import report
+from emulated_lab.lab import HV_BUGCHECK_CODE, HV_BUGCHECK_VMRESUME_FAILED, run_scenario
+from tests.support import run_cli
+
+CLEAN = ("hyperv-parent", "sleep", "debug-registers", "modern-guest", "poisoned-vmcs")
+CASES = [(s, c) for s in CLEAN for c in (1, 2)] + [("hyperv-parent", 8), ("sleep", 8)]
+
+
+def _assert_clean_end(res):
+    t = res.truth["processors"]
+    assert [p["vmx"] for p in t] == ["off"] * res.cpus, res.summary()
+    assert not any(p["cr4_vmxe"] for p in t)
+    assert res.leaks == [] and res.held_objects == []
+    assert res.unload_ran and res.bugcheck is None and not res.crash
+
+
+@pytest.mark.parametrize("scenario, cpus", CASES)
+def test_scenario_ends_clean_with_every_guest_check_ok(hv_sys, scenario, cpus):
+    res = run_scenario(scenario, cpus=cpus, driver=hv_sys)
+    assert res.loaded
+    assert res.checks, "the scenario checked nothing"
+    bad = [c for c in res.checks if not c.ok]
+    assert not bad, bad
+    _assert_clean_end(res)
+    # every processor really ran hv.sys: the CPU saw a VMXON and a VMPTRLD on each
+    assert all(p["vmxon_used"] and p["vmptrld_used"] for p in res.truth["processors"])
+
+
+def test_hyperv_parent_sees_our_guest_traffic(hv_sys):
+    res = run_scenario("hyperv-parent", cpus=2, driver=hv_sys)
+    names = {c.name for c in res.checks if c.ok}
+    for k in range(2):
+        assert {"cpu%d:parent-msr-vp-index" % k, "cpu%d:parent-hypercalls" % k, "cpu%d:hv-ping" % k} <= names
+    # synthetic MSRs exit (outside the bitmap ranges) and were passed on, not answered with #GP
+    assert sum(1 for e in res.exits if e.reason == 31 and not e.lab_induced) >= 2 * 2
+
+
+def test_sleep_leaves_vmx_before_and_returns_after(hv_sys):
+    res = run_scenario("sleep", cpus=2, driver=hv_sys)
+    ok = {c.name: c.ok for c in res.checks}
+    assert ok["left-vmx-before-sleep"] and ok["cpu0:hv-ping"] and ok["cpu1:hv-ping"]
+    # the CPU saw a second VMXON on each processor (after resume), on the same region
+    for p in res.truth["processors"]:
+        assert len(p["vmxon_used"]) == 2 and p["vmxon_used"][0] == p["vmxon_used"][1]
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 8])
+def test_missing_control_refuses_naming_the_feature(hv_sys, cpus):
+    res = run_scenario("missing-control", cpus=cpus, driver=hv_sys)
+    assert res.load_status == 0xC035001E                 # STATUS_HV_FEATURE_UNAVAILABLE
+    assert [c.ok for c in res.checks] == [True]
+    assert any("RDTSCP" in m.text and "CPUID.80000001H" in m.text for m in res.messages if m.shown)
+    assert res.leaks == [] and res.held_objects == []
+    assert [p["vmx"] for p in res.truth["processors"]] == ["off"] * cpus
+    assert all(not p["vmxon_used"] for p in res.truth["processors"])   # refused before any VMXON
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 8])
+def test_resume_failure_ends_in_the_drivers_bugcheck_with_the_error(hv_sys, cpus, tmp_path):
+    image = str(tmp_path / "rf.hvimg")
+    res = run_scenario("resume-failure", cpus=cpus, driver=hv_sys, image=image, raise_on_crash=False)
+    code, params = res.bugcheck
+    assert code == HV_BUGCHECK_CODE and params[0] == HV_BUGCHECK_VMRESUME_FAILED
+    assert params[1] == 8                                  # VM entry with invalid host-state field(s)
+    rc, out, err = run_cli(["--image", image, "vcpu", str(cpus - 1)])
+    assert rc == 0 and "failed at VMRESUME (error 8" in out, err
+    rc, out, _ = run_cli(["--image", image, "vmm"])
+    assert "error 8" in out
+
+
+def test_report_schema_and_cli(hv_sys, tmp_path):
+    from emulated_lab.__main__ import main
+    path = tmp_path / "r.json"
+    assert main(["run", "--cpus", "2", "--scenario", "sleep", "--driver", hv_sys, "--report", str(path)]) == 0
+    r = json.loads(path.read_text())
+    assert r["schema"] == report.SCHEMA_VERSION and r["scenario"] == "sleep"
+    assert r["driver_entry_status"] == "0x00000000" and r["bugcheck"] is None
+    assert [p["index"] for p in r["processors"]] == [0, 1]
+    for p in r["processors"]:
+        assert int(p["vmxon_pa"], 16) and int(p["vmcs_pa"], 16) and p["vmxon_pa"] != p["vmcs_pa"]
+        assert p["vmx_on_after_unload"] is False and p["cr4_vmxe_after_unload"] is False
+    assert r["leaked_allocations"] == [] and all(c["ok"] for c in r["guest_checks"])
+    assert r["exits"]["0x12"] >= 4 and all(k.startswith("0x") for k in r["exits"])
+    assert any("resume" in m["text"] for m in r["messages"]) and all("level" in m for m in r["messages"])
+
+
+def test_report_of_a_crash_is_written_and_exit_code_says_so(hv_sys, tmp_path, capsys):
+    from emulated_lab.__main__ import main
+    path = tmp_path / "r.json"
+    assert main(["run", "--cpus", "1", "--scenario", "resume-failure", "--driver", hv_sys,
+                 "--report", str(path)]) == 1
+    r = json.loads(path.read_text())
+    assert r["bugcheck"]["code"] == "0x48564c42" and r["bugcheck"]["params"][:2] == ["0x4", "0x8"]
+    assert "crash: KeBugCheckEx" in capsys.readouterr().out
+
+
+def test_report_to_an_unwritable_place_is_one_line_and_writes_nothing(hv_sys, tmp_path, capsys):
+    from emulated_lab.__main__ import main
+    missing = tmp_path / "no" / "such" / "r.json"
+    assert main(["run", "--scenario", "baseline", "--driver", hv_sys, "--report", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the report" in err and "Traceback" not in err
+    assert not missing.parent.exists()

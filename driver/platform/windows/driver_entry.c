@@ -265,10 +265,13 @@ static VOID HvPowerCallback(PVOID context, PVOID argument1, PVOID argument2)
 
 static NTSTATUS HvRegisterPowerCallback(HV_VMM_CONTEXT *vmm)
 {
+    static WCHAR text[] = L"\\Callback\\PowerState";
     OBJECT_ATTRIBUTES attributes;
     UNICODE_STRING name;
     NTSTATUS status;
-    RtlInitUnicodeString(&name, L"\\Callback\\PowerState");
+    name.Buffer = text;
+    name.Length = (USHORT)(sizeof(text) - sizeof(WCHAR));
+    name.MaximumLength = (USHORT)sizeof(text);
     InitializeObjectAttributes(&attributes, &name, OBJ_CASE_INSENSITIVE, NULL, NULL);
     status = ExCreateCallback(&g_PowerState, &attributes, FALSE, TRUE);
     if (!NT_SUCCESS(status))

@@ -32,12 +32,12 @@ _LAUNCH = {"AUTO": "Auto", "OFF": "Off"}
 
 
 class LastBoot:
-    """The parsed value: .text (as stored), .values {bcdedit option: value}, .unknown switches."""
+    """The parsed value: .text (as stored), .values {bcdedit option: value}, .other switches."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.values: Dict[str, str] = dict(_ABSENT_MEANS)
-        self.unknown: List[str] = []
+        self.other: List[str] = []  # switches that do not bear on Day 0 (NOEXECUTE=OPTIN ...)
         for token in text.split():
             self._take(token.upper())
 
@@ -63,7 +63,7 @@ class LastBoot:
         elif name == "BAUDRATE" and value:
             self.values["baudrate"] = value
         else:
-            self.unknown.append(token)
+            self.other.append(token)
 
     def get(self, option: str) -> Optional[str]:
         return self.values.get(option.lower())
@@ -83,7 +83,7 @@ class LastBoot:
         return ", ".join(parts)
 
     def as_json(self) -> Dict[str, object]:
-        return {"text": self.text, "values": dict(self.values), "unknown": list(self.unknown)}
+        return {"text": self.text, "values": dict(self.values), "other": list(self.other)}
 
 
 def parse(text: Optional[str]) -> Optional[LastBoot]:

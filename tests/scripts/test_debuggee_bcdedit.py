@@ -87,9 +87,3 @@ def test_decode_utf16_from_powershell_and_oem_from_cmd(data):
     assert bcdedit.parse_enum(bcdedit.decode(no_bom))["debug"] == "Yes"
     oem = text.replace("Windows 11", "Windows 11 \xc7").encode("cp437")  # not UTF-8
     assert bcdedit.decode(oem).count("\xc7") == 1
-
-
-def test_start_options_tokens():
-    assert bcdedit.start_options(" TESTSIGNING  NOEXECUTE=OPTIN  DEBUG") == ["TESTSIGNING", "NOEXECUTE=OPTIN", "DEBUG"]
-    assert bcdedit.start_options(None) == []
-    assert "DEBUG" not in bcdedit.start_options(" NODEBUG  NOEXECUTE=OPTIN")

@@ -12,13 +12,12 @@ Both readers answer subkeys(path) and values(path) for paths like
 """
 from __future__ import annotations
 
-import os
 import struct
 import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 from debuggee import bcd_elements as E
-from debuggee.registry import Unavailable
+from debuggee.registry import Unavailable, open_hive_file
 
 Value = Tuple[Any, str]
 _MAX_INHERIT_DEPTH = 16
@@ -43,28 +42,9 @@ class HiveTree:
 
     def __init__(self, path: str, option: str = "--bcd-hive") -> None:
         self.path, self.option = path, option
-        if not os.path.isfile(path):
-            raise BcdStoreError("%s %s: no such file (export it on the VM: reg save HKLM\\BCD00000000 bcd.hiv, "
-                                "or bcdedit /export bcd.hiv)" % (option, path))
-        try:
-            with open(path, "rb") as f:
-                magic = f.read(4)
-        except OSError as e:
-            raise BcdStoreError("%s %s: cannot read it (%s)" % (option, path, e.strerror or e))
-        if magic != b"regf":
-            raise BcdStoreError("%s %s: not a registry hive (no 'regf' signature); export the store with "
-                                "bcdedit /export bcd.hiv" % (option, path))
-        try:
-            from regipy.registry import RegistryHive
-            self._hive = RegistryHive(path)
-            self._hive.get_key("\\Objects")
-        except ImportError:
-            raise BcdStoreError("reading a BCD hive needs regipy: pip install regipy")
-        except Exception as e:  # regipy raises many kinds on a damaged file
-            if type(e).__name__ == "RegistryKeyNotFoundException":
-                raise BcdStoreError("%s %s: not a BCD store (it has no Objects key); give the file from "
-                                    "bcdedit /export or reg save HKLM\\BCD00000000" % (option, path))
-            raise BcdStoreError("%s %s: damaged hive (%s)" % (option, path, type(e).__name__))
+        self._hive = open_hive_file(path, option, "Objects", kind="a BCD store", error=BcdStoreError,
+                                    how="export the store on the VM: bcdedit /export bcd.hiv, or "
+                                        "reg save HKLM\\BCD00000000 bcd.hiv")
 
     def describe(self) -> str:
         return "BCD store %s" % self.path

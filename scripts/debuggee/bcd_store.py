@@ -276,11 +276,19 @@ class BcdStore:
     def loaders(self) -> List[str]:
         return sorted(g for g in self._objects if self.object_type(g) == E.OS_LOADER)
 
+    def _read(self, guid: str, option: str) -> Optional[Tuple[Any, str]]:
+        """element(), with an unreadable element kept as its Unavailable (one row UNKNOWN, not all)."""
+        try:
+            return self.element(guid, option)
+        except Unavailable as e:
+            return e, E.display_name(guid)
+
     def entry(self, guid: str, how: str) -> Dict[str, Any]:
-        """The loader's options as bcdedit /enum names them (absent options left out)."""
+        """The loader's options as bcdedit /enum names them (absent options left out;
+        an element this checker cannot read is there as an Unavailable)."""
         out: Dict[str, Any] = {"identifier": E.display_name(guid), "chosen": how}
         for option in ("description", "testsigning", "nointegritychecks", "debug", "bootdebug", "hypervisorlaunchtype"):
-            found = self.element(guid, option)
+            found = self._read(guid, option)
             if found is not None:
                 out[option] = found[0]
         return out
@@ -293,9 +301,9 @@ class BcdStore:
         sources = set()
         dbg = E.WELL_KNOWN["{dbgsettings}"]
         for option in ("debugtype", "debugport", "baudrate", "hostip", "port", "key", "dhcp", "busparams"):
-            found = self.element(guid, option)
+            found = self._read(guid, option)
             if found is None and self.has(dbg):
-                found = self.element(dbg, option)
+                found = self._read(dbg, option)
             if found is not None:
                 out[option] = found[0]
                 sources.add(found[1])

@@ -103,6 +103,8 @@ def check_bcdedit(s: Dict[str, Any], src) -> Tuple[str, str]:
     try:
         entry, where = src.boot_entry()
         value = entry.get(option)
+        if isinstance(value, Unavailable):
+            raise value
         effective = value if value is not None else s["absent"]
         if not _understood(option, effective):
             raise Unavailable("%s has %s %r, a word this checker does not know (bcdedit prints some values in "
@@ -124,15 +126,21 @@ def _dbg_field(field: str, src) -> Tuple[Optional[str], str, str]:
     last = _last_boot_value(field, src)
     try:
         dbg, _where = src.debug_settings()
-    except Unavailable:
+    except Unavailable as e:
         if last is None:
             raise
-        return last, "?", " (at the last boot, SystemStartOptions; stored setting unknown)"
+        return last, "?", " (at the last boot, SystemStartOptions; stored setting unknown: %s)" % e
     value = dbg.get(field.lower())
+    if isinstance(value, Unavailable):
+        if last is None:
+            raise value
+        return last, "?", " (at the last boot, SystemStartOptions; stored setting unreadable: %s)" % value
     note = ""
     if last is not None and value is not None and _norm(last) != _norm(value):
         note = "; the last boot had %s (applies at the next boot)" % last
-    return (None if value is None else str(value)), str(dbg.get("debugtype", "?")), note
+    debugtype = dbg.get("debugtype", "?")
+    return (None if value is None else str(value)), \
+        ("unreadable" if isinstance(debugtype, Unavailable) else str(debugtype)), note
 
 
 def check_dbgsettings(s: Dict[str, Any], params: Dict[str, Optional[str]], given: Set[str], src,

@@ -176,13 +176,6 @@ class Sources:
             self.notes.append("%s: line not understood, ignored: %r" % (option, line))
         return entry
 
-    # kept for callers of the older interface
-    def bcd_enum(self) -> Dict[str, Any]:
-        return self.boot_entry()[0]
-
-    def dbgsettings(self) -> Dict[str, Any]:
-        return self.debug_settings()[0]
-
     # live-only probes
     def _need_live(self) -> None:
         if not self.live:

@@ -119,6 +119,12 @@ def test_element_of_an_unexpected_type_is_not_guessed(capsys, system, bcd):
     assert "16000049" in r["testsigning"]["found"] and "REG_SZ" in r["testsigning"]["found"]
     assert r["testsigning"]["status"] == "PASS"  # the last boot had TESTSIGNING, and says so
     assert "at the last boot" in r["testsigning"]["found"]
+    assert r["hyperv_launch"]["found"] == "Off" and r["kdnet_debug"]["found"] == "Yes"  # the rest still from the store
+    # a KDNET field of a wrong type: that row falls back to the last boot, the others stay with the store
+    rc, r, _ = statuses(capsys, "--json", "--hive", system(), "--bcd-hive", bcd(dbg={"1500001b": "50000"}))
+    assert r["kdnet_port"]["found"].startswith("50000 ") and "REG_SZ" in r["kdnet_port"]["found"]
+    assert "(at the last boot, SystemStartOptions; stored setting unreadable" in r["kdnet_port"]["found"]
+    assert r["kdnet_hostip"]["found"] == "192.168.56.1 (not compared: give --host-ip)"
 
 
 def test_inheritance_cycle_ends(tmp_path):

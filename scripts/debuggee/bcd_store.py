@@ -245,7 +245,8 @@ class BcdStore:
         if ident and ident.lower() == "{current}":
             if current and self.has(current):
                 return current.lower(), "{current}, the entry Windows booted"
-            ident, how = None, " ({current} is only known on the running VM)"
+            ident, how = None, (" ({current} is only known on the running VM)" if not current
+                                else " (the booted entry %s is not in this store)" % current.lower())
         if not ident or ident.lower() == "{default}":
             bootmgr = E.WELL_KNOWN["{bootmgr}"]
             if not self.has(bootmgr):

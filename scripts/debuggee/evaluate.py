@@ -107,8 +107,9 @@ def check_bcdedit(s: Dict[str, Any], src) -> Tuple[str, str]:
             raise value
         effective = value if value is not None else s["absent"]
         if not _understood(option, effective):
-            raise Unavailable("%s has %s %r, a word this checker does not know (bcdedit prints some values in "
-                              "the display language: give --bcd-hive instead)" % (where, option, effective))
+            hint = ("bcdedit prints some values in the display language: give --bcd-hive instead"
+                    if where.startswith("bcdedit") else "not a value Microsoft documents")
+            raise Unavailable("%s has %s %r, a word this checker does not know (%s)" % (where, option, effective, hint))
     except Unavailable as e:
         if last is None:
             raise

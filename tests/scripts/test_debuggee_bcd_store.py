@@ -157,3 +157,27 @@ def test_bad_bcd_input(tmp_path, system, bcd):
     one_line_error(["--bcd-hive", store, "--bcd-id", "{dbgsettings}"], "not a Windows Boot Loader", hives.LOADER)
     one_line_error(["--bcd-hive", store, "--bcd-id", "{00000000-0000-0000-0000-000000000000}"], "no such object")
     one_line_error(["--bcd-id", hives.LOADER, "--hive", system()], "--bcd-id needs --bcd-hive")
+
+
+def test_current_on_the_vm_and_an_undocumented_value(system, bcd):
+    from debuggee import evaluate, settings
+    from debuggee.registry import HiveRegistry
+    from debuggee.sources import Sources
+    store = bcd_store.BcdStore(bcd_store.HiveTree(bcd(loader={"250000f0": hives.el_int(5)})))
+    table = settings.load()
+    params = settings.resolve_parameters(table, {})
+
+    def rows(current):
+        src = Sources(HiveRegistry({"SYSTEM": system(" TESTSIGNING  DEBUG")}), None, None, live=False,
+                      bcd=lambda: store, bcd_id="{current}", current_id=lambda: current)
+        return {r["id"]: r for r in evaluate.evaluate(table, params, set(), src)}, src
+
+    # the booted entry (as NtQuerySystemInformation names it on the VM) is the one checked
+    r, src = rows(hives.OTHER_LOADER.upper())
+    assert "{current}, the entry Windows booted" in src.describe_bcd()
+    assert r["hyperv_launch"]["found"].startswith("Auto")  # the recovery entry has launch type Auto
+    r, src = rows("{11111111-2222-3333-4444-555555555555}")
+    assert "the booted entry {11111111-2222-3333-4444-555555555555} is not in this store" in src.describe_bcd()
+    # launch type 5 is no documented value: said so, and the last boot (no HYPERVISORLAUNCHTYPE) answers
+    assert r["hyperv_launch"]["status"] == "PASS"
+    assert "'unknown (5)'" in r["hyperv_launch"]["found"] and "not a value Microsoft documents" in r["hyperv_launch"]["found"]

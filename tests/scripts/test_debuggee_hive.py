@@ -289,3 +289,12 @@ def test_summary_lines_name_the_sources(capsys, image):
     rc, out, err = run(capsys, *image())
     assert "Boot configuration: bcdedit output" in out
     assert "Last boot (SystemStartOptions): testsigning Yes, debug Yes, hypervisorlaunchtype Off" in out
+
+
+def test_no_system_start_options_value(capsys, image):
+    # an image that never booted has no SystemStartOptions: nothing about the last boot is claimed
+    system = hives.system_keys(**{"Control": {"SystemBootDevice": "multi(0)disk(0)rdisk(0)partition(2)"}})
+    rc, r = statuses(capsys, *image(system, enum=None, dbg=None))
+    assert r["testsigning"]["status"] == "UNKNOWN" and "--bcd-hive" in r["testsigning"]["found"]
+    rc, out, err = run(capsys, *image(system, enum=None, dbg=None))
+    assert "Last boot (SystemStartOptions): unknown, no SystemStartOptions value in the SYSTEM hive" in out

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from typing import Any, Dict, List, Optional
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -107,9 +108,25 @@ def _table_text(headers: List[str], rows: List[List[str]]) -> str:
         return "\n".join(lines)
 
 
+WIDTH = 120  # default output fits this many columns
+
+
+def _wrap_last_column(rows: List[List[str]], headers: List[str]) -> List[List[str]]:
+    """Rows whose last cell would pass WIDTH go on over continuation rows (words kept whole)."""
+    fixed = sum(max(len(str(x)) for x in col) + 2 for col in list(zip(headers, *rows))[:-1])
+    width = max(40, WIDTH - fixed)
+    out: List[List[str]] = []
+    for row in rows:
+        lines = textwrap.wrap(str(row[-1]), width, break_long_words=False, break_on_hyphens=False) or [""]
+        out.append(row[:-1] + [lines[0]])
+        out.extend([""] * (len(row) - 1) + [line] for line in lines[1:])
+    return out
+
+
 def render(results: List[Dict[str, Any]], sources: Sources) -> str:
+    headers = ["Status", "Check", "Found"]
     rows = [[r["status"], r["title"] + ("" if r["required"] else " (optional)"), r["found"]] for r in results]
-    out = [_table_text(["Status", "Check", "Found"], rows), ""]
+    out = [_table_text(headers, _wrap_last_column(rows, headers)), ""]
     todo = [r for r in results if r["status"] == evaluate.FAIL]
     if todo:
         out.append("To fix (run elevated):")

@@ -298,3 +298,13 @@ def test_no_system_start_options_value(capsys, image):
     assert r["testsigning"]["status"] == "UNKNOWN" and "--bcd-hive" in r["testsigning"]["found"]
     rc, out, err = run(capsys, *image(system, enum=None, dbg=None))
     assert "Last boot (SystemStartOptions): unknown, no SystemStartOptions value in the SYSTEM hive" in out
+
+
+def test_text_output_fits_120_columns(capsys, image, tmp_path):
+    # long findings (a KDNET key, a last-boot note) continue on the next row instead of widening the table
+    path = hives.make_hive(str(tmp_path / "SYSTEM"), "SYSTEM", win10_1709_system())
+    for argv in (image(enum="enum_wrong.txt"), image(), ["--hive", path]):
+        rc, out, err = run(capsys, *argv)
+        table = out.split("\n\n")[0].splitlines()
+        assert all(len(line) <= 120 for line in table), max(table, key=len)
+    assert any(l.split() and l.split()[0] == "PASS" and "2steg4fzbj2sz" in l for l in run(capsys, *image())[1].splitlines())

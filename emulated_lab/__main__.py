@@ -80,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     from emulated_lab.lab import SCENARIOS, ScenarioError, run_scenario
     from emulated_lab.machine import MachineError
-    from emulated_lab.native import NativeError
+    from emulated_lab.bochs_loader import NativeError
     try:
         if args.cmd == "scenarios":
             for name, what in SCENARIOS.items():

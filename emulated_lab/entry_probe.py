@@ -325,11 +325,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         fields = None
         if args.fields:
-            from windbg_ext.commands.base import CommandError
-            from windbg_ext.commands.verify import load_fields
+            from windbg_ext.state_files import StateFileError, load_fields
             try:
                 fields = load_fields(args.fields)
-            except CommandError as e:
+            except StateFileError as e:
                 raise ProbeError(str(e))
         with EntryProbe() as probe:
             if args.write_baseline:

@@ -9,7 +9,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from windbg_ext.commands.base import Link, Report
+from windbg_ext.render.report import Link, Report
 from windbg_ext.render.text import render_json, render_text
 
 text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=12)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from windbg_ext.commands.base import CommandError, Report, parse_index, parse_int
+from windbg_ext.commands.base import CommandError, parse_index, parse_int
+from windbg_ext.render.report import Report
 
 SUMMARY = "decode the VMX capability MSRs (allowed 0/1 per control bit, CR0/CR4 fixed bits) per processor"
 NEEDS_TARGET = True
@@ -183,8 +184,7 @@ def run(ctx, args) -> Report:
         if not values:
             raise CommandError("no VMX capability MSR of processor %d could be read on this target (%s): run caps "
                                "live in WinDbg, or decode values you have with caps --msr 0x480=0x..."
-                               % (cpu, "a crash dump holds no MSR values" if target.name == "dump"
-                                  else "IA32_FEATURE_CONTROL and IA32_VMX_BASIC are absent"))
+                               % (cpu, target.no_msrs_reason or "IA32_FEATURE_CONTROL and IA32_VMX_BASIC are absent"))
         rep = describe(values, absent)
         reports.append(dict(rep, cpu=cpu))
         if first is not None and rep["msrs"] == first["msrs"]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
-from windbg_ext.commands.base import CommandError, Link, Report
+from windbg_ext.commands.base import CommandError
+from windbg_ext.render.report import Link, Report
 
 SUMMARY = "pre-VMXON requirements per processor (CPUID.VMX, FEATURE_CONTROL, CR0/CR4 fixed bits, revision id)"
 NEEDS_TARGET = True

@@ -6,7 +6,8 @@ from __future__ import annotations
 import struct
 from typing import Dict, List
 
-from windbg_ext.commands.base import Report, parse_int
+from windbg_ext.commands.base import parse_int
+from windbg_ext.render.report import Report
 
 SUMMARY = "show whether IHVDRIVER DbgPrintEx messages reach the debugger, and how to fix the filter"
 NEEDS_TARGET = True

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Tuple
 
-from windbg_ext.commands.base import CommandError, Report, parse_int
+from windbg_ext.commands.base import CommandError, parse_int
+from windbg_ext.render.report import Report
 
 SUMMARY = "explain a VM exit reason (number, hex, name or full value with bit 31); --qual decodes the qualification"
 NEEDS_TARGET = False

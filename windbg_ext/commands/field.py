@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from windbg_ext.commands.base import CommandError, Link, Report
+from windbg_ext.commands.base import CommandError
+from windbg_ext.render.report import Link, Report
 
 SUMMARY = "decode VMCS field names/encodings (SDM App. B), or list the catalogue with --all"
 NEEDS_TARGET = False

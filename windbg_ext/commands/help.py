@@ -1,7 +1,8 @@
 """help [command]: the command list, or one command's usage."""
 from __future__ import annotations
 
-from windbg_ext.commands.base import CommandError, Link, Report
+from windbg_ext.commands.base import CommandError
+from windbg_ext.render.report import Link, Report
 
 SUMMARY = "list the commands, or show one command's arguments"
 NEEDS_TARGET = False

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from windbg_ext.commands.base import CommandError, Report, parse_index
+from windbg_ext.commands.base import CommandError, parse_index
+from windbg_ext.hv.vmcs_source import Values, load_values
+from windbg_ext.render.report import Report
 
 SUMMARY = "VMCS fields of a vCPU from the driver's snapshot or the raw region, decoded; --diff compares"
 NEEDS_TARGET = True
@@ -32,43 +34,6 @@ def add_arguments(p) -> None:
                         "failure = the snapshot in the descriptor's last-failure record, kept after a failed load)")
     p.add_argument("--diff", metavar="M|region",
                    help="show only fields that differ from vCPU M, or between snapshot and region of vCPU n")
-
-
-class Values:
-    def __init__(self, values: Dict[int, int], source: str, note: str = "") -> None:
-        self.values = values
-        self.source = source   # "snapshot" | "region"
-        self.note = note
-
-    @property
-    def label(self) -> str:
-        return {"region": "region*", "failure": "failure snapshot"}.get(self.source, "snapshot")
-
-
-def load_values(w, v, source: Optional[str]) -> Values:
-    from windbg_ext.hv.regions import region_values
-
-    snap = v.snapshot()
-    if source is None:
-        source = "snapshot" if snap.count else "region"
-        note = "" if snap.count else ("vCPU %d's snapshot is empty (reason: %s): showing the region; set the "
-                                      "descriptor's SnapshotOnEveryExit to 1 for architectural values" %
-                                      (v.index, snap.reason))
-    else:
-        note = ""
-    if source == "snapshot":
-        if snap.torn:
-            note = "the snapshot was being written when the target stopped (odd sequence %d): values may be torn" \
-                   % snap.sequence
-        return Values(dict(snap.values), "snapshot", note)
-    d = w.descriptor()
-    if d.LayoutStatus != 1 or not d.LayoutCount:
-        raise CommandError("vCPU %d: cannot decode the VMCS region: the driver's layout map is %s"
-                           % (v.index, d.layout_status))
-    if not v.VmcsRegionPa:
-        raise CommandError("vCPU %d has no VMCS region (VmcsRegionPa is 0)" % v.index)
-    page = w.read_page(v.VmcsRegionPa, "vCPU %d's VMCS region" % v.index)
-    return Values(region_values(page, d.layout), "region", note)
 
 
 def _select(args) -> Tuple[List[Tuple[Any, str]], bool]:
@@ -111,7 +76,7 @@ def run(ctx, args) -> Report:
 
 def failure_values(d, n: int) -> Values:
     from windbg_ext.hv.model import FAILED_STEPS, failure_snapshot
-    from windbg_ext.hv.summary import vm_error_text
+    from windbg_ext.hv.state_text import vm_error_text
 
     snap = failure_snapshot(d)
     f = d.failure
@@ -129,7 +94,7 @@ def failure_values(d, n: int) -> Values:
         f.status, snap.reason)
     from windbg_ext.hv.model import NO_EXIT
     if snap.exit_reason != NO_EXIT:
-        from windbg_ext.hv.summary import exit_text
+        from windbg_ext.hv.state_text import exit_text
         note += "; exit reason %s" % exit_text(snap.exit_reason)
     return Values(dict(snap.values), "failure", note)
 

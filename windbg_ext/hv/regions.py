@@ -86,18 +86,24 @@ def msr_bitmap_checks(pa: int, page: Optional[bytes], basic: int, maxphyaddr: Op
     return out
 
 
-def distinct_pages(pages: Dict[str, int]) -> List[Check]:
+class Page(NamedTuple):
+    label: str    # "vCPU 0 VMXON": names the page in messages
+    region: str   # "VMXON", "VMCS", "MSR bitmap"
+    pa: int
+
+
+def distinct_pages(pages: Iterable[Page]) -> List[Check]:
     """Every VMXON/VMCS/bitmap page of every vCPU is its own (SDM 31.3: VMPTRLD
     with the VMXON pointer fails with error 10; sharing a VMCS corrupts both)."""
     seen: Dict[int, str] = {}
     out = []
-    for label, pa in pages.items():
-        page = pa & ~(PAGE - 1)
+    for p in pages:
+        page = p.pa & ~(PAGE - 1)
         if page and page in seen:
-            out.append(Check(label.split(":")[-1].strip(), "distinct page", False,
-                             "%s shares page 0x%x with %s" % (label, page, seen[page]), "31.3"))
+            out.append(Check(p.region, "distinct page", False,
+                             "%s shares page 0x%x with %s" % (p.label, page, seen[page]), "31.3"))
         elif page:
-            seen[page] = label
+            seen[page] = p.label
     return out
 
 

@@ -56,11 +56,11 @@ def decode(name: str, value: int, values_by_name: Optional[Dict[str, int]] = Non
                                      " P" if a["p"] else " not-present",
                                      (" " + " ".join(f.upper() for f in flags)) if flags else "")
     if name == "VM_EXIT_REASON":
-        from windbg_ext.hv.summary import exit_text
+        from windbg_ext.hv.state_text import exit_text
 
         return exit_text(value)
     if name == "VM_INSTRUCTION_ERROR":
-        from windbg_ext.hv.summary import vm_error_text
+        from windbg_ext.hv.state_text import vm_error_text
 
         return vm_error_text(value)
     if name == "EXIT_QUALIFICATION" and values_by_name and "VM_EXIT_REASON" in values_by_name:

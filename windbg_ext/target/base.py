@@ -63,6 +63,9 @@ class Target:
     public methods count every round trip in `stats`."""
 
     name = "target"
+    # What a target can do, asked by callers instead of testing `name`:
+    live = False            # a running system seen through a debugger (memory may be mid-update)
+    no_msrs_reason: Optional[str] = None  # why this kind of target holds no MSR values, when it holds none
 
     def __init__(self) -> None:
         self.stats = ReadStats()

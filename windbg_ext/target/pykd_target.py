@@ -40,6 +40,7 @@ def _pykd_kind(exc: BaseException) -> str:
 
 class PykdTarget(Target):
     name = "pykd"
+    live = True
 
     def __init__(self, pykd_module: Any = None) -> None:
         super().__init__()

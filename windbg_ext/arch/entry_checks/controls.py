@@ -125,10 +125,10 @@ def _tpr_vtpr(s):
         return NOT_APPLICABLE
     if s.read_physical is None:
         return NotChecked("needs the virtual-APIC page in memory")
-    try:
-        vtpr = s.read_physical(s.f("VIRTUAL_APIC_PAGE_ADDR") + 0x80, 1)[0]
-    except Exception:
+    data = s.read(s.f("VIRTUAL_APIC_PAGE_ADDR") + 0x80, 1)
+    if data is None:
         return NotChecked("the virtual-APIC page is not readable")
+    vtpr = data[0]
     if (s.f("TPR_THRESHOLD") & 0xF) > (vtpr >> 4):
         return "%s: bits 3:0 (%d) exceed VTPR bits 7:4 (%d)" % (
             hexv(s, "TPR_THRESHOLD"), s.f("TPR_THRESHOLD") & 0xF, vtpr >> 4)

@@ -10,7 +10,9 @@ from typing import Any, Dict
 
 from windbg_ext.errors import InputError
 # The report model moved to the renderer's side; re-exported so code written against the old home still imports.
-from windbg_ext.render.report import Link, Report, Table, Text  # noqa: F401
+from windbg_ext.render.report import Link, Report, Table, Text  # noqa: F401  (re-export)
+
+__all__ = ["CommandError", "Link", "Report", "Table", "Text", "parse_index", "parse_int"]
 
 
 class CommandError(InputError):

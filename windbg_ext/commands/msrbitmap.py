@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
+from windbg_ext.arch.msr_bitmap import PAGE_SIZE, decode_msr_bitmap, in_range, msr_exits
+from windbg_ext.arch.msr_names import MSR_NAMES, msr_name
 from windbg_ext.commands.base import CommandError, parse_int
 from windbg_ext.render.report import Link, Report
 
@@ -52,7 +54,6 @@ def resolve_bitmap(ctx, text: str, physical: bool) -> Bitmap:
 
 
 def _parse_msr(text: str) -> int:
-    from windbg_ext.arch.msr_names import MSR_NAMES
     key = text.strip().upper()
     for number, name in MSR_NAMES.items():
         if name == key or name == "IA32_" + key:
@@ -77,9 +78,6 @@ def _ranges(read: List[int], write: List[int]) -> List[Tuple[int, int, bool, boo
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.arch.msr_bitmap import PAGE_SIZE, decode_msr_bitmap, in_range, msr_exits
-    from windbg_ext.arch.msr_names import msr_name
-
     wanted = [_parse_msr(m) for m in args.msr]
     bitmap = resolve_bitmap(ctx, args.where, args.phys)
     address, physical, origin = bitmap.address, bitmap.physical, bitmap.origin

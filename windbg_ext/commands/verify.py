@@ -12,7 +12,13 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from windbg_ext.arch import capabilities as C
+from windbg_ext.arch import entry_checks as ec
+from windbg_ext.arch.capability_report import dependent_msrs
 from windbg_ext.arch.controls import CAPABILITY_MSR
+from windbg_ext.arch.entry_checks import EntryState, FAIL, NOT_CHECKED
+from windbg_ext.arch.exits import ENTRY_FAILURE_BIT
+from windbg_ext.arch.msr_names import MSR_NAMES
+from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
 from windbg_ext.commands.base import CommandError, parse_index, parse_int
 from windbg_ext.hv.model import NO_EXIT, failure_snapshot
 from windbg_ext.hv.processor import maxphyaddr, sgx_supported
@@ -39,8 +45,6 @@ WIDE_CAPS = (C.IA32_VMX_PROCBASED_CTLS3, C.IA32_VMX_EXIT_CTLS2)
 def _wide_caps(ctx, caps, n):
     """PROCBASED_CTLS3 / EXIT_CTLS2 exist only when the first batch says so (App. A.3.4, A.4.2): reading
     them otherwise faults, so they cost a second batch only on CPUs that have them."""
-    from windbg_ext.arch.capability_report import dependent_msrs
-
     exists = dependent_msrs(caps)
     wanted = [msr for msr in WIDE_CAPS if exists.get(msr, (False, ""))[0]]
     if not wanted:
@@ -65,8 +69,6 @@ def add_arguments(p) -> None:
 
 def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
     """(msr, why) for every capability MSR the checks of this state need."""
-    from windbg_ext.arch.entry_checks import EntryState
-
     s = EntryState(fields, caps)  # the controls as the processor reads them
     if C.decode_basic(s.cap(C.IA32_VMX_BASIC))["true_controls"]:
         # The TRUE_* MSRs replace the four original control MSRs for the checks (SDM A.2-A.5):
@@ -89,8 +91,6 @@ def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
 
 
 def _check_caps(fields: Dict[int, int], caps: Dict[int, int], where: str) -> None:
-    from windbg_ext.arch.msr_names import MSR_NAMES
-
     for msr, why in required_caps(fields, caps):
         if msr not in caps:
             raise CommandError("%s lacks MSR 0x%x (%s), needed because %s; add it (see: caps)"
@@ -166,8 +166,6 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
 
 # -- the command ----------------------------------------------------------------------
 def run(ctx, args) -> Report:
-    from windbg_ext.arch import entry_checks as ec
-
     if args.n is not None and (args.fields or args.caps):
         raise CommandError("give either a vCPU index or --fields/--caps, not both")
     maxphy_opt = parse_int(args.maxphyaddr, "--maxphyaddr") if args.maxphyaddr is not None else None
@@ -215,8 +213,6 @@ def run(ctx, args) -> Report:
 
 
 def _verdict_line(v) -> str:
-    from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
-
     if v.result == "success":
         return "VM entry passes every check: the processor would enter the guest"
     if v.result == "vmfail_valid":
@@ -227,8 +223,6 @@ def _verdict_line(v) -> str:
 
 
 def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> Report:
-    from windbg_ext.arch.entry_checks import FAIL, NOT_CHECKED
-
     failures = v.failures
     not_checked = [o for o in v.outcomes if o.status == NOT_CHECKED]
     data: Dict[str, Any] = {
@@ -290,8 +284,6 @@ def _first_field(outcome) -> str:
 
 def _entry_failure(rec) -> bool:
     """The driver recorded a VM-entry failure (exit reason bit 31, SDM 28.2.1)."""
-    from windbg_ext.arch.exits import ENTRY_FAILURE_BIT
-
     return rec["exit_reason"] is not None and bool(rec["exit_reason"] >> ENTRY_FAILURE_BIT & 1)
 
 

@@ -8,6 +8,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional
 
 from windbg_ext.arch.capabilities import decode_basic
 from windbg_ext.arch.entry_checks.model import DEFAULT_MAXPHYADDR  # SDM 4.1.4: MAXPHYADDR is at most 52
+from windbg_ext.arch.msr_bitmap import decode_msr_bitmap
 from windbg_ext.arch.vm_errors import VMX_ABORT_CODES
 from windbg_ext.hv.descriptor import LAYOUT_FLAG_FOUND, LAYOUT_FLAG_ROTATED8, LayoutEntry
 
@@ -76,7 +77,6 @@ def msr_bitmap_checks(pa: int, page: Optional[bytes], basic: int, maxphyaddr: Op
     if page is None:
         out.append(Check("MSR bitmap", "readable", False, "the page at 0x%x is not in the target" % pa, "25.6.9"))
         return out
-    from windbg_ext.arch.msr_bitmap import decode_msr_bitmap
 
     decoded = decode_msr_bitmap(page)
     detail = "%d read / %d write intercepts" % (len(decoded["read"]), len(decoded["write"]))

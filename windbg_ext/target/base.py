@@ -8,6 +8,7 @@ because over KDNET each read is a round trip that costs milliseconds.
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+from windbg_ext.arch.paging import PagingError, translate_range
 
 
 class TargetError(Exception):
@@ -153,8 +154,6 @@ class Target:
     def _read_virtual_by_walk(self, address: int, size: int, cr3: int, cr4: int, where: str) -> bytes:
         """Virtual bytes through a 4-level page-table walk from cr3 over _read_physical;
         `where` names the backend's memory in errors ("image", "dump")."""
-        from windbg_ext.arch.paging import PagingError, translate_range
-
         try:
             pieces = translate_range(address, size, cr3, self._read_physical, cr4)
         except PagingError as e:

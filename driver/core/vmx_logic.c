@@ -106,3 +106,34 @@ int HvXcr0Valid(uint64_t value, uint64_t supported_mask)
         return 0;
     return 1;
 }
+
+/* CPUID features that raise #UD in VMX non-root unless a secondary control is
+ * set (SDM Vol. 3 26.3, Table 25-7): the one list. */
+const HV_GUEST_FEATURE HvGuestFeatures[HV_GUEST_FEATURE_COUNT] = {
+    /* name, leaf, subleaf, register, bit, secondary control */
+    { "RDTSCP", 0x80000001u, 0, CPUID_REG_EDX, 27, CPU2_ENABLE_RDTSCP },
+    { "RDPID", 7, 0, CPUID_REG_ECX, 22, CPU2_ENABLE_RDTSCP },           /* RDPID needs "enable RDTSCP" */
+    { "INVPCID", 7, 0, CPUID_REG_EBX, 10, CPU2_ENABLE_INVPCID },
+    { "XSAVES/XRSTORS", 0xD, 1, CPUID_REG_EAX, 3, CPU2_ENABLE_XSAVES_XRSTORS },
+    { "WAITPKG (TPAUSE/UMONITOR/UMWAIT)", 7, 0, CPUID_REG_ECX, 5, CPU2_ENABLE_USER_WAIT_PAUSE },
+};
+
+uint32_t HvFeatureControlsCheck(uint32_t advertised, uint64_t cap_procbased, uint64_t cap_procbased2,
+                                uint32_t *wanted)
+{
+    /* Allowed-1 settings are bits 63:32 of each capability MSR (App. A.3.2, A.3.3). */
+    uint32_t primary_allowed1 = (uint32_t)(cap_procbased >> 32);
+    uint32_t secondary_allowed1 = (primary_allowed1 & CPU_ACTIVATE_SECONDARY_CONTROLS) ? (uint32_t)(cap_procbased2 >> 32) : 0;
+    uint32_t i, need = 0;
+    for (i = 0; i < HV_GUEST_FEATURE_COUNT; i++) {
+        if (!(advertised & (1u << i)))
+            continue;
+        need |= HvGuestFeatures[i].Control;
+        if (!(secondary_allowed1 & HvGuestFeatures[i].Control)) {
+            *wanted = need;
+            return i + 1;
+        }
+    }
+    *wanted = need;
+    return 0;
+}

@@ -179,3 +179,33 @@ def test_xcr0_validity(host_core):
     assert not ok(0x27, supported)     # AVX-512 partially
     assert not ok(0xE3, supported)     # AVX-512 without AVX
     assert not ok(0x10007, supported)  # unsupported component
+
+
+# HvGuestFeatures order (core/vmx_logic.c): RDTSCP, RDPID, INVPCID, XSAVES, WAITPKG
+RDTSCP, RDPID, INVPCID, XSAVES, WAITPKG = (1 << i for i in range(5))
+CPU2_RDTSCP, CPU2_INVPCID, CPU2_XSAVES, CPU2_USER_WAIT = 1 << 3, 1 << 12, 1 << 20, 1 << 26
+BOCHS_PROCBASED, BOCHS_PROCBASED2 = 0xfff9fffe0401e172, 0x2d77fff00000000   # IA32_VMX_(TRUE_)PROCBASED_CTLS(2)
+
+
+def _features(host_core, advertised, cap1, cap2):
+    wanted = ctypes.c_uint32(0)
+    missing = host_core.HvFeatureControlsCheck(advertised, cap1, cap2, ctypes.byref(wanted))
+    return missing, wanted.value
+
+
+def test_feature_controls_follow_what_cpuid_advertises(host_core):
+    assert _features(host_core, 0, BOCHS_PROCBASED, BOCHS_PROCBASED2) == (0, 0)
+    assert _features(host_core, RDTSCP | RDPID | INVPCID | XSAVES, BOCHS_PROCBASED, BOCHS_PROCBASED2) == \
+        (0, CPU2_RDTSCP | CPU2_INVPCID | CPU2_XSAVES)
+    # WAITPKG needs "enable user wait and pause", which Bochs does not allow: feature 5 missing
+    assert _features(host_core, RDTSCP | WAITPKG, BOCHS_PROCBASED, BOCHS_PROCBASED2) == \
+        (5, CPU2_RDTSCP | CPU2_USER_WAIT)
+    assert _features(host_core, RDTSCP | WAITPKG, BOCHS_PROCBASED, BOCHS_PROCBASED2 | CPU2_USER_WAIT << 32)[0] == 0
+
+
+def test_feature_controls_missing_when_forbidden(host_core):
+    no_rdtscp = BOCHS_PROCBASED2 & ~(CPU2_RDTSCP << 32)
+    assert _features(host_core, INVPCID | RDPID, BOCHS_PROCBASED, no_rdtscp)[0] == 2     # RDPID needs it too
+    # without "activate secondary controls" allowed, every such feature is missing
+    no_secondary = BOCHS_PROCBASED & ~(1 << 63)
+    assert _features(host_core, XSAVES, no_secondary, BOCHS_PROCBASED2)[0] == 4

@@ -5,14 +5,9 @@ import pytest
 from emulated_lab.asm import assemble
 from emulated_lab.insn import decode, effective_address, scan
 from emulated_lab.machine import Machine
+from tests.lab.test_machine import VMXON
 
-VMXON_VMPTRLD = """
-    mov rax, cr4
-    bts rax, 13
-    mov cr4, rax
-    push rdi
-    vmxon [rsp]
-    pop rdi
+CLEAR_AND_LOAD = """
     lea r12, [rsp - 0x30]
     mov [r12 + 0x10], rsi
     vmclear [r12 + 0x10]
@@ -68,7 +63,8 @@ def test_truth_follows_vmxon_vmptrld_vmclear_vmxoff_across_processor_switches():
     try:
         rev = m.read_msrs(0, [0x480])[0x480] & 0x7FFFFFFF
         vmxon, vmcs = _region(m, rev), _region(m, rev)
-        r = m.run(1, m.place_code(assemble(VMXON_VMPTRLD)), regs={"rdi": vmxon, "rsi": vmcs})
+        m.run(1, m.place_code(assemble(VMXON)), regs={"rdi": vmxon})
+        r = m.run(1, m.place_code(assemble(CLEAR_AND_LOAD)), regs={"rsi": vmcs})
         assert r.stop == "return"
         t = m.truth.processors[1]
         assert (t.vmx, t.vmxon_pa, t.vmcs_pa, t.vmxon_used, t.vmptrld_used) == ("root", vmxon, vmcs, [vmxon], [vmcs])
@@ -88,7 +84,8 @@ def test_a_vmptrld_the_cpu_refuses_is_not_recorded():
     try:
         rev = m.read_msrs(0, [0x480])[0x480] & 0x7FFFFFFF
         vmxon, bad = _region(m, rev), _region(m, rev ^ 1)     # wrong revision identifier
-        m.run(0, m.place_code(assemble(VMXON_VMPTRLD)), regs={"rdi": vmxon, "rsi": bad})
+        m.run(0, m.place_code(assemble(VMXON)), regs={"rdi": vmxon})
+        m.run(0, m.place_code(assemble(CLEAR_AND_LOAD)), regs={"rsi": bad})
         t = m.truth.processors[0]
         assert t.vmx == "root" and t.vmcs_pa is None and t.vmptrld_used == []
         m.run(0, m.place_code(assemble(VMXOFF)))

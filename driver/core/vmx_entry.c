@@ -77,9 +77,14 @@ int32_t HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scratch
         hv_wrmsr(IA32_FEATURE_CONTROL, fc_new); /* firmware left it unlocked: lock it ourselves */
     vmm->FeatureControl = hv_rdmsr(IA32_FEATURE_CONTROL);
 
-    /* 24.8: CR0/CR4 fixed bits, CR4.VMXE = 1 before VMXON. */
+    /* 24.8: CR0/CR4 fixed bits, CR4.VMXE = 1 before VMXON. Bits a fixed
+     * register forces on are set; a bit the OS set that VMX operation forbids
+     * is refused rather than cleared behind its back. */
     vcpu->OriginalCr0 = hv_read_cr0();
     vcpu->OriginalCr4 = hv_read_cr4();
+    if (HvCrAdjustClears(vcpu->OriginalCr0, vmm->CapCr0Fixed0, vmm->CapCr0Fixed1) ||
+        HvCrAdjustClears(vcpu->OriginalCr4 | CR4_VMXE, vmm->CapCr4Fixed0, vmm->CapCr4Fixed1))
+        return HvFailStep(vcpu, HV_STEP_FIXED_BITS, HV_STATUS_NOT_SUPPORTED, 0);
     hv_write_cr0(HvAdjustCr(vcpu->OriginalCr0, vmm->CapCr0Fixed0, vmm->CapCr0Fixed1));
     hv_write_cr4(HvAdjustCr(vcpu->OriginalCr4 | CR4_VMXE, vmm->CapCr4Fixed0, vmm->CapCr4Fixed1));
 

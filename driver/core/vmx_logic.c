@@ -137,3 +137,21 @@ uint32_t HvFeatureControlsCheck(uint32_t advertised, uint64_t cap_procbased, uin
     *wanted = need;
     return 0;
 }
+
+uint32_t HvVmxBasicProblem(uint64_t vmx_basic)
+{
+    IA32_VMX_BASIC_REGISTER b;
+    b.Value = vmx_basic;
+    if (b.Bits.RegionSize == 0 || b.Bits.RegionSize > 4096u)
+        return HV_BASIC_REGION_SIZE;        /* we allocate one 4 KiB page per region */
+    if (b.Bits.MemoryType != 6u)
+        return HV_BASIC_MEMORY_TYPE;        /* our regions are write-back (MmCached) */
+    if (b.Bits.PhysicalAddressWidth32)
+        return HV_BASIC_BELOW_4G;           /* regions anywhere in physical memory */
+    return HV_BASIC_OK;
+}
+
+int HvCrAdjustClears(uint64_t value, uint64_t fixed0, uint64_t fixed1)
+{
+    return (value & ~HvAdjustCr(value, fixed0, fixed1)) != 0;
+}

@@ -22,6 +22,18 @@
  * forced off (SDM Vol. 3 24.8, App. A.7/A.8). */
 uint64_t HvAdjustCr(uint64_t value, uint64_t fixed0, uint64_t fixed1);
 
+/* 1 when HvAdjustCr would clear a bit that is set in value (FIXED1 bit 0):
+ * the OS relies on it, so VMX operation must not silently drop it. */
+int HvCrAdjustClears(uint64_t value, uint64_t fixed0, uint64_t fixed1);
+
+/* IA32_VMX_BASIC (App. A.1) against what this driver allocates: one 4 KiB
+ * write-back page per VMXON/VMCS region, anywhere in physical memory. */
+#define HV_BASIC_OK 0u
+#define HV_BASIC_REGION_SIZE 1u   /* bits 44:32: 0 or more than 4096 bytes */
+#define HV_BASIC_MEMORY_TYPE 2u   /* bits 53:50: not 6 (write-back) */
+#define HV_BASIC_BELOW_4G 3u      /* bit 48: regions must lie below 4 GiB */
+uint32_t HvVmxBasicProblem(uint64_t vmx_basic);
+
 /* A VM-execution/exit/entry control value: desired bits, plus the bits the
  * capability MSR forces to 1 (allowed-0, bits 31:0), minus the bits it forbids
  * (allowed-1, bits 63:32) (App. A.3-A.5). */

@@ -64,7 +64,9 @@
 #define HV_STEP_VMLAUNCH 8u
 #define HV_STEP_CAPABILITY 9u          /* a required control is not allowed by the CPU */
 #define HV_STEP_SEGMENT 10u            /* a GDT descriptor the guest state needs is unreadable */
-#define HV_STEP_VMRESUME 11u           /* VMRESUME failed after an exit; the processor left VMX */
+#define HV_STEP_VMRESUME 11u           /* VMRESUME failed after an exit (the driver then bugchecks) */
+#define HV_STEP_FIXED_BITS 12u         /* VMX operation would clear a CR0/CR4 bit the OS set (A.7, A.8) */
+#define HV_STEP_VMX_REGIONS 13u        /* IA32_VMX_BASIC asks for regions this driver cannot give (A.1) */
 
 /* ---- driver state (HV_VMM_CONTEXT.State, mirrored in the descriptor) ----- */
 #define HV_DRIVER_STATE_NOT_LOADED 0u

@@ -73,6 +73,10 @@ def host_core(tmp_path_factory):
     lib.HvFeatureControlAction.argtypes = [u64, ctypes.POINTER(u64)]
     lib.HvAccessRightsFromDescriptor.restype = u32
     lib.HvAccessRightsFromDescriptor.argtypes = [u64]
+    lib.HvVmxBasicProblem.restype = u32
+    lib.HvVmxBasicProblem.argtypes = [u64]
+    lib.HvCrAdjustClears.restype = ctypes.c_int
+    lib.HvCrAdjustClears.argtypes = [u64, u64, u64]
     lib.HvFeatureControlsCheck.restype = u32
     lib.HvFeatureControlsCheck.argtypes = [u32, u64, u64, ctypes.POINTER(u32)]
     lib.HvSegmentFromGdt.restype = ctypes.c_int

@@ -209,3 +209,18 @@ def test_feature_controls_missing_when_forbidden(host_core):
     # without "activate secondary controls" allowed, every such feature is missing
     no_secondary = BOCHS_PROCBASED & ~(1 << 63)
     assert _features(host_core, XSAVES, no_secondary, BOCHS_PROCBASED2)[0] == 4
+
+
+def test_vmx_basic_region_requirements(host_core):
+    bochs = 0x00d8100000000004            # 4096-byte regions, write-back, no 4 GiB limit
+    assert host_core.HvVmxBasicProblem(bochs) == 0
+    assert host_core.HvVmxBasicProblem((bochs & ~(0x1FFF << 32)) | (0x1000 + 8) << 32) == 1   # bigger than a page
+    assert host_core.HvVmxBasicProblem(bochs & ~(0xF << 50)) == 2                            # uncacheable
+    assert host_core.HvVmxBasicProblem(bochs | 1 << 48) == 3                                 # below 4 GiB only
+
+
+def test_cr_adjust_clears_only_when_a_set_bit_is_forbidden(host_core):
+    cr4_fixed0, cr4_fixed1 = 0x2000, 0x372fff            # Bochs
+    assert host_core.HvCrAdjustClears(0x000406A0 | 0x2000, cr4_fixed0, cr4_fixed1) == 0
+    assert host_core.HvCrAdjustClears(0x000406A0, cr4_fixed0, cr4_fixed1) == 0       # VMXE is only forced on
+    assert host_core.HvCrAdjustClears(0x000406A0 | 1 << 23, cr4_fixed0, cr4_fixed1) == 1   # CET: not allowed here

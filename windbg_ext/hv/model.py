@@ -17,7 +17,7 @@ from windbg_ext.hv.descriptor import SNAP_ENTRY, Descriptor, DescriptorError, St
 VCPU_STATES = {0: "off", 1: "VMX root", 2: "launched", 3: "failed", 4: "devirtualized"}
 FAILED_STEPS = {0: "none", 1: "VMX unsupported", 2: "IA32_FEATURE_CONTROL", 3: "allocation", 4: "VMXON",
                 5: "VMCLEAR", 6: "VMPTRLD", 7: "VMWRITE", 8: "VMLAUNCH", 9: "capability", 10: "segment",
-                11: "VMRESUME"}
+                11: "VMRESUME", 12: "CR0/CR4 fixed bits", 13: "VMX region requirements"}
 SNAPSHOT_REASONS = {0: "none", 1: "VMLAUNCH failed", 2: "VMRESUME failed", 3: "every exit", 4: "hypercall",
                     5: "VM-entry failure", 6: "triple fault", 7: "unexpected exit"}
 NO_EXIT = 0xFFFFFFFF  # HV_VMCS_SNAPSHOT.ExitReason when the snapshot is not from an exit

@@ -129,6 +129,9 @@ static void HvLogProcessorResult(const HV_VMM_CONTEXT *vmm, const HV_VCPU *vcpu,
         if (vcpu->FailedStep == HV_STEP_FEATURE_CONTROL)
             HV_LOG(HV_LOG_ERROR, "hv: processor %u: IA32_FEATURE_CONTROL is locked with VMX disabled: "
                    "enable VT-x in the firmware setup\n", vcpu->ProcessorIndex);
+        if (vcpu->FailedStep == HV_STEP_FIXED_BITS)
+            HV_LOG(HV_LOG_ERROR, "hv: processor %u: VMX operation would clear a CR0/CR4 bit the OS set "
+                   "(IA32_VMX_CR0/CR4_FIXED1): refusing instead\n", vcpu->ProcessorIndex);
         HV_LOG(HV_LOG_ERROR, "hv: processor %u failed: step %u, VM-instruction error %u, status 0x%08x\n",
                vcpu->ProcessorIndex, vcpu->FailedStep, vcpu->VmInstructionError, (unsigned)status);
         return;
@@ -372,6 +375,13 @@ static NTSTATUS HvLoad(HV_VMM_CONTEXT **out)
     HvCoreReadCapabilities(vmm);
     HvPublish(vmm);
     HV_LOG(HV_LOG_INFO, "hv: %u processors, IA32_VMX_BASIC 0x%llx\n", count, (unsigned long long)vmm->CapBasic);
+    if (HvVmxBasicProblem(vmm->CapBasic) != HV_BASIC_OK) {
+        HV_LOG(HV_LOG_ERROR, "hv: not loading: IA32_VMX_BASIC 0x%llx asks for VMXON/VMCS regions this driver "
+               "does not allocate (problem %u: 1 size > 4 KiB, 2 not write-back, 3 below 4 GiB only)\n",
+               (unsigned long long)vmm->CapBasic, HvVmxBasicProblem(vmm->CapBasic));
+        HvFreeVmm(vmm);
+        return STATUS_NOT_SUPPORTED;
+    }
     vmm->Parent = HvCoreDetectParent(vmm->ParentVendor);
     if (vmm->Parent != HV_PARENT_NONE)
         HV_LOG(HV_LOG_INFO, "hv: running under a parent hypervisor (%s): its CPUID leaves%s pass through\n",

@@ -40,7 +40,9 @@ uint64_t HvAsmLaunch(struct HV_VCPU *vcpu);
 
 /* HOST_RIP: saves guest GPRs and XMM0-15, calls HvCoreHandleExit(regs, vcpu);
  * nonzero -> VMRESUME, zero -> leave VMX: load the GPRs, switch to regs->Rsp,
- * POPFQ, RET (the handler prepared RFLAGS and RIP on the guest stack). */
+ * POPFQ, RET (the handler prepared RFLAGS and RIP on the guest stack). When
+ * VMRESUME fails it continues in HvAsmVmResumeFailed (same frame), which
+ * calls HvCoreHandleResumeFailure. Both have unwind data (PROC FRAME). */
 void HvAsmVmExit(void);
 
 /* VMCALL with RAX = HV_HYPERCALL_SIGNATURE, RCX = function, RDX = argument. */
@@ -53,6 +55,7 @@ uint64_t HvAsmParentHypercall(uint64_t input, uint64_t input_pa, uint64_t output
 /* Called from the stubs (defined in core/). */
 void HvCoreLaunchFromStub(struct HV_VCPU *vcpu, uint64_t guest_rsp, uint64_t guest_rip);
 uint8_t HvCoreHandleExit(HV_GUEST_REGISTERS *regs, struct HV_VCPU *vcpu);
+/* Records the VM-instruction error and bugchecks: does not return. */
 void HvCoreHandleResumeFailure(HV_GUEST_REGISTERS *regs, struct HV_VCPU *vcpu);
 
 #endif

@@ -111,3 +111,25 @@ def test_checksum_tool_rejects_garbage(tmp_path):
     assert p.returncode == 1
     assert p.stderr.count("\n") == 1 and "not a PE file" in p.stderr
     assert bad.read_bytes() == b"not a pe", "nothing written on bad input"
+
+
+def test_masm_procedures_have_unwind_data(built_driver):
+    """HvAsmLaunch, HvAsmVmExit and HvAsmVmResumeFailed are PROC FRAME: each has a
+    RUNTIME_FUNCTION in .pdata with a prolog in its UNWIND_INFO (x64 exception
+    handling), so a debugger can walk a stack through them."""
+    path = built_driver["mingw"]
+    pe = pefile.PE(path)
+    base = pe.OPTIONAL_HEADER.ImageBase
+    out = subprocess.run(["x86_64-w64-mingw32-nm", path], stdout=subprocess.PIPE, text=True, check=True).stdout
+    rva = {n: int(a, 16) - base for a, t, n in re.findall(r"^([0-9a-f]+) (\w) (HvAsm\w+)$", out, re.M)}
+    pdata = next(s for s in pe.sections if s.Name.rstrip(b"\0") == b".pdata").get_data()
+    funcs = {}
+    for i in range(0, len(pdata) - 11, 12):
+        begin, end, info = (int.from_bytes(pdata[i + j:i + j + 4], "little") for j in (0, 4, 8))
+        if begin:
+            funcs[begin] = (end, info)
+    for name in ("HvAsmLaunch", "HvAsmVmExit", "HvAsmVmResumeFailed"):
+        assert rva[name] in funcs, "%s has no RUNTIME_FUNCTION" % name
+        _end, info = funcs[rva[name]]
+        version_flags, prolog, codes = pe.get_data(info, 3)
+        assert version_flags & 7 == 1 and prolog > 0 and codes > 8, name

@@ -64,55 +64,76 @@ HvAsmLidt PROC
 HvAsmLidt ENDP
 
 ; ---- launch (Day 4): the guest continues where the driver left off --------
+; PROC FRAME: unwind data, so WinDbg walks a stack through it (the body's
+; RSP is the same in launch_setup after POP R8, where the home space is).
 ; Saves RFLAGS, the non-volatile GPRs and XMM6-15 (MS x64 ABI), then calls
 ; HvCoreLaunchFromStub(vcpu, guest_rsp, guest_rip) with guest_rip = the
 ; instruction after "call launch_setup". On success VMLAUNCH never returns
 ; there: the guest (this same processor, now in VMX non-root operation)
 ; starts at the resume point with RSP = guest_rsp and restores everything.
-HvAsmLaunch PROC
+HvAsmLaunch PROC FRAME
     pushfq
+    .allocstack 8
     push rbx
+    .pushreg rbx
     push rbp
+    .pushreg rbp
     push rdi
+    .pushreg rdi
     push rsi
+    .pushreg rsi
     push r12
+    .pushreg r12
     push r13
+    .pushreg r13
     push r14
+    .pushreg r14
     push r15
-    sub rsp, 0A0h
-    movaps xmmword ptr [rsp+000h], xmm6
-    movaps xmmword ptr [rsp+010h], xmm7
-    movaps xmmword ptr [rsp+020h], xmm8
-    movaps xmmword ptr [rsp+030h], xmm9
-    movaps xmmword ptr [rsp+040h], xmm10
-    movaps xmmword ptr [rsp+050h], xmm11
-    movaps xmmword ptr [rsp+060h], xmm12
-    movaps xmmword ptr [rsp+070h], xmm13
-    movaps xmmword ptr [rsp+080h], xmm14
-    movaps xmmword ptr [rsp+090h], xmm15
+    .pushreg r15
+    sub rsp, 0C0h               ; home space (20h) + XMM6-15
+    .allocstack 0C0h
+    movaps xmmword ptr [rsp+020h], xmm6
+    .savexmm128 xmm6, 020h
+    movaps xmmword ptr [rsp+030h], xmm7
+    .savexmm128 xmm7, 030h
+    movaps xmmword ptr [rsp+040h], xmm8
+    .savexmm128 xmm8, 040h
+    movaps xmmword ptr [rsp+050h], xmm9
+    .savexmm128 xmm9, 050h
+    movaps xmmword ptr [rsp+060h], xmm10
+    .savexmm128 xmm10, 060h
+    movaps xmmword ptr [rsp+070h], xmm11
+    .savexmm128 xmm11, 070h
+    movaps xmmword ptr [rsp+080h], xmm12
+    .savexmm128 xmm12, 080h
+    movaps xmmword ptr [rsp+090h], xmm13
+    .savexmm128 xmm13, 090h
+    movaps xmmword ptr [rsp+0A0h], xmm14
+    .savexmm128 xmm14, 0A0h
+    movaps xmmword ptr [rsp+0B0h], xmm15
+    .savexmm128 xmm15, 0B0h
+    .endprolog
     call launch_setup
     ; ---- resume point: running as a guest ----
     mov eax, 1
     jmp launch_done
 launch_setup:
-    pop r8                      ; r8 = resume point (guest RIP)
+    pop r8                      ; r8 = resume point (guest RIP); RSP is the body's again
     mov rdx, rsp                ; guest RSP
-    sub rsp, 20h                ; home space
     call HvCoreLaunchFromStub   ; returns only if VMLAUNCH failed
-    add rsp, 20h
     xor eax, eax
 launch_done:
-    movaps xmm6, xmmword ptr [rsp+000h]
-    movaps xmm7, xmmword ptr [rsp+010h]
-    movaps xmm8, xmmword ptr [rsp+020h]
-    movaps xmm9, xmmword ptr [rsp+030h]
-    movaps xmm10, xmmword ptr [rsp+040h]
-    movaps xmm11, xmmword ptr [rsp+050h]
-    movaps xmm12, xmmword ptr [rsp+060h]
-    movaps xmm13, xmmword ptr [rsp+070h]
-    movaps xmm14, xmmword ptr [rsp+080h]
-    movaps xmm15, xmmword ptr [rsp+090h]
-    add rsp, 0A0h
+    movaps xmm6, xmmword ptr [rsp+020h]
+    movaps xmm7, xmmword ptr [rsp+030h]
+    movaps xmm8, xmmword ptr [rsp+040h]
+    movaps xmm9, xmmword ptr [rsp+050h]
+    movaps xmm10, xmmword ptr [rsp+060h]
+    movaps xmm11, xmmword ptr [rsp+070h]
+    movaps xmm12, xmmword ptr [rsp+080h]
+    movaps xmm13, xmmword ptr [rsp+090h]
+    movaps xmm14, xmmword ptr [rsp+0A0h]
+    movaps xmm15, xmmword ptr [rsp+0B0h]
+    add rsp, 0C0h
     pop r15
     pop r14
     pop r13
@@ -127,70 +148,99 @@ HvAsmLaunch ENDP
 
 ; ---- VM exit (Day 5) -------------------------------------------------------
 ; At entry RSP = HOST_RSP (16-byte aligned) and [RSP] = the vCPU pointer the
-; driver stored at the top of the host stack.
+; driver stored at the top of the host stack. The prolog is described as
+; unwind data (pushes, allocation, XMM6-15), so WinDbg can walk from the C
+; handler into HvAsmVmExit and read the saved guest registers; there is no
+; caller above it (a VM exit is not a call): the walk ends there.
 SAVE_GUEST MACRO
     push r15
+    .pushreg r15
     push r14
+    .pushreg r14
     push r13
+    .pushreg r13
     push r12
+    .pushreg r12
     push r11
+    .pushreg r11
     push r10
+    .pushreg r10
     push r9
+    .pushreg r9
     push r8
+    .pushreg r8
     push rdi
+    .pushreg rdi
     push rsi
+    .pushreg rsi
     push rbp
+    .pushreg rbp
     push rbp                    ; RSP slot (guest RSP is in the VMCS)
+    .pushreg rbp
     push rbx
+    .pushreg rbx
     push rdx
+    .pushreg rdx
     push rcx
+    .pushreg rcx
     push rax
-    sub rsp, 100h
-    movaps xmmword ptr [rsp+000h], xmm0
-    movaps xmmword ptr [rsp+010h], xmm1
-    movaps xmmword ptr [rsp+020h], xmm2
-    movaps xmmword ptr [rsp+030h], xmm3
-    movaps xmmword ptr [rsp+040h], xmm4
-    movaps xmmword ptr [rsp+050h], xmm5
-    movaps xmmword ptr [rsp+060h], xmm6
-    movaps xmmword ptr [rsp+070h], xmm7
-    movaps xmmword ptr [rsp+080h], xmm8
-    movaps xmmword ptr [rsp+090h], xmm9
-    movaps xmmword ptr [rsp+0A0h], xmm10
-    movaps xmmword ptr [rsp+0B0h], xmm11
-    movaps xmmword ptr [rsp+0C0h], xmm12
-    movaps xmmword ptr [rsp+0D0h], xmm13
-    movaps xmmword ptr [rsp+0E0h], xmm14
-    movaps xmmword ptr [rsp+0F0h], xmm15
-    lea rcx, [rsp+100h]         ; HV_GUEST_REGISTERS*
-    mov rdx, [rsp+180h]         ; HV_VCPU* stored at HOST_RSP
-    sub rsp, 20h
+    .pushreg rax
+    sub rsp, 120h               ; XMM0-15, then home space at the bottom
+    .allocstack 120h
+    movaps xmmword ptr [rsp+020h], xmm0
+    movaps xmmword ptr [rsp+030h], xmm1
+    movaps xmmword ptr [rsp+040h], xmm2
+    movaps xmmword ptr [rsp+050h], xmm3
+    movaps xmmword ptr [rsp+060h], xmm4
+    movaps xmmword ptr [rsp+070h], xmm5
+    movaps xmmword ptr [rsp+080h], xmm6
+    .savexmm128 xmm6, 080h
+    movaps xmmword ptr [rsp+090h], xmm7
+    .savexmm128 xmm7, 090h
+    movaps xmmword ptr [rsp+0A0h], xmm8
+    .savexmm128 xmm8, 0A0h
+    movaps xmmword ptr [rsp+0B0h], xmm9
+    .savexmm128 xmm9, 0B0h
+    movaps xmmword ptr [rsp+0C0h], xmm10
+    .savexmm128 xmm10, 0C0h
+    movaps xmmword ptr [rsp+0D0h], xmm11
+    .savexmm128 xmm11, 0D0h
+    movaps xmmword ptr [rsp+0E0h], xmm12
+    .savexmm128 xmm12, 0E0h
+    movaps xmmword ptr [rsp+0F0h], xmm13
+    .savexmm128 xmm13, 0F0h
+    movaps xmmword ptr [rsp+100h], xmm14
+    .savexmm128 xmm14, 100h
+    movaps xmmword ptr [rsp+110h], xmm15
+    .savexmm128 xmm15, 110h
+    .endprolog
+    lea rcx, [rsp+120h]         ; HV_GUEST_REGISTERS*
+    mov rdx, [rsp+1A0h]         ; HV_VCPU* stored at HOST_RSP
 ENDM
 
 RESTORE_XMM MACRO
-    movaps xmm0, xmmword ptr [rsp+000h]
-    movaps xmm1, xmmword ptr [rsp+010h]
-    movaps xmm2, xmmword ptr [rsp+020h]
-    movaps xmm3, xmmword ptr [rsp+030h]
-    movaps xmm4, xmmword ptr [rsp+040h]
-    movaps xmm5, xmmword ptr [rsp+050h]
-    movaps xmm6, xmmword ptr [rsp+060h]
-    movaps xmm7, xmmword ptr [rsp+070h]
-    movaps xmm8, xmmword ptr [rsp+080h]
-    movaps xmm9, xmmword ptr [rsp+090h]
-    movaps xmm10, xmmword ptr [rsp+0A0h]
-    movaps xmm11, xmmword ptr [rsp+0B0h]
-    movaps xmm12, xmmword ptr [rsp+0C0h]
-    movaps xmm13, xmmword ptr [rsp+0D0h]
-    movaps xmm14, xmmword ptr [rsp+0E0h]
-    movaps xmm15, xmmword ptr [rsp+0F0h]
-    add rsp, 100h
+    movaps xmm0, xmmword ptr [rsp+020h]
+    movaps xmm1, xmmword ptr [rsp+030h]
+    movaps xmm2, xmmword ptr [rsp+040h]
+    movaps xmm3, xmmword ptr [rsp+050h]
+    movaps xmm4, xmmword ptr [rsp+060h]
+    movaps xmm5, xmmword ptr [rsp+070h]
+    movaps xmm6, xmmword ptr [rsp+080h]
+    movaps xmm7, xmmword ptr [rsp+090h]
+    movaps xmm8, xmmword ptr [rsp+0A0h]
+    movaps xmm9, xmmword ptr [rsp+0B0h]
+    movaps xmm10, xmmword ptr [rsp+0C0h]
+    movaps xmm11, xmmword ptr [rsp+0D0h]
+    movaps xmm12, xmmword ptr [rsp+0E0h]
+    movaps xmm13, xmmword ptr [rsp+0F0h]
+    movaps xmm14, xmmword ptr [rsp+100h]
+    movaps xmm15, xmmword ptr [rsp+110h]
+    add rsp, 120h
 ENDM
 
-HvAsmVmExit PROC
+HvAsmVmExit PROC FRAME
     SAVE_GUEST
     call HvCoreHandleExit
-    add rsp, 20h
     test al, al
     jz leave_vmx
     RESTORE_XMM
@@ -211,10 +261,9 @@ HvAsmVmExit PROC
     pop r14
     pop r15
     vmresume
-    ; VMRESUME failed (SDM 31.3): still in VMX root with the guest's GPRs.
-    SAVE_GUEST
-    call HvCoreHandleResumeFailure
-    add rsp, 20h
+    ; VMRESUME failed (SDM 31.3): still in VMX root with the guest's GPRs and
+    ; RSP = HOST_RSP again: the same frame, built by HvAsmVmResumeFailed.
+    jmp HvAsmVmResumeFailed
 leave_vmx:
     ; The handler executed VMXOFF and put RFLAGS, RIP at regs->Rsp.
     RESTORE_XMM
@@ -237,6 +286,14 @@ leave_vmx:
     popfq
     ret
 HvAsmVmExit ENDP
+
+; The VMRESUME-failure path with its own unwind data (same frame layout):
+; HvCoreHandleResumeFailure records the error and bugchecks (no return).
+HvAsmVmResumeFailed PROC FRAME
+    SAVE_GUEST
+    call HvCoreHandleResumeFailure
+    int 3
+HvAsmVmResumeFailed ENDP
 
 ; ---- hypercall (include/hv_hypercall.h) -------------------------------------
 HvAsmHypercall PROC

@@ -15,9 +15,10 @@
 #define HV_RESUME 1u
 #define HV_LEAVE_VMX 0u
 
-static void HvAdvanceGuestRip(void)
+static void HvAdvanceGuestRip(const HV_VCPU *vcpu)
 {
-    uint64_t rip = hv_vmread(VMCS_GUEST_RIP) + hv_vmread(VMCS_VMEXIT_INSTRUCTION_LENGTH);
+    /* Guest RIP and instruction length as HvCoreHandleExit read them. */
+    uint64_t rip = vcpu->LastGuestRip + vcpu->LastExitInstructionLength;
     uint64_t intr = hv_vmread(VMCS_GUEST_INTERRUPTIBILITY_STATE);
     (void)hv_vmwrite(VMCS_GUEST_RIP, rip);
     /* The emulated instruction retired: blocking by STI / MOV SS ends (25.4.2). */
@@ -55,8 +56,9 @@ static uint32_t HvGuestCpl(void)
     return ss.Bits.Dpl; /* CPL = SS.DPL */
 }
 
-static void HvHandleCpuid(const HV_VMM_CONTEXT *vmm, HV_GUEST_REGISTERS *regs)
+static void HvHandleCpuid(const HV_VCPU *vcpu, HV_GUEST_REGISTERS *regs)
 {
+    const HV_VMM_CONTEXT *vmm = vcpu->Vmm;
     uint32_t leaf = (uint32_t)regs->Rax, subleaf = (uint32_t)regs->Rcx;
     uint32_t r[4] = { 0, 0, 0, 0 };
 
@@ -84,7 +86,7 @@ static void HvHandleCpuid(const HV_VMM_CONTEXT *vmm, HV_GUEST_REGISTERS *regs)
     regs->Rbx = r[1];
     regs->Rcx = r[2];
     regs->Rdx = r[3];
-    HvAdvanceGuestRip();
+    HvAdvanceGuestRip(vcpu);
 }
 
 /* MSRs whose guest value lives in the VMCS (25.4.1/25.4.2). */
@@ -101,8 +103,9 @@ static uint32_t HvMsrGuestField(uint32_t msr)
     }
 }
 
-static void HvHandleMsr(const HV_VMM_CONTEXT *vmm, HV_GUEST_REGISTERS *regs, int is_write)
+static void HvHandleMsr(const HV_VCPU *vcpu, HV_GUEST_REGISTERS *regs, int is_write)
 {
+    const HV_VMM_CONTEXT *vmm = vcpu->Vmm;
     uint32_t msr = (uint32_t)regs->Rcx;
     uint32_t field = HvMsrGuestField(msr);
     uint64_t value;
@@ -127,11 +130,12 @@ static void HvHandleMsr(const HV_VMM_CONTEXT *vmm, HV_GUEST_REGISTERS *regs, int
         regs->Rax = value & 0xFFFFFFFFull;
         regs->Rdx = value >> 32;
     }
-    HvAdvanceGuestRip();
+    HvAdvanceGuestRip(vcpu);
 }
 
-static void HvHandleCrAccess(HV_VMM_CONTEXT *vmm, HV_GUEST_REGISTERS *regs, uint64_t qualification)
+static void HvHandleCrAccess(const HV_VCPU *vcpu, HV_GUEST_REGISTERS *regs, uint64_t qualification)
 {
+    const HV_VMM_CONTEXT *vmm = vcpu->Vmm;
     CR_ACCESS_QUALIFICATION q;
     uint64_t *gpr, value;
 
@@ -176,10 +180,10 @@ static void HvHandleCrAccess(HV_VMM_CONTEXT *vmm, HV_GUEST_REGISTERS *regs, uint
         break;
     }
     }
-    HvAdvanceGuestRip();
+    HvAdvanceGuestRip(vcpu);
 }
 
-static void HvHandleXsetbv(HV_GUEST_REGISTERS *regs)
+static void HvHandleXsetbv(const HV_VCPU *vcpu, HV_GUEST_REGISTERS *regs)
 {
     uint32_t r[4];
     uint64_t value = ((regs->Rdx & 0xFFFFFFFFull) << 32) | (regs->Rax & 0xFFFFFFFFull);
@@ -190,7 +194,7 @@ static void HvHandleXsetbv(HV_GUEST_REGISTERS *regs)
         return;
     }
     hv_xsetbv(0, value);
-    HvAdvanceGuestRip();
+    HvAdvanceGuestRip(vcpu);
 }
 
 /* Leave VMX operation on this processor and let the asm stub continue the
@@ -246,14 +250,14 @@ static uint32_t HvHandleVmcall(HV_VCPU *vcpu, HV_GUEST_REGISTERS *regs)
              * (TLFS 3.7). Our VMCALL exits to the parent the same way. */
             regs->Rax = HvAsmParentHypercall(regs->Rcx, regs->Rdx, regs->R8);
             vcpu->ParentHypercallCount++;
-            HvAdvanceGuestRip();
+            HvAdvanceGuestRip(vcpu);
             return HV_RESUME;
         }
         HvInjectException(VECTOR_INVALID_OPCODE, 0); /* bare metal: VMCALL outside VMX -> #UD */
         return HV_RESUME;
     }
     vcpu->HypercallCount++;
-    HvAdvanceGuestRip();
+    HvAdvanceGuestRip(vcpu);
     switch (regs->Rcx) {
     case HV_HYPERCALL_PING:
         regs->Rax = HV_HCSTATUS_OK;
@@ -312,11 +316,11 @@ uint8_t HvCoreHandleExit(HV_GUEST_REGISTERS *regs, HV_VCPU *vcpu)
 
     switch (basic) {
     case EXIT_REASON_CPUID:
-        HvHandleCpuid(vcpu->Vmm, regs);
+        HvHandleCpuid(vcpu, regs);
         return HV_RESUME;
     case EXIT_REASON_RDMSR:
     case EXIT_REASON_WRMSR:
-        HvHandleMsr(vcpu->Vmm, regs, basic == EXIT_REASON_WRMSR);
+        HvHandleMsr(vcpu, regs, basic == EXIT_REASON_WRMSR);
         return HV_RESUME;
     case EXIT_REASON_GETSEC:
         /* GETSEC exits unconditionally (26.1.2); with SMX not enabled bare metal raises #UD. */
@@ -324,13 +328,13 @@ uint8_t HvCoreHandleExit(HV_GUEST_REGISTERS *regs, HV_VCPU *vcpu)
         return HV_RESUME;
     case EXIT_REASON_INVD:
         hv_wbinvd(); /* INVD would drop dirty lines the OS still needs */
-        HvAdvanceGuestRip();
+        HvAdvanceGuestRip(vcpu);
         return HV_RESUME;
     case EXIT_REASON_XSETBV:
-        HvHandleXsetbv(regs);
+        HvHandleXsetbv(vcpu, regs);
         return HV_RESUME;
     case EXIT_REASON_CR_ACCESS:
-        HvHandleCrAccess(vcpu->Vmm, regs, qualification);
+        HvHandleCrAccess(vcpu, regs, qualification);
         return HV_RESUME;
     case EXIT_REASON_VMCALL:
         return (uint8_t)HvHandleVmcall(vcpu, regs);

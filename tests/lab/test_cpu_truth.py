@@ -113,3 +113,15 @@ def test_truth_of_the_driver_on_the_emulated_cpu(hv_sys):
     assert seen[0][1] != seen[1][1] and seen[0][2] != seen[1][2]
     assert [p["vmx"] for p in res.truth["processors"]] == ["off", "off"]
     assert [p["vmxon_used"] for p in res.truth["processors"]] == [["0x%x" % seen[k][1]] for k in range(2)]
+
+
+def test_observe_false_keeps_no_truth_but_still_runs_vmx():
+    m = Machine(cpus=1, observe=False)
+    try:
+        rev = m.read_msrs(0, [0x480])[0x480] & 0x7FFFFFFF
+        r = m.run(0, m.place_code(assemble(VMXON)), regs={"rdi": _region(m, rev)})
+        assert r.stop == "return" and r.vmx_status == "success"
+        assert m.truth.processors[0].vmx == "off" and m.truth.processors[0].vmxon_used == []
+        m.run(0, m.place_code(assemble(VMXOFF)))
+    finally:
+        m.close()

@@ -12,6 +12,7 @@ the allocation tracker), not from the driver's log.
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Dict, List, Optional
 
 from windbg_ext.arch import capabilities as caps
@@ -129,12 +130,13 @@ class ScenarioResult:
         if self.checks:
             bad = [c for c in self.checks if not c.ok]
             lines.append("guest checks: %d, %d failed" % (len(self.checks), len(bad)))
-            for c in bad:
-                lines.append("  FAILED %s: %s" % (c.name, c.detail))
+            for c in bad:    # the default output fits 120 columns; the report has it whole
+                lines.extend(textwrap.wrap("FAILED %s: %s" % (c.name, c.detail), 120,
+                                           initial_indent="  ", subsequent_indent="      "))
         if self.held_objects:
             lines.append("kernel objects still held: %s" % "; ".join(self.held_objects))
         if self.crash:
-            lines.append("crash: %s" % self.crash)
+            lines.extend(textwrap.wrap("crash: %s" % self.crash, 120, subsequent_indent="    "))
         if self.image_path:
             lines.append("image: %s" % self.image_path)
         return lines

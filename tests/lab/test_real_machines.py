@@ -109,3 +109,26 @@ def test_report_to_an_unwritable_place_is_one_line_and_writes_nothing(hv_sys, tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write the report" in err and "Traceback" not in err
     assert not missing.parent.exists()
+
+
+def test_unload_after_vmx_was_lost_without_the_callback_is_safe(hv_sys):
+    """A sleep the driver was not told about (no PowerState notification): the
+    unload must not VMCALL into a processor that is out of VMX (#UD)."""
+    from emulated_lab.machine import DRIVER_BASE, Machine
+    from emulated_lab.nt.kernel import NtKernel
+
+    m = Machine(cpus=2)
+    try:
+        kern = NtKernel(m)
+        img = kern.load_driver(hv_sys, DRIVER_BASE)
+        drv = kern.make_driver_object(img)
+        assert kern.call_on_thread(img.entry, (drv, kern.registry_path)).regs["rax"] & 0xFFFFFFFF == 0
+        m.lose_vmx_state()
+        assert all(p.vmx == "off" and p.vmx_lost == 1 for p in m.truth.processors)
+        r = kern.call_on_thread(kern.driver_unload_routine(drv), (drv,))
+        assert r.stop == "return", r.fault
+        assert kern.leaks() == [] and kern.held_objects() == []
+        lost = [msg.text for msg in kern.messages if "left VMX operation without the driver" in msg.text]
+        assert len(lost) == 2
+    finally:
+        m.close()

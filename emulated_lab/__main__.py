@@ -81,8 +81,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from emulated_lab.bochs_loader import NativeError
     try:
         if args.cmd == "scenarios":
-            for name, what in SCENARIOS.items():
-                print("%-16s %s" % (name, what))
+            import textwrap
+            for name, what in SCENARIOS.items():     # fits 120 columns
+                print("\n".join(textwrap.wrap("%-16s %s" % (name, what), 120, subsequent_indent=" " * 17)))
             return 0
         if args.cmd == "demo":
             return demo(args.cpus, args.out, args.driver)

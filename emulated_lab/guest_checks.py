@@ -194,4 +194,13 @@ def page_fault_check(m, k: int) -> Check:
     return Check("cpu%d:page-fault-reaches-guest" % k, ok, "#PF delivered by the guest IDT" if ok else _outcome(r))
 
 
+def cr4_bit_kept(m, k: int, bit: int, name: str) -> Check:
+    """The OS's CR4 bit is still set in the guest (a MOV from CR4 reads the real
+    bit: only bits in the CR4 guest/host mask come from the read shadow)."""
+    r = _run(m, k, "mov rax, cr4\nret")
+    ok = r.stop == "return" and bool(r.regs["rax"] >> bit & 1)
+    return Check("cpu%d:cr4-%s-kept" % (k, name.lower()), ok, "guest CR4 0x%x" % r.regs["rax"]
+                 if r.stop == "return" else _outcome(r))
+
+
 CheckFn = Callable[..., List[Check]]

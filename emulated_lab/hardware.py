@@ -12,6 +12,9 @@ do that the lab now models"):
 - `forbid_secondary_control`: the capability MSR IA32_VMX_PROCBASED_CTLS2
   forbids a control CPUID's feature needs (a hypervisor parent or a microcode
   that hides it; App. A.3.3: allowed-1 bits 63:32).
+- `forbid_cr4_bit`: IA32_VMX_CR4_FIXED1 reports a CR4 bit the OS has set as
+  fixed to 0 in VMX operation (nested parents that do not virtualize a newer
+  CR4 feature do this; App. A.8).
 - `poison_after_vmclear`: after VMCLEAR the region of the VMCS holds junk in
   every field software has not VMWRITten (SDM Vol.3 25.11.3: software must
   VMWRITE every field it relies on; the Bochs model keeps old memory).
@@ -91,6 +94,17 @@ def forbid_secondary_control(m, bit: int) -> None:
         if previous is not None:
             value = previous(k, msr, value)
         return value & ~(1 << (32 + bit)) if msr == 0x48B else value
+    m.rdmsr_filter = flt
+
+
+def forbid_cr4_bit(m, bit: int) -> None:
+    """IA32_VMX_CR4_FIXED1 (0x489) reports CR4 bit `bit` as fixed to 0 (App. A.8)."""
+    previous = m.rdmsr_filter
+
+    def flt(k: int, msr: int, value: int) -> int:
+        if previous is not None:
+            value = previous(k, msr, value)
+        return value & ~(1 << bit) if msr == 0x489 else value
     m.rdmsr_filter = flt
 
 

@@ -66,6 +66,8 @@ SCENARIOS = {
                     "wherever CPUID advertises them",
     "missing-control": "IA32_VMX_PROCBASED_CTLS2 forbids 'enable RDTSCP' while CPUID advertises RDTSCP; "
                        "DriverEntry must refuse and name the feature",
+    "cr4-fixed1": "IA32_VMX_CR4_FIXED1 says CR4.OSXSAVE, which the OS set, must be 0 in VMX operation; "
+                  "DriverEntry must refuse rather than clear it",
     "poisoned-vmcs": "after each VMCLEAR every VMCS field the driver does not VMWRITE holds junk; the guest "
                      "takes a #PF and uses XSAVES",
     "resume-failure": "a parked processor's HOST_CS_SELECTOR is broken, so VMRESUME fails; the run must end "
@@ -75,6 +77,7 @@ SCENARIOS = {
 HV_BUGCHECK_CODE = 0x48564C42
 HV_BUGCHECK_VMRESUME_FAILED = 4
 SECONDARY_ENABLE_RDTSCP = 3          # SDM Vol.3 Table 25-7
+CR4_OSXSAVE_BIT = 18                 # SDM Vol.3 2.5
 HOST_CS_SELECTOR = 0x0C02
 
 
@@ -300,6 +303,8 @@ def _real_machine(kind: str, m: Machine) -> Dict[str, object]:
         setup["parent"] = parent
     elif kind == "missing-control":
         hardware.forbid_secondary_control(m, SECONDARY_ENABLE_RDTSCP)
+    elif kind == "cr4-fixed1":
+        hardware.forbid_cr4_bit(m, CR4_OSXSAVE_BIT)
     elif kind == "poisoned-vmcs":
         hardware.poison_after_vmclear(m)
     if kind in ("modern-guest", "poisoned-vmcs"):
@@ -335,6 +340,9 @@ def _scenario_checks(m: Machine, kern: NtKernel, res: ScenarioResult, kind: str,
         kern.notify_callback(POWER_STATE, PO_CB_SYSTEM_STATE_LOCK, 1)
         for i in range(cpus):
             checks.append(gc.ping(m, i))
+    elif kind == "cr4-fixed1":          # a driver that loaded anyway: what the OS lost
+        for i in range(cpus):
+            checks.append(gc.cr4_bit_kept(m, i, CR4_OSXSAVE_BIT, "OSXSAVE"))
     elif kind == "resume-failure":
         k = cpus - 1
         if not hardware.break_host_state(m, k, HOST_CS_SELECTOR, 0):
@@ -350,11 +358,14 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
     if r.stop != "return":
         raise MachineError("DriverEntry did not return: %s" % (r.fault or r.stop))
     res.load_status = r.regs["rax"] & 0xFFFFFFFF
-    if kind == "missing-control":
-        named = [msg.text.strip() for msg in kern.messages if "RDTSCP" in msg.text]
-        res.checks.append(gc.Check("refused-naming-the-feature", not res.loaded and bool(named),
-                                   named[-1] if named else "DriverEntry returned 0x%08x and named no feature"
-                                   % res.load_status))
+    refusals = {"missing-control": ("refused-naming-the-feature", "RDTSCP"),
+                "cr4-fixed1": ("refused-keeping-cr4", "CR0/CR4 bit")}
+    if kind in refusals:
+        check, word = refusals[kind]
+        named = [msg.text.strip() for msg in kern.messages if word in msg.text]
+        res.checks.append(gc.Check(check, not res.loaded and bool(named),
+                                   named[-1] if named else "DriverEntry returned 0x%08x and said nothing about %s"
+                                   % (res.load_status, word)))
     if res.loaded and workload:
         for i in range(cpus):
             res.workload[i] = run_workload(m, i)

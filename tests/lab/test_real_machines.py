@@ -63,6 +63,14 @@ def test_missing_control_refuses_naming_the_feature(hv_sys, cpus):
     assert all(not p["vmxon_used"] for p in res.truth["processors"])   # refused before any VMXON
 
 
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_cr4_bit_forbidden_in_vmx_operation_is_refused_not_cleared(hv_sys, cpus):
+    res = run_scenario("cr4-fixed1", cpus=cpus, driver=hv_sys)
+    assert res.load_status == 0xC00000BB                 # STATUS_NOT_SUPPORTED
+    assert [(c.name, c.ok) for c in res.checks] == [("refused-keeping-cr4", True)]
+    assert res.leaks == [] and all(not p["vmxon_used"] for p in res.truth["processors"])
+
+
 @pytest.mark.parametrize("cpus", [1, 2, 8])
 def test_resume_failure_ends_in_the_drivers_bugcheck_with_the_error(hv_sys, cpus, tmp_path):
     image = str(tmp_path / "rf.hvimg")

@@ -225,18 +225,23 @@ static NTSTATUS HvVirtualizeAll(HV_VMM_CONTEXT *vmm, HV_SCRATCH *scratch)
 }
 
 /* Devirtualizes every processor that runs as a guest, then frees all -- but
- * never what a processor that could not leave VMX still uses: its next VM
- * exit would run on freed memory. That is leaked on purpose, and said. */
+ * never what a processor that could not leave VMX still uses (its VMXON
+ * region, VMCS, MSR bitmap, host stack, and the vCPU array and VMM context
+ * its exit handler reads): its next VM exit would run on freed memory. That
+ * is leaked on purpose, and said. */
 static void HvTeardown(HV_VMM_CONTEXT *vmm)
 {
-    uint32_t stuck = HvDevirtualizeAll(vmm);
-    if (stuck != 0) {
-        HV_LOG(HV_LOG_ERROR, "hv: %u processor(s) could not leave VMX: keeping their VMM memory "
-               "(reboot to recover)\n", stuck);
-        HvPublish(vmm);
+    uint32_t i, stuck = HvDevirtualizeAll(vmm);
+    if (stuck == 0) {
+        HvFreeVmm(vmm);
         return;
     }
-    HvFreeVmm(vmm);
+    for (i = 0; i < vmm->ProcessorCount; i++)
+        if (vmm->Vcpus[i].State != HV_VCPU_STATE_LAUNCHED)
+            HvFreeVcpuResources(&vmm->Vcpus[i]);
+    HV_LOG(HV_LOG_ERROR, "hv: %u processor(s) could not leave VMX: keeping their VMCS, host stack and the "
+           "VMM context (reboot to recover)\n", stuck);
+    HvPublish(vmm);
 }
 
 /* \Callback\PowerState (PO_CB_SYSTEM_STATE_LOCK): Argument2 = 0 before a

@@ -68,10 +68,11 @@ def parent_checks(m, k: int, parent) -> List[Check]:
     out.append(Check("cpu%d:parent-msr-guest-os-id" % k, ok,
                      "written and read back through the parent" if ok else _outcome(r)))
     before = parent.hypercalls[k]
-    r = _run(m, k, "vmcall\nret", {"rcx": 0x0008, "rdx": 0, "r8": 0, "rax": 0})     # HvCallNotifyLongSpinWait
+    r = _run(m, k, "vmcall\nret", {"rcx": 0x10008, "rdx": 7 + k, "r8": 0, "rax": 0})   # fast NotifyLongSpinWait
+    seen = parent.last_call.get(k)
     r2 = _run(m, k, "vmcall\nret", {"rcx": 0x7777, "rdx": 0, "r8": 0, "rax": 0})    # unknown to the parent
     ok = (r.stop == r2.stop == "return" and r.regs["rax"] == 0 and r2.regs["rax"] == 2
-          and parent.hypercalls[k] == before + 2)
+          and parent.hypercalls[k] == before + 2 and seen == (0x10008, 7 + k, 0))
     out.append(Check("cpu%d:parent-hypercalls" % k, ok, "the parent's status codes came back" if ok else
                      "%s / %s" % (_outcome(r), _outcome(r2))))
     out.append(ping(m, k))

@@ -48,6 +48,7 @@ class ParentHypervisor:
     def __init__(self, cpus: int) -> None:
         self.msrs: Dict[Tuple[int, int], int] = {}
         self.hypercalls = [0] * cpus
+        self.last_call: Dict[int, Tuple[int, int, int]] = {}     # per processor: RCX, RDX, R8 received
         self.msr_accesses = [0] * cpus
 
     def install(self, m) -> None:
@@ -80,6 +81,7 @@ class ParentHypervisor:
             return {}
         if insn.kind == "vmcall":
             self.hypercalls[k] += 1
+            self.last_call[k] = (regs["rcx"], regs["rdx"], regs["r8"])
             code = regs["rcx"] & 0xFFFF
             return {"rax": HV_STATUS_SUCCESS if code in KNOWN_HYPERCALLS else HV_STATUS_INVALID_HYPERCALL_CODE}
         return None

@@ -246,9 +246,9 @@ static uint32_t HvHandleVmcall(HV_VCPU *vcpu, HV_GUEST_REGISTERS *regs)
     if (regs->Rax != HV_HYPERCALL_SIGNATURE) {
         if (vcpu->Vmm->Parent == HV_PARENT_HYPERV) {
             /* The OS's hypercall to the parent: input value in RCX, input and
-             * output GPAs (or fast-call data) in RDX and R8, status in RAX
-             * (TLFS 3.7). Our VMCALL exits to the parent the same way. */
-            regs->Rax = HvAsmParentHypercall(regs->Rcx, regs->Rdx, regs->R8);
+             * output GPAs (or fast-call data) in RDX, R8 and XMM0-5, status in
+             * RAX (TLFS 3.7). Our VMCALL exits to the parent the same way. */
+            HvAsmParentHypercall(regs);
             vcpu->ParentHypercallCount++;
             HvAdvanceGuestRip(vcpu);
             return HV_RESUME;

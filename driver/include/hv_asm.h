@@ -48,9 +48,11 @@ void HvAsmVmExit(void);
 /* VMCALL with RAX = HV_HYPERCALL_SIGNATURE, RCX = function, RDX = argument. */
 uint64_t HvAsmHypercall(uint64_t function, uint64_t argument);
 
-/* VMCALL to the parent hypervisor with the Hyper-V register convention:
- * RCX = hypercall input value, RDX/R8 = input/output GPA; returns RAX. */
-uint64_t HvAsmParentHypercall(uint64_t input, uint64_t input_pa, uint64_t output_pa);
+/* The guest's hypercall, made by this processor to the parent hypervisor
+ * (Hyper-V register convention, TLFS 3.7): RCX, RDX, R8 and XMM0-5 from the
+ * saved guest state in; RAX, RDX, R8 and XMM0-5 back into it. regs must be
+ * the block HvAsmVmExit saved (its XMM area lies just below it). */
+void HvAsmParentHypercall(HV_GUEST_REGISTERS *regs);
 
 /* Called from the stubs (defined in core/). */
 void HvCoreLaunchFromStub(struct HV_VCPU *vcpu, uint64_t guest_rsp, uint64_t guest_rip);

@@ -303,9 +303,32 @@ HvAsmHypercall PROC
 HvAsmHypercall ENDP
 
 ; ---- hypercall to a parent hypervisor (Hyper-V TLFS 3.7) ---------------------
-; The MS x64 argument registers RCX, RDX, R8 already are the hypercall's.
+; RCX = the guest's HV_GUEST_REGISTERS as HvAsmVmExit saved them; its XMM0-15
+; are the 100h bytes just below. The guest's RCX (input value), RDX and R8
+; (input/output GPAs or fast-call data) and XMM0-5 (extended fast calls) go
+; to the parent; RAX (status), RDX, R8 and XMM0-5 come back into the saved
+; state, so the guest sees the parent's answer. XMM0-5 are volatile here.
 HvAsmParentHypercall PROC
+    mov r9, rcx
+    movaps xmm0, xmmword ptr [r9-100h]
+    movaps xmm1, xmmword ptr [r9-0F0h]
+    movaps xmm2, xmmword ptr [r9-0E0h]
+    movaps xmm3, xmmword ptr [r9-0D0h]
+    movaps xmm4, xmmword ptr [r9-0C0h]
+    movaps xmm5, xmmword ptr [r9-0B0h]
+    mov rcx, [r9+08h]
+    mov rdx, [r9+10h]
+    mov r8, [r9+40h]
     vmcall
+    mov [r9+00h], rax
+    mov [r9+10h], rdx
+    mov [r9+40h], r8
+    movaps xmmword ptr [r9-100h], xmm0
+    movaps xmmword ptr [r9-0F0h], xmm1
+    movaps xmmword ptr [r9-0E0h], xmm2
+    movaps xmmword ptr [r9-0D0h], xmm3
+    movaps xmmword ptr [r9-0C0h], xmm4
+    movaps xmmword ptr [r9-0B0h], xmm5
     ret
 HvAsmParentHypercall ENDP
 

@@ -108,6 +108,8 @@ class CpuTruth:
                 p.launched.remove(operand_pa)
         elif kind == "vmxoff" and ok:
             p.vmx, p.vmxon_pa, p.vmcs_pa = "off", None, None
+        elif kind in ("vmlaunch", "vmresume"):
+            p.vmx = "root"      # it fell through: VMfail, still in VMX root (SDM Vol.3 31.3)
 
     def entered_guest(self, k: int, kind: str) -> None:
         """VMLAUNCH/VMRESUME succeeded: processor k runs in VMX non-root."""

@@ -121,10 +121,15 @@ class ScenarioResult:
         lines.append("VM exits seen by the emulator: %d (%s)" % (
             len(real), ", ".join("0x%x x%d" % (r, sum(1 for e in real if e.reason == r))
                                  for r in sorted({e.reason for e in real})) or "none"))
-        lines.append("after: VMX %s; CR4.VMXE %s; %d allocation(s) leaked"
-                     % (", ".join("cpu%d=%s" % (i, v) for i, v in enumerate(self.vmx_after)),
-                        ", ".join("cpu%d=%d" % (i, bool(c & CR4_VMXE)) for i, c in enumerate(self.cr4_after)),
-                        len(self.leaks)))
+        if self.vmx_after:
+            lines.append("after: VMX %s; CR4.VMXE %s; %d allocation(s) leaked"
+                         % (", ".join("cpu%d=%s" % (i, v) for i, v in enumerate(self.vmx_after)),
+                            ", ".join("cpu%d=%d" % (i, bool(c & CR4_VMXE)) for i, c in enumerate(self.cr4_after)),
+                            len(self.leaks)))
+        elif self.truth:     # the run ended early: what the CPU was in then
+            lines.append("at the end: VMX %s; %d allocation(s) live"
+                         % (", ".join("cpu%d=%s" % (p["index"], p["vmx"]) for p in self.truth["processors"]),
+                            len(self.leaks)))
         shown = [m for m in self.messages if m.shown]
         lines.append("DbgPrintEx: %d message(s), %d shown under the Kd_*_Mask values (see: windbg_ext dbgfilter)"
                      % (len(self.messages), len(shown)))

@@ -78,6 +78,7 @@ def test_resume_failure_ends_in_the_drivers_bugcheck_with_the_error(hv_sys, cpus
     code, params = res.bugcheck
     assert code == HV_BUGCHECK_CODE and params[0] == HV_BUGCHECK_VMRESUME_FAILED
     assert params[1] == 8                                  # VM entry with invalid host-state field(s)
+    assert res.truth["processors"][cpus - 1]["vmx"] == "root"    # VMRESUME fell through: still in VMX root
     rc, out, err = run_cli(["--image", image, "vcpu", str(cpus - 1)])
     assert rc == 0 and "failed at VMRESUME (error 8" in out, err
     rc, out, _ = run_cli(["--image", image, "vmm"])

@@ -63,6 +63,31 @@ HvAsmLidt PROC
     ret
 HvAsmLidt ENDP
 
+; XMM6-15 (non-volatile in the MS x64 ABI) saved at [rsp+base], with unwind
+; codes: inside a PROC FRAME prolog only.
+SAVE_XMM6_15 MACRO base
+    movaps xmmword ptr [rsp+base+000h], xmm6
+    .savexmm128 xmm6, base+000h
+    movaps xmmword ptr [rsp+base+010h], xmm7
+    .savexmm128 xmm7, base+010h
+    movaps xmmword ptr [rsp+base+020h], xmm8
+    .savexmm128 xmm8, base+020h
+    movaps xmmword ptr [rsp+base+030h], xmm9
+    .savexmm128 xmm9, base+030h
+    movaps xmmword ptr [rsp+base+040h], xmm10
+    .savexmm128 xmm10, base+040h
+    movaps xmmword ptr [rsp+base+050h], xmm11
+    .savexmm128 xmm11, base+050h
+    movaps xmmword ptr [rsp+base+060h], xmm12
+    .savexmm128 xmm12, base+060h
+    movaps xmmword ptr [rsp+base+070h], xmm13
+    .savexmm128 xmm13, base+070h
+    movaps xmmword ptr [rsp+base+080h], xmm14
+    .savexmm128 xmm14, base+080h
+    movaps xmmword ptr [rsp+base+090h], xmm15
+    .savexmm128 xmm15, base+090h
+ENDM
+
 ; ---- launch (Day 4): the guest continues where the driver left off --------
 ; PROC FRAME: unwind data, so WinDbg walks a stack through it (the body's
 ; RSP is the same in launch_setup after POP R8, where the home space is).
@@ -92,26 +117,7 @@ HvAsmLaunch PROC FRAME
     .pushreg r15
     sub rsp, 0C0h               ; home space (20h) + XMM6-15
     .allocstack 0C0h
-    movaps xmmword ptr [rsp+020h], xmm6
-    .savexmm128 xmm6, 020h
-    movaps xmmword ptr [rsp+030h], xmm7
-    .savexmm128 xmm7, 030h
-    movaps xmmword ptr [rsp+040h], xmm8
-    .savexmm128 xmm8, 040h
-    movaps xmmword ptr [rsp+050h], xmm9
-    .savexmm128 xmm9, 050h
-    movaps xmmword ptr [rsp+060h], xmm10
-    .savexmm128 xmm10, 060h
-    movaps xmmword ptr [rsp+070h], xmm11
-    .savexmm128 xmm11, 070h
-    movaps xmmword ptr [rsp+080h], xmm12
-    .savexmm128 xmm12, 080h
-    movaps xmmword ptr [rsp+090h], xmm13
-    .savexmm128 xmm13, 090h
-    movaps xmmword ptr [rsp+0A0h], xmm14
-    .savexmm128 xmm14, 0A0h
-    movaps xmmword ptr [rsp+0B0h], xmm15
-    .savexmm128 xmm15, 0B0h
+    SAVE_XMM6_15 020h
     .endprolog
     call launch_setup
     ; ---- resume point: running as a guest ----
@@ -193,26 +199,7 @@ SAVE_GUEST MACRO
     movaps xmmword ptr [rsp+050h], xmm3
     movaps xmmword ptr [rsp+060h], xmm4
     movaps xmmword ptr [rsp+070h], xmm5
-    movaps xmmword ptr [rsp+080h], xmm6
-    .savexmm128 xmm6, 080h
-    movaps xmmword ptr [rsp+090h], xmm7
-    .savexmm128 xmm7, 090h
-    movaps xmmword ptr [rsp+0A0h], xmm8
-    .savexmm128 xmm8, 0A0h
-    movaps xmmword ptr [rsp+0B0h], xmm9
-    .savexmm128 xmm9, 0B0h
-    movaps xmmword ptr [rsp+0C0h], xmm10
-    .savexmm128 xmm10, 0C0h
-    movaps xmmword ptr [rsp+0D0h], xmm11
-    .savexmm128 xmm11, 0D0h
-    movaps xmmword ptr [rsp+0E0h], xmm12
-    .savexmm128 xmm12, 0E0h
-    movaps xmmword ptr [rsp+0F0h], xmm13
-    .savexmm128 xmm13, 0F0h
-    movaps xmmword ptr [rsp+100h], xmm14
-    .savexmm128 xmm14, 100h
-    movaps xmmword ptr [rsp+110h], xmm15
-    .savexmm128 xmm15, 110h
+    SAVE_XMM6_15 080h
     .endprolog
     lea rcx, [rsp+120h]         ; HV_GUEST_REGISTERS*
     mov rdx, [rsp+1A0h]         ; HV_VCPU* stored at HOST_RSP

@@ -18,6 +18,10 @@ do that the lab now models"):
 - `poison_after_vmclear`: after VMCLEAR the region of the VMCS holds junk in
   every field software has not VMWRITten (SDM Vol.3 25.11.3: software must
   VMWRITE every field it relies on; the Bochs model keeps old memory).
+- `intercept_devirtualize`: on one processor hv.sys's devirtualize hypercall
+  never reaches it (a layer in between answers "unknown function"), so that
+  processor cannot leave VMX at unload: what the driver frees must not
+  include what that processor's next VM exit uses.
 - `break_host_state`: a host-state field made invalid on a parked processor,
   so its next VMRESUME fails with VMfailValid (SDM Vol.3 27.2.3, 31.4 error 8).
 """
@@ -52,6 +56,7 @@ class ParentHypervisor:
         self.msr_accesses = [0] * cpus
 
     def install(self, m) -> None:
+        self.truth = m.truth
         m.cpuid_filter = self.cpuid
         m.emulate = self.emulate
 
@@ -69,6 +74,8 @@ class ParentHypervisor:
         return regs
 
     def emulate(self, k: int, insn: Insn, regs: Dict[str, int]) -> Optional[Dict[str, int]]:
+        if self.truth.processors[k].vmx == "guest":
+            return None        # in our VMX non-root these exit to hv.sys first
         msr = regs["rcx"] & 0xFFFFFFFF
         if insn.kind == "rdmsr" and msr in SYNTHETIC_MSRS:
             self.msr_accesses[k] += 1
@@ -122,6 +129,19 @@ def poison_after_vmclear(m, keep: int = 12) -> None:
         m.write_phys(page + keep, (POISON * 512)[keep:4096])
         m.poisoned.append(page)
     m.after_vmclear = poison
+
+
+def intercept_devirtualize(m, k: int, signature: int, function: int, status: int) -> None:
+    """On processor k, in VMX non-root, VMCALL with RAX = signature and RCX =
+    function is answered with RAX = status by the lab instead of exiting."""
+    previous = m.emulate
+
+    def emulate(cpu: int, insn: Insn, regs: Dict[str, int]) -> Optional[Dict[str, int]]:
+        if (cpu == k and insn.kind == "vmcall" and m.truth.processors[cpu].vmx == "guest"
+                and regs["rax"] == signature and regs["rcx"] == function):
+            return {"rax": status}
+        return previous(cpu, insn, regs) if previous is not None else None
+    m.emulate = emulate
 
 
 def break_host_state(m, k: int, encoding: int, value: int) -> bool:

@@ -70,6 +70,8 @@ SCENARIOS = {
                   "DriverEntry must refuse rather than clear it",
     "poisoned-vmcs": "after each VMCLEAR every VMCS field the driver does not VMWRITE holds junk; the guest "
                      "takes a #PF and uses XSAVES",
+    "devirt-failure": "the last processor's devirtualize hypercall is answered 'unknown function' before it "
+                      "reaches hv.sys; unload must keep what that processor's VM exits still use",
     "resume-failure": "a parked processor's HOST_CS_SELECTOR is broken, so VMRESUME fails; the run must end "
                       "in hv.sys's bugcheck carrying VM-instruction error 8",
 }
@@ -79,6 +81,7 @@ HV_BUGCHECK_VMRESUME_FAILED = 4
 SECONDARY_ENABLE_RDTSCP = 3          # SDM Vol.3 Table 25-7
 CR4_OSXSAVE_BIT = 18                 # SDM Vol.3 2.5
 HOST_CS_SELECTOR = 0x0C02
+HV_HYPERCALL_DEVIRTUALIZE, HV_HCSTATUS_UNKNOWN_FUNCTION = 3, 1      # driver/include/hv_hypercall.h
 
 
 class ScenarioError(Exception):
@@ -384,12 +387,22 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
         _write_image(image, m, kern, img, res, msrs, cpuid)
         res.image_path = image
     if res.loaded:
+        if kind == "devirt-failure":
+            hardware.intercept_devirtualize(m, cpus - 1, gc.SIGNATURE, HV_HYPERCALL_DEVIRTUALIZE,
+                                            HV_HCSTATUS_UNKNOWN_FUNCTION)
         unload = kern.driver_unload_routine(drv)
         if unload:
             r = kern.call_on_thread(unload, (drv,))
             if r.stop != "return":
                 raise MachineError("DriverUnload did not return: %s" % (r.fault or r.stop))
             res.unload_ran = True
+        if kind == "devirt-failure":
+            # the stuck processor keeps running under hv.sys: its next VM exits
+            # must find their VMCS, host stack and vCPU (freed memory faults here)
+            res.checks.append(gc.ping(m, cpus - 1))
+            res.checks.append(gc.Check("others-left-vmx", all(p.vmx == "off" for p in m.truth.processors[:-1]),
+                                       "processors out of VMX: %s" % [p.index for p in m.truth.processors
+                                                                       if p.vmx == "off"]))
     # the emulator's view of every processor afterwards
     for i in range(cpus):
         m.switch_to(i)

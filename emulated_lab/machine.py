@@ -211,7 +211,8 @@ class Machine(GuestMemory):
         #   cpuid_filter(k, leaf, subleaf, (eax, ebx, ecx, edx)) -> the 4 values the guest sees
         #   rdmsr_filter(k, msr, value) -> value
         #   emulate(k, insn, regs) -> None (execute it) or {register: value} (the lab
-        #   executes it: registers set, RIP past it), e.g. MSRs and hypercalls of a parent
+        #   executes it: registers set, RIP past it), e.g. MSRs and hypercalls of a
+        #   parent; truth.processors[k].vmx says whether it runs in our VMX non-root
         self.cpuid_filter: Optional[Callable[[int, int, int, Tuple[int, int, int, int]],
                                              Tuple[int, int, int, int]]] = None
         self.rdmsr_filter: Optional[Callable[[int, int, int], int]] = None
@@ -305,7 +306,7 @@ class Machine(GuestMemory):
         if insn.kind in ("vmlaunch", "vmresume"):
             self._entry_exited = False
         k = self.current
-        if self.emulate is not None and self.truth.processors[k].vmx != "guest":
+        if self.emulate is not None:
             out = self.emulate(k, insn, regs)
             if out is not None:
                 self._pending = None

@@ -141,3 +141,18 @@ def test_unload_after_vmx_was_lost_without_the_callback_is_safe(hv_sys):
         assert len(lost) == 2
     finally:
         m.close()
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_a_processor_that_cannot_leave_vmx_keeps_its_vmm_memory(hv_sys, cpus):
+    """devirt-failure: unload cannot devirtualize the last processor; the driver
+    frees everything else and keeps exactly what that processor's VM exits use
+    (the lab unmaps freed memory, so a use after free would fault the ping)."""
+    res = run_scenario("devirt-failure", cpus=cpus, driver=hv_sys)
+    assert res.unload_ran and res.bugcheck is None and not res.crash
+    assert [c.ok for c in res.checks] == [True, True], res.checks
+    t = res.truth["processors"]
+    assert t[-1]["vmx"] == "guest" and all(p["vmx"] == "off" for p in t[:-1])
+    # VMM context, vCPU array, host stack (pool) + VMXON, VMCS, MSR bitmap (contiguous) of that processor
+    assert sorted(a.kind for a in res.leaks) == ["contiguous"] * 3 + ["pool"] * 3
+    assert any("could not leave VMX" in m.text for m in res.messages)

@@ -63,7 +63,8 @@ class ScenarioResult:
         self.load_status: Optional[int] = None
         self.unload_ran = False
         self.messages = []              # DbgMessage list
-        self.exits = []                 # VmExit list (emulator-observed)
+        self.exits = []                 # VmExit list (emulator-observed): the first and last ones kept
+        self.exit_counts: Dict[int, int] = {}   # exit reason -> count, every exit the driver caused
         self.workload: Dict[int, Dict[str, object]] = {}
         self.vmx_after: List[str] = []  # per processor after the scenario: off | root | guest
         self.cr4_after: List[int] = []
@@ -72,6 +73,7 @@ class ScenarioResult:
         self.allocation_calls = 0
         self.vmreads: Dict[int, Dict[int, int]] = {}    # per processor, read while parked (= the image)
         self.failure_vmreads = []                          # (processor, {encoding: value}) at failed VM entries
+        self.failure_vmreads_total = 0                     # failed VM entries read (the first and last are kept)
         self.image_path: Optional[str] = None
         self.descriptor_va = 0
         self.driver_base = 0
@@ -83,10 +85,9 @@ class ScenarioResult:
     def summary(self) -> List[str]:
         lines = ["scenario %s on %d processors: DriverEntry returned 0x%08x"
                  % (self.scenario, self.cpus, (self.load_status or 0) & 0xFFFFFFFF)]
-        real = [e for e in self.exits if not e.lab_induced]
+        counts = self.exit_counts
         lines.append("VM exits seen by the emulator: %d (%s)" % (
-            len(real), ", ".join("0x%x x%d" % (r, sum(1 for e in real if e.reason == r))
-                                 for r in sorted({e.reason for e in real})) or "none"))
+            sum(counts.values()), ", ".join("0x%x x%d" % (r, counts[r]) for r in sorted(counts)) or "none"))
         lines.append("after: VMX %s; CR4.VMXE %s; %d allocation(s) leaked"
                      % (", ".join("cpu%d=%s" % (i, v) for i, v in enumerate(self.vmx_after)),
                         ", ".join("cpu%d=%d" % (i, bool(c & CR4_VMXE)) for i, c in enumerate(self.cr4_after)),
@@ -172,10 +173,12 @@ def run_workload(m: Machine, k: int) -> Dict[str, object]:
 # -- the scenario ---------------------------------------------------------------------
 def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: Optional[str] = None,
                  workload: bool = True, kd_masks: Optional[Dict[str, int]] = None,
-                 run_timeout: float = 60.0) -> ScenarioResult:
+                 run_timeout: float = 60.0, instruction_limit: int = 0) -> ScenarioResult:
     """Runs one scenario on a fresh machine. kd_masks presets nt!Kd_<NAME>_Mask
-    (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A single
-    emulator run (e.g. DriverEntry) longer than run_timeout seconds is an error."""
+    (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A step of
+    the scenario (e.g. DriverEntry, with every run nested in it) that takes longer
+    than run_timeout seconds, or executes more than instruction_limit instructions
+    (0: no limit), is stopped: a RunTimeout naming what the driver was doing."""
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
@@ -192,7 +195,9 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     res.scenario, res.cpus = name, cpus
     if not run_timeout > 0:
         raise ScenarioError("the time limit must be a positive number of seconds, got %r" % run_timeout)
-    m = Machine(cpus=cpus, feature_control=fc, run_timeout=run_timeout)
+    if instruction_limit < 0:
+        raise ScenarioError("the instruction limit must be 0 (none) or a positive count, got %r" % instruction_limit)
+    m = Machine(cpus=cpus, feature_control=fc, run_timeout=run_timeout, instruction_limit=instruction_limit)
     try:
         if kind == "no-vmx":
             m.hide_vmx()
@@ -221,15 +226,14 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
             # a crash (bug check, fault, hang) keeps the machine as it was: like a
             # crash dump, the image lets the suite look at it post mortem
             if image and not res.image_path:
-                res.exits, res.messages = list(m.exits), list(kern.messages)
+                _collect(m, kern, res)
                 try:
                     _write_image(image, m, kern, img, res, msrs, cpuid, crash=str(e))
                     e.args = ("%s; the machine's state at the crash is in %s" % (e, image),)
                 except Exception:  # the crash report matters more than the image
                     pass
             raise
-        res.exits = list(m.exits)
-        res.messages = list(kern.messages)
+        _collect(m, kern, res)
         res.leaks = kern.leaks()
         res.failed_allocations = list(kern.failed_allocations)
         res.allocation_calls = kern.allocation_calls
@@ -252,7 +256,7 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
     if res.loaded:
         for i in range(cpus):
             res.vmreads[i] = m.vmread_all(i, encs)
-    res.failure_vmreads = list(m.failure_vmreads)
+    _collect(m, kern, res)
     if image:
         _write_image(image, m, kern, img, res, msrs, cpuid)
         res.image_path = image
@@ -269,6 +273,15 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
         m.park()
         res.vmx_after.append(m.processors[i].vmx)
         res.cr4_after.append(m.processors[i].state.cr4)
+
+
+def _collect(m: Machine, kern: NtKernel, res: ScenarioResult) -> None:
+    """The machine's bounded records into the result."""
+    res.exits = list(m.exits)
+    res.exit_counts = m.exits.counts()
+    res.failure_vmreads = list(m.failure_vmreads)
+    res.failure_vmreads_total = m.failure_vmreads.total
+    res.messages = list(kern.messages)
 
 
 def _arm_launch_failure(m: Machine, img) -> None:
@@ -310,7 +323,11 @@ def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult
         "vmread": {str(i): {"0x%x" % e: "0x%x" % v for e, v in vals.items()} for i, vals in res.vmreads.items()},
         "vmread_at_entry_failure": [{"cpu": c, "fields": {"0x%x" % e: "0x%x" % v for e, v in vals.items()}}
                                     for c, vals in res.failure_vmreads],
+        # the first and last exits in detail (a looping driver makes millions), every one counted
         "exits": [[e.cpu, "0x%x" % e.reason, "0x%x" % e.qualification] for e in m.exits if not e.lab_induced],
+        "exit_counts": [[cpu, "0x%x" % reason, n] for (cpu, reason), n in sorted(m.exits.counts_by_cpu().items())],
+        "exits_not_kept": m.exits.dropped,
+        "entry_failures_read": m.failure_vmreads.total,
         "allocations_live": len(kern.live),
         "crash": crash,
     })

@@ -19,6 +19,7 @@ from emulated_lab.machine import DIRECT_MAP, NT_BASE, PAGE, Machine, MachineErro
 from emulated_lab.nt.pe_loader import LoadError, LoadedImage, load_pe
 from emulated_lab.nt.printf import format_message
 from emulated_lab.nt.services import DPFLTR_DEFAULT_ID, SERVICES, STATUS_SUCCESS
+from emulated_lab.records import BoundedLog
 from windbg_ext.arch import dbgprint
 
 STUB_AREA = NT_BASE + 0x1000          # 16 bytes per stub
@@ -79,7 +80,8 @@ class NtKernel:
         self.failed_allocations: List[int] = []
         self.live: Dict[int, Allocation] = {}
         self.freed: List[Allocation] = []
-        self.messages: List[DbgMessage] = []
+        # DbgPrint output: the first and last ones (a driver may print in an endless loop)
+        self.messages: BoundedLog[DbgMessage] = BoundedLog(keep=512)
         self.calls: Dict[str, int] = {}
         self.bugcheck: Optional[BugCheck] = None
         self.symbols: Dict[str, int] = {}
@@ -90,6 +92,8 @@ class NtKernel:
         self.affinity = (1 << len(machine.processors)) - 1
         self.dpc_done = 0
         self.images: List[LoadedImage] = []
+        self.last_service = ""                     # the most recent service a driver called
+        machine.locate = self.locate
         # the nt "module": stub pages (hlt) and a data page
         stub_pa = machine.alloc_phys(8)
         machine.write_phys(stub_pa, b"\xF4" * (8 * PAGE))
@@ -135,9 +139,18 @@ class NtKernel:
         return img
 
     # -- dispatch -----------------------------------------------------------
+    def locate(self, va: int) -> str:
+        """Where a code address is: "<driver>+0x<offset>" or "nt!<service>" ("" if neither)."""
+        for img in self.images:
+            if img.base <= va < img.base + img.size:
+                return "%s+0x%x" % (img.name, va - img.base)
+        name = self._by_va.get(va & ~0xF)
+        return "nt!" + name if name else ""
+
     def _dispatch(self, va: int) -> None:
         name = self._by_va[va]
         self.calls[name] = self.calls.get(name, 0) + 1
+        self.last_service = name
         call = Call(self)
         result = self._impl[name](self, call)
         c = self.m.sess.cpu

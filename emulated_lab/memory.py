@@ -16,6 +16,9 @@ from emulated_lab.x64 import ADDR_MASK, PTE_NX, PTE_P, PTE_RW, PTE_US
 
 PAGE = 0x1000
 FIRST_PA = 0x20_0000
+# NUMA: node n's memory starts at n * NODE_SPAN (node 0 at FIRST_PA); a node's
+# allocations stay below the next node's start. MAXPHYADDR is 40 here.
+NODE_SPAN = 1 << 32
 # Every physical page the machine allocates is also mapped at DIRECT_MAP + pa.
 DIRECT_MAP = 0xFFFF_A000_0000_0000
 
@@ -25,6 +28,7 @@ class GuestMemory:
         self._backend = backend            # bochscpu.memory
         self._pages: Dict[int, int] = {}   # gpa -> host address
         self._next_pa = FIRST_PA
+        self._next_in_node: Dict[int, int] = {}   # node >= 1 -> next free pa in its span
         self.pml4 = 0
         self.pml4 = self.alloc_phys(1)
 
@@ -37,11 +41,23 @@ class GuestMemory:
         self._backend.page_insert(pa, hva)
         self._pages[pa] = hva
 
-    def alloc_phys(self, npages: int, align_pages: int = 1) -> int:
-        """Allocates zeroed, contiguous physical pages; also maps them at DIRECT_MAP + pa."""
+    def next_phys(self, npages: int, align_pages: int = 1, node: int = 0, at_least: int = 0) -> Optional[int]:
+        """Where alloc_phys with the same arguments would put the pages (None: the node is full)."""
         align = align_pages * PAGE
-        pa = (self._next_pa + align - 1) // align * align
-        self._next_pa = pa + npages * PAGE
+        start = self._next_pa if node == 0 else self._next_in_node.get(node, node * NODE_SPAN)
+        pa = (max(start, at_least) + align - 1) // align * align
+        return pa if pa + npages * PAGE <= (node + 1) * NODE_SPAN else None
+
+    def alloc_phys(self, npages: int, align_pages: int = 1, node: int = 0, at_least: int = 0) -> int:
+        """Allocates zeroed, contiguous physical pages (in NUMA node `node`'s memory,
+        at or above `at_least`); also maps them at DIRECT_MAP + pa."""
+        pa = self.next_phys(npages, align_pages, node, at_least)
+        if pa is None:
+            raise MachineError("NUMA node %d of the emulated machine is out of memory" % node)
+        if node == 0:
+            self._next_pa = pa + npages * PAGE
+        else:
+            self._next_in_node[node] = pa + npages * PAGE
         for i in range(npages):
             self._new_page(pa + i * PAGE)
         if self.pml4:
@@ -52,6 +68,11 @@ class GuestMemory:
         """One zeroed page: (virtual address, physical address)."""
         pa = self.alloc_phys(1)
         return DIRECT_MAP + pa, pa
+
+    @staticmethod
+    def node_of(pa: int) -> int:
+        """The NUMA node whose memory holds physical address pa."""
+        return pa // NODE_SPAN
 
     def is_backed(self, pa: int) -> bool:
         return (pa & ~0xFFF) in self._pages

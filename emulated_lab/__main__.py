@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                    help="longest one step (DriverEntry, DriverUnload, ...) may take, every run nested in it "
                         "included (default 60)")
+    r.add_argument("--nodes", type=int, default=1, metavar="N",
+                   help="NUMA nodes the processors are split into, each with its own memory (default 1)")
     r.add_argument("--max-instructions", type=int, default=0, metavar="N",
                    help="stop a step after N instructions, nested runs included (default 0: no limit)")
     r.add_argument("--kd-mask", metavar="NAME=VALUE", action="append", default=[],
@@ -94,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.cmd == "run":
             res = run_scenario(args.scenario, cpus=args.cpus, driver=args.driver, image=args.out,
                                kd_masks=_kd_masks(args.kd_mask), run_timeout=args.timeout,
-                               instruction_limit=args.max_instructions)
+                               instruction_limit=args.max_instructions, nodes=args.nodes)
             print("\n".join(res.summary()))
             return 0
         _parser().print_help()

@@ -173,15 +173,18 @@ def run_workload(m: Machine, k: int) -> Dict[str, object]:
 # -- the scenario ---------------------------------------------------------------------
 def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: Optional[str] = None,
                  workload: bool = True, kd_masks: Optional[Dict[str, int]] = None,
-                 run_timeout: float = 60.0, instruction_limit: int = 0) -> ScenarioResult:
+                 run_timeout: float = 60.0, instruction_limit: int = 0, nodes: int = 1) -> ScenarioResult:
     """Runs one scenario on a fresh machine. kd_masks presets nt!Kd_<NAME>_Mask
     (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A step of
     the scenario (e.g. DriverEntry, with every run nested in it) that takes longer
     than run_timeout seconds, or executes more than instruction_limit instructions
-    (0: no limit), is stopped: a RunTimeout naming what the driver was doing."""
+    (0: no limit), is stopped: a RunTimeout naming what the driver was doing.
+    nodes: NUMA nodes the processors are split into (each with its own memory)."""
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
+    if not 1 <= nodes <= cpus:
+        raise ScenarioError("--nodes must be between 1 and the processor count (%d), got %d" % (cpus, nodes))
     path = driver or DEFAULT_DRIVER
     if not os.path.isfile(path):
         raise ScenarioError("driver %s not found: build it with 'make -C driver' (or 'make demo')" % path)
@@ -201,7 +204,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     try:
         if kind == "no-vmx":
             m.hide_vmx()
-        kern = NtKernel(m, fail_allocation=k if kind == "alloc-fail" else 0, kd_masks=kd_masks)
+        kern = NtKernel(m, fail_allocation=k if kind == "alloc-fail" else 0, kd_masks=kd_masks, nodes=nodes)
         # what a debugger would see: capability MSRs and CPUID, read before any VMM runs
         msrs = [m.read_msrs(i, CAPABILITY_MSRS) for i in range(cpus)]
         cpuid = [record_cpuid(m, i) for i in range(cpus)]

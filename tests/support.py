@@ -45,9 +45,13 @@ def build_fixture_driver(name: str, out_dir: str) -> str:
     cc = shutil.which(MINGW)
     assert cc, "%s is required (tools/bootstrap.sh installs gcc-mingw-w64-x86-64)" % MINGW
     out = os.path.join(str(out_dir), name + ".sys")
+    extra = os.path.join(str(out_dir), "libntoskrnl_extra.a")
+    if not os.path.isfile(extra):   # import library for what libntoskrnl.a lacks
+        subprocess.run([MINGW.replace("gcc", "dlltool"), "-d", os.path.join(FIXTURE_DRIVERS, "ntoskrnl_extra.def"),
+                        "-l", extra], check=True)
     subprocess.run([cc, "-O2", "-Wall", "-Werror", "-I" + DDK_INCLUDE, "-nostdlib", "-Wl,--subsystem,native",
                     "-Wl,--entry,DriverEntry", "-Wl,--wdmdriver", "-mno-stack-arg-probe", "-o", out,
-                    os.path.join(FIXTURE_DRIVERS, name + ".c"), "-lntoskrnl", "-lhal"], check=True)
+                    os.path.join(FIXTURE_DRIVERS, name + ".c"), "-lntoskrnl", "-lhal", extra], check=True)
     return out
 
 

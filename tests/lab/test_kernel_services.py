@@ -1,0 +1,84 @@
+"""The kernel services public Windows VT-x hypervisors import (docs/lab.md lists
+them and who imports them), exercised by our own fixture drivers built with
+mingw (tests/lab/fixtures/numadrv.c, ctxdrv.c) and compared with the lab's
+topology and memory, not with the drivers' own idea of them."""
+import struct
+
+import pytest
+
+from emulated_lab.lab import ScenarioError, run_scenario
+from emulated_lab.machine import DRIVER_BASE, Machine
+from emulated_lab.memory import NODE_SPAN
+from emulated_lab.nt.kernel import NtKernel
+from emulated_lab.nt.pe_loader import LoadError
+from windbg_ext.target.image import ImageTarget
+
+
+def _results(image, symbol, count):
+    t = ImageTarget(image)
+    try:
+        return struct.unpack("<%dQ" % count, t.read_virtual(t.symbol(symbol), 8 * count)), t.meta
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("cpus,nodes", [(4, 2), (3, 3), (2, 1)])
+def test_per_node_allocation_follows_the_topology(fixture_driver, tmp_path, cpus, nodes):
+    image = str(tmp_path / "numa.hvimg")
+    res = run_scenario("baseline", cpus=cpus, nodes=nodes, driver=fixture_driver("numadrv"), image=image,
+                       workload=False)
+    assert res.loaded and res.unload_ran and res.leaks == []
+    r, _ = _results(image, "numadrv!NumaResults", 64)
+    node_of = [k * nodes // cpus for k in range(cpus)]
+    assert r[0] == nodes - 1 and r[1] == cpus
+    assert (r[2], r[3], r[4]) == (cpus, 0, (1 << cpus) - 1)         # one processor group
+    assert r[5] == cpus - 1                                          # KeGetCurrentProcessorIndex
+    for n in range(nodes):
+        members = [k for k in range(cpus) if node_of[k] == n]
+        assert r[8 + 4 * n] == sum(1 << k for k in members)          # KeQueryNodeActiveAffinity mask
+        assert r[9 + 4 * n] == r[10 + 4 * n] == len(members)
+        assert r[11 + 4 * n] // NODE_SPAN == n                       # the page is in node n's memory
+    for k in range(cpus):
+        assert r[24 + k] == node_of[k] | k << 8                      # KeGetCurrentNodeNumber on processor k
+    assert r[40] and r[40] + 0xFFF <= 0xFFFFFFFF                     # below 4 GiB: node 0 despite the preference
+    assert r[41] == 0 and r[42] == 0                                 # bad protection, node that does not exist
+    for pa in r[43:46]:
+        assert pa and pa // 0x4000 == (pa + 0x2FFF) // 0x4000          # never across a 16 KiB multiple
+    assert r[46] // NODE_SPAN == node_of[cpus - 1]                   # MM_ANY_NODE_OK: the caller's node first
+    assert r[47] >= nodes and r[48] == nodes                         # every node's memory is a reported range
+
+
+def test_numa_nodes_are_checked(fixture_driver):
+    with pytest.raises(ScenarioError, match="--nodes must be between 1 and the processor count"):
+        run_scenario("baseline", cpus=2, nodes=3, driver=fixture_driver("numadrv"))
+
+
+def test_restore_context_and_ipi_order(fixture_driver, tmp_path):
+    image = str(tmp_path / "ctx.hvimg")
+    res = run_scenario("baseline", cpus=3, driver=fixture_driver("ctxdrv"), image=image, workload=False)
+    assert res.loaded and res.leaks == []
+    r, _ = _results(image, "ctxdrv!CtxResults", 32)
+    assert r[0] == 4 and r[1] == 1             # continued after the capture 1 + 3 times, on the same stack
+    assert r[3] == 3 and list(r[4:7]) == [0, 2, 1]   # every processor once, the caller (1) last
+    assert r[2] == 0x101 and r[20] == 1        # the caller's result, the thread still on processor 1
+
+
+def test_missing_imports_are_refused_with_the_list(fixture_driver):
+    m = Machine(cpus=1)
+    try:
+        kern = NtKernel(m)
+        for name in ("KeGetCurrentNodeNumber", "MmGetPhysicalMemoryRanges"):
+            del kern._impl[name]
+        with pytest.raises(LoadError, match="imports KeGetCurrentNodeNumber, MmGetPhysicalMemoryRanges, which"):
+            kern.load_driver(fixture_driver("numadrv"), DRIVER_BASE)
+    finally:
+        m.close()
+
+
+def test_every_allocation_of_the_numa_driver_can_fail_cleanly(fixture_driver):
+    ok = run_scenario("baseline", cpus=2, nodes=2, driver=fixture_driver("numadrv"), workload=False)
+    assert ok.loaded
+    # the last allocation is MmGetPhysicalMemoryRanges' array: NULL makes DriverEntry fail
+    res = run_scenario("alloc-fail:%d" % ok.allocation_calls, cpus=2, nodes=2, driver=fixture_driver("numadrv"),
+                       workload=False)
+    assert res.failed_allocations == [ok.allocation_calls] and not res.loaded

@@ -82,3 +82,20 @@ def test_every_allocation_of_the_numa_driver_can_fail_cleanly(fixture_driver):
     res = run_scenario("alloc-fail:%d" % ok.allocation_calls, cpus=2, nodes=2, driver=fixture_driver("numadrv"),
                        workload=False)
     assert res.failed_allocations == [ok.allocation_calls] and not res.loaded
+
+
+def test_power_callback_driver_leaves_vmx_before_sleep_and_returns_after(fixture_driver, tmp_path):
+    image = str(tmp_path / "power.hvimg")
+    res = run_scenario("sleep", cpus=3, driver=fixture_driver("powerdrv"), image=image, workload=False)
+    assert res.loaded and res.unload_ran
+    left = [c for c in res.checks if c.name == "left-vmx-before-sleep"]
+    assert left and left[0].ok                                   # the lab saw every processor leave VMX
+    r, _ = _results(image, "powerdrv!PowerResults", 16)
+    assert r[0] == 2 and list(r[1:3]) == [0, 1] and r[12] == 0   # PO_CB_SYSTEM_STATE_LOCK: before, after
+    assert (r[9], r[10], r[11]) == (3, 3, 3)                     # VMXON at load, VMXOFF, VMXON after resume
+    t = ImageTarget(image)
+    try:
+        assert all(t.registers(k)["cr4"] & (1 << 13) for k in range(3))   # back in VMX operation after resume
+    finally:
+        t.close()
+    assert res.vmx_after == ["off"] * 3 and res.leaks == [] and res.held_objects == []   # unload released all

@@ -31,6 +31,9 @@ class GuestMemory:
         self._next_in_node: Dict[int, int] = {}   # node >= 1 -> next free pa in its span
         self.pml4 = 0
         self.pml4 = self.alloc_phys(1)
+        # paging-structure pages not yet in the direct map (drivers walk page
+        # tables through MmGetVirtualForPhysical, as on Windows)
+        self._tables_to_map: List[int] = [self.pml4]
 
     # -- physical -------------------------------------------------------------
     def _new_page(self, pa: int) -> None:
@@ -129,6 +132,11 @@ class GuestMemory:
         pa &= ~0xFFF
         for off in range(0, (size + 0xFFF) & ~0xFFF, PAGE):
             self._map_page(va + off, pa + off, user, writable, executable)
+        # then the new paging-structure pages at DIRECT_MAP + pa (which may make
+        # more of them: few, as they are allocated next to each other)
+        while self._tables_to_map:
+            t = self._tables_to_map.pop()
+            self._map_page(DIRECT_MAP + t, t, False, True, False)
 
     def _map_page(self, va: int, pa: int, user: bool, writable: bool, executable: bool) -> None:
         table = self.pml4
@@ -137,10 +145,11 @@ class GuestMemory:
             e_pa = table + ((va >> shift) & 0x1FF) * 8
             e = self._read_q(e_pa)
             if not e & PTE_P:
-                # table pages are not direct-mapped (that would recurse into map())
+                # direct-mapped by map() afterwards (not here: that would recurse)
                 nxt = (self._next_pa + PAGE - 1) & ~0xFFF
                 self._next_pa = nxt + PAGE
                 self._new_page(nxt)
+                self._tables_to_map.append(nxt)
                 e = nxt | upper
                 self._write_q(e_pa, e)
             elif user and not e & PTE_US:

@@ -100,6 +100,7 @@ class NtKernel:
         self.dpc_done = 0
         self.images: List[LoadedImage] = []
         self.last_service = ""                     # the most recent service a driver called
+        self.mapping_cursor = 0                    # next free offset in nt/mappings.MAPPING_AREA
         machine.locate = self.locate
         # the nt "module": stub pages (hlt) and a data page
         stub_pa = machine.alloc_phys(8)

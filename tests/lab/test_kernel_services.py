@@ -99,3 +99,34 @@ def test_power_callback_driver_leaves_vmx_before_sleep_and_returns_after(fixture
     finally:
         t.close()
     assert res.vmx_after == ["off"] * 3 and res.leaks == [] and res.held_objects == []   # unload released all
+
+
+def test_reserved_mapping_version_and_performance_counter(fixture_driver, tmp_path):
+    from emulated_lab.nt.mappings import MAPPING_AREA
+    from emulated_lab.nt.system import PERFORMANCE_FREQUENCY, WINDOWS_VERSION
+    image = str(tmp_path / "map.hvimg")
+    res = run_scenario("baseline", cpus=1, driver=fixture_driver("mapdrv"), image=image, workload=False)
+    assert res.loaded and res.leaks == []                      # the reservation and the page were freed
+    r, _ = _results(image, "mapdrv!MapResults", 16)
+    assert tuple(r[0:3]) == WINDOWS_VERSION and r[3] == 1      # VER_NT_WORKSTATION
+    assert r[4] == PERFORMANCE_FREQUENCY and r[5] == 1         # the counter moves forward
+    assert MAPPING_AREA <= r[6] < MAPPING_AREA + (1 << 39)
+    assert r[9] == 1 and r[7] == 0                             # paging structures there, the PTE not present
+    assert r[8] == 0x48564C41424D4150                          # the page the driver mapped itself, read through it
+
+
+def test_a_reservation_not_freed_is_a_leak():
+    from emulated_lab.asm import assemble
+    m = Machine(cpus=1)
+    try:
+        kern = NtKernel(m)
+        stub = kern.stub("MmAllocateMappingAddress")
+        code = m.place_code(assemble("sub rsp, 0x28\nmov rcx, 0x3000\nmov edx, 0x41424344\nmov rax, %d\ncall rax\n"
+                                     "add rsp, 0x28\nret" % stub))
+        r = kern.call_on_thread(code, ())
+        va = r.regs["rax"]
+        assert r.stop == "return" and va and m.translate(va) is None
+        [leak] = kern.leaks()
+        assert (leak.va, leak.kind, leak.npages) == (va, "mapping", 3)
+    finally:
+        m.close()

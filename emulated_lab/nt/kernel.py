@@ -101,6 +101,7 @@ class NtKernel:
         self.images: List[LoadedImage] = []
         self.last_service = ""                     # the most recent service a driver called
         self.mapping_cursor = 0                    # next free offset in nt/mappings.MAPPING_AREA
+        self.dpc_targets: Dict[int, int] = {}      # KDPC address -> target processor (nt/dpc.py)
         machine.locate = self.locate
         # the nt "module": stub pages (hlt) and a data page
         stub_pa = machine.alloc_phys(8)
@@ -303,12 +304,13 @@ class NtKernel:
         call.then = move
 
     def _broadcast(self, call: Call, routine: int, make_args: Callable[[int], tuple], result_from_caller: bool,
-                   caller_last: bool = False):
-        """Runs `routine` on every processor, one after another (in index order; with
-        caller_last, the calling processor after all others), then resumes the
-        calling thread on its own processor with RAX = the caller's result."""
+                   caller_last: bool = False, only: Optional[List[int]] = None):
+        """Runs `routine` on every processor (or those in `only`), one after another
+        (in index order; with caller_last, the calling processor after all others),
+        then resumes the calling thread on its own processor, with RAX = the
+        caller's result when result_from_caller."""
         me = self.m.current
-        order = list(range(len(self.m.processors)))
+        order = list(range(len(self.m.processors))) if only is None else list(only)
         if caller_last:
             order = [k for k in order if k != me] + [me]
 

@@ -385,4 +385,4 @@ def _wcslen(self: "NtKernel", c: Call) -> int:
 
 
 # more services, each module registering its own in SERVICES
-from emulated_lab.nt import context, mappings, numa, system  # noqa: E402,F401
+from emulated_lab.nt import context, dpc, mappings, numa, system  # noqa: E402,F401

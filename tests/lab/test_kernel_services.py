@@ -130,3 +130,13 @@ def test_a_reservation_not_freed_is_a_leak():
         assert (leak.va, leak.kind, leak.npages) == (va, "mapping", 3)
     finally:
         m.close()
+
+
+def test_a_dpc_runs_on_its_target_processor(fixture_driver, tmp_path):
+    image = str(tmp_path / "dpc.hvimg")
+    res = run_scenario("baseline", cpus=3, driver=fixture_driver("dpcdrv"), image=image, workload=False)
+    assert res.loaded
+    r, _ = _results(image, "dpcdrv!DpcResults", 24)
+    assert r[0] == 3 and r[1] == 3                               # each ran once; each insert returned TRUE
+    assert [r[2 + k] for k in range(3)] == [k << 16 | k << 8 | 1 for k in range(3)]   # on processor k, its own args
+    assert r[20] == 0xC000000D                                   # STATUS_INVALID_PARAMETER: no such processor

@@ -87,7 +87,7 @@ class BoundedLog(Generic[T]):
 
 
 class ExitLog(BoundedLog):
-    """VM exits (emulator_lab.machine.VmExit): bounded details, and counts by
+    """VM exits (emulated_lab.machine.VmExit): bounded details, and counts by
     (processor, exit reason) of every exit the driver saw, lab-induced ones apart;
     plus the current run of identical exits (same processor and reason)."""
 

@@ -16,6 +16,7 @@ import struct
 from typing import Callable, Dict, List, Optional
 
 from emulated_lab.machine import DIRECT_MAP, NT_BASE, PAGE, Machine, MachineError
+from emulated_lab.nt.allocation import Allocation
 from emulated_lab.nt.callbacks import Callbacks, notify
 from emulated_lab.nt.pe_loader import LoadError, LoadedImage, load_pe
 from emulated_lab.nt.printf import format_message
@@ -34,17 +35,6 @@ class BugCheck(MachineError):
     def __init__(self, code: int, params: List[int], cpu: int):
         super().__init__("KeBugCheckEx(0x%x, %s) on processor %d" % (code, ", ".join("0x%x" % p for p in params), cpu))
         self.code, self.params, self.cpu = code, params, cpu
-
-
-class Allocation:
-    __slots__ = ("va", "pa", "size", "kind", "tag", "npages", "node")
-
-    def __init__(self, va: int, pa: int, size: int, kind: str, tag: int, npages: int, node: int = 0) -> None:
-        self.va, self.pa, self.size, self.kind, self.tag, self.npages = va, pa, size, kind, tag, npages
-        self.node = node
-
-    def __repr__(self) -> str:
-        return "Allocation(%s, va=0x%x, pa=0x%x, size=0x%x)" % (self.kind, self.va, self.pa, self.size)
 
 
 class DbgMessage:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from emulated_lab.memory import PAGE
+from emulated_lab.nt.allocation import Allocation
 from emulated_lab.nt.services import service
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ MAPPING_AREA = 0xFFFF_B000_0000_0000     # the kernel's reserved-mapping address
 @service("MmAllocateMappingAddress")
 def _reserve(self: "NtKernel", c: "Call") -> int:
     # (NumberOfBytes, PoolTag)
-    from emulated_lab.nt.kernel import Allocation
     size, tag = c.arg(0), c.arg(1) & 0xFFFFFFFF
     if size == 0 or size > 64 * 1024 * 1024:
         return 0

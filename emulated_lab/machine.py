@@ -48,8 +48,8 @@ from emulated_lab.x64 import (ATTR_R0_CODE, ATTR_R0_DATA, ATTR_R3_CMTEB, ATTR_R3
                               SEL_R3_CMCODE, SEL_R3_CMTEB, SEL_R3_CODE, SEL_R3_DATA, SEL_TSS, THREAD_REGS, TSS_LIMIT,
                               XCR0_INIT, fault_stubs_page, gdt_image, idt_image, tss_image)
 
-__all__ = ["Machine", "MachineError", "GuestFault", "RunTimeout", "VmExit", "RunResult", "Processor", "DIRECT_MAP", "PAGE",
-           "NT_BASE", "DRIVER_BASE", "USER_BASE", "CR0_INIT", "CR4_INIT", "CR4_VMXE", "EFER_INIT", "GDT_LIMIT",
+__all__ = ["Machine", "MachineError", "GuestFault", "RunTimeout", "VmExit", "RunResult", "Processor", "DIRECT_MAP",
+           "PAGE", "NT_BASE", "DRIVER_BASE", "USER_BASE", "CR0_INIT", "CR4_INIT", "CR4_VMXE", "EFER_INIT", "GDT_LIMIT",
            "SEL_R0_CODE", "SEL_R0_DATA", "SEL_R3_CMCODE", "SEL_R3_CODE", "SEL_R3_DATA", "SEL_R3_CMTEB", "SEL_TSS",
            "RFLAGS_CF", "RFLAGS_ZF", "FC_LOCKED_VMXON_ENABLED", "FC_LOCKED_VMXON_DISABLED", "GPRS"]
 

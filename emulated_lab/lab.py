@@ -240,7 +240,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     if not run_timeout > 0:
         raise ScenarioError("the time limit must be a positive number of seconds, got %r" % run_timeout)
     if instruction_limit < 0:
-        raise ScenarioError("the instruction limit must be 0 (none) or a positive count, got %r" % instruction_limit)
+        raise ScenarioError("--max-instructions must be 0 (no limit) or a positive count, got %r" % instruction_limit)
     m = Machine(cpus=cpus, feature_control=fc, run_timeout=run_timeout, instruction_limit=instruction_limit)
     try:
         if kind == "no-vmx":

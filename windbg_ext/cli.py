@@ -41,6 +41,9 @@ class Context:
         self._target: Optional[Target] = None
         self.dml = dml
         self.json = json_out
+        self.symbols_path: Optional[str] = None   # --symbols / --map / --module-base (hv/foreign.py)
+        self.map_path: Optional[str] = None
+        self.module_base: Optional[int] = None
 
     @property
     def has_target(self) -> bool:
@@ -85,6 +88,10 @@ def _global_parser() -> argparse.ArgumentParser:
     src.add_argument("--dump", metavar="FILE", help="a Windows kernel crash dump (MEMORY.DMP)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--stats", action="store_true", help="print target reads and bytes")
+    # a driver that is not hv.sys, walked from its symbols (docs/walk.md)
+    p.add_argument("--symbols", metavar="FILE", help="the driver's .pdb or ISF .json: walk it without a descriptor")
+    p.add_argument("--map", metavar="FILE", help="map of roles (JSON) for --symbols; default: a built-in one")
+    p.add_argument("--module-base", metavar="ADDR", help="the driver's load address when the target cannot say")
     p.add_argument("-h", "--help", action="store_true")
     p.add_argument("command", nargs="?")
     p.add_argument("args", nargs=argparse.REMAINDER)
@@ -121,6 +128,15 @@ def _opener(gopts, live: bool) -> Optional[Callable[[], Target]]:
     return None
 
 
+def _symbol_options(ctx: Context, gopts) -> None:
+    """--symbols / --map / --module-base for walking a driver from its symbols (hv/foreign.py)."""
+    from windbg_ext.commands.base import parse_int
+
+    ctx.symbols_path = gopts.symbols
+    ctx.map_path = gopts.map
+    ctx.module_base = parse_int(gopts.module_base, "--module-base") if gopts.module_base else None
+
+
 def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None], live: bool = False,
         out_plain: Optional[Callable[[str], None]] = None) -> int:
     """Runs one command line; returns the exit code. All output goes through
@@ -138,6 +154,7 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
         # intermixed: `vmcs 0 --source region GUEST_RIP HOST_RIP` gives the fields after an option too
         args = command_parser(name, module).parse_intermixed_args(args_list)
         ctx = Context(_opener(gopts, live), dml=live and not gopts.json, json_out=gopts.json)
+        _symbol_options(ctx, gopts)
         report = module.run(ctx, args)
         if gopts.json:
             from windbg_ext.render.text import render_json

@@ -19,6 +19,12 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
+    from windbg_ext.hv.foreign import uses_symbols
+
+    if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
+        from windbg_ext.commands import foreign_views
+
+        return foreign_views.regions(ctx, args)
     from windbg_ext.arch.capabilities import decode_basic
     from windbg_ext.commands.vcpu import maxphyaddr, region_checks
     from windbg_ext.hv.regions import distinct_pages, verdict

@@ -71,6 +71,12 @@ def snapshot_consistency(v) -> List:
 
 
 def run(ctx, args) -> Report:
+    from windbg_ext.hv.foreign import uses_symbols
+
+    if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
+        from windbg_ext.commands import foreign_views
+
+        return foreign_views.vcpu(ctx, args)
     from windbg_ext.arch.exits import decode_exit_reason, decode_qualification
     from windbg_ext.hv.model import NO_EXIT
     from windbg_ext.hv.regions import Check, stack_high_water, verdict

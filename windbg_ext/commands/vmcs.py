@@ -89,6 +89,12 @@ def _select(args) -> Tuple[List[Tuple[Any, str]], bool]:
 
 
 def run(ctx, args) -> Report:
+    from windbg_ext.hv.foreign import uses_symbols
+
+    if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
+        from windbg_ext.commands import foreign_views
+
+        return foreign_views.vmcs(ctx, args)
     from windbg_ext.hv.walker import walker_for
 
     n = parse_index(args.n, "vCPU index")

@@ -16,6 +16,12 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
+    from windbg_ext.hv.foreign import uses_symbols
+
+    if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
+        from windbg_ext.commands import foreign_views
+
+        return foreign_views.vmm(ctx, args)
     from windbg_ext.arch.capabilities import decode_basic
     from windbg_ext.hv.summary import hx, vcpu_row_data
     from windbg_ext.hv.walker import walker_for

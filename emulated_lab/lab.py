@@ -18,7 +18,10 @@ from windbg_ext.arch import capabilities as caps
 
 from emulated_lab.machine import (DRIVER_BASE, FC_LOCKED_VMXON_DISABLED, FC_LOCKED_VMXON_ENABLED, Machine,
                                   MachineError, CR4_VMXE)
-from emulated_lab.nt.kernel import NtKernel
+from emulated_lab import guest_checks as gc
+from emulated_lab import hardware
+from emulated_lab.nt.callbacks import PO_CB_SYSTEM_STATE_LOCK, POWER_STATE
+from emulated_lab.nt.kernel import BugCheck, NtKernel
 from emulated_lab.nt.pe_loader import LoadError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +52,26 @@ SCENARIOS = {
     "no-vmx": "the CPU reports no VMX (CPUID.1:ECX[5] = 0); DriverEntry refuses to load",
     "feature-locked": "firmware locked IA32_FEATURE_CONTROL with VMXON disabled; DriverEntry refuses to load",
     "alloc-fail:K": "the K-th memory allocation fails (K = 1, 2, ...); DriverEntry fails cleanly, nothing leaked",
+    "hyperv-parent": "the machine runs under a Hyper-V-compatible parent (\"Microsoft Hv\", CPUID.1:ECX[31], "
+                     "synthetic MSRs, hypercalls); the guest uses them while hv.sys runs",
+    "sleep": "\\Callback\\PowerState is notified, every processor loses VMX state as in S3, resume is "
+             "notified; hv.sys must run again and unload cleanly",
+    "debug-registers": "the guest arms DR7 and IA32_DEBUGCTL, which must survive VM exits; with RFLAGS.TF "
+                       "set, the #DB must come right after CPUID",
+    "modern-guest": "the guest executes RDTSCP, RDPID, INVPCID, XSAVES/XRSTORS (TPAUSE if WAITPKG) "
+                    "wherever CPUID advertises them",
+    "missing-control": "IA32_VMX_PROCBASED_CTLS2 forbids 'enable RDTSCP' while CPUID advertises RDTSCP; "
+                       "DriverEntry must refuse and name the feature",
+    "poisoned-vmcs": "after each VMCLEAR every VMCS field the driver does not VMWRITE holds junk; the guest "
+                     "takes a #PF and uses XSAVES",
+    "resume-failure": "a parked processor's HOST_CS_SELECTOR is broken, so VMRESUME fails; the run must end "
+                      "in hv.sys's bugcheck carrying VM-instruction error 8",
 }
+# the driver's own bugcheck (driver/include/hv_platform.h)
+HV_BUGCHECK_CODE = 0x48564C42
+HV_BUGCHECK_VMRESUME_FAILED = 4
+SECONDARY_ENABLE_RDTSCP = 3          # SDM Vol.3 Table 25-7
+HOST_CS_SELECTOR = 0x0C02
 
 
 class ScenarioError(Exception):
@@ -75,6 +97,11 @@ class ScenarioResult:
         self.image_path: Optional[str] = None
         self.descriptor_va = 0
         self.driver_base = 0
+        self.truth: Dict[str, object] = {}   # emulated_lab.cpu_truth, as the scenario left it
+        self.checks = []                      # guest_checks.Check list
+        self.bugcheck = None                  # (code, [params]) when the run ended in KeBugCheckEx
+        self.crash = ""                       # what ended the run early (bugcheck, fault, hang)
+        self.held_objects: List[str] = []     # kernel objects still held after unload
 
     @property
     def loaded(self) -> bool:
@@ -96,6 +123,15 @@ class ScenarioResult:
                      % (len(self.messages), len(shown)))
         for m in shown:
             lines.append("  [cpu%d] %s" % (m.cpu, m.text.rstrip()))
+        if self.checks:
+            bad = [c for c in self.checks if not c.ok]
+            lines.append("guest checks: %d, %d failed" % (len(self.checks), len(bad)))
+            for c in bad:
+                lines.append("  FAILED %s: %s" % (c.name, c.detail))
+        if self.held_objects:
+            lines.append("kernel objects still held: %s" % "; ".join(self.held_objects))
+        if self.crash:
+            lines.append("crash: %s" % self.crash)
         if self.image_path:
             lines.append("image: %s" % self.image_path)
         return lines
@@ -172,10 +208,12 @@ def run_workload(m: Machine, k: int) -> Dict[str, object]:
 # -- the scenario ---------------------------------------------------------------------
 def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: Optional[str] = None,
                  workload: bool = True, kd_masks: Optional[Dict[str, int]] = None,
-                 run_timeout: float = 60.0) -> ScenarioResult:
+                 run_timeout: float = 60.0, raise_on_crash: bool = True) -> ScenarioResult:
     """Runs one scenario on a fresh machine. kd_masks presets nt!Kd_<NAME>_Mask
     (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A single
-    emulator run (e.g. DriverEntry) longer than run_timeout seconds is an error."""
+    emulator run (e.g. DriverEntry) longer than run_timeout seconds is an error.
+    A crash (bugcheck, fault, hang) raises MachineError, or with
+    raise_on_crash=False is recorded in the result (crash, bugcheck)."""
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
@@ -197,6 +235,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
         if kind == "no-vmx":
             m.hide_vmx()
         kern = NtKernel(m, fail_allocation=k if kind == "alloc-fail" else 0, kd_masks=kd_masks)
+        setup = _real_machine(kind, m)
         # what a debugger would see: capability MSRs and CPUID, read before any VMM runs
         msrs = [m.read_msrs(i, CAPABILITY_MSRS) for i in range(cpus)]
         cpuid = [record_cpuid(m, i) for i in range(cpus)]
@@ -216,21 +255,31 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
         m.exits.clear()
         drv = kern.make_driver_object(img)
         try:
-            _lifecycle(m, kern, img, drv, res, encs, workload, image, msrs, cpuid)
+            _lifecycle(m, kern, img, drv, res, encs, workload, image, msrs, cpuid, kind, setup)
         except MachineError as e:
             # a crash (bug check, fault, hang) keeps the machine as it was: like a
             # crash dump, the image lets the suite look at it post mortem
+            res.exits, res.messages = list(m.exits), list(kern.messages)
+            res.truth = m.truth.as_dict()
+            if isinstance(e, BugCheck):
+                res.bugcheck = (e.code, list(e.params))
             if image and not res.image_path:
-                res.exits, res.messages = list(m.exits), list(kern.messages)
                 try:
                     _write_image(image, m, kern, img, res, msrs, cpuid, crash=str(e))
                     e.args = ("%s; the machine's state at the crash is in %s" % (e, image),)
+                    res.image_path = image
                 except Exception:  # the crash report matters more than the image
                     pass
-            raise
+            res.crash = str(e)
+            res.leaks = kern.leaks()
+            if raise_on_crash:
+                raise
+            return res
         res.exits = list(m.exits)
         res.messages = list(kern.messages)
+        res.truth = m.truth.as_dict()
         res.leaks = kern.leaks()
+        res.held_objects = kern.held_objects()
         res.failed_allocations = list(kern.failed_allocations)
         res.allocation_calls = kern.allocation_calls
         return res
@@ -238,17 +287,76 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
         m.close()
 
 
+def _real_machine(kind: str, m: Machine) -> Dict[str, object]:
+    """What a real machine does that this scenario models (emulated_lab/hardware.py),
+    installed before anything runs; returns what the checks need later."""
+    setup: Dict[str, object] = {}
+    if kind == "hyperv-parent":
+        parent = hardware.ParentHypervisor(len(m.processors))
+        parent.install(m)
+        setup["parent"] = parent
+    elif kind == "missing-control":
+        hardware.forbid_secondary_control(m, SECONDARY_ENABLE_RDTSCP)
+    elif kind == "poisoned-vmcs":
+        hardware.poison_after_vmclear(m)
+    if kind in ("modern-guest", "poisoned-vmcs"):
+        setup["features"] = gc.advertised(m, 0)        # before any VMM runs
+    return setup
+
+
+def _scenario_checks(m: Machine, kern: NtKernel, res: ScenarioResult, kind: str, setup) -> None:
+    """The scenario's own guest checks and events, while hv.sys runs."""
+    cpus = len(m.processors)
+    checks = res.checks
+    if kind == "hyperv-parent":
+        for i in range(cpus):
+            checks.extend(gc.parent_checks(m, i, setup["parent"]))
+    elif kind == "debug-registers":
+        for i in range(cpus):
+            checks.extend(gc.debug_checks(m, i))
+    elif kind in ("modern-guest", "poisoned-vmcs"):
+        for i in range(cpus):
+            checks.extend(gc.modern_checks(m, i, setup["features"]))
+            if kind == "poisoned-vmcs":
+                checks.append(gc.page_fault_check(m, i))
+                checks.append(gc.ping(m, i))
+        if kind == "poisoned-vmcs":
+            checks.append(gc.Check("vmcs-regions-poisoned", bool(m.poisoned),
+                                   "%d VMCLEARed region(s) filled with junk" % len(m.poisoned)))
+    elif kind == "sleep":
+        kern.notify_callback(POWER_STATE, PO_CB_SYSTEM_STATE_LOCK, 0)
+        left = [p.index for p in m.truth.processors if p.vmx == "off"]
+        checks.append(gc.Check("left-vmx-before-sleep", len(left) == cpus,
+                               "processors out of VMX when the transition began: %s" % left))
+        m.lose_vmx_state()
+        kern.notify_callback(POWER_STATE, PO_CB_SYSTEM_STATE_LOCK, 1)
+        for i in range(cpus):
+            checks.append(gc.ping(m, i))
+    elif kind == "resume-failure":
+        k = cpus - 1
+        if not hardware.break_host_state(m, k, HOST_CS_SELECTOR, 0):
+            raise MachineError("processor %d: the lab could not break HOST_CS_SELECTOR" % k)
+        checks.append(gc.ping(m, k))     # its VMRESUME fails on the way back to the guest
+
+
 def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, encs, workload: bool,
-               image: Optional[str], msrs, cpuid) -> None:
+               image: Optional[str], msrs, cpuid, kind: str = "baseline", setup=None) -> None:
     """DriverEntry, workload, VMREAD, image, DriverUnload, the processors afterwards."""
     cpus = len(m.processors)
     r = kern.call_on_thread(img.entry, (drv, kern.registry_path))
     if r.stop != "return":
         raise MachineError("DriverEntry did not return: %s" % (r.fault or r.stop))
     res.load_status = r.regs["rax"] & 0xFFFFFFFF
+    if kind == "missing-control":
+        named = [msg.text.strip() for msg in kern.messages if "RDTSCP" in msg.text]
+        res.checks.append(gc.Check("refused-naming-the-feature", not res.loaded and bool(named),
+                                   named[-1] if named else "DriverEntry returned 0x%08x and named no feature"
+                                   % res.load_status))
     if res.loaded and workload:
         for i in range(cpus):
             res.workload[i] = run_workload(m, i)
+    if res.loaded:
+        _scenario_checks(m, kern, res, kind, setup or {})
     if res.loaded:
         for i in range(cpus):
             res.vmreads[i] = m.vmread_all(i, encs)

@@ -258,6 +258,16 @@ def _score_vcpu_struct(s) -> int:
     return sum(1 for k in ("vmxon", "vmcs", "msr", "stack") if k in names)
 
 
+def _guess_global(table: SymbolTable, type_name: str) -> str:
+    """A global whose name looks like it holds the context (ISF symbols carry no types: a guess to check)."""
+    words = [w for w in type_name.lower().replace("_", " ").split() if len(w) > 2 and w != "t"]
+    for name in sorted(table.symbols):
+        low = name.lower()
+        if (low.startswith("g_") or low.startswith("g")) and any(w in low for w in words + ["context", "vmm"]):
+            return name
+    return "TODO: the global that holds a %s" % type_name
+
+
 def suggest(table: SymbolTable) -> Dict[str, Any]:
     """A starter map from the types and symbols the driver defines (to be checked by a person)."""
     ranked = sorted(table.structs.values(), key=lambda s: (-_score_vcpu_struct(s), s.name))
@@ -284,7 +294,7 @@ def suggest(table: SymbolTable) -> Dict[str, Any]:
             t, inner = f.type, pointee(f.type) or f.type.get("subtype") or {}
             inner2 = pointee(inner) or {}
             if vcpu.name in (inner.get("name"), inner2.get("name")) and s.name != vcpu.name:
-                spec["context"] = {"symbol": "TODO: the global that holds it", "type": s.name, "pointer": True}
+                spec["context"] = {"symbol": _guess_global(table, s.name), "type": s.name, "pointer": True}
                 spec["vcpus"] = {"member": f.name}
                 counts = [n for n in s.fields if "count" in n.lower() or "number" in n.lower()]
                 spec["count"] = {"member": counts[0]} if counts else "processors"

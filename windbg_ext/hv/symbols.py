@@ -59,7 +59,8 @@ class SymbolTable:
         self.structs = structs
         self.symbols = symbols          # name -> RVA (offset from the module base)
         self.base_sizes = base_sizes
-        self.source = source            # what to tell the user: "ISF x.json", "PDB x.pdb (cached ISF ...)"
+        self.source = source            # what to tell the user: "ISF x.json", "PDB x.pdb"
+        self.converted = ""             # the cached ISF a PDB was converted to
 
     def struct(self, name: str) -> Struct:
         s = self.structs.get(name)
@@ -153,7 +154,9 @@ def load_symbol_file(path: str, module: Optional[str] = None) -> SymbolTable:
         from windbg_ext.hv.pdb_isf import isf_for_pdb
 
         doc, cached = isf_for_pdb(path, cache_dir())
-        return from_isf(doc, "PDB %s (ISF %s)" % (path, cached), module)
+        table = from_isf(doc, "PDB %s" % path, module)
+        table.converted = cached
+        return table
     try:
         with open(path, "r", encoding="utf-8") as f:
             doc = json.load(f)

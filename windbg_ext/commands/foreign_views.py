@@ -18,8 +18,8 @@ def hx(v: Optional[int]) -> Optional[str]:
 def _header(w) -> str:
     m = w.map
     how = "built in, chosen from the type %s" % m.vcpu_type if m.key in _builtin_keys() else "from %s" % m.key
-    return ("%s walked from its symbols (%s)\nmap: %s (%s); module base 0x%x (from %s)"
-            % (w.table.module, w.table.source, m.name, how, w.module_base, w.base_found_by))
+    return ("%s walked from its symbols (%s), module base 0x%x (from %s)\nmap: %s (%s)"
+            % (w.table.module, w.table.source, w.module_base, w.base_found_by, m.name, how))
 
 
 def _builtin_keys():

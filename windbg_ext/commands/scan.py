@@ -16,7 +16,6 @@ from windbg_ext.commands.base import CommandError, Report, parse_int
 
 SUMMARY = "find VMCS regions in physical memory by revision id, with evidence and a confidence (no symbols needed)"
 NEEDS_TARGET = True
-BLOCK = 1 << 20
 IA32_VMX_BASIC = 0x480
 
 
@@ -64,35 +63,6 @@ def _revisions(ctx, text: Optional[str]) -> Tuple[List[int], str]:
     return revs, "the known layout maps (the target records no IA32_VMX_BASIC)"
 
 
-def find_candidates(target, ranges, revisions) -> Tuple[List, int]:
-    """(every assessed candidate, bytes scanned)."""
-    from windbg_ext.hv import layouts
-    from windbg_ext.hv.scan import assess, pages_with_revision
-    from windbg_ext.target.base import TargetMemoryError
-
-    maps = {}
-    for rev in revisions:
-        hit = layouts.find(rev)
-        maps[rev] = hit[1] if hit else None
-    found, scanned = [], 0
-    for start, length in ranges:
-        at, end = start, start + length
-        while at < end:
-            n = min(BLOCK, end - at)
-            try:
-                block = target.read_physical(at, n)
-            except TargetMemoryError:
-                at += n
-                continue
-            scanned += n
-            for rev in revisions:
-                for pa in pages_with_revision(block, at, rev):
-                    off = pa - at
-                    found.append(assess(block[off:off + 0x1000], pa, rev, maps[rev]))
-            at += n
-    return found, scanned
-
-
 def _module_of(target, va: int) -> str:
     for m in target.modules():
         if m["base"] <= va < m["base"] + m["size"]:
@@ -106,6 +76,8 @@ def run(ctx, args) -> Report:
 
     ranges = _ranges(ctx, args.range)
     revisions, rev_from = _revisions(ctx, args.revision)
+    from windbg_ext.hv.scan import find_candidates
+
     found, scanned = find_candidates(ctx.target, ranges, revisions)
     shown = [c for c in found if args.all or c.confidence >= REPORT_THRESHOLD]
     rows: List[List[Any]] = []
@@ -130,8 +102,8 @@ def run(ctx, args) -> Report:
     r = Report(data={"candidates": items, "revision_ids": ["0x%x" % v for v in revisions],
                      "revision_ids_from": rev_from, "scanned_bytes": scanned, "threshold": REPORT_THRESHOLD,
                      "pages_with_revision_id": len(found)})
-    r.text("scanned %d KiB of physical memory for VMCS revision id %s (%s): %d page(s) carry it, %d shown%s"
-           % (scanned >> 10, ", ".join("0x%x" % v for v in revisions), rev_from, len(found), len(shown),
+    r.text("scanned %d KiB of physical memory for VMCS revision id %s\n(revision id from %s): %d page(s) carry it, "
+           "%d shown%s" % (scanned >> 10, ", ".join("0x%x" % v for v in revisions), rev_from, len(found), len(shown),
               "" if args.all else " (confidence >= %.2f; --all for the rest)" % REPORT_THRESHOLD))
     if rows:
         r.table(["VMCS PA", "revision", "confidence", "HOST_RIP", "HOST_RSP", "[HOST_RSP]"], rows)

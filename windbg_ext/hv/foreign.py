@@ -186,9 +186,35 @@ class ForeignWalker:
                 v.pa[region] = None
 
 
-def module_base(target: Target, module: str, override: Optional[int]) -> Tuple[int, str]:
+def base_from_host_rip(target: Target, table: SymbolTable) -> Optional[int]:
+    """A dump lists no modules: the VMCS regions a scan finds hold HOST_RIP, the driver's exit
+    handler (region-derived). base = HOST_RIP - the RVA of a symbol, page aligned, with "MZ" there."""
+    from windbg_ext.hv.scan import HOST_RIP, REPORT_THRESHOLD, find_candidates
+    from windbg_ext.hv import layouts
+
+    ranges = target.memory_ranges()
+    if not ranges:
+        return None
+    found, _ = find_candidates(target, ranges, layouts.revision_ids())
+    for c in found:
+        rip = c.fields.get(HOST_RIP)
+        if c.confidence < REPORT_THRESHOLD or not rip:
+            continue
+        for rva in sorted(set(table.symbols.values())):
+            base = rip - rva
+            if rva and base % PAGE == 0:
+                try:
+                    if target.read_virtual(base, 2) == b"MZ":
+                        return base
+                except TargetError:
+                    continue
+    return None
+
+
+def module_base(target: Target, module: str, override: Optional[int], table: Optional[SymbolTable] = None
+                ) -> Tuple[int, str]:
     """The driver's load address: --module-base, else the target's module list, else the symbol's
-    address the debugger knows (live)."""
+    address the debugger knows (live), else (dumps) a VMCS's HOST_RIP found by scanning."""
     if override is not None:
         return override, "--module-base"
     for mod in target.modules():
@@ -198,6 +224,10 @@ def module_base(target: Target, module: str, override: Optional[int]) -> Tuple[i
         return target.symbol(module), "the debugger (%s)" % module
     except TargetError:
         pass
+    if table is not None and target.name != "pykd":
+        base = base_from_host_rip(target, table)
+        if base is not None:
+            return base, "a scanned VMCS's HOST_RIP less a symbol's RVA"
     raise ForeignError("module %s is not in the target's module list: give its load address with --module-base "
                        "(WinDbg: lm m %s), or use scan, which needs no symbols" % (module, module))
 
@@ -207,7 +237,7 @@ def walker_for(ctx) -> ForeignWalker:
     if w is None:
         table = load_table(ctx)
         rmap = choose(table, getattr(ctx, "map_path", None))
-        base, how = module_base(ctx.target, table.module, getattr(ctx, "module_base", None))
+        base, how = module_base(ctx.target, table.module, getattr(ctx, "module_base", None), table)
         w = ForeignWalker(ctx.target, table, rmap, base, how)
         ctx._foreign_walker = w
     return w

@@ -17,7 +17,7 @@ Without a layout map for the revision id only the first two can be checked.
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from windbg_ext.hv.descriptor import LayoutEntry
 from windbg_ext.hv.regions import region_values
@@ -91,3 +91,35 @@ def assess(page: bytes, pa: int, revision_id: int, layout: Optional[List[LayoutE
         score += 0.10
         evidence.append("guest CR0.PE and CR0.PG set (25.4.1)")
     return Candidate(pa, revision_id, min(score, 1.0), evidence, v)
+
+
+# -- the one function here that reads the target --------------------------------------
+BLOCK = 1 << 20   # physical bytes per read
+
+
+def find_candidates(target, ranges, revisions) -> Tuple[List, int]:
+    """(every page carrying a revision id, assessed; bytes scanned) over [(start, length)] ranges."""
+    from windbg_ext.hv import layouts
+    from windbg_ext.target.base import TargetMemoryError
+
+    maps = {}
+    for rev in revisions:
+        hit = layouts.find(rev)
+        maps[rev] = hit[1] if hit else None
+    found, scanned = [], 0
+    for start, length in ranges:
+        at, end = start, start + length
+        while at < end:
+            n = min(BLOCK, end - at)
+            try:
+                block = target.read_physical(at, n)
+            except TargetMemoryError:
+                at += n
+                continue
+            scanned += n
+            for rev in revisions:
+                for pa in pages_with_revision(block, at, rev):
+                    off = pa - at
+                    found.append(assess(block[off:off + 0x1000], pa, rev, maps[rev]))
+            at += n
+    return found, scanned

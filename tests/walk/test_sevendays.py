@@ -1,0 +1,103 @@
+"""The 7 Days style driver on the emulated CPU on 1, 2, 4 and 8 processors,
+walked from its PDB with the built-in map: every vCPU shows the VMXON / VMCS
+physical addresses the emulated CPU actually used (cpu_truth), on images and
+on crash dumps made from the same memory."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support import run_cli
+
+from .conftest import truth
+
+
+def _walk(image, pdb, *cmd, source="--image"):
+    code, out, err = run_cli([source, image, "--symbols", pdb, "--json"] + list(cmd))
+    assert code in (0, 1), err
+    assert err == "", err
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 4, 8])
+def test_vmm_shows_the_regions_the_cpu_used(lab_images, sevendays, cpus):
+    image, res = lab_images("baseline", cpus=cpus, driver=sevendays["clang"])
+    assert res.loaded and not res.leaks
+    data = _walk(image, sevendays["pdb"], "vmm")
+    assert data["driver"]["map"] == "7days" and data["processor_count"] == cpus
+    got = [(v["vmxon_pa"], v["vmcs_pa"]) for v in data["vcpus"]]
+    assert got == truth(res)
+    # the driver's own DbgPrintEx lines name the same addresses
+    said = [m.text for m in res.messages if "VMXON at" in m.text]
+    assert len(said) == cpus and all(vmcs in said[i] for i, (_, vmcs) in enumerate(got))
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 4])
+def test_vcpu_regions_msrbitmap_vmcs(lab_images, sevendays, cpus):
+    image, res = lab_images("baseline", cpus=cpus, driver=sevendays["clang"])
+    pdb = sevendays["pdb"]
+    regions = _walk(image, pdb, "regions")
+    assert {r["result"] for r in regions["regions"]} == {"PASS"}
+    assert len(regions["regions"]) == 3 * cpus
+    n = cpus - 1
+    vcpu = _walk(image, pdb, "vcpu", str(n))
+    checks = {(c["region"], c["check"]): c["result"] for c in vcpu["checks"]}
+    assert checks[("VMCS", "revision id")] == "PASS"
+    assert checks[("host stack", "VMCS HOST_RSP inside (region-derived)")] == "PASS"
+    bitmap = _walk(image, pdb, "msrbitmap", str(n))
+    assert bitmap["address"] == vcpu["msr_bitmap_pa"] if "address" in bitmap else True
+    vmcs = _walk(image, pdb, "vmcs", str(n), "--group", "host")
+    fields = {f["name"]: int(f["value"], 16) for f in vmcs["fields"]}
+    assert {f["source"] for f in vmcs["fields"]} == {"region"}
+    assert any("region-derived" in note for note in vmcs["notes"])
+    # region values against what the CPU holds (VMREAD by the lab while the processor was parked)
+    assert fields["HOST_RIP"] == res.vmreads[n][0x6C16]
+    assert fields["HOST_RSP"] == res.vmreads[n][0x6C14]
+    assert fields["HOST_CR3"] == res.vmreads[n][0x6C02]
+
+
+def test_msrbitmap_resolves_through_the_map(lab_images, sevendays):
+    image, res = lab_images("baseline", cpus=2, driver=sevendays["clang"])
+    vmm = _walk(image, sevendays["pdb"], "vmm")
+    code, out, err = run_cli(["--image", image, "--symbols", sevendays["pdb"], "msrbitmap", "1"])
+    assert code == 0, err
+    assert vmm["vcpus"][1]["msr_bitmap_pa"] in out
+    assert res.vmreads[1][0x2004] == int(vmm["vcpus"][1]["msr_bitmap_pa"], 16)   # MSR_BITMAP field
+
+
+def _dump_of(image_path, out_path):
+    from windbg_ext.target.dump import write_dump
+    from windbg_ext.target.image import ImageTarget
+
+    t = ImageTarget(image_path)
+    pages = {}
+    for pa, n in t.memory_ranges():
+        data = t.read_physical(pa, n)
+        for off in range(0, n, 0x1000):
+            pages[pa + off] = data[off:off + 0x1000]
+    write_dump(out_path, pages, dtb=t.registers(0)["cr3"], processors=t.processor_count())
+    t.close()
+    return out_path
+
+
+@pytest.mark.parametrize("cpus", [2, 8])
+def test_dump_walk_finds_the_module_from_host_rip(lab_images, sevendays, tmp_path, cpus):
+    """A dump has no module list: the base comes from a scanned VMCS's HOST_RIP."""
+    image, res = lab_images("baseline", cpus=cpus, driver=sevendays["clang"])
+    dump = _dump_of(image, str(tmp_path / "sd.dmp"))
+    data = _walk(dump, sevendays["pdb"], "vmm", source="--dump")
+    assert "HOST_RIP" in data["driver"]["module_base_from"]
+    assert int(data["driver"]["module_base"], 16) == res.driver_base
+    assert [(v["vmxon_pa"], v["vmcs_pa"]) for v in data["vcpus"]] == truth(res)
+    regions = _walk(dump, sevendays["pdb"], "regions", source="--dump")
+    assert {r["result"] for r in regions["regions"]} == {"PASS"}
+    assert "VMXON region" in regions["revision_id_from"]   # a dump has no MSRs: said so
+
+
+def test_gcc_build_runs_and_the_wrong_base_is_refused(lab_images, sevendays):
+    """The mingw build runs the same way; symbols of the clang build at another base do not fit."""
+    image, res = lab_images("baseline", cpus=2, driver=sevendays["gcc"])
+    assert res.loaded and not res.leaks and all(v == "off" for v in res.vmx_after)
+    code, out, err = run_cli(["--image", image, "--symbols", sevendays["pdb"], "--module-base", "0x1000", "vmm"])
+    assert code == 2 and err.count("\n") == 0 and "cannot read" in err

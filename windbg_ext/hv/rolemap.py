@@ -259,13 +259,12 @@ def _score_vcpu_struct(s) -> int:
 
 
 def _guess_global(table: SymbolTable, type_name: str) -> str:
-    """A global whose name looks like it holds the context (ISF symbols carry no types: a guess to check)."""
-    words = [w for w in type_name.lower().replace("_", " ").split() if len(w) > 2 and w != "t"]
-    for name in sorted(table.symbols):
-        low = name.lower()
-        if (low.startswith("g_") or low.startswith("g")) and any(w in low for w in words + ["context", "vmm"]):
-            return name
-    return "TODO: the global that holds a %s" % type_name
+    """A global whose name looks like it holds the context (ISF symbols carry no types: a guess to check).
+    Names with a word of the type's name win; `g_` names first."""
+    words = [w for w in type_name.lower().replace("_", " ").split() if len(w) > 2] or ["context"]
+    hits = [n for n in table.symbols if any(w in n.lower() for w in words)]
+    hits.sort(key=lambda n: (not n.lower().startswith("g_"), len(n), n))
+    return hits[0] if hits else "TODO: the global that holds a %s" % type_name
 
 
 def suggest(table: SymbolTable) -> Dict[str, Any]:
@@ -286,6 +285,9 @@ def suggest(table: SymbolTable) -> Dict[str, Any]:
                     continue
                 roles[role] = fname
                 break
+    for role in ("vmxon_pa", "vmcs_pa"):
+        if role not in roles and role.replace("_pa", "_va") not in roles:
+            roles[role] = "TODO: the %s member of %s" % (role, vcpu.name)
     spec: Dict[str, Any] = {"name": "%s (suggested: check every line)" % table.module, "vcpu_type": vcpu.name,
                             "vcpu": roles}
     # a struct holding a pointer/array of the vCPU type is the context

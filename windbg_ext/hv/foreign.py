@@ -259,6 +259,14 @@ def uses_symbols(ctx) -> bool:
     return bool(getattr(ctx, "symbols_path", None) or getattr(ctx, "map_path", None))
 
 
+def msr_bitmap_pa(ctx, n: int) -> int:
+    """Physical address of vCPU n's MSR bitmap (msrbitmap N) as the map finds it."""
+    pa = walker_for(ctx).vcpu(n).pa.get("msr_bitmap")
+    if not pa:
+        raise ForeignError("vCPU %d has no MSR bitmap the map can find (name vcpu.msr_bitmap_pa or msr_bitmap_va)" % n)
+    return pa
+
+
 def describe(w: ForeignWalker) -> Dict[str, Any]:
     m = w.map
     return {"module": w.table.module, "module_base": "0x%x" % w.module_base, "module_base_from": w.base_found_by,

@@ -26,9 +26,9 @@ def add_arguments(p) -> None:
 
 def run(ctx, args) -> Report:
     if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
-        from windbg_ext.commands import foreign_views
+        from windbg_ext.commands import regions_symbols
 
-        return foreign_views.regions(ctx, args)
+        return regions_symbols.run(ctx, args)
     w = walker_for(ctx)
     vmm = w.vmm()
     basic = vmm.vmx_basic

@@ -24,9 +24,9 @@ def add_arguments(p) -> None:
 
 def run(ctx, args) -> Report:
     if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
-        from windbg_ext.commands import foreign_views
+        from windbg_ext.commands import vcpu_symbols
 
-        return foreign_views.vcpu(ctx, args)
+        return vcpu_symbols.run(ctx, args)
     n = parse_index(args.n, "vCPU index")
     w = walker_for(ctx)
     d = w.descriptor()

@@ -59,9 +59,9 @@ def _select(args) -> Tuple[List[Tuple[Any, str]], bool]:
 
 def run(ctx, args) -> Report:
     if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
-        from windbg_ext.commands import foreign_views
+        from windbg_ext.commands import vmcs_symbols
 
-        return foreign_views.vmcs(ctx, args)
+        return vmcs_symbols.run(ctx, args)
     n = parse_index(args.n, "vCPU index")
     selected, explicit = _select(args)
     w = walker_for(ctx)

@@ -23,9 +23,9 @@ def add_arguments(p) -> None:
 
 def run(ctx, args) -> Report:
     if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
-        from windbg_ext.commands import foreign_views
+        from windbg_ext.commands import vmm_symbols
 
-        return foreign_views.vmm(ctx, args)
+        return vmm_symbols.run(ctx, args)
     w = walker_for(ctx)
     d = w.descriptor()
     desc = {"address": hx(d.address), "found_by": w.found_by, "version": d.Version, "producer": d.producer,

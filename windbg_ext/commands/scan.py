@@ -107,6 +107,6 @@ def run(ctx, args) -> Report:
               "" if args.all else " (confidence >= %.2f; --all for the rest)" % REPORT_THRESHOLD))
     if rows:
         r.table(["VMCS PA", "revision", "confidence", "HOST_RIP", "HOST_RSP", "[HOST_RSP]"], rows)
-        r.text("HOST_RIP / HOST_RSP are region-derived (layout map of the same revision id; stale while a "
+        r.text("HOST_RIP / HOST_RSP are region-derived (layout map of the same revision id; stale while a\n"
                "processor holds the VMCS on real hardware, SDM 25.11.1); --json lists every piece of evidence")
     return r

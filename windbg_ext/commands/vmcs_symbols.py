@@ -5,6 +5,7 @@ The hv.sys command hands over here when --symbols or --map is given (docs/walk.m
 """
 from __future__ import annotations
 
+import os
 from windbg_ext.arch.vmcs_fields import FIELDS, by_name
 from windbg_ext.commands.base import CommandError, parse_index
 from windbg_ext.hv.foreign import walker_for
@@ -46,9 +47,9 @@ def run(ctx, args) -> Report:
                              decode(f.name, val, by_name_values)])
                 items.append({"group": group, "name": f.name, "encoding": "0x%x" % f.encoding, "value": "0x%x" % val,
                               "source": source.rstrip("*")})
-    notes = ["region* = decoded from the raw VMCS page with the layout map %s: region-derived, "
-             "implementation-specific, and stale on a live target while the processor holds the VMCS "
-             "(SDM 25.11.1)" % layout_from if region else "no region values: %s" % layout_from]
+    notes = ["region* = the raw VMCS page decoded with the layout file %s:\nregion-derived, "
+             "implementation-specific, stale on a live target while the processor holds the VMCS (SDM 25.11.1)"
+             % os.path.basename(layout_from) if region else "no region values: %s" % layout_from]
     if stored:
         notes.append("driver-stored = values %s itself saved in the members the map names" % w.table.module)
     r = Report(data={"vcpu": n, "vmcs_pa": hx(v.pa.get("vmcs")), "fields": items, "notes": notes})

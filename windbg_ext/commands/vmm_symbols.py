@@ -20,10 +20,10 @@ def run(ctx, args) -> Report:
     r.text(header(w))
     m = w.map
     if w.context_address is not None:
-        r.text("VMM context %s!%s -> 0x%x (%s): %d processors (from %s)" % (
+        r.text("VMM context %s!%s -> 0x%x (%s):\n%d processors (from %s)" % (
             w.table.module, m.context_symbol, w.context_address, m.context_type, w.count, w.count_source))
     else:
-        r.text("vCPUs at %s!%s (%s, %s): %d processors (from %s)" % (
+        r.text("vCPUs at %s!%s (%s, %s):\n%d processors (from %s)" % (
             w.table.module, m.vcpus_symbol, m.vcpu_type, m.layout, w.count, w.count_source))
     extras = list(m.extra)
     rows, items = [], []
@@ -31,13 +31,13 @@ def run(ctx, args) -> Report:
         d = vcpu_data(v)
         items.append(d)
         hs = d["host_stack"]
-        rows.append([Link(v.index, "vcpu %d" % v.index), d["address"], d["vmxon_va"], d["vmxon_pa"], d["vmcs_va"],
-                     d["vmcs_pa"], d["msr_bitmap_pa"], "%s-%s" % (hs[0], hs[1] or "?") if hs else None]
+        rows.append([Link(v.index, "vcpu %d" % v.index), d["address"], d["vmxon_pa"], d["vmcs_pa"],
+                     d["msr_bitmap_pa"], "%s-%s" % (hs[0], hs[1] or "?") if hs else None]
                     + [d["extra"][k] for k in extras])
     data["vcpus"] = items
-    r.table(["vCPU", "struct", "VMXON VA", "VMXON PA", "VMCS VA", "VMCS PA", "MSR bitmap PA", "host stack"] + extras,
+    r.table(["vCPU", "struct", "VMXON PA", "VMCS PA", "MSR bitmap PA", "host stack"] + extras,
             rows)
     translated = sorted({"%s: %s" % (k, s) for v in vs for k, s in v.sources.items() if s.startswith("translated")})
     if translated:
-        r.text("physical addresses translated from virtual ones through the page tables: " + "; ".join(translated))
+        r.text("translated from virtual addresses through the page tables:\n  " + "\n  ".join(translated))
     return r

@@ -19,7 +19,7 @@ HOST_RSP = 0x6C14   # SDM App. B
 def header(w) -> str:
     m = w.map
     how = "built in, chosen from the type %s" % m.vcpu_type if m.key in BUILTIN_MAPS else "from %s" % m.key
-    return ("%s walked from its symbols (%s), module base 0x%x (from %s)\nmap: %s (%s)"
+    return ("%s walked from its symbols: %s\nmodule base 0x%x (from %s)\nmap: %s (%s)"
             % (w.table.module, w.table.source, w.module_base, w.base_found_by, m.name, how))
 
 
@@ -96,5 +96,5 @@ def host_rsp_check(v, values: Dict[int, int]) -> Optional[Check]:
     rsp = values.get(HOST_RSP)
     if rsp is None or not stack or not stack[1]:
         return None
-    return Check("host stack", "VMCS HOST_RSP inside (region-derived)", stack[0] < rsp <= stack[0] + stack[1],
-                 "HOST_RSP 0x%x, stack 0x%x-0x%x" % (rsp, stack[0], stack[0] + stack[1]), "25.5")
+    return Check("host stack", "HOST_RSP inside (region*)", stack[0] < rsp <= stack[0] + stack[1],
+                 "0x%x in 0x%x-0x%x" % (rsp, stack[0], stack[0] + stack[1]), "25.5")

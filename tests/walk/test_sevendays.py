@@ -102,3 +102,16 @@ def test_gcc_build_runs_and_the_wrong_base_is_refused(lab_images, sevendays):
     assert res.loaded and not res.leaks and all(v == "off" for v in res.vmx_after)
     code, out, err = run_cli(["--image", image, "--symbols", sevendays["pdb"], "--module-base", "0x1000", "vmm"])
     assert code == 2 and err.count("\n") == 0 and "cannot read" in err
+
+
+def test_live_walk_through_pykd_with_the_pdb_file(standin, lab_images, sevendays):
+    """Live: the PDB file converted here, memory read through pykd (the stand-in: real pykd names only)."""
+    image, res = lab_images("baseline", cpus=2, driver=sevendays["clang"])
+    standin._attach(image)
+    code, out, err = run_cli(["--symbols", sevendays["pdb"], "--module-base", "0x%x" % res.driver_base, "--json",
+                              "vmm"], live=True)
+    assert code == 0, err
+    data = json.loads(out)
+    assert [(v["vmxon_pa"], v["vmcs_pa"]) for v in data["vcpus"]] == truth(res)
+    assert data["driver"]["module_base_from"] == "--module-base"
+    assert "loadBytes" in standin._calls

@@ -15,6 +15,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from windbg_ext.hv.descriptor import LAYOUT_FLAG_FOUND, LayoutEntry
+from windbg_ext.hv.symbols import read_json
 from windbg_ext.target.base import TargetError
 
 FORMAT = "hvlab-vmcs-layout/1"
@@ -65,14 +66,7 @@ def from_document(doc: Any, where: str) -> Tuple[int, List[LayoutEntry], str]:
 
 
 def read_file(path: str) -> Tuple[int, List[LayoutEntry], str]:
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as e:
-        raise LayoutFileError("cannot read %s: %s" % (path, e.strerror or e))
-    except ValueError as e:
-        raise LayoutFileError("%s is not JSON (%s)" % (path, str(e).splitlines()[0]))
-    return from_document(doc, path)
+    return from_document(read_json(path, "the layout file", LayoutFileError), path)
 
 
 def available() -> List[Tuple[str, int, str]]:

@@ -18,10 +18,9 @@ A symbol may be a list of names: the first one the module has is used.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
-from windbg_ext.hv.symbols import Field, SymbolsError, SymbolTable, describe_type, pointee
+from windbg_ext.hv.symbols import Field, SymbolsError, SymbolTable, describe_type, pointee, read_json
 
 # vCPU roles: physical addresses (the processor's view) and virtual ones (translated when no PA is named)
 REGION_ROLES = ("vmxon", "vmcs", "msr_bitmap")
@@ -230,14 +229,7 @@ def choose(table: SymbolTable, map_path: Optional[str]) -> ResolvedMap:
     if map_path:
         if map_path in BUILTIN_MAPS:
             return resolve(BUILTIN_MAPS[map_path], table, map_path)
-        try:
-            with open(map_path, "r", encoding="utf-8") as f:
-                spec = json.load(f)
-        except OSError as e:
-            raise MapError("cannot read the map %s: %s" % (map_path, e.strerror or e))
-        except ValueError as e:
-            raise MapError("map %s is not valid JSON (%s)" % (map_path, str(e).splitlines()[0]))
-        return resolve(spec, table, map_path)
+        return resolve(read_json(map_path, "the map", MapError), table, map_path)
     key = builtin_for(table)
     if key is None:
         raise MapError("no built-in map fits %s (none of %s is defined): write a map (see: map --suggest) and "

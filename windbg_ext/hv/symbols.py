@@ -138,6 +138,18 @@ def from_isf(doc: Dict[str, Any], source: str, module: Optional[str] = None) -> 
     return SymbolTable(module, structs, symbols, base_sizes, source)
 
 
+def read_json(path: str, what: str, error=None):
+    """A JSON file for the user: `what` names it in the one-line error (class `error`, default SymbolsError)."""
+    error = error or SymbolsError
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise error("cannot read %s %s: %s" % (what, path, e.strerror or e))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise error("%s %s is not valid JSON (%s)" % (what, path, str(e).splitlines()[0]))
+
+
 def cache_dir() -> str:
     """Where converted PDBs are kept: $HVLAB_CACHE or ~/.cache/hvlab."""
     root = os.environ.get("HVLAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hvlab")

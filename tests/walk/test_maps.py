@@ -33,6 +33,7 @@ THIRD_MAP = {
              "host_stack": "stack_base"},
     "host_stack_size": 0x6000,
     "extra": {"exits": "exits_seen"},
+    "vmcs_fields": {"VM_EXIT_REASON": "last_exit_reason"},   # a field the driver stored itself
 }
 
 
@@ -175,3 +176,23 @@ def test_builtin_maps_are_chosen_from_type_names():
     m = choose(gbhv, None)
     assert m.key == "gbhv" and m.layout == "pointer_to_pointers" and m.vcpus_member.field.offset == 8
     assert set(m.roles) == {"vmxon_pa", "vmcs_pa", "msr_bitmap_pa"}
+
+
+def test_fields_the_driver_stored_are_shown_as_such(third, tmp_path):
+    """vmcs N shows what the driver saved (driver-stored) next to the region* values."""
+    from windbg_ext.target.image import ImageTarget
+
+    image, res, pdb = third
+    path = str(tmp_path / "third.json")
+    with open(path, "w") as f:
+        json.dump(THIRD_MAP, f)
+    code, out, err = run_cli(["--image", image, "--symbols", pdb, "--map", path, "--json", "vmcs", "1",
+                              "VM_EXIT_REASON"])
+    assert code == 0, err
+    data = json.loads(out)
+    stored = [f for f in data["fields"] if f["source"] == "driver-stored"]
+    t = ImageTarget(image)
+    last = [int(reason, 16) for cpu, reason, _ in t.meta["exits"] if cpu == 1][-1]   # as the emulator saw it
+    t.close()
+    assert len(stored) == 1 and int(stored[0]["value"], 16) == last & 0xFFFF
+    assert any("driver-stored" in n for n in data["notes"])

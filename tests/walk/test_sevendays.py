@@ -115,3 +115,45 @@ def test_live_walk_through_pykd_with_the_pdb_file(standin, lab_images, sevendays
     assert [(v["vmxon_pa"], v["vmcs_pa"]) for v in data["vcpus"]] == truth(res)
     assert data["driver"]["module_base_from"] == "--module-base"
     assert "loadBytes" in standin._calls
+
+
+def _with_driver_symbols(image_path, out_path, pdb):
+    """The lab image, plus what WinDbg knows once it loaded the driver's PDB: every sevendays!symbol at
+    base + RVA (the lab records exports only). Memory, processors and modules are the lab's."""
+    from windbg_ext.hv.symbols import load_symbol_file
+    from windbg_ext.target.image import ImageTarget, ImageWriter
+
+    t = ImageTarget(image_path)
+    w = ImageWriter()
+    for pa, n in t.memory_ranges():
+        w.add_memory(pa, t.read_physical(pa, n))
+    for m in t.modules():
+        w.add_module(m["name"], m["base"], m["size"])
+    for name, va in t.symbols().items():
+        w.add_symbol(name, va)
+    base = [m["base"] for m in t.modules() if m["name"] == "sevendays"][0]
+    for name, rva in load_symbol_file(pdb).symbols.items():
+        w.add_symbol("sevendays!%s" % name, base + rva)
+    for i in range(t.processor_count()):
+        c = t._cpus[i]
+        w.add_cpu(c["regs"], c["msrs"], cpuid=c["cpuid"])
+    w.meta.update(t.meta)
+    w.current_cpu = t.current_cpu
+    w.write(out_path)
+    t.close()
+    return out_path
+
+
+def test_live_module_base_from_the_debuggers_symbols(standin, lab_images, sevendays, tmp_path):
+    image, res = lab_images("baseline", cpus=2, driver=sevendays["clang"])
+    standin._attach(_with_driver_symbols(image, str(tmp_path / "syms.hvimg"), sevendays["pdb"]))
+    code, out, err = run_cli(["--symbols", sevendays["pdb"], "--json", "vmm"], live=True)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["driver"]["module_base_from"] == "the debugger's sevendays!DriverEntry less its RVA"
+    assert int(data["driver"]["module_base"], 16) == res.driver_base
+    assert [(v["vmxon_pa"], v["vmcs_pa"]) for v in data["vcpus"]] == truth(res)
+    # without the driver's symbols in the debugger, live says what to do in one line
+    standin._attach(image)
+    code, out, err = run_cli(["--symbols", sevendays["pdb"], "vmm"], live=True)
+    assert code == 2 and err.count("\n") == 0 and "--module-base" in err

@@ -220,10 +220,16 @@ def module_base(target: Target, module: str, override: Optional[int], table: Opt
     for mod in target.modules():
         if str(mod.get("name", "")).lower() in (module.lower(), module.lower() + ".sys"):
             return int(mod["base"]), "the target's module list"
-    try:
-        return target.symbol(module), "the debugger (%s)" % module
-    except TargetError:
-        pass
+    if table is not None:
+        # live: the debugger loaded the PDB and knows where the driver's symbols are (a few lookups at most)
+        for name in (["DriverEntry"] + sorted(table.symbols))[:3]:
+            if name not in table.symbols:
+                continue
+            try:
+                at = target.symbol("%s!%s" % (module, name))
+            except TargetError:
+                continue
+            return at - table.symbols[name], "the debugger's %s!%s less its RVA" % (module, name)
     if table is not None and target.name != "pykd":
         base = base_from_host_rip(target, table)
         if base is not None:

@@ -157,3 +157,20 @@ def test_live_module_base_from_the_debuggers_symbols(standin, lab_images, sevend
     standin._attach(image)
     code, out, err = run_cli(["--symbols", sevendays["pdb"], "vmm"], live=True)
     assert code == 2 and err.count("\n") == 0 and "--module-base" in err
+
+
+def test_a_failed_launch_is_walkable_post_mortem(sevendays, tmp_path):
+    """launch-failure on sevendays: VM entry fails on the last processor, the driver bug-checks (it has
+    nothing to resume); the crash image is walked from the PDB and its VMCS region shows why."""
+    from emulated_lab.lab import run_scenario
+
+    image = str(tmp_path / "lf.hvimg")
+    res = run_scenario("launch-failure", cpus=2, driver=sevendays["clang"], image=image, raise_on_crash=False)
+    assert res.bugcheck is not None and res.bugcheck[0] == 0x7D000021 and res.image_path == image
+    assert any("VM entry failed, exit reason 0x80000021" in m.text for m in res.messages)
+    data = _walk(image, sevendays["pdb"], "vmm")
+    assert [(v["vmxon_pa"], v["vmcs_pa"]) for v in data["vcpus"]] == truth(res)
+    vmcs = _walk(image, sevendays["pdb"], "vmcs", "1", "VM_EXIT_REASON", "GUEST_TR_AR_BYTES")
+    got = {f["name"]: int(f["value"], 16) for f in vmcs["fields"]}
+    assert got["VM_EXIT_REASON"] == 0x80000021
+    assert got["GUEST_TR_AR_BYTES"] & 0xF == 9     # the "available" TSS the lab planted (SDM 27.3.1.2 wants 11)

@@ -179,14 +179,15 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
     if (vmm == NULL)
         return STATUS_INSUFFICIENT_RESOURCES;
     vmm_log(VMM_LOG_INFO, "[sevendays] %u processors, VMM context at %p\n", vmm->processor_count, (void *)vmm);
+    g_vmm_context = vmm;   /* published first: a debugger finds it even if a processor fails */
     for (i = 0; i < vmm->processor_count; i++) {
         if (!run_on_processor(i, virtualize_processor, vmm->vcpu_table[i])) {
             vmm_log(VMM_LOG_ERROR, "[sevendays] cpu %u could not be virtualized: undoing\n", i);
+            g_vmm_context = NULL;
             stop_vmm(vmm);
             return STATUS_UNSUCCESSFUL;
         }
     }
-    g_vmm_context = vmm;
     driver->DriverUnload = driver_unload;
     return STATUS_SUCCESS;
 }

@@ -65,12 +65,20 @@ static void devirtualize(struct __vmexit_guest_registers_t *regs)
 
 int vmexit_handler(struct __vmexit_guest_registers_t *regs, struct __vcpu_t *vcpu)
 {
-    uint32_t reason = (uint32_t)hv_vmread(VMCS_EXIT_REASON) & 0xFFFFu;
+    uint32_t full = (uint32_t)hv_vmread(VMCS_EXIT_REASON);
+    uint32_t reason = full & 0xFFFFu;
     uint32_t msr = (uint32_t)regs->rcx;
     uint64_t v;
 
     vcpu->exit_count++;
     vcpu->last_exit_reason = reason;
+    if (full & EXIT_REASON_ENTRY_FAILURE_BIT) {
+        /* VMLAUNCH passed the control/host checks but the guest state failed (SDM 27.8):
+         * nothing to resume. Say which reason, then stop (windbg_ext verify / vmcs help). */
+        vmm_log(VMM_LOG_ERROR, "[sevendays] cpu %u: VM entry failed, exit reason 0x%x, qualification 0x%llx\n",
+                vcpu->processor_number, full, (unsigned long long)hv_vmread(VMCS_EXIT_QUALIFICATION));
+        vmm_crash(0x7D000000u | reason, (uint64_t)(uintptr_t)vcpu, full, hv_vmread(VMCS_EXIT_QUALIFICATION));
+    }
     switch (reason) {
     case EXIT_REASON_CPUID:
         handle_cpuid(regs);

@@ -52,6 +52,7 @@ int vmx_enter_root(struct __vcpu_t *vcpu)
     *(uint32_t *)vcpu->vmcs = revision;
     if (__vmx_on(&vcpu->vmxon_physical) != HV_VMX_OK) {
         vmm_log(VMM_LOG_ERROR, "[sevendays] cpu %u: VMXON failed\n", vcpu->processor_number);
+        hv_write_cr4(hv_read_cr4() & ~CR4_VMXE);
         return 0;
     }
     if (__vmx_vmclear(&vcpu->vmcs_physical) != HV_VMX_OK || __vmx_vmptrld(&vcpu->vmcs_physical) != HV_VMX_OK) {

@@ -18,7 +18,7 @@ A symbol may be a list of names: the first one the module has is used.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Union
 
 from windbg_ext.hv.symbols import Field, SymbolsError, SymbolTable, describe_type, pointee, read_json
 
@@ -285,7 +285,7 @@ def suggest(table: SymbolTable) -> Dict[str, Any]:
     # a struct holding a pointer/array of the vCPU type is the context
     for s in table.structs.values():
         for f in s.fields.values():
-            t, inner = f.type, pointee(f.type) or f.type.get("subtype") or {}
+            inner = pointee(f.type) or f.type.get("subtype") or {}
             inner2 = pointee(inner) or {}
             if vcpu.name in (inner.get("name"), inner2.get("name")) and s.name != vcpu.name:
                 spec["context"] = {"symbol": _guess_global(table, s.name), "type": s.name, "pointer": True}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 
 from windbg_ext.commands.base import CommandError, Report
+from windbg_ext.hv import layouts
+from windbg_ext.hv.walker import walker_for
 
 SUMMARY = "save hv.sys's VMCS layout map to a file, install one (load), or list them"
 NEEDS_TARGET = False
@@ -21,8 +23,6 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.hv import layouts
-
     if args.action == "list":
         rows = [[path, "0x%x" % rev, source] for path, rev, source in layouts.available()]
         r = Report(data={"layouts": [{"path": p, "revision_id": rv, "source": s} for p, rv, s in rows]})
@@ -38,8 +38,6 @@ def run(ctx, args) -> Report:
         r.text("installed %s: %d fields for VMCS revision id 0x%x (%s)" % (dest, len(entries), rev, source or "?"))
         return r
     # save: from hv.sys's descriptor on the target
-    from windbg_ext.hv.walker import walker_for
-
     d = walker_for(ctx).descriptor()
     found = [e for e in d.layout if e.found]
     if d.layout_status != "discovered" or not found:

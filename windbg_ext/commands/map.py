@@ -11,6 +11,9 @@ import json
 from typing import Any, Dict, List
 
 from windbg_ext.commands.base import Report
+from windbg_ext.hv.foreign import load_table
+from windbg_ext.hv.rolemap import choose, suggest
+from windbg_ext.hv.symbols import describe_type
 
 SUMMARY = "the map of roles for --symbols (which member is the VMCS PA, ...); --suggest writes a starter map"
 NEEDS_TARGET = False
@@ -21,10 +24,6 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.hv.foreign import load_table
-    from windbg_ext.hv.rolemap import choose, suggest
-    from windbg_ext.hv.symbols import describe_type
-
     table = load_table(ctx)
     if args.suggest:
         spec = suggest(table)

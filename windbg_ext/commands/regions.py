@@ -14,6 +14,7 @@ from windbg_ext.hv.regions import Page, distinct_pages, verdict
 from windbg_ext.hv.vcpu_checks import region_checks
 from windbg_ext.hv.walker import walker_for
 from windbg_ext.render.report import Link, Report
+from windbg_ext.commands import regions_symbols
 from windbg_ext.hv.foreign import uses_symbols
 
 SUMMARY = "PASS/FAIL table of every vCPU's VMXON, VMCS and MSR-bitmap pages"
@@ -26,8 +27,6 @@ def add_arguments(p) -> None:
 
 def run(ctx, args) -> Report:
     if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
-        from windbg_ext.commands import regions_symbols
-
         return regions_symbols.run(ctx, args)
     w = walker_for(ctx)
     vmm = w.vmm()

@@ -13,6 +13,9 @@ import struct
 from typing import Any, Dict, List, Optional, Tuple
 
 from windbg_ext.commands.base import CommandError, Report, parse_int
+from windbg_ext.hv import layouts
+from windbg_ext.hv.scan import HOST_RIP, HOST_RSP, REPORT_THRESHOLD, find_candidates
+from windbg_ext.target.base import TargetError
 
 SUMMARY = "find VMCS regions in physical memory by revision id, with evidence and a confidence (no symbols needed)"
 NEEDS_TARGET = True
@@ -37,7 +40,7 @@ def _ranges(ctx, texts: List[str]) -> List[Tuple[int, int]]:
         out.append((start & ~0xFFF, end - (start & ~0xFFF)))
     if out:
         return out
-    if ctx.target.name == "pykd":
+    if ctx.target.live:
         raise CommandError("live, scan reads only the physical ranges you give (reading all memory over KDNET "
                            "would take hours): add --range START-END, e.g. around a VMXON/VMCS address you know")
     ranges = ctx.target.memory_ranges()
@@ -47,9 +50,6 @@ def _ranges(ctx, texts: List[str]) -> List[Tuple[int, int]]:
 
 
 def _revisions(ctx, text: Optional[str]) -> Tuple[List[int], str]:
-    from windbg_ext.hv import layouts
-    from windbg_ext.target.base import TargetError
-
     if text:
         return [parse_int(text, "--revision") & 0x7FFFFFFF], "--revision"
     try:
@@ -71,13 +71,8 @@ def _module_of(target, va: int) -> str:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.hv.scan import HOST_RIP, HOST_RSP, REPORT_THRESHOLD
-    from windbg_ext.target.base import TargetError
-
     ranges = _ranges(ctx, args.range)
     revisions, rev_from = _revisions(ctx, args.revision)
-    from windbg_ext.hv.scan import find_candidates
-
     found, scanned = find_candidates(ctx.target, ranges, revisions)
     shown = [c for c in found if args.all or c.confidence >= REPORT_THRESHOLD]
     rows: List[List[Any]] = []

@@ -12,6 +12,7 @@ from windbg_ext.hv.state_text import exit_text, hx, state_text, vcpu_row_data, v
 from windbg_ext.hv.vcpu_checks import region_checks, snapshot_consistency
 from windbg_ext.hv.walker import HvError, walker_for
 from windbg_ext.render.report import Link, Report
+from windbg_ext.commands import vcpu_symbols
 from windbg_ext.hv.foreign import uses_symbols
 
 SUMMARY = "one vCPU: VMXON/VMCS/MSR-bitmap checks, host stack high-water mark, last exit, last VM error"
@@ -24,8 +25,6 @@ def add_arguments(p) -> None:
 
 def run(ctx, args) -> Report:
     if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
-        from windbg_ext.commands import vcpu_symbols
-
         return vcpu_symbols.run(ctx, args)
     n = parse_index(args.n, "vCPU index")
     w = walker_for(ctx)

@@ -21,6 +21,7 @@ from windbg_ext.hv.vmcs_source import Values, load_values
 from windbg_ext.hv.vmcs_values import GROUP_ORDER, GROUP_TITLES, decode, diff, field_value, format_value
 from windbg_ext.hv.walker import walker_for
 from windbg_ext.render.report import Report
+from windbg_ext.commands import vmcs_symbols
 from windbg_ext.hv.foreign import uses_symbols
 
 SUMMARY = "VMCS fields of a vCPU from the driver's snapshot or the raw region, decoded; --diff compares"
@@ -59,8 +60,6 @@ def _select(args) -> Tuple[List[Tuple[Any, str]], bool]:
 
 def run(ctx, args) -> Report:
     if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
-        from windbg_ext.commands import vmcs_symbols
-
         return vmcs_symbols.run(ctx, args)
     n = parse_index(args.n, "vCPU index")
     selected, explicit = _select(args)

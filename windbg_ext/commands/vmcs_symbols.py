@@ -6,7 +6,8 @@ The hv.sys command hands over here when --symbols or --map is given (docs/walk.m
 from __future__ import annotations
 
 import os
-from windbg_ext.arch.vmcs_fields import FIELDS, by_name
+
+from windbg_ext.arch.vmcs_fields import FIELDS, FieldLookupError, by_name
 from windbg_ext.commands.base import CommandError, parse_index
 from windbg_ext.hv.foreign import walker_for
 from windbg_ext.hv.foreign_views import hx, region_layout
@@ -29,7 +30,7 @@ def run(ctx, args) -> Report:
         for f in args.fields:
             try:
                 wanted.add(by_name(f).encoding if not f.lower().startswith("0x") else int(f, 16))
-            except Exception:
+            except (FieldLookupError, ValueError):
                 raise CommandError("%r is not a VMCS field name or encoding (see: field --all)" % f)
     rows, items = [], []
     by_name_values = {f.name: region[f.encoding] for f in FIELDS if f.encoding in region}

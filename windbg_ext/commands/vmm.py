@@ -11,6 +11,7 @@ from windbg_ext.hv.model import failure_snapshot
 from windbg_ext.hv.state_text import failure_summary, hx, vcpu_row_data
 from windbg_ext.hv.walker import walker_for
 from windbg_ext.render.report import Link, Report
+from windbg_ext.commands import vmm_symbols
 from windbg_ext.hv.foreign import uses_symbols
 
 SUMMARY = "hv.sys's VMM context and vCPU table (finds the debug descriptor by symbol or by scanning)"
@@ -23,8 +24,6 @@ def add_arguments(p) -> None:
 
 def run(ctx, args) -> Report:
     if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
-        from windbg_ext.commands import vmm_symbols
-
         return vmm_symbols.run(ctx, args)
     w = walker_for(ctx)
     d = w.descriptor()

@@ -9,7 +9,10 @@ from __future__ import annotations
 import struct
 from typing import Any, Dict, List, Optional, Tuple
 
+from windbg_ext.arch.paging import PagingError, translate
+from windbg_ext.hv import layouts
 from windbg_ext.hv.rolemap import MAX_VCPUS, Member, ResolvedMap, choose
+from windbg_ext.hv.scan import HOST_RIP, REPORT_THRESHOLD, find_candidates
 from windbg_ext.hv.symbols import SymbolsError, SymbolTable, load_symbol_file
 from windbg_ext.target.base import Target, TargetError, TargetMemoryError
 
@@ -161,8 +164,6 @@ class ForeignWalker:
 
     def translate(self, va: int) -> Optional[int]:
         """Physical address of a kernel VA through the target's page tables (None when unmapped)."""
-        from windbg_ext.arch.paging import PagingError, translate
-
         try:
             regs = self.target.register_values(["cr3", "cr4"], 0)
         except (TargetError, NotImplementedError):
@@ -189,9 +190,6 @@ class ForeignWalker:
 def base_from_host_rip(target: Target, table: SymbolTable) -> Optional[int]:
     """A dump lists no modules: the VMCS regions a scan finds hold HOST_RIP, the driver's exit
     handler (region-derived). base = HOST_RIP - the RVA of a symbol, page aligned, with "MZ" there."""
-    from windbg_ext.hv.scan import HOST_RIP, REPORT_THRESHOLD, find_candidates
-    from windbg_ext.hv import layouts
-
     ranges = target.memory_ranges()
     if not ranges:
         return None
@@ -230,7 +228,7 @@ def module_base(target: Target, module: str, override: Optional[int], table: Opt
             except TargetError:
                 continue
             return at - table.symbols[name], "the debugger's %s!%s less its RVA" % (module, name)
-    if table is not None and target.name != "pykd":
+    if table is not None and not target.live:   # a scan over all memory: offline only
         base = base_from_host_rip(target, table)
         if base is not None:
             return base, "a scanned VMCS's HOST_RIP less a symbol's RVA"

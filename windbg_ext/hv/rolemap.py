@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, NamedTuple, Optional, Sequence, Union
 
+from windbg_ext.arch.vmcs_fields import FieldLookupError, by_name
 from windbg_ext.hv.symbols import Field, SymbolsError, SymbolTable, describe_type, pointee, read_json
 
 # vCPU roles: physical addresses (the processor's view) and virtual ones (translated when no PA is named)
@@ -205,11 +206,9 @@ def resolve(spec: Dict[str, Any], table: SymbolTable, key: str = "") -> Resolved
     for label, member in (spec.get("extra") or {}).items():
         m.extra[str(label)] = _member(table, m.vcpu_type, member, "extra." + str(label), name)
     for field_name, member in (spec.get("vmcs_fields") or {}).items():
-        from windbg_ext.arch.vmcs_fields import by_name
-
         try:
             by_name(field_name)
-        except Exception:
+        except FieldLookupError:
             raise MapError("map %s: vmcs_fields names %r, which is not a VMCS field (see: field --all)"
                            % (name, field_name))
         m.vmcs_fields[field_name] = _member(table, m.vcpu_type, member, "vmcs_fields." + field_name, name)

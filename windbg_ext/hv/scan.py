@@ -19,8 +19,10 @@ from __future__ import annotations
 import struct
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from windbg_ext.hv import layouts
 from windbg_ext.hv.descriptor import LayoutEntry
 from windbg_ext.hv.regions import region_values
+from windbg_ext.target.base import TargetMemoryError
 
 PAGE = 0x1000
 REPORT_THRESHOLD = 0.70      # below this a page is not reported as a VMCS
@@ -99,9 +101,6 @@ BLOCK = 1 << 20   # physical bytes per read
 
 def find_candidates(target, ranges, revisions) -> Tuple[List, int]:
     """(every page carrying a revision id, assessed; bytes scanned) over [(start, length)] ranges."""
-    from windbg_ext.hv import layouts
-    from windbg_ext.target.base import TargetMemoryError
-
     maps = {}
     for rev in revisions:
         hit = layouts.find(rev)

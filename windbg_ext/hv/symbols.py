@@ -163,7 +163,7 @@ def load_symbol_file(path: str, module: Optional[str] = None) -> SymbolTable:
     with open(path, "rb") as f:
         head = f.read(32)
     if head.startswith(b"Microsoft C/C++ MSF 7.00"):
-        from windbg_ext.hv.pdb_isf import isf_for_pdb
+        from windbg_ext.hv.pdb_isf import isf_for_pdb  # local: pdb_isf imports this module
 
         doc, cached = isf_for_pdb(path, cache_dir())
         table = from_isf(doc, "PDB %s" % path, module)

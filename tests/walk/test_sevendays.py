@@ -115,6 +115,16 @@ def test_live_walk_through_pykd_with_the_pdb_file(standin, lab_images, sevendays
     assert [(v["vmxon_pa"], v["vmcs_pa"]) for v in data["vcpus"]] == truth(res)
     assert data["driver"]["module_base_from"] == "--module-base"
     assert "loadBytes" in standin._calls
+    # live, the region of a running processor's VMCS is not trusted (SDM 25.11.1)
+    code, out, err = run_cli(["--symbols", sevendays["pdb"], "--module-base", "0x%x" % res.driver_base, "--json",
+                              "vcpu", "1"], live=True)
+    assert code == 0, err
+    rsp = [c for c in json.loads(out)["checks"] if c["region"] == "host stack"]
+    assert len(rsp) == 1 and rsp[0]["result"] == "n/a" and "not checked live" in rsp[0]["detail"]
+    code, out, err = run_cli(["--symbols", sevendays["pdb"], "--module-base", "0x%x" % res.driver_base, "--json",
+                              "vmcs", "1", "HOST_RIP"], live=True)
+    assert code == 0, err
+    assert any(n.startswith("LIVE:") for n in json.loads(out)["notes"])
 
 
 def _with_driver_symbols(image_path, out_path, pdb):

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from windbg_ext.commands.base import CommandError, Report, parse_int
 from windbg_ext.hv import layouts
-from windbg_ext.hv.scan import HOST_RIP, HOST_RSP, REPORT_THRESHOLD, find_candidates
+from windbg_ext.hv.scan import HOST_RIP, HOST_RSP, LIVE_NOTE, LIVE_THRESHOLD, REPORT_THRESHOLD, find_candidates
 from windbg_ext.target.base import TargetError
 
 SUMMARY = "find VMCS regions in physical memory by revision id, with evidence and a confidence (no symbols needed)"
@@ -73,8 +73,9 @@ def _module_of(target, va: int) -> str:
 def run(ctx, args) -> Report:
     ranges = _ranges(ctx, args.range)
     revisions, rev_from = _revisions(ctx, args.revision)
-    found, scanned = find_candidates(ctx.target, ranges, revisions)
-    shown = [c for c in found if args.all or c.confidence >= REPORT_THRESHOLD]
+    found, scanned, unreadable = find_candidates(ctx.target, ranges, revisions)
+    threshold = LIVE_THRESHOLD if ctx.target.live else REPORT_THRESHOLD
+    shown = [c for c in found if args.all or c.confidence >= threshold]
     rows: List[List[Any]] = []
     items: List[Dict[str, Any]] = []
     for c in sorted(shown, key=lambda c: c.pa):
@@ -95,11 +96,16 @@ def run(ctx, args) -> Report:
                      _module_of(ctx.target, rip) if rip else "-", "0x%x" % rsp if rsp else "-",
                      "0x%x" % per_cpu if per_cpu is not None else "-"])
     r = Report(data={"candidates": items, "revision_ids": ["0x%x" % v for v in revisions],
-                     "revision_ids_from": rev_from, "scanned_bytes": scanned, "threshold": REPORT_THRESHOLD,
+                     "revision_ids_from": rev_from, "scanned_bytes": scanned, "unreadable_bytes": unreadable,
+                     "threshold": threshold,
                      "pages_with_revision_id": len(found)})
     r.text("scanned %d KiB of physical memory for VMCS revision id %s\n(revision id from %s): %d page(s) carry it, "
            "%d shown%s" % (scanned >> 10, ", ".join("0x%x" % v for v in revisions), rev_from, len(found), len(shown),
-              "" if args.all else " (confidence >= %.2f; --all for the rest)" % REPORT_THRESHOLD))
+              "" if args.all else " (confidence >= %.2f; --all for the rest)" % threshold))
+    if unreadable:
+        r.text("%d KiB of the ranges could not be read (not present in the target)" % (unreadable >> 10))
+    if ctx.target.live:
+        r.text(LIVE_NOTE.replace(": its", ":\nits", 1))
     if rows:
         r.table(["VMCS PA", "revision", "confidence", "HOST_RIP", "HOST_RSP", "[HOST_RSP]"], rows)
         r.text("HOST_RIP / HOST_RSP are region-derived (layout map of the same revision id; stale while a\n"

@@ -21,7 +21,7 @@ def run(ctx, args) -> Report:
            [Link("vmcs %d" % n, "vmcs %d" % n), Link("msrbitmap %d" % n, "msrbitmap %d" % n)])
     checks, basic, basic_from = region_checks(ctx.target, v)
     values, layout_from = region_layout(ctx.target, v)
-    rsp_check = host_rsp_check(v, values)
+    rsp_check = host_rsp_check(v, values, ctx.target.live)
     if rsp_check is not None:
         checks.append(rsp_check)
     r.table(["region", "check", "result", "detail", "SDM"],

@@ -51,6 +51,9 @@ def run(ctx, args) -> Report:
     notes = ["region* = the raw VMCS page decoded with the layout file %s:\nregion-derived, "
              "implementation-specific, stale on a live target while the processor holds the VMCS (SDM 25.11.1)"
              % os.path.basename(layout_from) if region else "no region values: %s" % layout_from]
+    if region and ctx.target.live:
+        notes.append("LIVE: a running processor may hold its VMCS on chip; the page can be stale or scrambled: "
+                     "trust region* values only from an image or a dump")
     if stored:
         notes.append("driver-stored = values %s itself saved in the members the map names" % w.table.module)
     r = Report(data={"vcpu": n, "vmcs_pa": hx(v.pa.get("vmcs")), "fields": items, "notes": notes})

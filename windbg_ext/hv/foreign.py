@@ -193,7 +193,7 @@ def base_from_host_rip(target: Target, table: SymbolTable) -> Optional[int]:
     ranges = target.memory_ranges()
     if not ranges:
         return None
-    found, _ = find_candidates(target, ranges, layouts.revision_ids())
+    found, _, _ = find_candidates(target, ranges, layouts.revision_ids())
     for c in found:
         rip = c.fields.get(HOST_RIP)
         if c.confidence < REPORT_THRESHOLD or not rip:

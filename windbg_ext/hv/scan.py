@@ -13,6 +13,9 @@ Evidence and weights (confidence = sum, at most 1.0):
   host CR3 a physical address below 2^52, 4 KiB aligned (27.2.2)   0.10
   guest CR0.PE and CR0.PG set, as Windows runs (25.4.1)            0.10
 Without a layout map for the revision id only the first two can be checked.
+Live, neither can the fields: a processor may hold its current VMCS on chip in
+a private format, its page stale (SDM 25.11.1; the lab's kd session models
+this), so a live scan checks the first 8 bytes only and says so.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from windbg_ext.target.base import TargetMemoryError
 
 PAGE = 0x1000
 REPORT_THRESHOLD = 0.70      # below this a page is not reported as a VMCS
+LIVE_THRESHOLD = 0.25        # live: revision id and abort indicator are all a page can show
 KERNEL_HALF = 0xFFFF800000000000
 CR4_VMXE = 1 << 13           # SDM 2.5
 CR0_PE, CR0_PG = 1, 1 << 31
@@ -54,8 +58,13 @@ def pages_with_revision(block: bytes, base: int, revision_id: int) -> Iterable[i
             yield base + off
 
 
-def assess(page: bytes, pa: int, revision_id: int, layout: Optional[List[LayoutEntry]]) -> Candidate:
-    """Evidence that the 4 KiB `page` at `pa` is a VMCS in use."""
+LIVE_NOTE = ("live: an active VMCS's page is stale or in a private format (SDM 25.11.1): its fields are not "
+             "checked, and VMXON regions carry the revision id too")
+
+
+def assess(page: bytes, pa: int, revision_id: int, layout: Optional[List[LayoutEntry]],
+           live: bool = False) -> Candidate:
+    """Evidence that the 4 KiB `page` at `pa` is a VMCS in use (live: the first 8 bytes only)."""
     dword0, abort = struct.unpack_from("<II", page)
     score, evidence = 0.0, []
     if dword0 & 0x7FFFFFFF == revision_id and not dword0 >> 31:
@@ -66,6 +75,9 @@ def assess(page: bytes, pa: int, revision_id: int, layout: Optional[List[LayoutE
         evidence.append("VMX-abort indicator 0 (28.7)")
     else:
         evidence.append("VMX-abort indicator %d (a VMX abort happened, 28.7)" % abort)
+    if live:
+        evidence.append(LIVE_NOTE)
+        return Candidate(pa, revision_id, score, evidence, {})
     if not layout:
         evidence.append("no layout map for revision id 0x%x: fields not checked (see: layout load)" % revision_id)
         return Candidate(pa, revision_id, score, evidence, {})
@@ -99,26 +111,43 @@ def assess(page: bytes, pa: int, revision_id: int, layout: Optional[List[LayoutE
 BLOCK = 1 << 20   # physical bytes per read
 
 
-def find_candidates(target, ranges, revisions) -> Tuple[List, int]:
-    """(every page carrying a revision id, assessed; bytes scanned) over [(start, length)] ranges."""
+def find_candidates(target, ranges, revisions) -> Tuple[List, int, int]:
+    """(every page carrying a revision id, assessed; bytes scanned; bytes unreadable) over
+    [(start, length)] ranges. A block the target cannot read whole (a hole: KD refuses the read)
+    is read again page by page."""
     maps = {}
     for rev in revisions:
         hit = layouts.find(rev)
         maps[rev] = hit[1] if hit else None
-    found, scanned = [], 0
+    live = bool(getattr(target, "live", False))
+    found, scanned, unreadable = [], 0, 0
     for start, length in ranges:
         at, end = start, start + length
         while at < end:
             n = min(BLOCK, end - at)
-            try:
-                block = target.read_physical(at, n)
-            except TargetMemoryError:
-                at += n
-                continue
-            scanned += n
-            for rev in revisions:
-                for pa in pages_with_revision(block, at, rev):
-                    off = pa - at
-                    found.append(assess(block[off:off + 0x1000], pa, rev, maps[rev]))
+            for base, block in _read_block(target, at, n):
+                if block is None:
+                    unreadable += PAGE
+                    continue
+                scanned += len(block)
+                for rev in revisions:
+                    for pa in pages_with_revision(block, base, rev):
+                        off = pa - base
+                        found.append(assess(block[off:off + PAGE], pa, rev, maps[rev], live))
             at += n
-    return found, scanned
+    return found, scanned, unreadable
+
+
+def _read_block(target, at: int, n: int):
+    """[(address, bytes or None)]: the block whole, else each page (None where unreadable)."""
+    try:
+        return [(at, target.read_physical(at, n))]
+    except TargetMemoryError:
+        pass
+    out = []
+    for pa in range(at, at + n, PAGE):
+        try:
+            out.append((pa, target.read_physical(pa, min(PAGE, at + n - pa))))
+        except TargetMemoryError:
+            out.append((pa, None))
+    return out

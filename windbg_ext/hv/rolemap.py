@@ -104,8 +104,9 @@ def _first_symbol(table: SymbolTable, names: Union[str, Sequence[str]], what: st
     for n in names:
         if n in table.symbols:
             return n
-    raise MapError("map %s: the %s symbol %s is not in the symbols of %s" % (
-        mapname, what, " / ".join(names), table.module))
+    raise MapError("map %s: the %s symbol %s is not in the symbols of %s (a tentative, uninitialised global can "
+                   "be missing from a PDB: initialise it, e.g. = NULL)" % (mapname, what, " / ".join(names),
+                                                                          table.module))
 
 
 def _member(table: SymbolTable, struct: str, name: str, role: str, mapname: str) -> Member:

@@ -13,8 +13,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 from windbg_ext.arch.msr_bitmap import PAGE_SIZE, decode_msr_bitmap, in_range, msr_exits
 from windbg_ext.arch.msr_names import MSR_NAMES, msr_name
 from windbg_ext.commands.base import CommandError, parse_int
-from windbg_ext.render.report import Link, Report
 from windbg_ext.hv.foreign import msr_bitmap_pa as foreign_msr_bitmap_pa, uses_symbols
+from windbg_ext.render.report import Link, Report
 
 SUMMARY = "decode an MSR bitmap page: which MSRs exit on read / write"
 NEEDS_TARGET = True

@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Dict, List
 
 from windbg_ext.arch.capabilities import decode_basic
+from windbg_ext.commands import regions_symbols
+from windbg_ext.hv.foreign import uses_symbols
 from windbg_ext.hv.processor import maxphyaddr
 from windbg_ext.hv.regions import Page, distinct_pages, verdict
 from windbg_ext.hv.vcpu_checks import region_checks
 from windbg_ext.hv.walker import walker_for
 from windbg_ext.render.report import Link, Report
-from windbg_ext.commands import regions_symbols
-from windbg_ext.hv.foreign import uses_symbols
 
 SUMMARY = "PASS/FAIL table of every vCPU's VMXON, VMCS and MSR-bitmap pages"
 NEEDS_TARGET = True

@@ -4,7 +4,9 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from windbg_ext.arch.exits import decode_exit_reason, decode_qualification
+from windbg_ext.commands import vcpu_symbols
 from windbg_ext.commands.base import parse_index
+from windbg_ext.hv.foreign import uses_symbols
 from windbg_ext.hv.model import NO_EXIT
 from windbg_ext.hv.processor import maxphyaddr
 from windbg_ext.hv.regions import Check, stack_high_water, verdict
@@ -12,8 +14,6 @@ from windbg_ext.hv.state_text import exit_text, hx, state_text, vcpu_row_data, v
 from windbg_ext.hv.vcpu_checks import region_checks, snapshot_consistency
 from windbg_ext.hv.walker import HvError, walker_for
 from windbg_ext.render.report import Link, Report
-from windbg_ext.commands import vcpu_symbols
-from windbg_ext.hv.foreign import uses_symbols
 
 SUMMARY = "one vCPU: VMXON/VMCS/MSR-bitmap checks, host stack high-water mark, last exit, last VM error"
 NEEDS_TARGET = True

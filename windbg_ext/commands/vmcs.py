@@ -14,15 +14,15 @@ from __future__ import annotations
 from typing import Any, Dict, List, Tuple
 
 from windbg_ext.arch.vmcs_fields import BY_ENCODING, FIELDS, FieldLookupError, lookup
+from windbg_ext.commands import vmcs_symbols
 from windbg_ext.commands.base import CommandError, parse_index
+from windbg_ext.hv.foreign import uses_symbols
 from windbg_ext.hv.model import FAILED_STEPS, NO_EXIT, failure_snapshot
 from windbg_ext.hv.state_text import exit_text, vm_error_text
 from windbg_ext.hv.vmcs_source import Values, load_values
 from windbg_ext.hv.vmcs_values import GROUP_ORDER, GROUP_TITLES, decode, diff, field_value, format_value
 from windbg_ext.hv.walker import walker_for
 from windbg_ext.render.report import Report
-from windbg_ext.commands import vmcs_symbols
-from windbg_ext.hv.foreign import uses_symbols
 
 SUMMARY = "VMCS fields of a vCPU from the driver's snapshot or the raw region, decoded; --diff compares"
 NEEDS_TARGET = True

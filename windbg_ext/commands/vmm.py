@@ -6,13 +6,13 @@ array: 4 target reads however many vCPUs (3 + N at most, the issue's budget).
 from __future__ import annotations
 
 from windbg_ext.arch.capabilities import decode_basic
+from windbg_ext.commands import vmm_symbols
 from windbg_ext.hv.descriptor import DescriptorError
+from windbg_ext.hv.foreign import uses_symbols
 from windbg_ext.hv.model import failure_snapshot
 from windbg_ext.hv.state_text import failure_summary, hx, vcpu_row_data
 from windbg_ext.hv.walker import walker_for
 from windbg_ext.render.report import Link, Report
-from windbg_ext.commands import vmm_symbols
-from windbg_ext.hv.foreign import uses_symbols
 
 SUMMARY = "hv.sys's VMM context and vCPU table (finds the debug descriptor by symbol or by scanning)"
 NEEDS_TARGET = True

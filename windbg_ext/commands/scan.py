@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Dict, List, Optional, Tuple
 
+from windbg_ext.arch.capabilities import IA32_VMX_BASIC
 from windbg_ext.commands.base import CommandError, Report, parse_int
 from windbg_ext.hv import layouts
 from windbg_ext.hv.scan import HOST_RIP, HOST_RSP, LIVE_NOTE, LIVE_THRESHOLD, REPORT_THRESHOLD, find_candidates
@@ -19,7 +20,6 @@ from windbg_ext.target.base import TargetError
 
 SUMMARY = "find VMCS regions in physical memory by revision id, with evidence and a confidence (no symbols needed)"
 NEEDS_TARGET = True
-IA32_VMX_BASIC = 0x480
 
 
 def add_arguments(p) -> None:

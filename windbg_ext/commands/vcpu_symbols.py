@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from windbg_ext.commands.base import parse_index
 from windbg_ext.hv.foreign import walker_for
-from windbg_ext.hv.foreign_views import host_rsp_check, region_checks, region_layout, vcpu_data
+from windbg_ext.hv.foreign_views import region_checks, region_consistency, region_layout, vcpu_data
 from windbg_ext.hv.regions import verdict
 from windbg_ext.render.report import Link, Report
 
@@ -21,9 +21,7 @@ def run(ctx, args) -> Report:
            [Link("vmcs %d" % n, "vmcs %d" % n), Link("msrbitmap %d" % n, "msrbitmap %d" % n)])
     checks, basic, basic_from = region_checks(ctx.target, v)
     values, layout_from = region_layout(ctx.target, v)
-    rsp_check = host_rsp_check(v, values, ctx.target.live)
-    if rsp_check is not None:
-        checks.append(rsp_check)
+    checks += region_consistency(v, values, ctx.target.live)
     r.table(["region", "check", "result", "detail", "SDM"],
             [[c.region, c.name, verdict(c.ok), c.detail, c.sdm] for c in checks], title="regions")
     data["checks"] = [{"region": c.region, "check": c.name, "result": verdict(c.ok), "detail": c.detail,

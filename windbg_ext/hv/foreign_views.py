@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+from windbg_ext.arch.capabilities import IA32_VMX_BASIC
+from windbg_ext.arch.vmcs_fields import by_name
 from windbg_ext.hv import layouts
 from windbg_ext.hv.processor import maxphyaddr
 from windbg_ext.hv.regions import PAGE, Check, msr_bitmap_checks, region_values, vmx_region_checks
@@ -12,8 +14,7 @@ from windbg_ext.hv.rolemap import BUILTIN_MAPS
 from windbg_ext.hv.state_text import hx
 from windbg_ext.target.base import TargetError
 
-IA32_VMX_BASIC = 0x480
-HOST_RSP = 0x6C14   # SDM App. B
+HOST_RSP, MSR_BITMAP = by_name("HOST_RSP").encoding, by_name("MSR_BITMAP").encoding
 
 
 def header(w) -> str:
@@ -34,7 +35,6 @@ def vcpu_data(v) -> Dict[str, Any]:
             "sources": dict(v.sources), "extra": {k: hx(x) for k, x in v.extras().items()}}
 
 
-
 def _basic(target, vmxon_head: Optional[bytes]) -> Tuple[int, str]:
     """(IA32_VMX_BASIC, where from): the target's MSR, else the VMXON region's revision id (a dump has no MSRs)."""
     try:
@@ -47,7 +47,6 @@ def _basic(target, vmxon_head: Optional[bytes]) -> Tuple[int, str]:
     return 0, "IA32_VMX_BASIC unknown"
 
 
-
 def _head(target, pa: Optional[int], n: int) -> Optional[bytes]:
     if pa is None:
         return None
@@ -55,7 +54,6 @@ def _head(target, pa: Optional[int], n: int) -> Optional[bytes]:
         return target.read_physical(pa, n)
     except TargetError:
         return None
-
 
 
 def region_checks(target, v) -> Tuple[List[Check], int, str]:
@@ -74,7 +72,6 @@ def region_checks(target, v) -> Tuple[List[Check], int, str]:
     return checks, basic, basic_from
 
 
-
 def region_layout(target, v) -> Tuple[Dict[int, int], str]:
     """(values by encoding, layout path) of vCPU v's VMCS region, or ({}, why-not)."""
     pa = v.pa.get("vmcs")
@@ -88,17 +85,22 @@ def region_layout(target, v) -> Tuple[Dict[int, int], str]:
     return region_values(page, hit[1]), hit[0]
 
 
+STALE_LIVE = "not checked live: the VMCS page is stale while the processor holds it (25.11.1)"
 
 
-def host_rsp_check(v, values: Dict[int, int], live: bool = False) -> Optional[Check]:
-    """HOST_RSP (region-derived) inside the host stack the map names (SDM 25.5). Live the region of a
-    running processor's VMCS is stale or private (25.11.1): not checked."""
+def region_consistency(v, values: Dict[int, int], live: bool = False) -> List[Check]:
+    """What the driver's VMCS region says against what its own structures say (region-derived):
+    MSR_BITMAP is the bitmap page the map names (SDM 25.6.9), HOST_RSP lies in its host stack (25.5).
+    Live the region of a running processor's VMCS is stale or private (25.11.1): n/a."""
+    out: List[Check] = []
+    bitmap, pa = values.get(MSR_BITMAP), v.pa.get("msr_bitmap")
+    if bitmap is not None and pa is not None:
+        out.append(Check("MSR bitmap", "VMCS MSR_BITMAP field (region*)", None if live else bitmap == pa,
+                         STALE_LIVE if live else "region 0x%x, the map's bitmap 0x%x" % (bitmap, pa), "25.6.9"))
     stack = v.host_stack()
     rsp = values.get(HOST_RSP)
-    if rsp is None or not stack or not stack[1]:
-        return None
-    if live:
-        return Check("host stack", "HOST_RSP inside (region*)", None,
-                     "not checked live: the VMCS page is stale while the processor holds it (25.11.1)", "25.5")
-    return Check("host stack", "HOST_RSP inside (region*)", stack[0] < rsp <= stack[0] + stack[1],
-                 "0x%x in 0x%x-0x%x" % (rsp, stack[0], stack[0] + stack[1]), "25.5")
+    if rsp is not None and stack and stack[1]:
+        out.append(Check("host stack", "HOST_RSP inside (region*)", None if live else
+                         stack[0] < rsp <= stack[0] + stack[1],
+                         STALE_LIVE if live else "0x%x in 0x%x-0x%x" % (rsp, stack[0], stack[0] + stack[1]), "25.5"))
+    return out

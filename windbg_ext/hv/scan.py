@@ -22,6 +22,8 @@ from __future__ import annotations
 import struct
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from windbg_ext.arch.registers import CR0_BITS, CR4_BITS, bit_of
+from windbg_ext.arch.vmcs_fields import by_name
 from windbg_ext.hv import layouts
 from windbg_ext.hv.descriptor import LayoutEntry
 from windbg_ext.hv.regions import region_values
@@ -30,12 +32,11 @@ from windbg_ext.target.base import TargetMemoryError
 PAGE = 0x1000
 REPORT_THRESHOLD = 0.70      # below this a page is not reported as a VMCS
 LIVE_THRESHOLD = 0.25        # live: revision id and abort indicator are all a page can show
-KERNEL_HALF = 0xFFFF800000000000
-CR4_VMXE = 1 << 13           # SDM 2.5
-CR0_PE, CR0_PG = 1, 1 << 31
-
-LINK, HOST_CR4, HOST_RIP, HOST_RSP, HOST_CR3, GUEST_CR0, GUEST_RIP, GUEST_RSP = (
-    0x2800, 0x6C04, 0x6C16, 0x6C14, 0x6C02, 0x6800, 0x681E, 0x681C)   # SDM App. B encodings
+KERNEL_HALF = 0xFFFF800000000000   # canonical upper half, where Windows kernel code and pools live
+CR4_VMXE = 1 << bit_of(CR4_BITS, "VMXE")
+CR0_PE, CR0_PG = 1 << bit_of(CR0_BITS, "PE"), 1 << bit_of(CR0_BITS, "PG")
+LINK, HOST_CR4, HOST_RIP, HOST_RSP, HOST_CR3, GUEST_CR0 = (
+    by_name(n).encoding for n in ("VMCS_LINK_POINTER", "HOST_CR4", "HOST_RIP", "HOST_RSP", "HOST_CR3", "GUEST_CR0"))
 
 
 class Candidate(NamedTuple):

@@ -195,3 +195,26 @@ def test_fields_the_driver_stored_are_shown_as_such(third, tmp_path):
     t.close()
     assert len(stored) == 1 and int(stored[0]["value"], 16) == last & 0xFFFF
     assert any("driver-stored" in n for n in data["notes"])
+
+
+def test_context_by_address_an_expression_of_the_map(third, tmp_path):
+    """The context given as an address (what `? poi(x)` gives in WinDbg), or a symbol plus an offset."""
+    from windbg_ext.hv.symbols import load_symbol_file
+
+    image, res, pdb = third
+    rva = load_symbol_file(pdb).symbols["TheHypervisor"]
+    for context in ({"address": "0x%x" % (res.driver_base + rva), "type": "hypervisor_t", "pointer": True},
+                    {"symbol": "DriverEntry", "offset": rva - load_symbol_file(pdb).symbols["DriverEntry"],
+                     "type": "hypervisor_t", "pointer": True}):
+        spec = dict(THIRD_MAP, context=context)
+        path = str(tmp_path / "by-address.json")
+        with open(path, "w") as f:
+            json.dump(spec, f)
+        code, out, err = run_cli(["--image", image, "--symbols", pdb, "--map", path, "--json", "vmm"])
+        assert code == 0, err
+        assert [(v["vmxon_pa"], v["vmcs_pa"]) for v in json.loads(out)["vcpus"]] == truth(res)
+    spec = dict(THIRD_MAP, context={"address": "somewhere", "type": "hypervisor_t"})
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    code, out, err = run_cli(["--image", image, "--symbols", pdb, "--map", path, "vmm"])
+    assert code == 2 and err.count("\n") == 0 and "'somewhere' is not a number" in err

@@ -35,10 +35,14 @@ def run(ctx, args) -> Report:
     rows: List[List[Any]] = []
     data: Dict[str, Any] = {"module": table.module, "symbols": table.source, "map": m.key, "name": m.name,
                             "roles": {}}
-    if m.context_symbol:
-        rows.append(["context", "%s!%s" % (table.module, m.context_symbol),
-                     "%s%s" % (m.context_type, " * (pointer)" if m.context_pointer else ""),
-                     "rva 0x%x" % table.symbols[m.context_symbol]])
+    if m.context_type:
+        kind = "%s%s" % (m.context_type, " * (pointer)" if m.context_pointer else "")
+        if m.context_symbol:
+            rows.append(["context", "%s!%s" % (table.module, m.context_symbol), kind,
+                         "rva 0x%x%s" % (table.symbols[m.context_symbol],
+                                         " +0x%x" % m.context_offset if m.context_offset else "")])
+        else:
+            rows.append(["context", "address 0x%x" % ((m.context_address or 0) + m.context_offset), kind, ""])
     if m.vcpus_member is not None:
         rows.append(["vcpus", "%s.%s" % (m.context_type, m.vcpus_member.field.name),
                      describe_type(m.vcpus_member.field.type) + " (%s)" % m.layout,

@@ -20,8 +20,8 @@ def run(ctx, args) -> Report:
     r.text(header(w))
     m = w.map
     if w.context_address is not None:
-        r.text("VMM context %s!%s -> 0x%x (%s):\n%d processors (from %s)" % (
-            w.table.module, m.context_symbol, w.context_address, m.context_type, w.count, w.count_source))
+        r.text("VMM context %s -> 0x%x (%s):\n%d processors (from %s)" % (
+            w.context_where, w.context_address, m.context_type, w.count, w.count_source))
     else:
         r.text("vCPUs at %s!%s (%s, %s):\n%d processors (from %s)" % (
             w.table.module, m.vcpus_symbol, m.vcpu_type, m.layout, w.count, w.count_source))

@@ -77,6 +77,7 @@ class ForeignWalker:
         self.base_found_by = base_found_by
         self._vcpus: Optional[List[ForeignVcpu]] = None
         self.context_address: Optional[int] = None
+        self.context_where = ""      # how the map reached it: "sevendays!g_vmm_context", "0x..."
         self.context_data = b""
         self.count = 0
         self.count_source = ""
@@ -96,15 +97,21 @@ class ForeignWalker:
 
     def _context(self) -> None:
         m = self.map
-        if m.context_symbol is None or self.context_address is not None:
+        if m.context_type is None or self.context_address is not None:
             return
-        at = self.symbol_address(m.context_symbol)
+        if m.context_address is not None:
+            at, where = m.context_address + m.context_offset, "0x%x" % (m.context_address + m.context_offset)
+        else:
+            at = self.symbol_address(m.context_symbol or "") + m.context_offset
+            where = "%s!%s%s" % (self.table.module, m.context_symbol,
+                                 "+0x%x" % m.context_offset if m.context_offset else "")
         if m.context_pointer:
-            ptr = self._qword(at, "%s!%s" % (self.table.module, m.context_symbol))
+            ptr = self._qword(at, where)
             if not ptr:
-                raise ForeignError("%s!%s is NULL: the driver has no VMM context (not loaded, failed, or unloaded)"
-                                   % (self.table.module, m.context_symbol))
+                raise ForeignError("%s is NULL: the driver has no VMM context (not loaded, failed, or unloaded)"
+                                   % where)
             at = ptr
+        self.context_where = where
         self.context_address = at
         self.context_data = self._read(at, m.context_size, "the VMM context (%s)" % m.context_type)
 

@@ -5,7 +5,8 @@ one of the built-in maps chosen from the type names the driver's symbols
 define. Pure: maps are checked against a SymbolTable, nothing is read here.
 
     {"name": "...",
-     "context": {"symbol": "g_vmm_context", "type": "__vmm_context_t", "pointer": true},  (optional)
+     "context": {"symbol": "g_vmm_context", "type": "__vmm_context_t", "pointer": true},  (optional;
+              "offset": N adds to the symbol's address, "address": "0x..." replaces the symbol)
      "count":   {"member": "processor_count"} | {"symbol": "g_count"} | "processors" | 4,
      "vcpus":   {"member": "vcpu_table"} | {"symbol": "g_GuestState", "layout": "pointer_to_structs"},
      "vcpu_type": "__vcpu_t",
@@ -82,6 +83,8 @@ class ResolvedMap:
         self.name = ""
         self.key = ""                       # built-in key or the file path
         self.context_symbol: Optional[str] = None
+        self.context_offset = 0                  # "symbol": "g_hv", "offset": 16 -> g_hv + 16
+        self.context_address: Optional[int] = None   # "address": "0x..." (no symbol)
         self.context_type: Optional[str] = None
         self.context_pointer = False
         self.context_size = 0
@@ -147,9 +150,17 @@ def resolve(spec: Dict[str, Any], table: SymbolTable, key: str = "") -> Resolved
                        "extra, vmcs_fields)" % (name, ", ".join(sorted(unknown))))
     ctx = spec.get("context")
     if ctx is not None:
-        if not isinstance(ctx, dict) or "symbol" not in ctx or "type" not in ctx:
-            raise MapError("map %s: context needs a symbol and a type" % name)
-        m.context_symbol = _first_symbol(table, ctx["symbol"], "context", name)
+        if not isinstance(ctx, dict) or not ("symbol" in ctx or "address" in ctx) or "type" not in ctx:
+            raise MapError("map %s: context needs a symbol (or an address) and a type" % name)
+        try:
+            if "address" in ctx:
+                m.context_address = int(str(ctx["address"]).replace("`", ""), 0)
+            m.context_offset = int(str(ctx.get("offset", 0)), 0)
+        except ValueError:
+            raise MapError("map %s: context address/offset %r is not a number (0x... or decimal)"
+                           % (name, ctx.get("address", ctx.get("offset"))))
+        if m.context_address is None:
+            m.context_symbol = _first_symbol(table, ctx["symbol"], "context", name)
         m.context_type = str(ctx["type"])
         m.context_size = table.struct(m.context_type).size
         m.context_pointer = bool(ctx.get("pointer", False))

@@ -44,3 +44,19 @@ def truth(result):
     from emulated_lab.report import build
 
     return [(p["vmxon_pa"], p["vmcs_pa"]) for p in build(result)["processors"]]
+
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def build_fixture_driver(name: str, out_dir: str):
+    """tests/walk/fixtures/<name>.c built like sevendays' clang build (-g -gcodeview, lld, PDB):
+    (driver path, pdb path)."""
+    sys_path, pdb = os.path.join(out_dir, name + ".sys"), os.path.join(out_dir, name + ".pdb")
+    subprocess.run(["clang", "--target=x86_64-w64-mingw32", "-isystem", "/usr/share/mingw-w64/include/ddk", "-O2",
+                    "-Wall", "-Werror", "-ffreestanding", "-fno-builtin", "-mno-stack-arg-probe", "-D_AMD64_",
+                    "-DNTDDI_VERSION=0x0A000000", "-D_WIN32_WINNT=0x0A00", "-g", "-gcodeview", "-fuse-ld=lld",
+                    "-nostdlib", "-Wl,--subsystem,native", "-Wl,--entry,DriverEntry", "-Wl,--image-base,0x140000000",
+                    "-Wl,--Xlink=-driver:wdm", "-Wl,--pdb=" + pdb, "-o", sys_path,
+                    os.path.join(FIXTURES, name + ".c"), "-lntoskrnl", "-lhal"], check=True)
+    return sys_path, pdb

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import ROOT, run_cli
 
-from .conftest import SEVENDAYS_DIR, truth
+from .conftest import SEVENDAYS_DIR, build_fixture_driver, truth
 
 # the third scheme: every name a built-in map could recognise is changed
 RENAMES = [("__vmm_context_t", "hypervisor_t"), ("__vcpu_t", "cpu_slot_t"), ("g_vmm_context", "TheHypervisor"),
@@ -135,66 +135,33 @@ def test_unreadable_maps(sevendays, tmp_path):
         assert code == 2 and err.count("\n") == 0 and message in err, err
 
 
-# -- the other built-in maps, resolved against the types those projects define -------------
-def _isf(structs, symbols):
-    def t(spec):
-        if spec.endswith("**"):
-            return {"kind": "pointer", "subtype": {"kind": "pointer", "subtype": {"kind": "struct", "name": spec[:-2]}}}
-        if spec.endswith("*"):
-            return {"kind": "pointer", "subtype": {"kind": "struct", "name": spec[:-1]}}
-        return {"kind": "base", "name": spec}
-    user = {}
-    for name, fields in structs.items():
-        off, out = 0, {}
-        for fname, ftype in fields:
-            out[fname] = {"offset": off, "type": t(ftype)}
-            off += 8
-        user[name] = {"kind": "struct", "size": off, "fields": out}
-    return {"user_types": user, "symbols": {s: {"address": 0x3000 + 8 * i} for i, s in enumerate(symbols)},
-            "base_types": {"unsigned long long": {"size": 8}, "unsigned int": {"size": 4}}}
-
-
-def test_builtin_maps_are_chosen_from_type_names():
-    from windbg_ext.hv.rolemap import choose
-    from windbg_ext.hv.symbols import from_isf
-
-    hfs = from_isf(_isf({"VIRTUAL_MACHINE_STATE": [
-        ("IsOnVmxRootMode", "unsigned long long"), ("VmxonRegionPhysicalAddress", "unsigned long long"),
-        ("VmcsRegionPhysicalAddress", "unsigned long long"), ("MsrBitmapPhysicalAddress", "unsigned long long"),
-        ("VmmStack", "unsigned long long")]}, ["g_GuestState"]), "hfs.json", "hfs")
-    m = choose(hfs, None)
-    assert m.key == "hfs" and m.count == "processors" and m.layout == "pointer_to_structs"
-    assert m.roles["vmcs_pa"].field.offset == 16 and "vmcs_va" not in m.roles
-    gbhv = from_isf(_isf({"VMM_CONTEXT": [("ProcessorCount", "unsigned int"),
-                                          ("AllProcessorContexts", "VMM_PROCESSOR_CONTEXT**")],
-                          "VMM_PROCESSOR_CONTEXT": [("GlobalContext", "VMM_CONTEXT*"),
-                                                    ("VmxonRegionPhysical", "unsigned long long"),
-                                                    ("VmcsRegionPhysical", "unsigned long long"),
-                                                    ("MsrBitmapPhysical", "unsigned long long")]},
-                         ["GlobalContext"]), "gbhv.json", "gbhv")
-    m = choose(gbhv, None)
-    assert m.key == "gbhv" and m.layout == "pointer_to_pointers" and m.vcpus_member.field.offset == 8
-    assert set(m.roles) == {"vmxon_pa", "vmcs_pa", "msr_bitmap_pa"}
-
-
-def test_fields_the_driver_stored_are_shown_as_such(third, tmp_path):
-    """vmcs N shows what the driver saved (driver-stored) next to the region* values."""
-    from windbg_ext.target.image import ImageTarget
-
-    image, res, pdb = third
-    path = str(tmp_path / "third.json")
-    with open(path, "w") as f:
-        json.dump(THIRD_MAP, f)
-    code, out, err = run_cli(["--image", image, "--symbols", pdb, "--map", path, "--json", "vmcs", "1",
-                              "VM_EXIT_REASON"])
+# -- the other built-in maps, on drivers named the way those projects name things --------------
+@pytest.mark.parametrize("name,key,cpus", [("hfs_like", "hfs", 2), ("gbhv_like", "gbhv", 4)])
+def test_builtin_maps_walk_drivers_named_like_hfs_and_gbhv(lab_images, tmp_path_factory, name, key, cpus):
+    """tests/walk/fixtures/{hfs,gbhv}_like.c keep their tables the way Hypervisor From Scratch and gbhv do
+    (typedef'd structs: the PDB names them _X), allocate the regions and fail to load on purpose; the
+    built-in map is chosen from the type names and every region it finds is an allocation the emulated
+    kernel made (VA and PA as its tracker recorded them)."""
+    driver, pdb = build_fixture_driver(name, str(tmp_path_factory.mktemp(name)))
+    image, res = lab_images("baseline", cpus=cpus, driver=driver)
+    assert not res.loaded
+    code, out, err = run_cli(["--image", image, "--symbols", pdb, "--json", "vmm"])
     assert code == 0, err
     data = json.loads(out)
-    stored = [f for f in data["fields"] if f["source"] == "driver-stored"]
-    t = ImageTarget(image)
-    last = [int(reason, 16) for cpu, reason, _ in t.meta["exits"] if cpu == 1][-1]   # as the emulator saw it
-    t.close()
-    assert len(stored) == 1 and int(stored[0]["value"], 16) == last & 0xFFFF
-    assert any("driver-stored" in n for n in data["notes"])
+    assert data["driver"]["map"] == key and data["processor_count"] == cpus
+    pages = {a.pa: a.va for a in res.leaks if a.kind == "contiguous"}   # MmAllocateContiguousMemory
+    seen = set()
+    for v in data["vcpus"]:
+        for region in ("vmxon", "vmcs", "msr_bitmap"):
+            pa = int(v[region + "_pa"], 16)
+            assert pa in pages and pa not in seen
+            seen.add(pa)
+            if v.get(region + "_va"):
+                assert int(v[region + "_va"], 16) == pages[pa]
+    if key == "gbhv":   # the host stack is an array inside the per-processor struct
+        assert all(int(v["host_stack"][0], 16) == int(v["address"], 16) + 8 for v in data["vcpus"])
+    code, out, err = run_cli(["--image", image, "--symbols", pdb, "regions"])
+    assert code == 1 and "revision id" in out   # the regions were never given a revision id: the check says so
 
 
 def test_context_by_address_an_expression_of_the_map(third, tmp_path):

@@ -62,8 +62,15 @@ class SymbolTable:
         self.source = source            # what to tell the user: "ISF x.json", "PDB x.pdb"
         self.converted = ""             # the cached ISF a PDB was converted to
 
-    def struct(self, name: str) -> Struct:
+    def _lookup(self, name: str) -> Optional[Struct]:
+        """By name, or by its tag: `typedef struct _X {...} X` is `_X` in a PDB (the typedef is an alias)."""
         s = self.structs.get(name)
+        if s is None and not name.startswith("_"):
+            s = self.structs.get("_" + name)
+        return s
+
+    def struct(self, name: str) -> Struct:
+        s = self._lookup(name)
         if s is None:
             import difflib
             close = difflib.get_close_matches(name, list(self.structs), n=3)
@@ -72,7 +79,7 @@ class SymbolTable:
         return s
 
     def has_struct(self, name: str) -> bool:
-        return name in self.structs
+        return self._lookup(name) is not None
 
     def size_of(self, t: Dict[str, Any]) -> int:
         kind = t.get("kind")

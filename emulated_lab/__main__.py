@@ -29,7 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--report", metavar="FILE.json", help="write what the emulator saw as JSON (docs/lab.md)")
     r.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
     r.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="longest one emulator run may take (default 60)")
+                   help="longest one step (DriverEntry, DriverUnload, ...) may take, every run nested in it "
+                        "included (default 60)")
+    r.add_argument("--nodes", type=int, default=1, metavar="N",
+                   help="NUMA nodes the processors are split into, each with its own memory (default 1)")
+    r.add_argument("--max-instructions", type=int, default=0, metavar="N",
+                   help="stop a step after N instructions, nested runs included (default 0: no limit)")
     r.add_argument("--kd-mask", metavar="NAME=VALUE", action="append", default=[],
                    help="preset nt!Kd_NAME_Mask, e.g. IHVDRIVER=0xffff (NAME: IHVDRIVER, DEFAULT, WIN2000)")
     sub.add_parser("scenarios", help="list the scenarios")
@@ -94,6 +99,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     raise ScenarioError(why)
             res = run_scenario(args.scenario, cpus=args.cpus, driver=args.driver, image=args.out,
                                kd_masks=_kd_masks(args.kd_mask), run_timeout=args.timeout,
+                               instruction_limit=args.max_instructions, nodes=args.nodes,
                                raise_on_crash=not args.report)
             print("\n".join(res.summary()))
             if args.report:

@@ -88,7 +88,8 @@ class ScenarioResult:
         self.load_status: Optional[int] = None
         self.unload_ran = False
         self.messages = []              # DbgMessage list
-        self.exits = []                 # VmExit list (emulator-observed)
+        self.exits = []                 # VmExit list (emulator-observed): the first and last ones kept
+        self.exit_counts: Dict[int, int] = {}   # exit reason -> count, every exit the driver caused
         self.workload: Dict[int, Dict[str, object]] = {}
         self.vmx_after: List[str] = []  # per processor after the scenario: off | root | guest
         self.cr4_after: List[int] = []
@@ -97,6 +98,7 @@ class ScenarioResult:
         self.allocation_calls = 0
         self.vmreads: Dict[int, Dict[int, int]] = {}    # per processor, read while parked (= the image)
         self.failure_vmreads = []                          # (processor, {encoding: value}) at failed VM entries
+        self.failure_vmreads_total = 0                     # failed VM entries read (the first and last are kept)
         self.image_path: Optional[str] = None
         self.descriptor_va = 0
         self.driver_base = 0
@@ -113,10 +115,9 @@ class ScenarioResult:
     def summary(self) -> List[str]:
         lines = ["scenario %s on %d processors: DriverEntry returned 0x%08x"
                  % (self.scenario, self.cpus, (self.load_status or 0) & 0xFFFFFFFF)]
-        real = [e for e in self.exits if not e.lab_induced]
+        counts = self.exit_counts
         lines.append("VM exits seen by the emulator: %d (%s)" % (
-            len(real), ", ".join("0x%x x%d" % (r, sum(1 for e in real if e.reason == r))
-                                 for r in sorted({e.reason for e in real})) or "none"))
+            sum(counts.values()), ", ".join("0x%x x%d" % (r, counts[r]) for r in sorted(counts)) or "none"))
         lines.append("after: VMX %s; CR4.VMXE %s; %d allocation(s) leaked"
                      % (", ".join("cpu%d=%s" % (i, v) for i, v in enumerate(self.vmx_after)),
                         ", ".join("cpu%d=%d" % (i, bool(c & CR4_VMXE)) for i, c in enumerate(self.cr4_after)),
@@ -210,15 +211,21 @@ def run_workload(m: Machine, k: int) -> Dict[str, object]:
 # -- the scenario ---------------------------------------------------------------------
 def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: Optional[str] = None,
                  workload: bool = True, kd_masks: Optional[Dict[str, int]] = None,
-                 run_timeout: float = 60.0, raise_on_crash: bool = True) -> ScenarioResult:
+                 run_timeout: float = 60.0, instruction_limit: int = 0, nodes: int = 1,
+                 raise_on_crash: bool = True) -> ScenarioResult:
     """Runs one scenario on a fresh machine. kd_masks presets nt!Kd_<NAME>_Mask
-    (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A single
-    emulator run (e.g. DriverEntry) longer than run_timeout seconds is an error.
+    (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A step of
+    the scenario (e.g. DriverEntry, with every run nested in it) that takes longer
+    than run_timeout seconds, or executes more than instruction_limit instructions
+    (0: no limit), is stopped: a RunTimeout naming what the driver was doing.
+    nodes: NUMA nodes the processors are split into (each with its own memory).
     A crash (bugcheck, fault, hang) raises MachineError, or with
     raise_on_crash=False is recorded in the result (crash, bugcheck)."""
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
+    if not 1 <= nodes <= cpus:
+        raise ScenarioError("--nodes must be between 1 and the processor count (%d), got %d" % (cpus, nodes))
     path = driver or DEFAULT_DRIVER
     if not os.path.isfile(path):
         raise ScenarioError("driver %s not found: build it with 'make -C driver' (or 'make demo')" % path)
@@ -232,11 +239,13 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     res.scenario, res.cpus = name, cpus
     if not run_timeout > 0:
         raise ScenarioError("the time limit must be a positive number of seconds, got %r" % run_timeout)
-    m = Machine(cpus=cpus, feature_control=fc, run_timeout=run_timeout)
+    if instruction_limit < 0:
+        raise ScenarioError("--max-instructions must be 0 (no limit) or a positive count, got %r" % instruction_limit)
+    m = Machine(cpus=cpus, feature_control=fc, run_timeout=run_timeout, instruction_limit=instruction_limit)
     try:
         if kind == "no-vmx":
             m.hide_vmx()
-        kern = NtKernel(m, fail_allocation=k if kind == "alloc-fail" else 0, kd_masks=kd_masks)
+        kern = NtKernel(m, fail_allocation=k if kind == "alloc-fail" else 0, kd_masks=kd_masks, nodes=nodes)
         setup = _real_machine(kind, m)
         # what a debugger would see: capability MSRs and CPUID, read before any VMM runs
         msrs = [m.read_msrs(i, CAPABILITY_MSRS) for i in range(cpus)]
@@ -260,7 +269,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
         except MachineError as e:
             # a crash (bug check, fault, hang) keeps the machine as it was: like a
             # crash dump, the image lets the suite look at it post mortem
-            res.exits, res.messages = list(m.exits), list(kern.messages)
+            _collect(m, kern, res)
             res.truth = m.truth.as_dict()
             if isinstance(e, BugCheck):
                 res.bugcheck = (e.code, list(e.params))
@@ -276,8 +285,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
             if raise_on_crash:
                 raise
             return res
-        res.exits = list(m.exits)
-        res.messages = list(kern.messages)
+        _collect(m, kern, res)
         res.truth = m.truth.as_dict()
         res.leaks = kern.leaks()
         res.held_objects = kern.held_objects()
@@ -361,7 +369,7 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
     if res.loaded:
         for i in range(cpus):
             res.vmreads[i] = m.vmread_all(i, encs)
-    res.failure_vmreads = list(m.failure_vmreads)
+    _collect(m, kern, res)
     if image:
         _write_image(image, m, kern, img, res, msrs, cpuid)
         res.image_path = image
@@ -378,6 +386,15 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
         m.park()
         res.vmx_after.append(m.processors[i].vmx)
         res.cr4_after.append(m.processors[i].state.cr4)
+
+
+def _collect(m: Machine, kern: NtKernel, res: ScenarioResult) -> None:
+    """The machine's bounded records into the result."""
+    res.exits = list(m.exits)
+    res.exit_counts = m.exits.counts()
+    res.failure_vmreads = list(m.failure_vmreads)
+    res.failure_vmreads_total = m.failure_vmreads.total
+    res.messages = list(kern.messages)
 
 
 def _arm_launch_failure(m: Machine, img) -> None:
@@ -417,7 +434,11 @@ def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult
         "vmread": {str(i): {"0x%x" % e: "0x%x" % v for e, v in vals.items()} for i, vals in res.vmreads.items()},
         "vmread_at_entry_failure": [{"cpu": c, "fields": {"0x%x" % e: "0x%x" % v for e, v in vals.items()}}
                                     for c, vals in res.failure_vmreads],
+        # the first and last exits in detail (a looping driver makes millions), every one counted
         "exits": [[e.cpu, "0x%x" % e.reason, "0x%x" % e.qualification] for e in m.exits if not e.lab_induced],
+        "exit_counts": [[cpu, "0x%x" % reason, n] for (cpu, reason), n in sorted(m.exits.counts_by_cpu().items())],
+        "exits_not_kept": m.exits.dropped,
+        "entry_failures_read": m.failure_vmreads.total,
         "allocations_live": len(kern.live),
         "crash": crash,
     })

@@ -55,8 +55,9 @@ asm_sidt PROC
     ret
 asm_sidt ENDP
 
-; int asm_launch(vcpu): saves what the MS x64 ABI says a callee keeps, then
-; vmx_launch(vcpu, rsp, rip) with rip = the instruction after "call setup".
+; int asm_launch(vcpu): saves what the MS x64 ABI says a callee keeps (the
+; non-volatile GPRs, and with FXSAVE the x87/SSE state, XMM6-15 included),
+; then vmx_launch(vcpu, rsp, rip) with rip = the instruction after "call setup".
 ; VMLAUNCH succeeds -> the guest starts there (eax = 1) and restores it all.
 asm_launch PROC
     pushfq
@@ -68,17 +69,8 @@ asm_launch PROC
     push r13
     push r14
     push r15
-    sub rsp, 0A0h
-    movaps xmmword ptr [rsp+000h], xmm6
-    movaps xmmword ptr [rsp+010h], xmm7
-    movaps xmmword ptr [rsp+020h], xmm8
-    movaps xmmword ptr [rsp+030h], xmm9
-    movaps xmmword ptr [rsp+040h], xmm10
-    movaps xmmword ptr [rsp+050h], xmm11
-    movaps xmmword ptr [rsp+060h], xmm12
-    movaps xmmword ptr [rsp+070h], xmm13
-    movaps xmmword ptr [rsp+080h], xmm14
-    movaps xmmword ptr [rsp+090h], xmm15
+    sub rsp, 200h               ; 16-byte aligned here: FXSAVE needs it
+    fxsave [rsp]
     call setup
     mov eax, 1                  ; here we are a guest
     jmp done
@@ -90,17 +82,8 @@ setup:
     add rsp, 20h
     xor eax, eax
 done:
-    movaps xmm6, xmmword ptr [rsp+000h]
-    movaps xmm7, xmmword ptr [rsp+010h]
-    movaps xmm8, xmmword ptr [rsp+020h]
-    movaps xmm9, xmmword ptr [rsp+030h]
-    movaps xmm10, xmmword ptr [rsp+040h]
-    movaps xmm11, xmmword ptr [rsp+050h]
-    movaps xmm12, xmmword ptr [rsp+060h]
-    movaps xmm13, xmmword ptr [rsp+070h]
-    movaps xmm14, xmmword ptr [rsp+080h]
-    movaps xmm15, xmmword ptr [rsp+090h]
-    add rsp, 0A0h
+    fxrstor [rsp]
+    add rsp, 200h
     pop r15
     pop r14
     pop r13
@@ -113,8 +96,9 @@ done:
     ret
 asm_launch ENDP
 
-; HOST_RIP. RSP = HOST_RSP, [RSP] = the vCPU. Saves the guest GPRs as a
-; struct __vmexit_guest_registers_t and the volatile XMM registers.
+; HOST_RIP. RSP = HOST_RSP (16-byte aligned), [RSP] = the vCPU. Saves the
+; guest GPRs as a struct __vmexit_guest_registers_t, and the x87/SSE state
+; (the C handler may use XMM registers the guest was using).
 asm_vmexit PROC
     push r15
     push r14
@@ -134,21 +118,11 @@ asm_vmexit PROC
     push rax
     mov rcx, rsp                ; regs
     mov rdx, [rsp+80h]          ; vcpu
-    sub rsp, 80h
-    movaps xmmword ptr [rsp+20h], xmm0
-    movaps xmmword ptr [rsp+30h], xmm1
-    movaps xmmword ptr [rsp+40h], xmm2
-    movaps xmmword ptr [rsp+50h], xmm3
-    movaps xmmword ptr [rsp+60h], xmm4
-    movaps xmmword ptr [rsp+70h], xmm5
+    sub rsp, 220h               ; home space (20h) + FXSAVE area (200h)
+    fxsave [rsp+20h]
     call vmexit_handler
-    movaps xmm0, xmmword ptr [rsp+20h]
-    movaps xmm1, xmmword ptr [rsp+30h]
-    movaps xmm2, xmmword ptr [rsp+40h]
-    movaps xmm3, xmmword ptr [rsp+50h]
-    movaps xmm4, xmmword ptr [rsp+60h]
-    movaps xmm5, xmmword ptr [rsp+70h]
-    add rsp, 80h
+    fxrstor [rsp+20h]
+    add rsp, 220h
     test eax, eax
     jz leave_vmx
     pop rax

@@ -186,3 +186,20 @@ def test_a_failed_launch_is_walkable_post_mortem(sevendays, tmp_path):
     got = {f["name"]: int(f["value"], 16) for f in vmcs["fields"]}
     assert got["VM_EXIT_REASON"] == 0x80000021
     assert got["GUEST_TR_AR_BYTES"] & 0xF == 9     # the "available" TSS the lab planted (SDM 27.3.1.2 wants 11)
+
+
+def test_the_guest_runs_under_sevendays(lab_images, sevendays):
+    """The example is a working hypervisor, not a data structure: the lab's guest workload under it."""
+    import struct
+
+    image, res = lab_images("baseline", cpus=2, driver=sevendays["clang"])
+    for cpu in range(2):
+        w = res.workload[cpu]
+        regs = w["cpuid-vendor"]["regs"]
+        assert struct.pack("<III", regs["rbx"], regs["rcx"], regs["rdx"]) == b"SevenDaysVMM"
+        assert w["cpuid-1"]["regs"]["rcx"] >> 31 & 1                      # "a hypervisor is present"
+        assert w["rdmsr-efer"]["exits"] == [] and w["wrmsr-lstar"]["exits"] == []   # the zeroed MSR bitmap
+        assert w["rdmsr-outside-bitmap"]["fault"] == 13 and w["wrmsr-outside-bitmap"]["fault"] == 13   # #GP
+        assert w["vmxon-in-guest"]["fault"] == 6                            # #UD: no nested VMX
+        assert w["xsetbv"]["stop"] == "return" and w["invd"]["stop"] == "return"
+    assert all(v == "off" for v in res.vmx_after) and not res.leaks     # unload left VMX everywhere, freed all

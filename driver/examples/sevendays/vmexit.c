@@ -39,7 +39,7 @@ static void handle_cpuid(struct __vmexit_guest_registers_t *regs)
     if ((uint32_t)regs->rax == 0x40000000u) {
         r[0] = 0x40000000u;
         r[1] = 0x65766553u;               /* "SevenDaysVMM" */
-        r[2] = 0x79614473u;
+        r[2] = 0x7961446Eu;
         r[3] = 0x4D4D5673u;
     }
     regs->rax = r[0];

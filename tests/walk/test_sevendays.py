@@ -40,8 +40,11 @@ def test_vcpu_regions_msrbitmap_vmcs(lab_images, sevendays, cpus):
     regions = _walk(image, pdb, "regions")
     assert {r["result"] for r in regions["regions"]} == {"PASS"}
     assert len(regions["regions"]) == 3 * cpus
+    by_region = {(r["vcpu"], r["region"]): r["pa"] for r in regions["regions"]}
+    assert [(by_region[(i, "VMXON")], by_region[(i, "VMCS")]) for i in range(cpus)] == truth(res)
     n = cpus - 1
     vcpu = _walk(image, pdb, "vcpu", str(n))
+    assert (vcpu["vmxon_pa"], vcpu["vmcs_pa"]) == truth(res)[n]
     checks = {(c["region"], c["check"]): c["result"] for c in vcpu["checks"]}
     assert checks[("VMCS", "revision id")] == "PASS"
     assert checks[("host stack", "HOST_RSP inside (region*)")] == "PASS"
@@ -50,6 +53,7 @@ def test_vcpu_regions_msrbitmap_vmcs(lab_images, sevendays, cpus):
     assert bitmap["address"] == vcpu["msr_bitmap_pa"] and bitmap["physical"]
     assert bitmap["read"] == [] and bitmap["write"] == []   # sevendays' bitmap is all zero: no MSR exits
     vmcs = _walk(image, pdb, "vmcs", str(n), "--group", "host")
+    assert vmcs["vmcs_pa"] == truth(res)[n][1]
     fields = {f["name"]: int(f["value"], 16) for f in vmcs["fields"]}
     assert {f["source"] for f in vmcs["fields"]} == {"region"}
     assert any("region-derived" in note for note in vmcs["notes"])

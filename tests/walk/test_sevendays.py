@@ -207,3 +207,11 @@ def test_the_guest_runs_under_sevendays(lab_images, sevendays):
         assert w["vmxon-in-guest"]["fault"] == 6                            # #UD: no nested VMX
         assert w["xsetbv"]["stop"] == "return" and w["invd"]["stop"] == "return"
     assert all(v == "off" for v in res.vmx_after) and not res.leaks     # unload left VMX everywhere, freed all
+
+
+def test_what_a_driver_without_snapshot_cannot_answer(lab_images, sevendays):
+    image, res = lab_images("baseline", cpus=1, driver=sevendays["clang"])
+    for cmd, says in ((["verify", "0"], "keeps none: see vmcs N"), (["vmcs", "0", "--source", "snapshot"],
+                                                                     "keeps no VMCS snapshot")):
+        code, out, err = run_cli(["--image", image, "--symbols", sevendays["pdb"]] + cmd)
+        assert code == 2 and err.count("\n") == 0 and says in err, err

@@ -20,6 +20,7 @@ from windbg_ext.arch.exits import ENTRY_FAILURE_BIT
 from windbg_ext.arch.msr_names import MSR_NAMES
 from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
 from windbg_ext.commands.base import CommandError, parse_index, parse_int
+from windbg_ext.hv.foreign import uses_symbols
 from windbg_ext.hv.model import NO_EXIT, failure_snapshot
 from windbg_ext.hv.processor import maxphyaddr, sgx_supported
 from windbg_ext.hv.vmcs_source import load_values
@@ -172,6 +173,10 @@ def run(ctx, args) -> Report:
     if maxphy_opt is not None and not 32 <= maxphy_opt <= 52:
         raise CommandError("--maxphyaddr %d is out of range: a physical-address width is 32-52 bits" % maxphy_opt)
     recorded = None
+    if args.n is not None and uses_symbols(ctx):
+        raise CommandError("verify N needs the VMCS values the driver VMREAD itself (hv.sys's snapshot); a driver "
+                           "walked from its symbols keeps none: see vmcs N (region*), or verify --fields F.json "
+                           "--caps C.json")
     if args.n is not None:
         n = parse_index(args.n, "vCPU index")
         t = _target_state(ctx, n, args.source)

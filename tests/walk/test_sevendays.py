@@ -209,9 +209,25 @@ def test_the_guest_runs_under_sevendays(lab_images, sevendays):
     assert all(v == "off" for v in res.vmx_after) and not res.leaks     # unload left VMX everywhere, freed all
 
 
-def test_what_a_driver_without_snapshot_cannot_answer(lab_images, sevendays):
-    image, res = lab_images("baseline", cpus=1, driver=sevendays["clang"])
-    for cmd, says in ((["verify", "0"], "keeps none: see vmcs N"), (["vmcs", "0", "--source", "snapshot"],
-                                                                     "keeps no VMCS snapshot")):
+def test_verify_checks_the_region_of_a_driver_without_snapshot(lab_images, sevendays, tmp_path):
+    """verify N with --symbols runs the VM-entry checks on the VMCS region (region-derived): the running
+    driver passes; on the launch-failure crash image it names the TR access rights the lab broke."""
+    from emulated_lab.lab import run_scenario
+
+    image, res = lab_images("baseline", cpus=2, driver=sevendays["clang"])
+    code, out, err = run_cli(["--image", image, "--symbols", sevendays["pdb"], "--json", "verify", "1"])
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["result"] == "success" and "region*" in data["note"]
+    crash = str(tmp_path / "lf.hvimg")
+    run_scenario("launch-failure", cpus=2, driver=sevendays["clang"], image=crash, raise_on_crash=False)
+    code, out, err = run_cli(["--image", crash, "--symbols", sevendays["pdb"], "--json", "verify", "1"])
+    assert code == 1, err
+    data = json.loads(out)
+    assert data["exit_reason"] == "0x80000021"
+    assert data["failures"][0]["id"] == "guest.tr.type_ia32e" and "GUEST_TR_AR_BYTES = 0x0089" in \
+        data["failures"][0]["message"]
+    for cmd, says in ((["verify", "0", "--source", "snapshot"], "keeps no VMCS snapshot"),
+                      (["vmcs", "0", "--source", "snapshot"], "keeps no VMCS snapshot")):
         code, out, err = run_cli(["--image", image, "--symbols", sevendays["pdb"]] + cmd)
         assert code == 2 and err.count("\n") == 0 and says in err, err

@@ -9,6 +9,7 @@ guest -> VM exit 0x80000021.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional
 
 from windbg_ext.arch import capabilities as C
@@ -20,7 +21,8 @@ from windbg_ext.arch.exits import ENTRY_FAILURE_BIT
 from windbg_ext.arch.msr_names import MSR_NAMES
 from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
 from windbg_ext.commands.base import CommandError, parse_index, parse_int
-from windbg_ext.hv.foreign import uses_symbols
+from windbg_ext.hv.foreign import uses_symbols, walker_for as foreign_walker_for
+from windbg_ext.hv.foreign_views import region_layout
 from windbg_ext.hv.model import NO_EXIT, failure_snapshot
 from windbg_ext.hv.processor import maxphyaddr, sgx_supported
 from windbg_ext.hv.vmcs_source import load_values
@@ -99,6 +101,53 @@ def _check_caps(fields: Dict[int, int], caps: Dict[int, int], where: str) -> Non
 
 
 # -- target mode ----------------------------------------------------------------------
+def _target_caps(ctx, n: int):
+    """(capability MSRs of processor n as the target holds them, {where from})."""
+    try:  # one batch: over KDNET every processor switch and read is a round trip
+        caps = ctx.target.read_msrs(list(TARGET_CAPS), n)
+    except TargetError:
+        caps = {}
+    caps.update(_wide_caps(ctx, caps, n))
+    return caps, ({"processor %d" % n} if caps else set())
+
+
+def _physical_reader(ctx):
+    def read_physical(addr: int, size: int) -> Optional[bytes]:
+        try:
+            return ctx.target.read_physical(addr, size)
+        except TargetError:  # not in the target (a dump without that page, a bad pointer)
+            return None
+    return read_physical
+
+
+class _NoSnapshot:
+    """A driver walked from its symbols records nothing to compare the verdict with."""
+    count = 0
+
+
+def _foreign_state(ctx, n: int, source: Optional[str]) -> Dict[str, Any]:
+    """vCPU n of a driver walked from its symbols (no snapshot): its VMCS region decoded with the layout
+    file of the same revision id, region-derived; caps from the target."""
+    if source in ("snapshot", "failure"):
+        raise CommandError("a driver walked from its symbols keeps no VMCS snapshot: verify %d checks its VMCS "
+                           "region (drop --source)" % n)
+    w = foreign_walker_for(ctx)
+    v = w.vcpu(n)
+    values, layout_from = region_layout(ctx.target, v)
+    if not values:
+        raise HvError("vCPU %d of %s: no VMCS values to check: %s" % (n, w.table.module, layout_from))
+    caps, sources = _target_caps(ctx, n)
+    note = "region* values: the VMCS page decoded with %s, implementation-specific (SDM 25.11.1)" % (
+        os.path.basename(layout_from))
+    if ctx.target.live:
+        note += "; LIVE: a running processor's VMCS page is stale or scrambled, trust this on an image or a dump"
+    return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphyaddr(ctx.target, n),
+            "read_physical": _physical_reader(ctx), "sgx": sgx_supported(ctx.target, n),
+            "vmcs_address": v.pa.get("vmcs"), "snapshot": _NoSnapshot, "what": "vCPU %d of %s, VMCS region* (%s"
+            % (n, w.table.module, os.path.basename(layout_from)),
+            "caps_source": " and ".join(sorted(sources)) or "nowhere", "driver_state": "walked from its symbols"}
+
+
 def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
     """vCPU n's VMCS values: the running driver's per-vCPU snapshot, or, after a
     failed load, the snapshot in the descriptor's last-failure record."""
@@ -136,12 +185,7 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
             raise HvError("the failure record of processor %d holds no VMCS fields (no VMCS was current)" % n)
         what = "processor %d failure record (%s" % (n, snap.reason)
         values = dict(snap.values)
-    try:  # one batch: over KDNET every processor switch and read is a round trip
-        caps = ctx.target.read_msrs(list(TARGET_CAPS), n)
-    except TargetError:
-        caps = {}
-    caps.update(_wide_caps(ctx, caps, n))
-    sources = {"processor %d" % n} if caps else set()
+    caps, sources = _target_caps(ctx, n)
     if vmm is not None:
         basic = caps.get(C.IA32_VMX_BASIC) or vmm.vmx_basic
         # What the driver recorded at load (the control MSRs it used: TRUE_* when bit 55 is set).
@@ -149,17 +193,8 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
             if msr not in caps:
                 caps[msr] = vmm.record.u(member)
                 sources.add("the driver's VMM context")
-    maxphy = maxphyaddr(ctx.target, n)
-    sgx = sgx_supported(ctx.target, n)
-
-    def read_physical(addr: int, size: int) -> Optional[bytes]:
-        try:
-            return ctx.target.read_physical(addr, size)
-        except TargetError:  # not in the target (a dump without that page, a bad pointer)
-            return None
-
-    return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphy, "read_physical": read_physical,
-            "sgx": sgx,
+    return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphyaddr(ctx.target, n),
+            "read_physical": _physical_reader(ctx), "sgx": sgx_supported(ctx.target, n),
             "vmcs_address": (v.VmcsRegionPa or None) if v is not None else None, "snapshot": snap,
             "what": what,
             "caps_source": " and ".join(sorted(sources)) or "nowhere", "driver_state": d.driver_state}
@@ -173,13 +208,9 @@ def run(ctx, args) -> Report:
     if maxphy_opt is not None and not 32 <= maxphy_opt <= 52:
         raise CommandError("--maxphyaddr %d is out of range: a physical-address width is 32-52 bits" % maxphy_opt)
     recorded = None
-    if args.n is not None and uses_symbols(ctx):
-        raise CommandError("verify N needs the VMCS values the driver VMREAD itself (hv.sys's snapshot); a driver "
-                           "walked from its symbols keeps none: see vmcs N (region*), or verify --fields F.json "
-                           "--caps C.json")
     if args.n is not None:
         n = parse_index(args.n, "vCPU index")
-        t = _target_state(ctx, n, args.source)
+        t = _foreign_state(ctx, n, args.source) if uses_symbols(ctx) else _target_state(ctx, n, args.source)
         fields, caps = t["fields"], t["caps"]
         if not t["caps"]:
             raise CommandError("no capability MSRs for processor %d: the target holds no MSR values (a crash dump "

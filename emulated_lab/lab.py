@@ -12,7 +12,7 @@ the allocation tracker), not from the driver's log.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from windbg_ext.arch import capabilities as caps
 
@@ -172,10 +172,13 @@ def run_workload(m: Machine, k: int) -> Dict[str, object]:
 # -- the scenario ---------------------------------------------------------------------
 def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: Optional[str] = None,
                  workload: bool = True, kd_masks: Optional[Dict[str, int]] = None,
-                 run_timeout: float = 60.0) -> ScenarioResult:
+                 run_timeout: float = 60.0, on_break: Optional[Callable[..., None]] = None) -> ScenarioResult:
     """Runs one scenario on a fresh machine. kd_masks presets nt!Kd_<NAME>_Mask
     (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A single
-    emulator run (e.g. DriverEntry) longer than run_timeout seconds is an error."""
+    emulator run (e.g. DriverEntry) longer than run_timeout seconds is an error.
+    on_break(machine, kernel, image, result, msrs, cpuid) is called once the
+    driver is loaded and the workload ran, before anything else (a kernel
+    debugger breaking in: `python -m emulated_lab kd`)."""
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
@@ -216,7 +219,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
         m.exits.clear()
         drv = kern.make_driver_object(img)
         try:
-            _lifecycle(m, kern, img, drv, res, encs, workload, image, msrs, cpuid)
+            _lifecycle(m, kern, img, drv, res, encs, workload, image, msrs, cpuid, on_break)
         except MachineError as e:
             # a crash (bug check, fault, hang) keeps the machine as it was: like a
             # crash dump, the image lets the suite look at it post mortem
@@ -239,7 +242,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
 
 
 def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, encs, workload: bool,
-               image: Optional[str], msrs, cpuid) -> None:
+               image: Optional[str], msrs, cpuid, on_break=None) -> None:
     """DriverEntry, workload, VMREAD, image, DriverUnload, the processors afterwards."""
     cpus = len(m.processors)
     r = kern.call_on_thread(img.entry, (drv, kern.registry_path))
@@ -249,6 +252,8 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
     if res.loaded and workload:
         for i in range(cpus):
             res.workload[i] = run_workload(m, i)
+    if on_break is not None:
+        on_break(m, kern, img, res, msrs, cpuid)
     if res.loaded:
         for i in range(cpus):
             res.vmreads[i] = m.vmread_all(i, encs)

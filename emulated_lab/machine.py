@@ -200,6 +200,7 @@ class Machine(GuestMemory):
         self._await_capture = False
         self.capture_on_entry_failure: List[int] = []   # encodings to VMREAD when a VM entry fails
         self.failure_vmreads: List[Tuple[int, Dict[int, int]]] = []
+        self._capture_plan: Tuple[List[int], list] = ([], self.failure_vmreads)
         self._cpuid_leaf = None
         self.cpuid_sites = set()
         self._hlt_rip = 0
@@ -481,9 +482,16 @@ class Machine(GuestMemory):
         if self._lab_induced:
             self._await_root = True
         elif e.entry_failure and self.capture_on_entry_failure:
-            self._await_capture = True
+            self.capture_in_handler(self.capture_on_entry_failure, self.failure_vmreads)
         for o in self.exit_observers:
             o(e)
+
+    def capture_in_handler(self, encodings, sink: list) -> None:
+        """Called before a VM exit (e.g. by an exit observer): at the first branch
+        of the VMM's exit handler -- in VMX root, before the VMM can VMWRITE --
+        VMREAD `encodings` and append (processor, {encoding: value}) to sink."""
+        self._capture_plan = (list(encodings), sink)
+        self._await_capture = True
 
     def _run_session(self) -> str:
         self._stop_reason = ""
@@ -616,6 +624,20 @@ class Machine(GuestMemory):
         fault = self._fault_from_stop() if stop == "fault" else None
         return RunResult(self.current, self.registers(), self.exits[first_exit:], fault, stop)
 
+    def resume_context(self, cpu: int, regs: Dict[str, int]) -> RunResult:
+        """Continues processor `cpu` from a register context (GPRs, rip, rsp,
+        rflags; e.g. a debugger's, with RFLAGS.TF for a single step) until it
+        returns to the sentinel, faults or halts. A virtualized processor runs
+        in its guest."""
+        if not 0 <= cpu < len(self.processors):
+            raise MachineError("processor %d does not exist (this machine has %d)" % (cpu, len(self.processors)))
+        self.switch_to(cpu)
+        first_exit = len(self.exits)
+        self.set_thread_regs(regs)
+        stop = self._drive()
+        fault = self._fault_from_stop() if stop == "fault" else None
+        return RunResult(self.current, self.registers(), self.exits[first_exit:], fault, stop)
+
     def _drive(self) -> str:
         """Runs the live session until it returns, faults or halts; services
         requests (processor switches) that hooks leave for outside the run."""
@@ -699,12 +721,13 @@ class Machine(GuestMemory):
         saved = self.thread_regs()
         probe = self.place_code(snippets.VMREAD)
         values: Dict[int, int] = {}
-        for enc in self.capture_on_entry_failure:
+        encodings, sink = self._capture_plan
+        for enc in encodings:
             r = self._call_raw(probe, {"rcx": enc}, p.idle_stack_top)
             if r == "return" and not self.sess.cpu.rflags & (RFLAGS_CF | RFLAGS_ZF):
                 values[enc] = self.sess.cpu.rax
         self.set_thread_regs(saved)
-        self.failure_vmreads.append((self.current, values))
+        sink.append((self.current, values))
 
     def read_msrs(self, k: int, msrs) -> Dict[int, int]:
         """RDMSR of each MSR on processor k (ring 0); MSRs that #GP are left out.

@@ -53,6 +53,8 @@ def add_arguments(p) -> None:
                    help="with <n>: snapshot = the driver's VMREAD values (default when it has any), region = the "
                         "VMCS page decoded with the driver's layout map (implementation-specific)")
     p.add_argument("--all", action="store_true", help="list every check with PASS / FAIL / n/a")
+    from windbg_ext.commands.vmcs import add_refresh_argument
+    add_refresh_argument(p)
     p.add_argument("--maxphyaddr", metavar="BITS", help="physical-address width (CPUID.80000008H:EAX[7:0]); "
                    "default: the target's, else 52")
 
@@ -167,7 +169,7 @@ def _check_caps(fields: Dict[int, int], caps: Dict[int, int], where: str) -> Non
 
 
 # -- target mode ----------------------------------------------------------------------
-def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
+def _target_state(ctx, n: int, source: Optional[str] = None, refresh: bool = False) -> Dict[str, Any]:
     """vCPU n's VMCS values: the running driver's per-vCPU snapshot, or, after a
     failed load, the snapshot in the descriptor's last-failure record."""
     from windbg_ext.hv.model import failure_snapshot
@@ -180,13 +182,14 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
     vmm = v = None
     note = ""
     if running:
-        from windbg_ext.commands.vmcs import load_values
+        from windbg_ext.commands.vmcs import load_values, refresh_if_asked
 
+        fresh = refresh_if_asked(w, n, argparse_namespace(refresh=refresh))
         v = w.vcpu(n)
         snap = v.snapshot()
         vmm = w.vmm()
         vals = load_values(w, v, source)
-        values, note = vals.values, vals.note
+        values, note = vals.values, (fresh or vals.note)
         if not values:
             raise HvError("vCPU %d has no VMCS snapshot (state: %s, reason: %s): the driver takes one when VMLAUNCH "
                           "or VM entry fails, or at every exit when enabled; try --source region" % (n, v.state, snap.reason))
@@ -196,6 +199,9 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
         else:
             what = "vCPU %d VMCS snapshot (%s" % (n, snap.reason)
     else:
+        if refresh:
+            raise HvError("--refresh: hv.sys is not running (driver state: %s): no vCPU can take a snapshot"
+                          % d.driver_state)
         if source == "region":
             raise HvError("hv.sys is not running (driver state: %s): there is no VMCS region to decode; "
                           "run verify %d without --source" % (d.driver_state, n))
@@ -247,6 +253,11 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
             "caps_source": " and ".join(sorted(sources)) or "nowhere", "driver_state": d.driver_state}
 
 
+def argparse_namespace(**kw):
+    import argparse
+    return argparse.Namespace(**kw)
+
+
 # -- the command ----------------------------------------------------------------------
 def run(ctx, args) -> Report:
     from windbg_ext.arch import entry_checks as ec
@@ -260,7 +271,7 @@ def run(ctx, args) -> Report:
     recorded = None
     if args.n is not None:
         n = parse_index(args.n, "vCPU index")
-        t = _target_state(ctx, n, args.source)
+        t = _target_state(ctx, n, args.source, args.refresh)
         fields, caps = t["fields"], t["caps"]
         if not t["caps"]:
             raise CommandError("no capability MSRs for processor %d: the target holds no MSR values (a crash dump "
@@ -278,6 +289,8 @@ def run(ctx, args) -> Report:
                         "exit_reason": None if snap.exit_reason in (0, NO_EXIT) else snap.exit_reason}
         source = "%s, %d fields); caps from %s" % (t["what"], len(fields), t["caps_source"])
     else:
+        if args.refresh:
+            raise CommandError("--refresh applies to `verify <vcpu>` on a live target, not to --fields/--caps")
         if args.source:
             raise CommandError("--source applies to `verify <vcpu>` on a target, not to --fields/--caps")
         if not args.fields or not args.caps:

@@ -1,10 +1,14 @@
-"""vmcs <n> [field...] [--all] [--group G] [--source snapshot|region] [--diff M|region]
+"""vmcs <n> [field...] [--all] [--group G] [--source snapshot|region] [--diff M|region] [--refresh]
 
 VMCS fields of vCPU n, grouped like KVM's dump_vmcs, control bits and access
 rights decoded, with the source of every value: "snapshot" (the driver's
 VMREAD values, architectural) or "region*" (the raw VMCS page decoded with
 the driver's layout map: implementation-specific). A live VMREAD from a
-debugger break-in is impossible, and this command does not pretend.
+debugger break-in is impossible, and this command does not pretend: live,
+--refresh makes processor n run hv.sys's snapshot hypercall (hv/refresh.py),
+after which the snapshot is what VMREAD returns now. On a live target the
+region of a launched vCPU is its active VMCS, whose page is not current (SDM
+25.11.1): it is shown only on request, labelled stale.
 
 Reads: descriptor (2), the vCPU (1, its snapshot is inside), the VMCS page
 (1, region source or --diff region), the other vCPU (1, --diff M): at most 5.
@@ -20,6 +24,8 @@ NEEDS_TARGET = True
 
 REGION_NOTE = ("region* = decoded from the raw VMCS page with the driver's layout map: implementation-specific, "
                "and stale while the processor holds the VMCS (SDM 25.11.1)")
+LIVE_REGION_NOTE = ("live target: this VMCS is active on its processor, which keeps it on chip; its page is stale "
+                    "or in a private format (SDM 25.11.1): these are NOT current values (use --refresh)")
 
 
 def add_arguments(p) -> None:
@@ -32,6 +38,24 @@ def add_arguments(p) -> None:
                         "failure = the snapshot in the descriptor's last-failure record, kept after a failed load)")
     p.add_argument("--diff", metavar="M|region",
                    help="show only fields that differ from vCPU M, or between snapshot and region of vCPU n")
+    add_refresh_argument(p)
+
+
+def add_refresh_argument(p) -> None:
+    p.add_argument("--refresh", action="store_true",
+                   help="live only: processor n runs hv.sys's snapshot hypercall first (hv!HvSnapshotGadget), "
+                        "so the snapshot holds what VMREAD returns now")
+
+
+def refresh_if_asked(w, n: int, args) -> str:
+    """--refresh: a fresh snapshot of vCPU n, or a CommandError saying why not."""
+    if not getattr(args, "refresh", False):
+        return ""
+    from windbg_ext.hv.refresh import RefreshError, refresh_snapshot
+    try:
+        return refresh_snapshot(w, n)
+    except RefreshError as e:
+        raise CommandError(str(e))
 
 
 class Values:
@@ -49,13 +73,21 @@ def load_values(w, v, source: Optional[str]) -> Values:
     from windbg_ext.hv.regions import region_values
 
     snap = v.snapshot()
+    live_active = w.target.live and v.state == "launched"
     if source is None:
+        if not snap.count and live_active:
+            raise CommandError("vCPU %d's snapshot is empty (reason: %s) and its VMCS region is active on the "
+                               "processor (stale in memory, SDM 25.11.1): run vmcs %d --refresh for current values, "
+                               "or --source region for the stale page" % (v.index, snap.reason, v.index))
         source = "snapshot" if snap.count else "region"
         note = "" if snap.count else ("vCPU %d's snapshot is empty (reason: %s): showing the region; set the "
                                       "descriptor's SnapshotOnEveryExit to 1 for architectural values" %
                                       (v.index, snap.reason))
     else:
         note = ""
+    if source == "snapshot" and snap.count and w.target.live:
+        note = note or ("snapshot taken by hv.sys at: %s (sequence %d); not refreshed: --refresh for current "
+                        "values" % (snap.reason, snap.sequence))
     if source == "snapshot":
         if snap.torn:
             note = "the snapshot was being written when the target stopped (odd sequence %d): values may be torn" \
@@ -68,6 +100,8 @@ def load_values(w, v, source: Optional[str]) -> Values:
     if not v.VmcsRegionPa:
         raise CommandError("vCPU %d has no VMCS region (VmcsRegionPa is 0)" % v.index)
     page = w.read_page(v.VmcsRegionPa, "vCPU %d's VMCS region" % v.index)
+    if live_active:
+        note = LIVE_REGION_NOTE
     return Values(region_values(page, d.layout), "region", note)
 
 
@@ -102,10 +136,15 @@ def run(ctx, args) -> Report:
     if args.source == "failure" or (args.source is None and args.diff is None and not running
                                     and d.failure is not None and d.failure.valid):
         return _show(n, failure_values(d, n), selected, explicit, args)
+    fresh = refresh_if_asked(w, n, args)
+    if fresh and args.source == "region":
+        raise CommandError("--refresh refreshes the snapshot; the region of an active VMCS stays stale: drop --source")
     v = w.vcpu(n)
     if args.diff is not None:
         return _run_diff(w, v, args, selected)
     vals = load_values(w, v, args.source)
+    if fresh:
+        vals.note = fresh
     return _show(n, vals, selected, explicit, args)
 
 

@@ -195,13 +195,18 @@ class HvWalker:
             va = d.VcpuArrayVa + n * d.VcpuSize
             data = self._read_struct(va, d.VcpuSize, "vCPU %d" % n)
             v = vcpus_from_array(d, data, va, first=n)[0]
-            if self.target.name == "pykd" and _torn(v):
+            if self.target.live and _torn(v):
                 # live: the driver was writing the snapshot (odd sequence); one more read
                 data = self._read_struct(va, d.VcpuSize, "vCPU %d" % n)
                 v = vcpus_from_array(d, data, va, first=n)[0]
             self._check_vcpu(v)
             self._vcpus[n] = v
         return self._vcpus[n]
+
+    def reload_vcpu(self, n: int) -> Vcpu:
+        """vCPU n read again (e.g. after its snapshot was refreshed)."""
+        self._vcpus.pop(n, None)
+        return self.vcpu(n)
 
     def _check_vcpu(self, v: Vcpu) -> None:
         d = self.descriptor()

@@ -63,6 +63,9 @@ class Target:
     public methods count every round trip in `stats`."""
 
     name = "target"
+    #: a running machine stopped by a debugger: an active VMCS's page is not
+    #: its current values (SDM 25.11.1), and code can be run (run_gadget)
+    live = False
 
     def __init__(self) -> None:
         self.stats = ReadStats()
@@ -113,6 +116,13 @@ class Target:
 
     def describe(self) -> str:
         return self.name
+
+    def run_gadget(self, cpu: int, address: int, registers: Dict[str, int]) -> List[str]:
+        """Makes processor `cpu` execute the code at `address` with `registers`
+        set, until it breaks back into the debugger, then restores every
+        register it had. Returns the target operations it took (for --stats
+        and benchmarks). Only a live target can."""
+        raise TargetError("%s cannot execute code: it is not a live debugging session" % self.describe())
 
     # -- optional: backends that know more override these -------------------
     def cpuid(self, leaf: int, subleaf: int = 0, cpu: int = 0) -> Optional[Tuple[int, int, int, int]]:

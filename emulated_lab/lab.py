@@ -75,6 +75,7 @@ class ScenarioResult:
         self.image_path: Optional[str] = None
         self.descriptor_va = 0
         self.driver_base = 0
+        self.truth: Dict[str, object] = {}   # emulated_lab.cpu_truth, as the scenario left it
 
     @property
     def loaded(self) -> bool:
@@ -233,6 +234,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
             raise
         res.exits = list(m.exits)
         res.messages = list(kern.messages)
+        res.truth = m.truth.as_dict()
         res.leaks = kern.leaks()
         res.failed_allocations = list(kern.failed_allocations)
         res.allocation_calls = kern.allocation_calls

@@ -33,7 +33,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 from windbg_ext.arch import capabilities as caps
 
 from emulated_lab import snippets
+from emulated_lab.cpu_truth import CpuTruth
 from emulated_lab.errors import MachineError
+from emulated_lab.insn import Insn, effective_address, scan
 from emulated_lab.memory import DIRECT_MAP, PAGE, GuestMemory
 from emulated_lab.native import Watchdog, load_bochscpu
 from emulated_lab.x64 import (ATTR_R0_CODE, ATTR_R0_DATA, ATTR_R3_CMTEB, ATTR_R3_DATA, ATTR_TSS_BUSY, CMTEB_LIMIT,
@@ -201,8 +203,20 @@ class Machine(GuestMemory):
         self.capture_on_entry_failure: List[int] = []   # encodings to VMREAD when a VM entry fails
         self.failure_vmreads: List[Tuple[int, Dict[int, int]]] = []
         self._capture_plan: Tuple[List[int], list] = ([], self.failure_vmreads)
-        self._cpuid_leaf = None
-        self.cpuid_sites = set()
+        # watched instructions (emulated_lab/insn.py) by address, and the one in flight
+        self.sites: Dict[int, Insn] = {}
+        self._pending: Optional[Tuple[int, Insn, int, Dict[str, int]]] = None
+        self._firmware = False            # the lab's own firmware steps: not observed
+        self._entry_exited = False
+        # a CPU model stricter or different than Bochs's own (set before the first run):
+        #   cpuid_filter(k, leaf, subleaf, (eax, ebx, ecx, edx)) -> the 4 values the guest sees
+        #   rdmsr_filter(k, msr, value) -> value
+        #   emulate(k, insn, regs) -> None (execute it) or {register: value} (the lab
+        #   executes it: registers set, RIP past it), e.g. MSRs and hypercalls of a parent
+        self.cpuid_filter: Optional[Callable[[int, int, int, Tuple[int, int, int, int]],
+                                             Tuple[int, int, int, int]]] = None
+        self.rdmsr_filter: Optional[Callable[[int, int, int], int]] = None
+        self.emulate: Optional[Callable[[int, Insn, Dict[str, int]], Optional[Dict[str, int]]]] = None
         self._hlt_rip = 0
         self.count_instructions = False   # set before the first run: counts instructions (slow)
         self.count_range = (0, 1 << 64)   # ... whose address is in [lo, hi), e.g. the driver image
@@ -210,6 +224,8 @@ class Machine(GuestMemory):
         self._last_counted = -1
         self._build_shared()
         self.processors = [Processor(i) for i in range(cpus)]
+        self.vmx_revision = 0      # IA32_VMX_BASIC[30:0], read by the firmware step
+        self.truth = CpuTruth(cpus, self._cr4_of, lambda: self.vmx_revision)
         for p in self.processors:
             self._build_processor(p)
 
@@ -243,34 +259,91 @@ class Machine(GuestMemory):
         return va
 
     def note_code(self, va: int, code: bytes) -> None:
-        """Records where CPUID instructions may be (for hide_vmx)."""
-        i = code.find(b"\x0f\xa2")
-        while i >= 0:
-            self.cpuid_sites.add(va + i)
-            i = code.find(b"\x0f\xa2", i + 1)
+        """Records where watched instructions (VMX, CPUID, RDMSR, WRMSR) may be."""
+        self.sites.update(scan(code, va))
 
     def hide_vmx(self) -> None:
-        """Makes the CPU report no VMX: CPUID.1:ECX[5] reads 0 (SDM Vol.3 24.6).
-        Bochs's CPUID cannot be configured, so every CPUID at a known site is
-        watched (before/after-execution hooks: slower, use for short runs)."""
+        """Makes the CPU report no VMX: CPUID.1:ECX[5] reads 0 (SDM Vol.3 24.6)."""
         if self._hook_list is not None:
             raise MachineError("hide_vmx() must be called before the first run")
         self._hide_vmx = True
 
-    def _before(self, sess, cpu_id, insn) -> None:
-        rip = sess.cpu.rip
-        if rip in self.cpuid_sites:
-            self._cpuid_leaf = (rip, sess.cpu.rax & 0xFFFFFFFF)
+    def _cr4_of(self, k: int) -> int:
+        if self.current == k and self.sess is not None:
+            return self.sess.cpu.state.cr4
+        st = self.processors[k].state
+        return st.cr4 if st is not None else CR4_INIT
 
-    def _after(self, sess, cpu_id, insn) -> None:
-        self.instructions += 1
-        if self._cpuid_leaf is not None:
-            rip, leaf = self._cpuid_leaf
-            c = sess.cpu
-            if c.rip == rip + 2:
-                self._cpuid_leaf = None
-                if leaf == 1:
-                    c.rcx = c.rcx & ~(1 << 5)
+    def _before(self, sess, cpu_id, _insn) -> None:
+        if self.count_instructions:
+            self._count(sess)
+        c = sess.cpu
+        rip = c.rip
+        insn = self.sites.get(rip)
+        if insn is None:
+            self._pending = None
+            return
+        if self._pending is not None and self._pending[0] == rip:
+            return          # fired again for the same instruction (after a stop, RDMSR, VMXOFF)
+        regs = {"rax": c.rax, "rcx": c.rcx, "rdx": c.rdx, "r8": c.r8, "r9": c.r9}
+        pa = None
+        if insn.mem is not None:
+            ea = effective_address(insn.mem, lambda r: getattr(c, r), rip + insn.length)
+            try:
+                pa = self.read_u64(ea)
+                rev = int.from_bytes(self.read_phys(pa & ~0xFFF, 4), "little") if self.is_backed(pa) else None
+            except MachineError:
+                pa = None    # the CPU faults on it; nothing to record
+            regs["revision"] = rev if pa is not None else None
+        del c
+        self._pending = (rip, insn, pa, regs)
+        if insn.kind in ("vmlaunch", "vmresume"):
+            self._entry_exited = False
+        k = self.current
+        if self.emulate is not None and self.truth.processors[k].vmx != "guest":
+            out = self.emulate(k, insn, regs)
+            if out is not None:
+                self._pending = None
+                self.request(lambda: self._emulated(rip + insn.length, out))
+
+    def _emulated(self, next_rip: int, regs: Dict[str, int]) -> None:
+        regs = dict(regs, rip=next_rip)
+        self.set_thread_regs(regs)
+
+    def _after(self, sess, cpu_id, _insn) -> None:
+        pending = self._pending
+        if pending is None:
+            return
+        site, insn, pa, regs = pending
+        c = sess.cpu
+        rip = c.rip
+        if rip == site:
+            return          # not executed yet (the after hook may fire early)
+        self._pending = None
+        k = self.current
+        if rip != site + insn.length:
+            # left somewhere else: VMLAUNCH/VMRESUME entered the guest (unless it
+            # exited at once); anything else exited or faulted: nothing happened
+            if insn.kind in ("vmlaunch", "vmresume") and not self._entry_exited and not self._firmware:
+                self.truth.entered_guest(k, insn.kind)
+            return
+        if insn.kind == "cpuid":
+            leaf, sub = regs["rax"] & 0xFFFFFFFF, regs["rcx"] & 0xFFFFFFFF
+            out = (c.rax & 0xFFFFFFFF, c.rbx & 0xFFFFFFFF, c.rcx & 0xFFFFFFFF, c.rdx & 0xFFFFFFFF)
+            new = out
+            if self._hide_vmx and leaf == 1:
+                new = (new[0], new[1], new[2] & ~(1 << 5), new[3])
+            if self.cpuid_filter is not None:
+                new = self.cpuid_filter(k, leaf, sub, new)
+            if new != out:
+                c.rax, c.rbx, c.rcx, c.rdx = new
+        elif insn.kind == "rdmsr" and self.rdmsr_filter is not None:
+            v = (c.rdx & 0xFFFFFFFF) << 32 | (c.rax & 0xFFFFFFFF)
+            nv = self.rdmsr_filter(k, regs["rcx"] & 0xFFFFFFFF, v)
+            if nv != v:
+                c.rax, c.rdx = nv & 0xFFFFFFFF, nv >> 32
+        elif not self._firmware:
+            self.truth.executed(k, insn.kind, pa, regs.get("revision"))
 
     # -- layout -------------------------------------------------------------
     def _build_shared(self) -> None:
@@ -358,14 +431,11 @@ class Machine(GuestMemory):
         h.hlt = self._on_hlt
         h.exception = self._on_exception
         h.vmexit = self._on_vmexit
-        if self._hide_vmx:
-            h.before_execution = self._before
-            h.after_execution = self._after
-        elif self.count_instructions:
-            h.before_execution = self._count
+        h.before_execution = self._before
+        h.after_execution = self._after
         return [h]
 
-    def _count(self, sess, cpu_id, insn) -> None:
+    def _count(self, sess) -> None:
         # before_execution may fire twice for one instruction (after RDMSR/VMXOFF,
         # or on resume after a stop): count each RIP once in a row
         rip = sess.cpu.rip
@@ -393,9 +463,13 @@ class Machine(GuestMemory):
         # VMX root, re-enter VMX operation with the same current VMCS).
         if p.vmx != "off":
             code = self.place_code(snippets.FW_REESTABLISH)
-            r = self._call_raw(code, {"rax": self.feature_control, "rdi": p.fw_vmxon_pa,
-                                      "rbx": DIRECT_MAP + p.fw_vmxon_pa, "rsi": p.vmcs_pa},
-                               p.idle_stack_top)
+            self._firmware = True
+            try:
+                r = self._call_raw(code, {"rax": self.feature_control, "rdi": p.fw_vmxon_pa,
+                                          "rbx": DIRECT_MAP + p.fw_vmxon_pa, "rsi": p.vmcs_pa},
+                                   p.idle_stack_top)
+            finally:
+                self._firmware = False
             if r != "return" or self.sess.cpu.rax != 0:
                 raise MachineError("processor %d: re-establishing VMX operation failed (%s, rax=%d)"
                                    % (k, r, self.sess.cpu.rax))
@@ -404,6 +478,7 @@ class Machine(GuestMemory):
             r = self._call_raw(code, {"rax": self.feature_control}, p.idle_stack_top)
             if r != "return":
                 raise MachineError("processor %d: firmware start-up failed (%s)" % (k, r))
+            self.vmx_revision = self.sess.cpu.rax & 0x7FFF_FFFF
         self.set_thread_regs(saved)
 
     def _close_session(self) -> None:
@@ -479,6 +554,11 @@ class Machine(GuestMemory):
     def _on_vmexit(self, sess, cpu_id, reason, qual) -> None:
         e = VmExit(self.current, reason, qual, sess.cpu.rip, self._lab_induced)
         self.exits.append(e)
+        self._entry_exited = True
+        if not self._lab_induced:
+            # the lab's parking exits are invisible on a real machine: the
+            # processor keeps running its guest there
+            self.truth.vm_exit(self.current)
         if self._lab_induced:
             self._await_root = True
         elif e.entry_failure and self.capture_on_entry_failure:

@@ -5,11 +5,14 @@ and ends with RET.
 """
 from emulated_lab.asm import assemble
 
-# Firmware at Session start: IA32_FEATURE_CONTROL <- rax (SDM Vol.3 24.7).
+# Firmware at Session start: IA32_FEATURE_CONTROL <- rax (SDM Vol.3 24.7);
+# returns IA32_VMX_BASIC[31:0] (the VMCS revision identifier, App. A.1) in eax.
 FW_LOCK = assemble("""
     mov ecx, 0x3a
     xor edx, edx
     wrmsr
+    mov ecx, 0x480
+    rdmsr
     ret
 """)
 

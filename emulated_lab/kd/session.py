@@ -73,12 +73,8 @@ def report_json(stub: KdStub, scenario: str, vmxon_pas: List[Optional[int]]) -> 
 
 
 def _vmxon_pas(m) -> List[Optional[int]]:
-    """The VMXON pointer the CPU model uses per processor, when the lab can tell."""
-    try:
-        from emulated_lab import cpu_truth  # type: ignore[attr-defined]  (issue 10's module)
-    except ImportError:
-        return [None] * len(m.processors)
-    return [cpu_truth.vmxon_pa(m, k) for k in range(len(m.processors))]
+    """The VMXON pointer the CPU model uses per processor (emulated_lab/cpu_truth.py)."""
+    return [m.truth.processors[k].vmxon_pa for k in range(len(m.processors))]
 
 
 class Session:

@@ -134,7 +134,7 @@ class KdStub:
             truth.append({
                 "index": k,
                 "vmx": p.vmx,
-                "vmcs_pa": p.vmcs_pa if p.vmx != "off" else None,
+                "vmcs_pa": m.truth.processors[k].vmcs_pa,   # the CPU's current-VMCS pointer (cpu_truth)
                 "vmcs_fields": vmcs,
                 "msrs": {msr: v for msr, v in msrs_before[k].items() if msr in REPORT_MSRS},
                 "cr0": real_cr0, "cr4": real_cr4,
@@ -151,8 +151,9 @@ class KdStub:
 
     # -- memory ---------------------------------------------------------------------
     def _active_vmcs_pages(self) -> Dict[int, int]:
-        return {p.vmcs_pa & ~0xFFF: i for i, p in enumerate(self.m.processors)
-                if p.vmx != "off" and p.vmcs_pa not in (0, 0xFFFF_FFFF_FFFF_FFFF)}
+        """Pages of the VMCS each processor in VMX operation holds current (the CPU's truth)."""
+        return {t.vmcs_pa & ~0xFFF: t.index for t in self.m.truth.processors
+                if t.vmx != "off" and t.vmcs_pa is not None}
 
     def _scrambled(self, pa: int, data: bytes) -> bytes:
         """Bytes of an active VMCS page as a real CPU leaves them: bytes 0-7

@@ -16,6 +16,7 @@ import struct
 from typing import Callable, Dict, List, Optional
 
 from emulated_lab.machine import DIRECT_MAP, NT_BASE, PAGE, Machine, MachineError
+from emulated_lab.nt.callbacks import Callbacks, notify
 from emulated_lab.nt.pe_loader import LoadError, LoadedImage, load_pe
 from emulated_lab.nt.printf import format_message
 from emulated_lab.nt.services import DPFLTR_DEFAULT_ID, SERVICES, STATUS_SUCCESS
@@ -105,6 +106,7 @@ class NtKernel:
         self.module = ("nt", NT_BASE, 0x21000)
         stack_pa = machine.alloc_phys(16)
         self.thread_stack_top = DIRECT_MAP + stack_pa + 16 * PAGE - 0x100
+        self.callbacks = Callbacks(self)     # \Callback\PowerState & co. (emulated_lab/nt/callbacks.py)
 
     # -- loading ------------------------------------------------------------
     def _bind(self, dll: str, name: str) -> int:
@@ -294,3 +296,12 @@ class NtKernel:
 
     def leaks(self) -> List[Allocation]:
         return sorted(self.live.values(), key=lambda a: a.va)
+
+    def held_objects(self) -> List[str]:
+        """Kernel objects drivers still hold: callback registrations, references."""
+        return self.callbacks.held()
+
+    def notify_callback(self, name: str, argument1: int, argument2: int) -> List[int]:
+        """ExNotifyCallback by the kernel itself (e.g. the power manager): runs each
+        routine registered on callback object `name`; returns the routines run."""
+        return notify(self, name, argument1, argument2)

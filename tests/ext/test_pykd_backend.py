@@ -12,6 +12,7 @@ from windbg_ext import cli
 from windbg_ext.arch.msr_bitmap import build_msr_bitmap
 from windbg_ext.target.base import TargetError, TargetMemoryError, TargetMsrError, TargetSymbolError
 from windbg_ext.target.image import ImageTarget
+from windbg_ext.target.kpcr import KPCR_SPAN
 from windbg_ext.target.pykd_target import PykdTarget
 
 from .images import BITMAP_PA, BITMAP_VA, KD_PAGE_VA, standard_image
@@ -33,7 +34,8 @@ def test_same_bytes_as_the_image_backend(live):
     assert t.symbol("nt!Kd_WIN2000_Mask") == ref.symbol("nt!Kd_WIN2000_Mask")
     assert t.processor_count() == 2
     assert t.read_msr(0x480, 1) == ref.read_msr(0x480, 1)
-    assert t.stats.as_dict() == {"reads": 2, "bytes": 4096 + 0x40, "msr_reads": 1, "symbol_lookups": 1}
+    # the MSR read proves where the debugger's RDMSR runs: IA32_GS_BASE and the KPCR it points at
+    assert t.stats.as_dict() == {"reads": 3, "bytes": 4096 + 0x40 + KPCR_SPAN, "msr_reads": 2, "symbol_lookups": 1}
 
 
 def test_registers_map_windbg_names(live):
@@ -52,16 +54,40 @@ def test_processor_switch_is_restored(live):
     t = PykdTarget(pykd)
     pykd.setCurrentThreadId(0)
     assert t.read_msr(0x3A, 1) == 0x1 and t.read_msr(0x3A, 0) == 0x5
-    assert pykd.getCurrentThreadId() == 0
+    assert pykd.getCurrentThreadId() == 0 and pykd._stub_cpu == 0
     del pykd._calls[:]
-    t.read_msrs([0x3A, 0x480, 0x486], 1)  # one switch there and one back for all three
-    assert pykd._calls.count("setCurrentThreadId") == 2 and pykd._calls.count("rdmsr") == 3
+    t.read_msrs([0x3A, 0x480, 0x486], 1)  # one target-side switch there and one back for all three
+    assert pykd._calls.count("dbgCommand") == 2 and pykd._calls.count("rdmsr") == 3 + 1  # + IA32_GS_BASE
     with pytest.raises(TargetMsrError):
         t.read_msr(0x1234, 1)
-    assert pykd.getCurrentThreadId() == 0  # restored after a failure too
+    assert pykd.getCurrentThreadId() == 0 and pykd._stub_cpu == 0  # restored after a failure too
     with pytest.raises(TargetError) as e:
         t.read_msr(0x3A, 9)
     assert "has 2 (0-1)" in str(e.value)
+
+
+def test_msrs_follow_the_debugger_loop_not_the_register_context(live):
+    """setCurrentThreadId moves registers only; an MSR read is verified (KPCR)
+    and, when the stub is elsewhere, a real `~Ns` moves it."""
+    pykd, _ = live
+    t = PykdTarget(pykd)
+    pykd.setCurrentThreadId(1)           # what a script may have done: context 1, stub still on 0
+    assert pykd.rdmsr(0x3A) == 0x5       # the raw call answers for processor 0, not 1
+    del pykd._calls[:]
+    assert t.read_msr(0x3A, 1) == 0x1    # verified: GS_BASE showed processor 0, so ~1s was made
+    assert "dbgCommand" in pykd._calls
+
+
+def test_unverifiable_processor_is_unknown(live, monkeypatch):
+    """When IA32_GS_BASE does not lead to processor N's KPCR, no value is believed."""
+    pykd, _ = live
+    real = pykd.dbgCommand
+    monkeypatch.setattr(pykd, "dbgCommand", lambda c, s=False: None)   # a `~Ns` that does nothing
+    t = PykdTarget(pykd)
+    with pytest.raises(TargetMsrError) as e:
+        t.read_msr(0x3A, 1)
+    assert str(e.value).startswith("UNKNOWN: MSRs of processor 1") and "processor 0's KPCR" in str(e.value)
+    monkeypatch.setattr(pykd, "dbgCommand", real)
 
 
 def test_pykd_exceptions_become_typed_errors(live):
@@ -86,13 +112,15 @@ def _live_main(pykd, argv):
 
 
 def test_check_round_trips(live):
-    """Per processor: one switch there and back, 6 MSRs, 2 registers."""
+    """Per processor: a verified target-side switch there and back for 6 MSRs
+    (+1: IA32_GS_BASE), a register-context switch for 2 registers."""
     pykd, _ = live
     pykd.setCurrentThreadId(0)
     del pykd._calls[:]
     _live_main(pykd, ["check", "--cpu", "1"])
-    assert pykd._calls.count("rdmsr") == 6 and pykd._calls.count("reg") == 2
-    assert pykd._calls.count("setCurrentThreadId") == 4  # MSRs, then registers: each switches and restores
+    assert pykd._calls.count("rdmsr") == 6 + 1 and pykd._calls.count("reg") == 2
+    assert pykd._calls.count("dbgCommand") == 2          # ~1s, ~0s
+    assert pykd._calls.count("setCurrentThreadId") == 2  # registers: there and back
     assert pykd.getCurrentThreadId() == 0
 
 

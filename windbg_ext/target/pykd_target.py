@@ -143,20 +143,24 @@ class PykdTarget(Target):
             self._call(self._pykd.setCurrentThreadId, current)
 
     def _read_msr(self, msr: int, cpu: int) -> int:
-        values = self.read_msrs([msr], cpu)
+        values = self._msrs([msr], cpu, counted=True)
         if msr not in values:
             raise TargetMsrError("cannot read MSR 0x%x on processor %d: the debugger's RDMSR failed" % (msr, cpu))
         return values[msr]
 
     def read_msrs(self, msrs: Sequence[int], cpu: int = 0) -> Dict[int, int]:
         """MSRs of processor `cpu`, read by the KD stub after a verified `~Ns`."""
+        return self._msrs(msrs, cpu, counted=False)
+
+    def _msrs(self, msrs: Sequence[int], cpu: int, counted: bool) -> Dict[int, int]:
         if self.dump:
             raise TargetMsrError("a kernel dump holds no MSRs (isDumpAnalyzing): processor %d's are unknown" % cpu)
 
         def read() -> Dict[int, int]:
             values: Dict[int, int] = {}
             for msr in msrs:
-                self.stats.msr_reads += 1
+                if not counted:   # read_msr counted it already
+                    self.stats.msr_reads += 1
                 try:
                     values[msr] = int(self._pykd.rdmsr(msr))
                 except Exception as e:

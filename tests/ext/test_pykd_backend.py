@@ -4,6 +4,7 @@ processor switching restored, and the live front end end to end (DML)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -127,8 +128,10 @@ def test_check_round_trips(live):
 def test_live_check_dml(live):
     pykd, _ = live
     out, dml = _live_main(pykd, ["check"])
-    assert dml == [True]
-    assert '<exec cmd="!py -m windbg_ext caps --cpu 0">caps --cpu 0</exec>' in out
+    assert dml and all(dml)   # DML, printed block by block
+    # links name this Python (-3.N), so a click reaches the interpreter that has pykd and windbg_ext
+    assert '<exec cmd="%scaps --cpu 0">caps --cpu 0</exec>' % cli.pyext_prefix() in out
+    assert cli.pyext_prefix() == "!py -%d.%d -m windbg_ext " % sys.version_info[:2]
     assert "processor 1: FAIL" in out  # cpu 1: FEATURE_CONTROL locked without bit 2
     assert "derived: IA32_VMX_BASIC is readable" in out  # no CPUID over pykd
     assert "Traceback" not in out
@@ -166,7 +169,11 @@ def test_live_errors_are_one_red_line(live):
 def test_live_help_links(live):
     pykd, _ = live
     out, _ = _live_main(pykd, ["help"])
-    assert '<exec cmd="!py -m windbg_ext help dbgfilter">dbgfilter</exec>' in out
+    assert '<exec cmd="%shelp dbgfilter">dbgfilter</exec>' % cli.pyext_prefix() in out
+    del pykd._output[:]
+    cli.main(["help"], global_interpreter=True)   # a -g run: its links keep -g
+    assert '<exec cmd="!py -g -%d.%d -m windbg_ext help dbgfilter">' % sys.version_info[:2] in \
+        "".join(t for t, _ in pykd._output)
 
 
 def test_live_stats(live):
@@ -187,3 +194,74 @@ def test_user_mode_session_is_refused(live, monkeypatch):
     monkeypatch.setattr(pykd, "isKernelDebugging", lambda: False)
     out, _ = _live_main(pykd, ["dbgfilter"])
     assert out.startswith('<col fg="errfg">error: windbg_ext needs a kernel debugging session')
+
+
+# -- what a WinDbg user meets (pykd 0.3.4.15 / pykd-ext 2.0 behaviour) ---------------------
+def test_ctrl_break_says_interrupted_and_restores_the_processor(live):
+    """pykd-ext delivers Ctrl+Break as SystemExit("CTRL+BREAK") at the next pykd call."""
+    pykd, _ = live
+    pykd.setCurrentThreadId(0)
+    hits = 0
+    for n in range(1, 12):   # break at every point of `caps --cpu 1` (a switch there, reads, a switch back)
+        pykd._break_after = n
+        out, dml = _live_main(pykd, ["caps", "--cpu", "1"])
+        if pykd._break_after is not None:   # finished before the break came
+            pykd._break_after = None
+            continue
+        hits += 1
+        assert "interrupted (Ctrl+Break)" in out and "Traceback" not in out, n
+        assert pykd.getCurrentThreadId() == 0 and pykd._stub_cpu == 0, n
+    assert hits >= 5
+
+
+def test_zero_threads_is_an_error(live):
+    pykd, _ = live
+    pykd._fail_threads = True
+    out, _ = _live_main(pykd, ["check"])
+    assert "error: the debugger reports 0 processors (getNumberThreads failed)" in out
+
+
+def test_dump_session_is_labelled_and_reads_no_msrs(live):
+    pykd, _ = live
+    pykd._dump = True
+    t = PykdTarget(pykd)
+    assert "kernel dump" in t.describe() and not t.live
+    del pykd._calls[:]
+    out, _ = _live_main(pykd, ["check", "--cpu", "1"])
+    assert "rdmsr" not in pykd._calls and "dbgCommand" not in pykd._calls
+    assert "processor 1: UNKNOWN" in out
+    with pytest.raises(TargetMsrError):
+        t.read_msr(0x480, 0)
+
+
+def test_errors_escape_every_dml_character(live):
+    pykd, _ = live
+    out, dml = _live_main(pykd, ["vmcs", "<a&b>"])
+    assert all(dml) and "&lt;a&amp;b&gt;" in out and "<a&b>" not in out
+
+
+def test_long_output_is_printed_block_by_block(live):
+    pykd, _ = live
+    _live_main(pykd, ["field", "--all"])
+    sizes = [t.count("\n") for t, _ in pykd._output]
+    assert len(sizes) > 1 and max(sizes) <= 201
+
+
+def test_inside_windbg_without_pykd_says_which_python(monkeypatch, capsys):
+    """pykd-ext started a Python that cannot import pykd: sys.stdout has writedml."""
+    class DbgOut:
+        def __init__(self):
+            self.text = []
+
+        def write(self, s):
+            self.text.append(s)
+
+        def writedml(self, s):
+            self.text.append(s)
+
+    out = DbgOut()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setitem(sys.modules, "pykd", None)   # import pykd fails
+    assert cli.main(["vmm"]) == 0
+    text = "".join(out.text)
+    assert "cannot import pykd" in text and "!py -3.9 -m windbg_ext" in text and text.count("\n") == 1

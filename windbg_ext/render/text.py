@@ -9,21 +9,25 @@ from windbg_ext.commands.base import Link, Report, Table, Text
 PREFIX = "!py -m windbg_ext "
 
 
-def _cell(value: Any, dml: bool) -> str:
+def _cell(value: Any, dml: bool, prefix: str = PREFIX) -> str:
     if isinstance(value, Link):
         if dml:
-            return '<exec cmd="%s%s">%s</exec>' % (PREFIX, _esc(value.command), _esc(str(value.text)))
+            return '<exec cmd="%s%s">%s</exec>' % (_esc(prefix), _esc(value.command), _esc(str(value.text)))
         return str(value.text)
     if value is None:
         return "-"
     return _esc(str(value)) if dml else str(value)
 
 
-def _esc(s: str) -> str:
+def escape_dml(s: str) -> str:
+    """Text inside DML: &, <, > (and " for attributes) as entities, so WinDbg shows them."""
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def _dml_table(table: str, block: Table) -> str:
+_esc = escape_dml
+
+
+def _dml_table(table: str, block: Table, prefix: str = PREFIX) -> str:
     """The plain table with each cell swapped for its DML form, column by
     column, so links do not skew the alignment (widths are of visible text)."""
     lines = table.split("\n")
@@ -45,7 +49,7 @@ def _dml_table(table: str, block: Table) -> str:
             value = row[j] if j < len(row) else None
             visible = str(value.text) if isinstance(value, Link) else None
             if visible is not None and seg.startswith(visible):
-                pieces.append(_cell(value, True) + seg[len(visible):])
+                pieces.append(_cell(value, True, prefix) + seg[len(visible):])
             else:
                 pieces.append(_esc(seg))
             prev = end
@@ -54,7 +58,8 @@ def _dml_table(table: str, block: Table) -> str:
     return "\n".join(out)
 
 
-def render_text(report: Report, dml: bool = False) -> str:
+def render_text(report: Report, dml: bool = False, prefix: str = PREFIX) -> str:
+    """`prefix` starts every DML link's command (live: the `!py` options this run was started with)."""
     from tabulate import tabulate  # imported here: only commands that print pay for it
 
     out: List[str] = []
@@ -64,11 +69,11 @@ def render_text(report: Report, dml: bool = False) -> str:
                 out.append(_esc(block.title) if dml else block.title)
             rows = [[_cell(c, False) for c in r] for r in block.rows]
             table = tabulate(rows, headers=block.headers, tablefmt="simple", disable_numparse=True)
-            out.append(_dml_table(table, block) if dml else table)
+            out.append(_dml_table(table, block, prefix) if dml else table)
         elif isinstance(block, Text):
             text = _esc(block.text) if dml else block.text
             if block.links:
-                text += "  " + "  ".join(_cell(l, dml) for l in block.links)
+                text += "  " + "  ".join(_cell(l, dml, prefix) for l in block.links)
             out.append(text)
         out.append("")
     return "\n".join(out).rstrip("\n")

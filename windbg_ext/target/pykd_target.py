@@ -153,8 +153,11 @@ class PykdTarget(Target):
         return self._msrs(msrs, cpu, counted=False)
 
     def _msrs(self, msrs: Sequence[int], cpu: int, counted: bool) -> Dict[int, int]:
-        if self.dump:
-            raise TargetMsrError("a kernel dump holds no MSRs (isDumpAnalyzing): processor %d's are unknown" % cpu)
+        if self.dump:  # no MSR is read: a dump holds none (isDumpAnalyzing); the caller sees them unknown
+            if counted:
+                raise TargetMsrError("a kernel dump holds no MSRs (isDumpAnalyzing): processor %d's are unknown"
+                                     % cpu)
+            return {}
 
         def read() -> Dict[int, int]:
             values: Dict[int, int] = {}

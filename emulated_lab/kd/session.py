@@ -137,9 +137,10 @@ def _main_thread() -> bool:
 
 def kd_session(scenario: str, cpus: int, driver: Optional[str], break_cpu: int, report: Optional[str],
                commands: List[str], interactive: bool, stream: TextIO, timeout: float = 60.0,
-               read_line: Optional[Callable[[str], str]] = None, kd_masks=None) -> dict:
+               read_line: Optional[Callable[[str], str]] = None, kd_masks=None, image: Optional[str] = None) -> dict:
     """Runs the scenario, breaks in, runs `commands` (kd command lines) or the
-    prompt, writes the report; returns the report dict."""
+    prompt, writes the report; returns {report, operations, transcript}. With
+    `image`, the scenario writes its image after the session (as `run --out`)."""
     from emulated_lab.lab import ScenarioError, run_scenario
 
     out: dict = {}
@@ -178,7 +179,7 @@ def kd_session(scenario: str, cpus: int, driver: Optional[str], break_cpu: int, 
         out["transcript"] = console.transcript
 
     res = run_scenario(scenario, cpus=cpus, driver=driver, run_timeout=timeout, on_break=on_break,
-                       kd_masks=kd_masks)
+                       kd_masks=kd_masks, image=image)
     if "report" not in out:
         raise ScenarioError("scenario %s did not reach the break-in (DriverEntry returned 0x%08x)"
                             % (scenario, (res.load_status or 0) & 0xFFFFFFFF))

@@ -12,6 +12,7 @@ import sys as _sys
 
 _stub = None          # emulated_lab.kd.stub.KdStub, set by the session
 _break_pending = False  # Ctrl+Break pressed: the next call raises SystemExit("CTRL+BREAK")
+_break_after = None     # tests: Ctrl+Break after this many more calls
 _calls = []           # every call, in order (benchmarks count round trips)
 
 
@@ -40,8 +41,13 @@ _KINDS = {"memory": MemoryException, "symbol": SymbolException, "cpu": CPUExcept
 
 def _enter(name):
     """Every call: counted; Ctrl+Break is delivered as pykd-ext delivers it."""
-    global _break_pending
+    global _break_pending, _break_after
     _calls.append(name)
+    if _break_after is not None:
+        _break_after -= 1
+        if _break_after < 0:
+            _break_after = None
+            _break_pending = True
     if _break_pending:
         _break_pending = False
         raise SystemExit("CTRL+BREAK")

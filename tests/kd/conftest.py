@@ -19,15 +19,16 @@ class KdRun:
     def __init__(self, out: dict, lines: List[str]) -> None:
         self.report = out["report"]
         self.operations = out["operations"]
-        self.outputs: List[str] = []
-        cur: Optional[List[str]] = None
-        for text, _ in out["transcript"]:
+        from emulated_lab.kd.session import dml_to_text
+
+        pieces: List[List[tuple]] = []
+        for text, dml in out["transcript"]:
             if PROMPT.match(text):
-                cur = []
-                self.outputs.append(cur)
-            elif cur is not None:
-                cur.append(text)
-        self.outputs = ["".join(o) for o in self.outputs]
+                pieces.append([])
+            elif pieces:
+                pieces[-1].append((text, dml))
+        self.raw = ["".join(t for t, _ in p) for p in pieces]   # DML as the suite printed it
+        self.outputs = ["".join(dml_to_text(t) if d else t for t, d in p) for p in pieces]   # as kd shows it
         assert len(self.outputs) == len(lines), (self.outputs, lines)
         self.lines = lines
 

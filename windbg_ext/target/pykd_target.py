@@ -77,6 +77,18 @@ class PykdTarget(Target):
             return "kernel dump opened in WinDbg (pykd): memory only, no MSRs"
         return "live kernel debugging session (pykd)"
 
+    def _restore(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A call that puts the user's state back (processor, registers): Ctrl+Break
+        arriving at it (pykd-ext raises SystemExit("CTRL+BREAK") at the next
+        call) must not skip it: it is made again, then the break goes on."""
+        try:
+            return self._call(fn, *args)
+        except SystemExit as e:
+            if str(e.code) != "CTRL+BREAK":
+                raise
+            self._call(fn, *args)
+            raise
+
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
@@ -140,7 +152,7 @@ class PykdTarget(Target):
         try:
             return fn()
         finally:
-            self._call(self._pykd.setCurrentThreadId, current)
+            self._restore(self._pykd.setCurrentThreadId, current)
 
     def _read_msr(self, msr: int, cpu: int) -> int:
         values = self._msrs([msr], cpu, counted=True)
@@ -215,7 +227,7 @@ class PykdTarget(Target):
         finally:
             if switched:
                 self._debugger_cpu = None
-                self._call(self._pykd.dbgCommand, "~%ds" % user)
+                self._restore(self._pykd.dbgCommand, "~%ds" % user)
 
     # -- running code on the target --------------------------------------------------
     def run_gadget(self, cpu: int, address: int, registers: Dict[str, int]) -> List[str]:
@@ -249,12 +261,12 @@ class PykdTarget(Target):
                 self._call(self._pykd.trace)
                 ops.append("t")
             finally:
-                self._call(self._pykd.dbgCommand,
-                           set_registers_command({r: saved[r] for r in RESTORED_REGISTERS}))
+                self._restore(self._pykd.dbgCommand,
+                              set_registers_command({r: saved[r] for r in RESTORED_REGISTERS}))
                 ops.append("r restore")
         finally:
             if user != cpu:
-                self._call(self._pykd.dbgCommand, "~%ds" % user)
+                self._restore(self._pykd.dbgCommand, "~%ds" % user)
                 ops.append("~%ds" % user)
         return ops
 

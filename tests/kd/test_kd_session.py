@@ -148,3 +148,11 @@ def test_report_file_and_command_line(hv_sys, tmp_path, capsys):
     assert lab_main.main(["kd", "--driver", hv_sys, "--script", str(script)]) == 0
     out = capsys.readouterr().out
     assert "1: kd> r cr4" in out and '"vcpus"' in out
+
+
+def test_hypercall_constants_are_the_drivers():
+    from tests.support import ROOT
+    from windbg_ext.hv import refresh
+    header = open(os.path.join(ROOT, "driver", "include", "hv_hypercall.h")).read()
+    assert "HV_HYPERCALL_SIGNATURE 0x%XULL" % refresh.HYPERCALL_SIGNATURE in header
+    assert "HV_HYPERCALL_SNAPSHOT %du" % refresh.HYPERCALL_SNAPSHOT in header

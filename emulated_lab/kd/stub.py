@@ -35,11 +35,14 @@ from typing import Dict, List, Optional, Tuple
 from windbg_ext.arch import capabilities as caps
 from windbg_ext.arch.registers import cr_seen_by_guest
 from windbg_ext.arch.vmcs_fields import FIELDS, lookup
-from windbg_ext.hv.refresh import HYPERCALL_SIGNATURE, HYPERCALL_SNAPSHOT
 
 from emulated_lab import snippets
 from emulated_lab.machine import PAGE, Machine, MachineError
 
+# driver/include/hv_hypercall.h (the lab sees the suite through its public pieces only;
+# tests/kd/test_kd_session.py holds both copies equal to the header)
+HYPERCALL_SIGNATURE = 0x4D4D5662616C7668
+HYPERCALL_SNAPSHOT = 2
 EXIT_REASON_VMCALL = 18                    # SDM Vol.3 App. C
 RFLAGS_TF = 1 << 8                         # SDM Vol.1 3.4.3.3: single-step trap after each instruction
 VECTOR_DB, VECTOR_BP = 1, 3

@@ -47,8 +47,18 @@ def _pykd_kind(exc: BaseException) -> str:
     return "other"
 
 
-def _first_line(e: BaseException, default: str) -> str:
-    return (str(e).strip().splitlines() or [default])[0]
+def in_windbg() -> bool:
+    """True inside WinDbg's !py (pykd importable and attached to a debugger)."""
+    try:
+        import pykd  # noqa: F401  (only inside WinDbg)
+    except ImportError:
+        return False
+    try:
+        return bool(pykd.isWindbgExt())
+    except Exception as e:  # pykd's own classes only: anything else is a bug and propagates
+        if _pykd_kind(e) == "other":
+            raise
+        return False
 
 
 class PykdTarget(Target):
@@ -70,6 +80,8 @@ class PykdTarget(Target):
                               "this WinDbg session debugs a user-mode process")
         self.dump = bool(self._call(self._pykd.isDumpAnalyzing))
         self.live = not self.dump
+        if self.dump:
+            self.no_msrs_reason = "a kernel dump opened in WinDbg holds no MSRs (isDumpAnalyzing)"
         self._debugger_cpu: Optional[int] = None   # verified processor of the debugger loop
 
     def describe(self) -> str:

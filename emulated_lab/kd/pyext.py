@@ -6,8 +6,9 @@ emulated kd session.
 
 Like pykd-ext: `sys.argv` is the module name and the arguments; the recursion
 limit is 500; each call runs in a fresh interpreter unless `-g` (modelled by
-dropping the module's package from sys.modules before and after the call,
-so it is imported again); `sys.stdout` is the debugger's output object, with
+giving each run its own set of the package's modules: none for a fresh
+interpreter, those of earlier -g runs for the global one; the host
+process's modules are put back afterwards); `sys.stdout` is the debugger's output object, with
 `write` and `writedml`; Ctrl+Break arrives in the script as
 SystemExit("CTRL+BREAK"); an uncaught exception prints its traceback in the
 debugger, as pykd-ext does.
@@ -19,7 +20,7 @@ import runpy
 import shlex
 import sys
 import traceback
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 RECURSION_LIMIT = 500   # pykd-ext sets it for every script
 
@@ -75,9 +76,14 @@ def parse_py(argline: str) -> Tuple[bool, str, str, List[str]]:
     return glob, version, "", words
 
 
-def _forget(package: str) -> None:
-    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
-        del sys.modules[name]
+# pykd-ext's global interpreter (-g): the package modules its runs imported, kept between -g runs
+_GLOBAL_MODULES: Dict[str, object] = {}
+
+
+def _take(package: str) -> Dict[str, object]:
+    """Removes the package's modules from sys.modules and returns them."""
+    names = [n for n in sys.modules if n == package or n.startswith(package + ".")]
+    return {n: sys.modules.pop(n) for n in names}
 
 
 def run_py(argline: str, sink: Callable[[str, bool], None]) -> None:
@@ -88,8 +94,11 @@ def run_py(argline: str, sink: Callable[[str, bool], None]) -> None:
         raise PyExtError("!py -%s: this session's Python is %s (the emulated kd has one interpreter)"
                          % (version, running))
     package = module.split(".")[0] if module else ""
-    if package and not glob:
-        _forget(package)
+    # the interpreter this run sees: a fresh one (no package modules), or pykd-ext's global one;
+    # the host process's own modules are put back afterwards
+    host = _take(package) if package else {}
+    if package and glob:
+        sys.modules.update(_GLOBAL_MODULES)
     saved = (sys.argv, sys.stdout, sys.stderr, sys.getrecursionlimit())
     out = DbgOut(sink)
     try:
@@ -112,5 +121,9 @@ def run_py(argline: str, sink: Callable[[str, bool], None]) -> None:
     finally:
         sys.argv, sys.stdout, sys.stderr = saved[0], saved[1], saved[2]
         sys.setrecursionlimit(saved[3])
-        if package and not glob:
-            _forget(package)
+        if package:
+            ran = _take(package)
+            if glob:
+                _GLOBAL_MODULES.clear()
+                _GLOBAL_MODULES.update(ran)
+            sys.modules.update(host)

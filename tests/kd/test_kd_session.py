@@ -158,3 +158,15 @@ def test_hypercall_constants_are_the_drivers():
     for side in (refresh, stub):   # the suite's and the lab's copies of the driver's interface
         assert "HV_HYPERCALL_SIGNATURE 0x%XULL" % side.HYPERCALL_SIGNATURE in header
         assert "HV_HYPERCALL_SNAPSHOT %du" % side.HYPERCALL_SNAPSHOT in header
+
+
+def test_runs_are_fresh_unless_global_and_links_keep_what_was_typed(kd):
+    """pykd-ext: a fresh interpreter per !py, the global one with -g; the host's modules stay."""
+    import sys
+    import windbg_ext.cli as host_cli
+    run = kd("baseline", 1, ["!py -m windbg_ext help", "!py -g -m windbg_ext help", "!py -g -m windbg_ext help"])
+    py = "-%d.%d" % sys.version_info[:2]
+    assert '<exec cmd="!py %s -m windbg_ext help vmm">' % py in run.raw[0]
+    assert '<exec cmd="!py %s -m windbg_ext help vmm">' % py in run.raw[1]        # the first -g run looks fresh
+    assert '<exec cmd="!py -g %s -m windbg_ext help vmm">' % py in run.raw[2]     # then the global one is seen
+    assert sys.modules["windbg_ext.cli"] is host_cli

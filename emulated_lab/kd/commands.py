@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from emulated_lab.kd.stub import KdError, KdStub
+from emulated_lab.kd.base import KdError
 
 _SWITCH = re.compile(r"^~\s*(\d+)\s*s$", re.I)
 _FULL_DUMP = (("rax", "rbx", "rcx"), ("rdx", "rsi", "rdi"), ("rip", "rsp", "rbp"), ("r8", "r9", "r10"),
@@ -33,14 +33,14 @@ def _number(text: str) -> int:
         raise KdError("Syntax error in '%s'" % text)
 
 
-def register_dump(stub: KdStub) -> str:
+def register_dump(stub) -> str:
     lines = [" ".join("%s=%s" % (n.rjust(3), _hex(stub.register(n))) for n in row) for row in _FULL_DUMP]
     segs = "  ".join("%s=%04x" % (s, stub.register(s)) for s in ("cs", "ss", "ds", "es", "fs", "gs"))
     lines.append("%s             efl=%08x" % (segs, stub.register("efl")))
     return "\n".join(lines)
 
 
-def _registers(stub: KdStub, spec: str) -> Optional[str]:
+def _registers(stub, spec: str) -> Optional[str]:
     items = [i.strip() for i in spec.split(",") if i.strip()]
     if items and all("=" in i for i in items):
         for i in items:
@@ -52,7 +52,7 @@ def _registers(stub: KdStub, spec: str) -> Optional[str]:
     return " ".join("%s=%s" % (n, _hex(stub.register(n))) for n in items)
 
 
-def run_command(stub: KdStub, command: str) -> Optional[str]:
+def run_command(stub, command: str) -> Optional[str]:
     """Runs one kd command; returns its output (None when it prints nothing)."""
     cmd = str(command).strip()
     m = _SWITCH.match(cmd)

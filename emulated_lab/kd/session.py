@@ -21,7 +21,8 @@ from typing import Callable, List, Optional, TextIO
 from emulated_lab.kd import pykd_live
 from emulated_lab.kd.commands import run_command
 from emulated_lab.kd.pyext import PyExtError, run_py
-from emulated_lab.kd.stub import KdError, KdStub
+from emulated_lab.kd.base import KdError
+from emulated_lab.kd.stub import KdStub
 
 _TAG = re.compile(r"<[^>]*>")
 PROMPT_HELP = ("commands: !py [-g] [-3.N] -m windbg_ext ARGS | ~Ns | r [regs] | rdmsr MSR | t | g | q "

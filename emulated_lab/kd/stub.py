@@ -37,6 +37,7 @@ from windbg_ext.arch.registers import cr_seen_by_guest
 from windbg_ext.arch.vmcs_fields import FIELDS, lookup
 
 from emulated_lab import snippets
+from emulated_lab.kd.base import GPR_NAMES, KdError, read_register, write_register
 from emulated_lab.machine import PAGE, Machine, MachineError
 
 # driver/include/hv_hypercall.h (the lab sees the suite through its public pieces only;
@@ -48,8 +49,6 @@ RFLAGS_TF = 1 << 8                         # SDM Vol.1 3.4.3.3: single-step trap
 VECTOR_DB, VECTOR_BP = 1, 3
 # capability MSRs the report records (SDM App. A; 0x3A: Vol.4 Table 2-2)
 REPORT_MSRS = (caps.IA32_FEATURE_CONTROL,) + tuple(caps.VMX_MSRS)
-GPR_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
-             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 
 # the guest-state fields a virtualized processor's debugger context comes from (SDM 25.4)
 _GUEST_FIELDS = {
@@ -60,14 +59,6 @@ _GUEST_FIELDS = {
     "idtr_limit": "GUEST_IDTR_LIMIT", "fs_base": "GUEST_FS_BASE", "gs_base": "GUEST_GS_BASE",
     "efer": "GUEST_IA32_EFER",
 }
-
-
-class KdError(Exception):
-    """A debugger operation the target refuses; `kind` picks pykd's exception class."""
-
-    def __init__(self, message: str, kind: str = "debugger") -> None:
-        super().__init__(message)
-        self.kind = kind   # debugger | memory | symbol | cpu
 
 
 def _enc(name: str) -> int:
@@ -218,21 +209,10 @@ class KdStub:
         self.context_cpu = k
 
     def register(self, name: str) -> int:
-        ctx = self.contexts[self.context_cpu]
-        key = _register_key(name)
-        if key in ctx:
-            return ctx[key]
-        sub = _SUBREGISTERS.get(key)
-        if sub is not None and sub[0] in ctx:
-            return (ctx[sub[0]] >> sub[2]) & sub[1]
-        raise KdError("Invalid register name '%s'" % name, "cpu")
+        return read_register(self.contexts[self.context_cpu], name)
 
     def set_register(self, name: str, value: int) -> None:
-        ctx = self.contexts[self.context_cpu]
-        key = _register_key(name)
-        if key not in ctx or key not in _WRITABLE:
-            raise KdError("Invalid register name '%s' (or not writable here)" % name, "cpu")
-        ctx[key] = int(value) & 0xFFFF_FFFF_FFFF_FFFF
+        write_register(self.contexts[self.context_cpu], name, value)
 
     def rdmsr(self, msr: int) -> int:
         """RDMSR executed by the debugger stub: on the debugger processor, in its guest."""
@@ -284,19 +264,3 @@ class KdStub:
             what = "idle" if r.stop == "return" else r.stop
         self.contexts[k] = new
         return what
-
-
-def _register_key(name: str) -> str:
-    n = str(name).strip().lower()
-    return {"efl": "rflags", "gdtr": "gdtr_base", "gdtl": "gdtr_limit", "idtr": "idtr_base",
-            "idtl": "idtr_limit"}.get(n, n)
-
-
-# WinDbg's sub-registers: name -> (full register, mask, shift)
-_SUBREGISTERS = {}
-for _r in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp"):
-    _SUBREGISTERS["e" + _r] = ("r" + _r, 0xFFFFFFFF, 0)
-for _i in range(8, 16):
-    _SUBREGISTERS["r%dd" % _i] = ("r%d" % _i, 0xFFFFFFFF, 0)
-_SUBREGISTERS["eip"] = ("rip", 0xFFFFFFFF, 0)
-_WRITABLE = set(GPR_NAMES) | {"rip", "rflags"}

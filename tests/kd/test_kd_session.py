@@ -164,6 +164,8 @@ def test_runs_are_fresh_unless_global_and_links_keep_what_was_typed(kd):
     """pykd-ext: a fresh interpreter per !py, the global one with -g; the host's modules stay."""
     import sys
     import windbg_ext.cli as host_cli
+    from emulated_lab.kd import pyext
+    pyext._GLOBAL_MODULES.clear()   # a new WinDbg: its global interpreter has run nothing yet
     run = kd("baseline", 1, ["!py -m windbg_ext help", "!py -g -m windbg_ext help", "!py -g -m windbg_ext help"])
     py = "-%d.%d" % sys.version_info[:2]
     assert '<exec cmd="!py %s -m windbg_ext help vmm">' % py in run.raw[0]

@@ -265,3 +265,16 @@ def test_inside_windbg_without_pykd_says_which_python(monkeypatch, capsys):
     assert cli.main(["vmm"]) == 0
     text = "".join(out.text)
     assert "cannot import pykd" in text and "!py -3.9 -m windbg_ext" in text and text.count("\n") == 1
+
+
+def test_caps_of_an_unverifiable_processor_fall_back_to_what_hv_recorded(standin, lab_images, monkeypatch):
+    """UNKNOWN with the reason, then the capability MSRs hv.sys read at load -- never processor 0's as 1's."""
+    path, _ = lab_images("baseline", cpus=2)
+    standin._attach(path)
+    monkeypatch.setattr(standin, "dbgCommand", lambda c, s=False: None)   # a `~1s` that does nothing
+    out, _ = _live_main(standin, ["--json", "caps", "--cpu", "1"])
+    doc = json.loads(out)
+    assert doc["cpus"][0]["source"] == "hv.sys's VMM context"
+    assert doc["cpus"][0]["msrs"]["0x480"] == "0xd8100000000004"
+    out, _ = _live_main(standin, ["caps", "--cpu", "1"])
+    assert "UNKNOWN: MSRs of processor 1" in out and "hv.sys read at load instead" in out

@@ -192,4 +192,7 @@ def _run_diff(w, v, args, selected) -> Report:
         r.table(["field", "encoding", labels[0], labels[1]], rows)
     if "region" in (left.source, right.source):
         r.text("note: " + REGION_NOTE)
+        for side in (left, right):   # live: an active VMCS's page is not its values
+            if side.source == "region" and side.note:
+                r.text("note: " + side.note)
     return r

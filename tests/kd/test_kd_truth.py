@@ -83,7 +83,7 @@ def test_commands_equal_the_ground_truth(kd, cpus, named):
         assert_processor_truth(run, 1 + i * len(_lines(0)), n)
     # each refresh: at most 6 target operations (bench: benchmarks/bench_kd_refresh.py)
     for doc in (run.json(1 + i * len(_lines(0))) for i in range(len(named))):
-        assert int(doc["notes"][0].split(" target operations")[0].rsplit(", ", 1)[1]) <= 6
+        assert int(doc["notes"][0].split(" target operations")[0].rsplit("; ", 1)[1]) <= 6
 
 
 def test_break_in_elsewhere_and_every_processor(kd):

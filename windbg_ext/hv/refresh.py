@@ -48,5 +48,5 @@ def refresh_snapshot(w, index: int) -> str:
     if snap.sequence == seq or snap.reason != REASON_HYPERCALL:
         raise RefreshError("UNKNOWN: the snapshot hypercall did not reach vCPU %d (sequence %d -> %d, reason %s): "
                            "its snapshot is not fresh" % (index, seq, snap.sequence, snap.reason))
-    return ("fresh: hv.sys VMREAD every field on processor %d just now (snapshot hypercall through %s, "
-            "%d target operations: %s)" % (index, GADGET_SYMBOL, len(ops), ", ".join(ops)))
+    return "fresh: hv.sys VMREAD every field on processor %d just now (%s; %d target operations)" % (
+        index, GADGET_SYMBOL, len(ops))

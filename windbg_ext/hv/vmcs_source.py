@@ -14,8 +14,8 @@ from windbg_ext.hv.model import Vcpu
 from windbg_ext.hv.regions import region_values
 from windbg_ext.hv.walker import HvError, HvWalker
 
-LIVE_REGION_NOTE = ("live target: this VMCS is active on its processor, which keeps it on chip; its page is stale "
-                    "or in a private format (SDM 25.11.1): these are NOT current values (use --refresh)")
+LIVE_REGION_NOTE = ("live: this VMCS is active on its processor; its page is stale or private (SDM 25.11.1): "
+                    "NOT current values (--refresh)")
 
 
 class Values:

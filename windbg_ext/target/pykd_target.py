@@ -231,8 +231,8 @@ class PykdTarget(Target):
                 switched = True
                 on = self._stub_processor()
             if on != cpu:
-                raise TargetMsrError("UNKNOWN: MSRs of processor %d: the debugger's RDMSR could not be shown to run "
-                                     "there (after ~%ds, IA32_GS_BASE is %s)"
+                raise TargetMsrError("UNKNOWN: MSRs of processor %d: RDMSR not shown to run there "
+                                     "(after ~%ds, IA32_GS_BASE is %s)"
                                      % (cpu, cpu, "not a KPCR" if on is None else "processor %d's KPCR" % on))
             self._debugger_cpu = cpu
             return fn()

@@ -21,6 +21,7 @@ SystemExit("CTRL+BREAK") at the next call, as pykd-ext delivers it),
 import sys as _sys
 
 from emulated_lab.kd.base import KdError
+from emulated_lab.kd.commands import run_command
 
 
 class DbgException(Exception):
@@ -156,7 +157,6 @@ def install(ns):
         call(enter("trace").execute, True)
 
     def dbgCommand(command, suppressOutput=False):
-        from emulated_lab.kd.commands import run_command
         s = enter("dbgCommand")
         try:
             text = run_command(s, command)

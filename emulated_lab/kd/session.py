@@ -16,9 +16,11 @@ import json
 import re
 import signal
 import sys
+import threading
 from typing import Callable, List, Optional, TextIO
 
 from emulated_lab.kd import pykd_live
+from emulated_lab.lab import ScenarioError, run_scenario
 from emulated_lab.kd.commands import run_command
 from emulated_lab.kd.pyext import PyExtError, run_py
 from emulated_lab.kd.base import KdError
@@ -132,7 +134,6 @@ class Session:
 
 
 def _main_thread() -> bool:
-    import threading
     return threading.current_thread() is threading.main_thread()
 
 
@@ -142,8 +143,6 @@ def kd_session(scenario: str, cpus: int, driver: Optional[str], break_cpu: int, 
     """Runs the scenario, breaks in, runs `commands` (kd command lines) or the
     prompt, writes the report; returns {report, operations, transcript}. With
     `image`, the scenario writes its image after the session (as `run --out`)."""
-    from emulated_lab.lab import ScenarioError, run_scenario
-
     out: dict = {}
     console = Console(stream)
 

@@ -172,3 +172,17 @@ def test_runs_are_fresh_unless_global_and_links_keep_what_was_typed(kd):
     assert '<exec cmd="!py %s -m windbg_ext help vmm">' % py in run.raw[1]        # the first -g run looks fresh
     assert '<exec cmd="!py -g %s -m windbg_ext help vmm">' % py in run.raw[2]     # then the global one is seen
     assert sys.modules["windbg_ext.cli"] is host_cli
+
+
+def test_refresh_says_why_not(kd, lab_images):
+    """--refresh needs a live session and a running vCPU: otherwise one line saying so."""
+    run = kd("launch-failure", 2, ["!py -m windbg_ext vmcs 0 --refresh", "!py -m windbg_ext verify 1 --refresh"])
+    assert run.outputs[0].startswith("error: ") and run.outputs[0].count("\n") == 1
+    assert "hv.sys is not running (driver state: failed)" in run.outputs[0]
+    assert run.outputs[1].startswith("error: --refresh: hv.sys is not running")
+    from tests.support import run_cli
+    path, _ = lab_images("baseline", cpus=2)
+    code, out, err = run_cli(["--image", path, "vmcs", "0", "--refresh"])
+    assert code == 2 and "--refresh needs a live debugging session" in err and err.count("\n") == 0
+    code, out, err = run_cli(["--image", path, "verify", "0", "--refresh"])
+    assert code == 2 and "--refresh needs a live debugging session" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from windbg_ext.errors import InputError
+from windbg_ext.hv.refresh import RefreshError, refresh_snapshot
 # The report model moved to the renderer's side; re-exported so code written against the old home still imports.
 from windbg_ext.render.report import Link, Report, Table, Text  # noqa: F401  (re-export)
 
@@ -60,7 +61,6 @@ def add_refresh_argument(p) -> None:
 def fresh_snapshot(walker, n: int) -> str:
     """Processor n refreshes vCPU n's snapshot (live; windbg_ext/hv/refresh.py): the
     line saying where the values now come from, or a CommandError saying why not."""
-    from windbg_ext.hv.refresh import RefreshError, refresh_snapshot
     try:
         return refresh_snapshot(walker, n)
     except RefreshError as e:

@@ -24,7 +24,9 @@ from windbg_ext.arch import capabilities as caps
 from windbg_ext.arch.registers import CPUID1_ECX_BITS, CR0_BITS, CR4_BITS, bit_names, bit_of
 from windbg_ext.commands.base import CommandError, parse_index
 from windbg_ext.render.report import Link, Report
-from windbg_ext.target.base import TargetError
+from windbg_ext.arch.vmcs_fields import lookup
+from windbg_ext.hv.walker import DESCRIPTOR_SYMBOL, HvWalker
+from windbg_ext.target.base import TargetError, optional_symbol
 
 SUMMARY = "pre-VMXON requirements per processor (CPUID.VMX, FEATURE_CONTROL, CR0/CR4 fixed bits, revision id)"
 NEEDS_TARGET = True
@@ -50,12 +52,9 @@ def _cpus(ctx, args) -> List[int]:
 
 def hv_view(target, cpu: int):
     """(vCPU, snapshot values, VMM) when hv.sys runs processor `cpu` as a guest, else None."""
-    from windbg_ext.target.base import TargetError, optional_symbol
-    from windbg_ext.hv.walker import DESCRIPTOR_SYMBOL
     if optional_symbol(target, DESCRIPTOR_SYMBOL) is None:
         return None
     try:
-        from windbg_ext.hv.walker import HvWalker
         w = HvWalker(target)
         d = w.descriptor()
         if not (d.VmmContextVa and d.VcpuArrayVa) or cpu >= w.vcpu_count():
@@ -82,7 +81,6 @@ def check_processor(target, cpu: int) -> List[Row]:
     hv = hv_view(target, cpu)
     reg_source = ""
     if hv is not None:
-        from windbg_ext.arch.vmcs_fields import lookup
         vcpu, values, vmm = hv
         snap = vcpu.snapshot()
         regs = {}
@@ -131,7 +129,8 @@ def check_processor(target, cpu: int) -> List[Row]:
             rows.append(("VMXON outside SMX", "WARN", "bit 2 clear but unlocked: the driver must set bit 2 "
                          "before locking"))
     else:
-        rows.append(("IA32_FEATURE_CONTROL", "UNKNOWN", "MSR 0x%x unreadable" % caps.IA32_FEATURE_CONTROL))
+        rows.append(("IA32_FEATURE_CONTROL", "UNKNOWN", "MSR 0x%x unreadable%s" % (
+            caps.IA32_FEATURE_CONTROL, ": " + target.no_msrs_reason if target.no_msrs_reason else "")))
 
     # CR0/CR4 against the fixed-bit MSRs (SDM 24.8, A.7, A.8)
     for reg, fixed0, fixed1, table, assume in (

@@ -70,12 +70,14 @@ def run(ctx, args) -> Report:
     if args.source == "failure" and args.diff is not None:
         raise CommandError("--diff cannot compare the failure record: the descriptor keeps one, of the processor "
                            "that failed; drop --diff, or compare running vCPUs (--source snapshot|region)")
+    if args.refresh and (args.source in ("region", "failure") or not running):
+        raise CommandError("--refresh refreshes a running vCPU's snapshot: %s" % (
+            "drop --source %s" % args.source if running else
+            "hv.sys is not running (driver state: %s), no vCPU can take one" % d.driver_state))
     if args.source == "failure" or (args.source is None and args.diff is None and not running
                                     and d.failure is not None and d.failure.valid):
         return _show(n, failure_values(d, n), selected, explicit, args)
     fresh = fresh_snapshot(w, n) if args.refresh else ""
-    if fresh and args.source == "region":
-        raise CommandError("--refresh refreshes the snapshot; the region of an active VMCS stays stale: drop --source")
     v = w.vcpu(n)
     if args.diff is not None:
         return _run_diff(w, v, args, selected)

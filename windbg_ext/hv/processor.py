@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+from windbg_ext.hv.walker import HvWalker
 from windbg_ext.target.base import Target, TargetError
 
 CPUID_ADDRESS_SIZES = 0x80000008      # EAX[7:0] = MAXPHYADDR (SDM 4.1.4)
@@ -38,8 +39,6 @@ def recorded_capabilities(target: Target) -> Dict[int, int]:
     ({MSR: value}; the control MSRs it used: TRUE_* when IA32_VMX_BASIC bit 55
     says they exist), or {} when hv.sys is not running. The fallback when a
     processor's own MSRs cannot be read (or shown to be that processor's)."""
-    from windbg_ext.hv.walker import HvWalker
-
     try:
         w = HvWalker(target)
         d = w.descriptor()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from windbg_ext.target.base import Target, TargetError, TargetMemoryError, TargetMsrError, TargetSymbolError
+from windbg_ext.target.kd_text import RESTORED_REGISTERS, parse_registers, set_registers_command
 from windbg_ext.target.kpcr import IA32_GS_BASE, KPCR_SPAN, kpcr_processor
 
 # our name -> the WinDbg x64 register name that `reg()` understands
@@ -246,8 +247,6 @@ class PykdTarget(Target):
         """`~Ns`, save the registers (`r`), set them and RIP, trace into the
         gadget until it breaks back in, restore every register, switch back:
         at most 6 target operations."""
-        from windbg_ext.target.kd_text import RESTORED_REGISTERS, parse_registers, set_registers_command
-
         if self.dump:
             raise TargetError("a kernel dump cannot execute code: the snapshot is what hv.sys last stored")
         count = self.processor_count()

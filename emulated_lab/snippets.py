@@ -68,6 +68,16 @@ VMREAD = assemble("""
     ret
 """)
 
+# VMWRITE rdx into field rcx of the current VMCS; rax = 1 when it took (the
+# conditional jump reads the flags the CPU set, SDM Vol.3 31.2)
+VMWRITE = assemble("""
+    xor eax, eax
+    vmwrite rcx, rdx
+    jbe 1f
+    mov eax, 1
+1:  ret
+""")
+
 RDMSR = assemble("""
     rdmsr
     shl rdx, 32

@@ -75,6 +75,30 @@ def test_bugcheck_stops_the_machine(kern):
     assert e.value.code == 0x48564C42 and e.value.params == [1, 2, 3, 4]
 
 
+def test_contiguous_allocations_honour_address_constraints(kern):
+    from emulated_lab.memory import PAGE
+    m = kern.m
+    # (NumberOfBytes, Lowest, Highest, BoundaryAddressMultiple, CacheType)
+    va = call(kern, "MmAllocateContiguousMemorySpecifyCache", 2 * PAGE, 0x4000000, (1 << 64) - 1, 0, 1)
+    assert m.translate(va) >= 0x4000000
+    assert call(kern, "MmAllocateContiguousMemorySpecifyCache", PAGE, 0, 0xFFFFF, 0, 1) == 0   # nothing below 1 MiB
+    assert call(kern, "MmAllocateContiguousMemory", PAGE, 0xFFFFF) == 0
+    for _ in range(3):
+        pa = m.translate(call(kern, "MmAllocateContiguousMemorySpecifyCache", 3 * PAGE, 0, (1 << 64) - 1, 0x4000, 1))
+        assert pa // 0x4000 == (pa + 3 * PAGE - 1) // 0x4000
+    assert call(kern, "MmAllocateContiguousMemorySpecifyCache", 8 * PAGE, 0, (1 << 64) - 1, 0x4000, 1) == 0
+
+
+def test_restore_context_without_control_or_with_an_exception_record_is_one_error(kern):
+    from emulated_lab.machine import MachineError
+    m = kern.m
+    ctx, _ = m.alloc_page()
+    with pytest.raises(MachineError, match="exception record"):
+        call(kern, "RtlRestoreContext", ctx, ctx)
+    with pytest.raises(MachineError, match="without CONTEXT_CONTROL"):
+        call(kern, "RtlRestoreContext", ctx, 0)
+
+
 def _object_attributes(kern, name):
     """OBJECT_ATTRIBUTES naming `name` (x64: Length, RootDirectory, ObjectName +0x10, Attributes)."""
     m = kern.m

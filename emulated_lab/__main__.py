@@ -78,8 +78,11 @@ def kd(args, suite_args: List[str]) -> int:
         if not os.path.isdir(where) or not os.access(where, os.W_OK):
             raise ScenarioError("cannot write the report %s: directory %s does not exist or is not writable"
                                 % (args.report, where))
-    kd_session(args.scenario, args.cpus, args.driver, args.break_cpu, args.report, commands,
-               interactive=not commands, stream=sys.stdout, timeout=args.timeout)
+    out = kd_session(args.scenario, args.cpus, args.driver, args.break_cpu, args.report, commands,
+                     interactive=not commands, stream=sys.stdout, timeout=args.timeout)
+    if out["crash"]:   # the session ran; the scenario failed afterwards (a finding, as `run` reports it)
+        sys.stderr.write("error: after the kd session: %s\n" % out["crash"])
+        return 1
     return 0
 
 

@@ -179,10 +179,11 @@ def kd_session(scenario: str, cpus: int, driver: Optional[str], break_cpu: int, 
         out["transcript"] = console.transcript
 
     res = run_scenario(scenario, cpus=cpus, driver=driver, run_timeout=timeout, on_break=on_break,
-                       kd_masks=kd_masks, image=image)
+                       kd_masks=kd_masks, image=image, raise_on_crash=False)
     if "report" not in out:
-        raise ScenarioError("scenario %s did not reach the break-in (DriverEntry returned 0x%08x)"
-                            % (scenario, (res.load_status or 0) & 0xFFFFFFFF))
+        raise ScenarioError("scenario %s did not reach the break-in: %s" % (
+            scenario, res.crash or "DriverEntry returned 0x%08x" % ((res.load_status or 0) & 0xFFFFFFFF)))
+    out["crash"] = res.crash   # what went wrong after the session (e.g. in DriverUnload), or ""
     if report:
         with open(report, "w") as f:
             json.dump(out["report"], f, indent=1)

@@ -19,6 +19,7 @@ class KdRun:
     def __init__(self, out: dict, lines: List[str]) -> None:
         self.report = out["report"]
         self.operations = out["operations"]
+        self.crash = out["crash"]   # the scenario after the session (e.g. DriverUnload), "" when fine
         from emulated_lab.kd.session import dml_to_text
 
         pieces: List[List[tuple]] = []

@@ -291,16 +291,22 @@ class PykdTarget(Target):
             regs: Dict[str, int] = {}
             for ours in names:
                 try:
-                    if ours == "efer":
-                        regs[ours] = int(self._pykd.rdmsr(IA32_EFER))
-                    elif ours in windbg_names:
+                    if ours in windbg_names:
                         regs[ours] = int(self._pykd.reg(windbg_names[ours]))
                 except Exception as e:
                     if _pykd_kind(e) == "other":
                         raise
                     # a register this target does not have: leave it out
             return regs
-        return self._on_cpu(cpu, read)
+        regs = self._on_cpu(cpu, read) if any(n in windbg_names for n in names) else {}
+        if "efer" in names and not self.dump:   # an MSR: read where the debugger's RDMSR is shown to run
+            try:
+                efer = self._msrs([IA32_EFER], cpu, counted=False)
+                if IA32_EFER in efer:
+                    regs["efer"] = efer[IA32_EFER]
+            except TargetMsrError:
+                pass   # unknown on this processor: left out, never another processor's
+        return regs
 
     def cpuid(self, leaf: int, subleaf: int = 0, cpu: int = 0) -> Optional[Tuple[int, int, int, int]]:
         return None  # a debugger cannot execute CPUID on the target: unknown

@@ -14,7 +14,7 @@ from typing import Callable, List, Optional
 from windbg_ext.commands import COMMANDS
 from windbg_ext.commands.base import CommandError
 from windbg_ext.errors import InputError
-from windbg_ext.render.text import render_json, render_text
+from windbg_ext.render.text import escape_dml, render_json, render_text
 from windbg_ext.target.base import Target, TargetError
 from windbg_ext.target.pykd_target import in_windbg
 
@@ -101,6 +101,41 @@ def _global_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _windbg_without_pykd() -> bool:
+    """Inside WinDbg (pykd-ext's output object has writedml) in a Python that cannot import pykd."""
+    return hasattr(sys.stdout, "writedml")
+
+
+def no_pykd_message() -> str:
+    v = "%d.%d" % sys.version_info[:2]
+    return ("error: windbg_ext is running inside WinDbg in Python %s (%s), which cannot import pykd: install it "
+            "there (py -%s -m pip install pykd), or use the Python that has it: !py -3.9 -m windbg_ext ..."
+            % (v, sys.executable or "embedded", v))
+
+
+CTRL_BREAK = "CTRL+BREAK"   # what pykd-ext raises (as SystemExit) when the user presses Ctrl+Break
+
+
+def pyext_prefix(global_interpreter: bool = False) -> str:
+    """The `!py` options that reach this Python again (DML links): its version,
+    and -g when this run is in pykd-ext's global interpreter."""
+    return "!py %s-%d.%d -m windbg_ext " % ("-g " if global_interpreter else "", sys.version_info[0],
+                                            sys.version_info[1])
+
+
+def dml_blocks(text: str, max_lines: int = 200):
+    """Long output in pieces (pykd output is a debugger round trip; WinDbg shows
+    each piece as it arrives): split at blank lines, at most max_lines each."""
+    block: List[str] = []
+    for line in text.split("\n"):
+        block.append(line)
+        if (not line and len(block) >= max_lines // 2) or len(block) >= max_lines:
+            yield "\n".join(block)
+            block = []
+    if block:
+        yield "\n".join(block)
+
+
 def _opener(gopts, live: bool) -> Optional[Callable[[], Target]]:
     if gopts.image:
         def open_image() -> Target:
@@ -130,7 +165,7 @@ def _symbol_options(ctx: Context, gopts) -> None:
 
 
 def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None], live: bool = False,
-        out_plain: Optional[Callable[[str], None]] = None) -> int:
+        out_plain: Optional[Callable[[str], None]] = None, link_prefix: Optional[str] = None) -> int:
     """Runs one command line; returns the exit code. All output goes through
     out/err. Live (WinDbg), `out` takes DML and `out_plain` text that must not
     be read as DML (JSON); offline both are stdout."""
@@ -151,7 +186,8 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
         if gopts.json:
             plain(render_json(report))
         else:
-            text = render_text(report, dml=ctx.dml)
+            text = render_text(report, dml=ctx.dml, prefix=link_prefix) if link_prefix \
+                else render_text(report, dml=ctx.dml)
             if text:
                 out(text)
         if gopts.stats:  # stderr offline (stdout stays clean for --json); plain text in WinDbg
@@ -166,6 +202,12 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
     except KeyboardInterrupt:
         err("error: interrupted")
         return EXIT_ERROR
+    except SystemExit as e:
+        if str(e.code) != CTRL_BREAK:
+            raise
+        # every processor switch and register change was undone on the way out (finally blocks)
+        err("error: interrupted (Ctrl+Break); the debugger's processor and registers were restored")
+        return EXIT_ERROR
     except Exception as e:  # last resort: one line, never a traceback
         err("error: internal error (%s: %s); please report it with the command line" % (type(e).__name__, e))
         return EXIT_ERROR
@@ -177,22 +219,27 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
                 pass
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, global_interpreter: bool = False) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if in_windbg():
         import pykd
 
         def out(s: str) -> None:
-            pykd.dprintln(s, True)
+            for block in dml_blocks(s):
+                pykd.dprintln(block, True)
 
         def out_plain(s: str) -> None:
-            pykd.dprintln(s, False)
+            for block in dml_blocks(s):
+                pykd.dprintln(block, False)
 
         def err(s: str) -> None:
-            pykd.dprintln('<col fg="errfg">%s</col>' % s.replace("&", "&amp;").replace("<", "&lt;"), True)
+            pykd.dprintln('<col fg="errfg">%s</col>' % escape_dml(s), True)
 
         # In WinDbg the exit code means nothing: never raise SystemExit there.
-        run(argv, out, err, live=True, out_plain=out_plain)
+        run(argv, out, err, live=True, out_plain=out_plain, link_prefix=pyext_prefix(global_interpreter))
+        return 0
+    if _windbg_without_pykd():
+        sys.stdout.write(no_pykd_message() + "\n")
         return 0
 
     def out_(s: str) -> None:

@@ -20,7 +20,7 @@ from windbg_ext.arch.entry_checks import EntryState, FAIL, NOT_CHECKED
 from windbg_ext.arch.exits import ENTRY_FAILURE_BIT
 from windbg_ext.arch.msr_names import MSR_NAMES
 from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
-from windbg_ext.commands.base import CommandError, parse_index, parse_int
+from windbg_ext.commands.base import CommandError, add_refresh_argument, fresh_snapshot, parse_index, parse_int
 from windbg_ext.hv.foreign import uses_symbols, walker_for as foreign_walker_for
 from windbg_ext.hv.foreign_views import region_layout
 from windbg_ext.hv.model import NO_EXIT, failure_snapshot
@@ -66,6 +66,7 @@ def add_arguments(p) -> None:
                    help="with <n>: snapshot = the driver's VMREAD values (default when it has any), region = the "
                         "VMCS page decoded with the driver's layout map (implementation-specific)")
     p.add_argument("--all", action="store_true", help="list every check with PASS / FAIL / n/a")
+    add_refresh_argument(p)
     p.add_argument("--maxphyaddr", metavar="BITS", help="physical-address width (CPUID.80000008H:EAX[7:0]); "
                    "default: the target's, else 52")
 
@@ -148,7 +149,7 @@ def _foreign_state(ctx, n: int, source: Optional[str]) -> Dict[str, Any]:
             "caps_source": " and ".join(sorted(sources)) or "nowhere", "driver_state": "walked from its symbols"}
 
 
-def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
+def _target_state(ctx, n: int, source: Optional[str] = None, refresh: bool = False) -> Dict[str, Any]:
     """vCPU n's VMCS values: the running driver's per-vCPU snapshot, or, after a
     failed load, the snapshot in the descriptor's last-failure record."""
     w = walker_for(ctx)
@@ -157,11 +158,12 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
     vmm = v = None
     note = ""
     if running:
+        fresh = fresh_snapshot(w, n) if refresh else ""
         v = w.vcpu(n)
         snap = v.snapshot()
         vmm = w.vmm()
         vals = load_values(w, v, source)
-        values, note = vals.values, vals.note
+        values, note = vals.values, (fresh or vals.note)
         if not values:
             raise HvError("vCPU %d has no VMCS snapshot (state: %s, reason: %s): the driver takes one when VMLAUNCH "
                           "or VM entry fails, or at every exit when enabled; try --source region" % (n, v.state, snap.reason))
@@ -171,6 +173,9 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
         else:
             what = "vCPU %d VMCS snapshot (%s" % (n, snap.reason)
     else:
+        if refresh:
+            raise HvError("--refresh: hv.sys is not running (driver state: %s): no vCPU can take a snapshot"
+                          % d.driver_state)
         if source == "region":
             raise HvError("hv.sys is not running (driver state: %s): there is no VMCS region to decode; "
                           "run verify %d without --source" % (d.driver_state, n))
@@ -210,7 +215,10 @@ def run(ctx, args) -> Report:
     recorded = None
     if args.n is not None:
         n = parse_index(args.n, "vCPU index")
-        t = _foreign_state(ctx, n, args.source) if uses_symbols(ctx) else _target_state(ctx, n, args.source)
+        if uses_symbols(ctx) and args.refresh:
+            raise CommandError("--refresh makes hv.sys take a snapshot through its hypercall; a driver walked "
+                               "from its symbols has none: drop --refresh (its VMCS region is what can be read)")
+        t = _foreign_state(ctx, n, args.source) if uses_symbols(ctx) else _target_state(ctx, n, args.source, args.refresh)
         fields, caps = t["fields"], t["caps"]
         if not t["caps"]:
             raise CommandError("no capability MSRs for processor %d: the target holds no MSR values (a crash dump "
@@ -228,6 +236,8 @@ def run(ctx, args) -> Report:
                         "exit_reason": None if snap.exit_reason in (0, NO_EXIT) else snap.exit_reason}
         source = "%s, %d fields); caps from %s" % (t["what"], len(fields), t["caps_source"])
     else:
+        if args.refresh:
+            raise CommandError("--refresh applies to `verify <vcpu>` on a live target, not to --fields/--caps")
         if args.source:
             raise CommandError("--source applies to `verify <vcpu>` on a target, not to --fields/--caps")
         if not args.fields or not args.caps:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from windbg_ext.arch import capabilities as caps
 from windbg_ext.arch.registers import cr_seen_by_guest
@@ -70,11 +70,12 @@ class KdStub:
     """The frozen machine as the debugger engine sees it."""
 
     def __init__(self, m: Machine, symbols: Dict[str, int], msrs_before: List[Dict[int, int]],
-                 break_cpu: int = 0) -> None:
+                 break_cpu: int = 0, modules: Sequence[Tuple[str, int, int]] = ()) -> None:
         if not 0 <= break_cpu < len(m.processors):
             raise KdError("--break-cpu %d: the machine has processors 0-%d" % (break_cpu, len(m.processors) - 1))
         self.m = m
         self.symbols = dict(symbols)
+        self._modules = [(str(n), int(b), int(z)) for n, b, z in modules]   # the kernel's module list (`lm`)
         self.debugger_cpu = break_cpu      # runs the debugger loop: MSR reads and execution happen here
         self.context_cpu = break_cpu       # whose registers reg()/setReg() see
         self.contexts: Dict[int, Dict[str, int]] = {}
@@ -193,6 +194,10 @@ class KdStub:
         if name.lower() in low:
             return low[name.lower()]
         raise KdError("%s is not found" % name, "symbol")
+
+    def modules(self) -> List[Tuple[str, int, int]]:
+        """(name, base, size) of each loaded module, as the kernel's PsLoadedModuleList has them."""
+        return list(self._modules)
 
     # -- processors -----------------------------------------------------------------
     def switch_processor(self, k: int) -> None:

@@ -39,6 +39,7 @@ from windbg_ext.arch.vmcs_fields import FIELDS, lookup
 from emulated_lab import snippets
 from emulated_lab.kd.base import GPR_NAMES, KdError, read_register, write_register
 from emulated_lab.machine import PAGE, Machine, MachineError
+from emulated_lab.x64 import ERROR_CODE_VECTORS
 
 # driver/include/hv_hypercall.h (the lab sees the suite through its public pieces only;
 # tests/kd/test_kd_session.py holds both copies equal to the header)
@@ -258,7 +259,7 @@ class KdStub:
             rsp = r.regs["rsp"]
             v = r.fault.vector
             # the IDT stub pushed the vector over the CPU's frame (no error code for #DB/#BP)
-            frame = rsp + 8 + (8 if v in (8, 10, 11, 12, 13, 14, 17, 21) else 0)
+            frame = rsp + 8 + (8 if v in ERROR_CODE_VECTORS else 0)
             rip, rflags, old_rsp = m.read_u64(frame), m.read_u64(frame + 16), m.read_u64(frame + 24)
             if v == VECTOR_BP:
                 rip -= 1          # KD reports a breakpoint at the INT3 itself

@@ -309,6 +309,9 @@ class Machine(GuestMemory):
             raise MachineError("hide_vmx() must be called before the first run")
         self._hide_vmx = True
         self.absent_msrs = frozenset(caps.VMX_MSRS)
+        # IA32_FEATURE_CONTROL bits 1 and 2 are defined only with VMX or SMX (SDM Vol.4 Table 2-2; this
+        # model has no SMX): firmware can lock the MSR but not enable VMXON
+        self.feature_control = FC_LOCKED_VMXON_DISABLED
 
     def _cr4_of(self, k: int) -> int:
         if self.current == k and self.sess is not None:

@@ -114,7 +114,6 @@ def check_processor(target, cpu: int) -> List[Row]:
                         " (#GP without VMX, SDM A.1, or a failed read)")))
 
     # IA32_FEATURE_CONTROL (SDM 24.7): VMXON #GPs unless locked with the outside-SMX bit set
-    no_vmx = hv is None and leaf1 is not None and not leaf1[2] & cpuid1_ecx_vmx
     if caps.IA32_FEATURE_CONTROL in msrs:
         fc = msrs[caps.IA32_FEATURE_CONTROL]
         d = caps.decode_feature_control(fc)
@@ -125,11 +124,9 @@ def check_processor(target, cpu: int) -> List[Row]:
                          "writes lock (bit 0) together with bit 2" % fc))
         if d["vmx_outside_smx"]:
             rows.append(("VMXON outside SMX", "PASS", "IA32_FEATURE_CONTROL bit 2 set"))
-        elif no_vmx:   # not the firmware setup: the bit is defined only with VMX or SMX (SDM Vol.4 Table 2-2)
-            rows.append(("VMXON outside SMX", "INFO", "bit 2 clear: the processor reports no VMX, so there is "
-                         "nothing to enable (see CPUID.1:ECX.VMX)"))
         elif d["lock"] and caps.IA32_VMX_BASIC not in msrs and not target.no_msrs_reason:
-            # VT-x disabled in the firmware setup leaves CPUID.1:ECX.VMX and the capability MSRs in place
+            # VT-x disabled in the firmware setup leaves CPUID.1:ECX.VMX and the capability MSRs in place;
+            # without VMX (and SMX) bit 2 does not exist (SDM Vol.4 Table 2-2) and 0x480 raises #GP (A.1)
             rows.append(("VMXON outside SMX", "FAIL", "bit 2 clear and locked, IA32_VMX_BASIC unreadable: "
                          "likely no VMX at all (hidden?)"))
         elif d["lock"]:
@@ -183,8 +180,7 @@ def check_processor(target, cpu: int) -> List[Row]:
                      "%d (0x%x); regions of %d bytes, %s; write it to dword 0 of the VMXON and VMCS regions"
                      % (b["revision_id"], b["revision_id"], b["region_size"], b["memtype_name"])))
     else:
-        rows.append(("VMCS revision id", "UNKNOWN", "IA32_VMX_BASIC (0x%x) unreadable%s" % (
-            caps.IA32_VMX_BASIC, ": it exists only when CPUID.1:ECX.VMX=1 (SDM A.1)" if no_vmx else "")))
+        rows.append(("VMCS revision id", "UNKNOWN", "IA32_VMX_BASIC (0x%x) unreadable" % caps.IA32_VMX_BASIC))
     return rows
 
 

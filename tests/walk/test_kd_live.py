@@ -29,7 +29,7 @@ def test_sevendays_walked_live_from_its_pdb(sevendays, cpus):
     n = cpus - 1
     py = "!py -m windbg_ext --symbols %s --json " % sevendays["pdb"]
     lines = ["lm m sevendays", py + "vmm", py + "vcpu %d" % n, py + "regions", py + "msrbitmap %d" % n,
-             py + "vmcs %d --group host" % n, py + "verify %d" % n]
+             py + "vmcs %d --group host" % n, py + "verify %d" % n, "lm sevendays"]
     run = _session(sevendays, cpus, lines)
     truth = [(p["vmxon_pa"], p["vmcs_pa"]) for p in run.report["processors"]]
     assert len(truth) == cpus and all(vmxon and vmcs for vmxon, vmcs in truth)
@@ -65,6 +65,7 @@ def test_sevendays_walked_live_from_its_pdb(sevendays, cpus):
     err = run.outputs[6]
     assert err.startswith("error: verify %d live:" % n) and err.count("\n") == 1
     assert "25.11.1" in err and "image or a dump" in err and "0x%x" % int(truth[n][1], 16) in err
+    assert run.outputs[7].startswith("Syntax error in 'lm sevendays'")   # kd's lm takes `m PATTERN`
 
 
 def test_scan_live_over_a_range_finds_the_regions_the_cpu_used(sevendays):

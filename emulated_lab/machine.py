@@ -341,8 +341,11 @@ class Machine(GuestMemory):
                 pa = None    # the CPU faults on it; nothing to record
             regs["revision"] = rev if pa is not None else None
         del c
+        # an MSR the model lacks: #GP(0). Not at CPL > 0 (the CPU's own #GP), and not in VMX non-root, where
+        # the MSR bitmap may turn it into a VM exit first (SDM Vol.3 26.1.1; a no-VMX machine has no guest)
         if (insn.kind in ("rdmsr", "wrmsr") and (regs["rcx"] & 0xFFFFFFFF) in self.absent_msrs
-                and not self._firmware and sess.cpu.state.cs.selector & 3 == 0):   # CPL > 0: the CPU #GPs itself
+                and not self._firmware and self.truth.processors[self.current].vmx != "guest"
+                and sess.cpu.state.cs.selector & 3 == 0):
             self._pending = None
             self.request(lambda: self._raise_fault(VECTOR_GP, 0, rip))
             return

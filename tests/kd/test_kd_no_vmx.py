@@ -11,7 +11,10 @@ from tests.support import run_cli
 
 from .conftest import hexmap
 
-LINES = ["rdmsr 480", "rdmsr 3a", "!py -m windbg_ext --json check --cpu 1", "!py -m windbg_ext --json caps --cpu 1"]
+LINES = ["rdmsr 480", "rdmsr 3a", "!py -m windbg_ext --json check --cpu 1", "!py -m windbg_ext --json caps --cpu 1",
+         "!py -m windbg_ext caps --cpu 1"]
+NO_VMX = "IA32_VMX_BASIC unreadable: likely no VMX at all"
+FIRMWARE = "enable VT-x in the firmware setup"
 
 
 def _rows(doc):
@@ -33,6 +36,7 @@ def test_no_vmx_live_and_on_the_image(kd, tmp_path):
     assert live["VMCS revision id"]["status"] == "UNKNOWN"
     caps = run.json(3)["cpus"][0]["msrs"]
     assert caps["0x3a"] == "0x1" and {v for m, v in caps.items() if m != "0x3a"} == {None}   # unreadable
+    assert NO_VMX in run.outputs[4] and FIRMWARE not in run.outputs[4]
     # the image of the same run: CPUID recorded (VMX clear), the same MSR-based rows
     code, out, err = run_cli(["--image", image, "--json", "check", "--cpu", "1"])
     assert code == 1, err
@@ -44,8 +48,9 @@ def test_no_vmx_live_and_on_the_image(kd, tmp_path):
 
 def test_vmx_disabled_in_the_firmware_is_still_told_apart(kd):
     """The control: VT-x off in the firmware setup leaves CPUID.1:ECX.VMX and the capability MSRs."""
-    run = kd("feature-locked", 1, LINES[:1] + ["!py -m windbg_ext --json check --cpu 0"])
+    run = kd("feature-locked", 1, LINES[:1] + ["!py -m windbg_ext --json check --cpu 0", "!py -m windbg_ext caps"])
     assert run.outputs[0].startswith("msr[480] = ")
     live = _rows(run.json(1))
     assert live["CPUID.1:ECX.VMX"]["status"] == "PASS" and "derived" in live["CPUID.1:ECX.VMX"]["detail"]
     assert live["VMXON outside SMX"]["status"] == "FAIL" and "firmware setup" in live["VMXON outside SMX"]["detail"]
+    assert FIRMWARE in run.outputs[2] and NO_VMX not in run.outputs[2]

@@ -45,8 +45,8 @@ from emulated_lab.bochs_loader import Watchdog, load_bochscpu
 from emulated_lab.records import BoundedLog, ExitLog
 from emulated_lab.x64 import (ATTR_R0_CODE, ATTR_R0_DATA, ATTR_R3_CMTEB, ATTR_R3_DATA, ATTR_TSS_BUSY, CMTEB_LIMIT,
                               CR0_INIT, CR4_INIT, CR4_VMXE, EFER_INIT, ERROR_CODE_VECTORS, EXCEPTION_NAMES,
-                              FAULT_STUB_SIZE, GDT_LIMIT, GPRS, IDT_LIMIT, PAT_INIT, RFLAGS_CF, RFLAGS_IF, RFLAGS_INIT, RFLAGS_NT, RFLAGS_RF,
-                              RFLAGS_TF, RFLAGS_ZF, SEL_R0_CODE, SEL_R0_DATA,
+                              FAULT_STUB_SIZE, GDT_LIMIT, GPRS, IDT_LIMIT, PAT_INIT, RFLAGS_CF, RFLAGS_IF,
+                              RFLAGS_INIT, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_ZF, SEL_R0_CODE, SEL_R0_DATA,
                               SEL_R3_CMCODE, SEL_R3_CMTEB, SEL_R3_CODE, SEL_R3_DATA, SEL_TSS, THREAD_REGS, TSS_LIMIT,
                               XCR0_INIT, fault_stubs_page, gdt_image, idt_image, tss_image)
 

@@ -7,7 +7,6 @@ pages of running processors are scrambled as a real CPU leaves them (SDM
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
 

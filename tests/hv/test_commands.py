@@ -36,6 +36,7 @@ def test_vmm_lists_every_vcpu(target_args, state2):
     data = _json(target_args + ["vmm"])
     assert data["descriptor"]["version"] == 1 and data["descriptor"]["vcpu_count"] == 2
     assert data["vmm"]["ia32_vmx_basic"] == "0x%x" % state2.basic
+    assert len(state2.regions) == 2 and [row["vcpu"] for row in data["vcpus"]] == [0, 1]  # every vCPU, in order
     for i, row in enumerate(data["vcpus"]):
         r = state2.regions[i]
         assert row["vmcs_pa"] == "0x%x" % r["vmcs_pa"] and row["vmxon_va"] == "0x%x" % r["vmxon_va"]

@@ -1,10 +1,11 @@
 # hvlab: the two commands.
 #   make demo   -- build hv.sys, run it on the emulated VMX CPU, show the suite's view
 #   make test   -- every test (installs what it needs first)
+#   make mutants -- mutation testing of the pure layers, on demand (docs/testing.md)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: bootstrap driver demo test bench clean
+.PHONY: bootstrap driver demo test bench mutants clean
 
 bootstrap:
 	@bash tools/bootstrap.sh
@@ -20,6 +21,12 @@ test: driver
 
 bench: driver
 	@$(PY) -m benchmarks
+
+# scope and settings: [mutmut] in setup.cfg; a fresh copy each run (mutants/ is a scratch tree)
+mutants: driver
+	@rm -rf mutants
+	@$(VENV)/bin/mutmut run --max-children 2
+	@$(VENV)/bin/mutmut results
 
 clean:
 	@$(MAKE) --no-print-directory -C driver clean

@@ -694,6 +694,26 @@ class Machine(GuestMemory):
             self._close_session()   # p.state is still the parked state
         return values
 
+    def vmwrite_all(self, k: int, values: Dict[int, int]) -> Dict[int, bool]:
+        """VMWRITEs {encoding: value} into processor k's current VMCS from VMX root (where
+        a parked processor waits inside the driver's VM-exit handler), as a debugger's
+        VMWRITE gadget would, then lets it return to its guest. -> {encoding: succeeded}."""
+        if self.current is not None:
+            self.park()
+        p = self.processors[k]
+        if not p.parked_in_exit:
+            raise MachineError("processor %d is not in VMX non-root: there is no VMCS to write" % k)
+        self._open_session(k)
+        saved = self.thread_regs()
+        probe = self.place_code(snippets.VMWRITE)
+        done: Dict[int, bool] = {}
+        for enc, value in values.items():
+            r = self._call_raw(probe, {"rcx": enc, "rdx": value}, p.idle_stack_top)
+            done[enc] = r == "return" and not self.sess.cpu.rflags & (RFLAGS_CF | RFLAGS_ZF)
+        self.set_thread_regs(saved)
+        self._resume_guest()
+        return done
+
     def _capture_failure(self) -> None:
         p = self.processors[self.current]
         saved = self.thread_regs()

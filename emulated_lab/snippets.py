@@ -65,6 +65,11 @@ VMREAD = assemble("""
     ret
 """)
 
+VMWRITE = assemble("""
+    vmwrite rcx, rdx
+    ret
+""")
+
 RDMSR = assemble("""
     rdmsr
     shl rdx, 32

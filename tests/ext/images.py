@@ -18,7 +18,7 @@ KD_MASK_OFFSETS = {"nt!Kd_WIN2000_Mask": 0x100, "nt!Kd_DEFAULT_Mask": 0x104, "nt
 BITMAP_PA = 0x00300000
 BITMAP_VA = 0xFFFFF80000020000
 
-# SDM Appendix A values a Bochs-like CPU reports (DESIGN.md: measured BASIC)
+# SDM Appendix A values a Bochs-like CPU reports (docs/lab.md: measured BASIC)
 CAPS = {
     0x480: 0x00D8100000000004,  # IA32_VMX_BASIC: revision 4, 4 KiB regions, WB, true controls
     0x486: 0x80000021,          # IA32_VMX_CR0_FIXED0: PE, NE, PG must be 1

@@ -95,3 +95,8 @@ def test_encode_by_hand_and_its_refusals():
         with pytest.raises(ValueError) as e:
             encode(*args)
         assert str(e.value) == message
+
+
+def test_32_bit_boundary():
+    assert "does not fit" not in " ".join(decode_encoding(0xFFFFFFFF).problems)
+    assert decode_encoding(0x1_0000_0000).problems[0] == "0x100000000 does not fit in 32 bits"

@@ -159,3 +159,20 @@ def test_range_of_one_byte_and_across_a_large_page():
     m2 = build(big, 21, 0x40000000)
     m2.write_q(0x3000 + (idx(big, 21) + 1) * 8, 0x80000000 | 0x83)
     assert translate_range(big, 0x2000, 0x1000, m2.read) == [(0x401FF000, 0x1000), (0x80000000, 0x1000)]
+
+
+def test_range_crossing_pages_from_an_odd_address():
+    va = 0xFFFFF80000000FFF                    # last byte of a page; the next page is elsewhere
+    m = build(va, 12, 0x9000)
+    m.write_q(0x4000 + (idx(va, 12) + 1) * 8, 0x20000 | 3)
+    assert translate_range(va, 2, 0x1000, m.read) == [(0x9FFF, 1), (0x20000, 1)]
+
+
+def test_range_under_5_level_paging():
+    va = 0x00FF800000003000                    # needs 57-bit linear addresses
+    m = Memory()
+    tables = [0x1000, 0x2000, 0x3000, 0x4000, 0x5000]
+    for level, shift in enumerate([48, 39, 30, 21]):
+        m.write_q(tables[level] + idx(va, shift) * 8, tables[level + 1] | 3)
+    m.write_q(0x5000 + idx(va, 12) * 8, 0x77000 | 3)
+    assert translate_range(va, 0x10, 0x1000, m.read, cr4=1 << 12) == [(0x77000, 0x10)]

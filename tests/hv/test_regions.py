@@ -135,3 +135,30 @@ def test_stack_high_water():
     stack[0:8] = b"\xff" * 8
     assert stack_high_water(bytes(stack), pattern) == 512
     assert stack_high_water(bytes(fill * 64), pattern, reserved_top=32) == 32
+
+
+def test_abort_indicator_is_unsigned():
+    detail = vmx_region_checks("VMCS", 0x6000, struct.pack("<II", 4, 0x80000001), BASIC)[-1].detail
+    assert detail == "2147483649: unknown abort code"
+
+
+def test_pages_are_compared_by_4k_frame():
+    pages = [Page("vCPU 0 VMCS", "VMCS", 0x6000), Page("vCPU 1 VMCS", "VMCS", 0x6001)]
+    assert [c.detail for c in distinct_pages(pages)] == ["vCPU 1 VMCS shares page 0x6000 with vCPU 0 VMCS"]
+
+
+def test_rotated_fields_rotate_back_right_by_8():
+    page = bytearray(4096)
+    page[0x20:0x24] = (0x12345678).to_bytes(4, "little")
+    assert region_value(bytes(page), LayoutEntry(0x4816, 0x20, 4, 0x03)) == 0x78123456
+
+
+def test_stack_high_water_with_a_high_pattern_and_odd_sizes():
+    pattern = 0xCCCCCCCCCCCCCCCC                  # bit 63 set: an unsigned qword
+    fill = struct.pack("<Q", pattern)
+    assert stack_high_water(fill * 64, pattern) == 16
+    odd = fill * 60 + b"\x01" * 20                # 500 bytes: the top 20 never held the pattern
+    assert stack_high_water(odd, pattern) == 16
+    stack = bytearray(fill * 12)                  # 96 bytes, 80 usable
+    stack[72:80] = b"\x00" * 8                    # the last usable qword was used
+    assert stack_high_water(bytes(stack), pattern) == 24

@@ -62,3 +62,9 @@ def test_build_refuses_msrs_a_bitmap_cannot_select_in_one_line():
         B.build_msr_bitmap(write=[0x40000100])
     assert str(e.value) == ("MSR 0x40000100 is outside 0x0-0x1FFF and 0xC0000000-0xC0001FFF: it always exits, "
                             "a bitmap cannot select it")
+
+
+def test_wrong_size_message():
+    with pytest.raises(ValueError) as e:
+        B.msr_exits(bytes(100), 0x10)
+    assert str(e.value) == "an MSR bitmap is exactly 4096 bytes, got 100"

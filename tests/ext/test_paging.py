@@ -85,13 +85,19 @@ def test_non_canonical():
     assert e.value.level == "canonical"
 
 
-def test_5_level():
-    va = 0xFF5F800000003000  # canonical for 57 bits
+def build_5_level(va, frame):
+    """Tables at 0x1000..0x5000 mapping va through PML5E..PTE to a 4 KiB frame."""
     m = Memory()
     tables = [0x1000, 0x2000, 0x3000, 0x4000, 0x5000]
     for level, shift in enumerate([48, 39, 30, 21]):
         m.write_q(tables[level] + idx(va, shift) * 8, tables[level + 1] | 3)
-    m.write_q(0x5000 + idx(va, 12) * 8, 0x77000 | 3)
+    m.write_q(0x5000 + idx(va, 12) * 8, frame | 3)
+    return m
+
+
+def test_5_level():
+    va = 0xFF5F800000003000  # canonical for 57 bits
+    m = build_5_level(va, 0x77000)
     assert translate(va, 0x1000, m.read, cr4=1 << 12) == (0x77000, 0x1000)
 
 
@@ -138,11 +144,7 @@ def test_5_level_addresses_beyond_48_bits():
     assert is_canonical(0xFF00000000000000, True) and not is_canonical(0x0100000000000000, True)
     with pytest.raises(PagingError):
         translate(va, 0x1000, Memory().read)     # 4-level: not canonical
-    m = Memory()
-    tables = [0x1000, 0x2000, 0x3000, 0x4000, 0x5000]
-    for level, shift in enumerate([48, 39, 30, 21]):
-        m.write_q(tables[level] + idx(va, shift) * 8, tables[level + 1] | 3)
-    m.write_q(0x5000 + idx(va, 12) * 8, 0x77000 | 3)
+    m = build_5_level(va, 0x77000)
     assert translate(va, 0x1000, m.read, cr4=1 << 12) == (0x77000, 0x1000)
     m.write_q(0x1000 + idx(va, 48) * 8, 0)
     with pytest.raises(PagingError) as e:
@@ -170,9 +172,5 @@ def test_range_crossing_pages_from_an_odd_address():
 
 def test_range_under_5_level_paging():
     va = 0x00FF800000003000                    # needs 57-bit linear addresses
-    m = Memory()
-    tables = [0x1000, 0x2000, 0x3000, 0x4000, 0x5000]
-    for level, shift in enumerate([48, 39, 30, 21]):
-        m.write_q(tables[level] + idx(va, shift) * 8, tables[level + 1] | 3)
-    m.write_q(0x5000 + idx(va, 12) * 8, 0x77000 | 3)
+    m = build_5_level(va, 0x77000)
     assert translate_range(va, 0x10, 0x1000, m.read, cr4=1 << 12) == [(0x77000, 0x10)]

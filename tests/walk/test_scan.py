@@ -83,7 +83,10 @@ def test_live_scan_needs_ranges_and_trusts_only_the_header(standin, lab_images, 
     code, out, err = run_cli(["scan"], live=True)
     assert code == 2 and "--range" in err and "hours" in err
     vmxon, vmcs = (int(x, 16) for x in truth(res)[1])
-    end = max(a + n for a, n in standin._image().memory_ranges())
+    from windbg_ext.target.image import ImageTarget
+    t = ImageTarget(image)
+    end = max(a + n for a, n in t.memory_ranges())
+    t.close()
     code, out, err = run_cli(["--json", "scan", "--range", "0x%x-0x%x" % (vmcs - 0x3000, end + 0x200000)],
                              live=True)
     assert code == 0, err

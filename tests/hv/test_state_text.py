@@ -101,3 +101,26 @@ def test_failure_summary(tmp_path):
         assert failure_summary(w.descriptor()) is None
     finally:
         t.close()
+
+
+def test_failure_summary_without_an_exit_and_with_an_unknown_step(tmp_path):
+    s = HvState(vcpus=1)
+    s.failure = dict(Valid=1, ProcessorIndex=0, FailedStep=99, VmInstructionError=7, Status=0xC0000001)
+    s.failure_snapshot_meta = dict(Reason=1, VmInstructionError=7, ExitReason=NO_EXIT, Sequence=2)
+    s.failure_snapshot = {0x4402: 0}
+    w, t = _walker(s.build(), tmp_path, "noexit.hvimg")
+    try:
+        f = failure_summary(w.descriptor())
+    finally:
+        t.close()
+    assert f == FailureSummary(0, "99", "7 ENTRY_INVALID_CONTROL_FIELD", None, 0xC0000001)
+
+
+def test_no_host_stack_is_none(tmp_path):
+    s = HvState(vcpus=1)
+    s.vcpu_values[0].update(HostStack=0)
+    w, t = _walker(s.build(), tmp_path, "nostack.hvimg")
+    try:
+        assert vcpu_row_data(w.vcpu(0))["host_stack"] is None
+    finally:
+        t.close()

@@ -98,3 +98,44 @@ def test_snapshot_consistency(state2, image2, tmp_path):
         t.close()
     assert [c.ok for c in bad] == [False, False]
     assert bad[1].detail.startswith("HOST_RSP 0x1000, stack ")
+
+
+def test_a_misaligned_bitmap_is_not_read(tmp_path):
+    s = HvState(vcpus=1)
+    s.build()
+    s.vcpu_values[0].update(MsrBitmapPa=s.regions[0]["bitmap_pa"] + 8)
+    w, t = _open(s.build(), tmp_path, "misaligned.hvimg")
+    try:
+        checks = region_checks(w, w.vcpu(0), s.basic, 39)
+    finally:
+        t.close()
+    assert checks[-3].name == "4 KiB aligned" and checks[-3].ok is False
+    assert checks[-1] == Check("MSR bitmap", "readable", False,
+                               "the page at 0x%x is not in the target" % (s.regions[0]["bitmap_pa"] + 8), "25.6.9")
+
+
+def test_snapshot_without_the_fields_checks_nothing(tmp_path):
+    from .builder import _DEFAULT_FIELD_NAMES
+    from windbg_ext.arch.vmcs_fields import FIELDS
+
+    fields = [f for f in FIELDS if f.name in _DEFAULT_FIELD_NAMES and f.name not in ("MSR_BITMAP", "HOST_RSP")]
+    w, t = _open(HvState(vcpus=1, fields=fields).build(), tmp_path, "nofields.hvimg")
+    try:
+        assert snapshot_consistency(w.vcpu(0)) == []
+    finally:
+        t.close()
+
+
+def test_host_rsp_inside_means_above_the_base_up_to_the_top(tmp_path):
+    results = []
+    for name, at in (("base", 0), ("top", 0x6000)):
+        s = HvState(vcpus=1)
+        s.build()
+        s.consistent = False
+        s.snapshots[0][by_name("HOST_RSP").encoding] = s.regions[0]["stack_va"] + at
+        w, t = _open(s.build(), tmp_path, name + ".hvimg")
+        try:
+            results.append(snapshot_consistency(w.vcpu(0))[-1].ok)
+        finally:
+            t.close()
+    assert results == [False, True]    # RSP = base: nothing left to push; RSP = top: an empty stack

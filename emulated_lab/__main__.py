@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -19,21 +20,41 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _seconds(text: str) -> float:
+    """--timeout: a positive, finite number of seconds (decimal, as time is written)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError("give a positive number of seconds, e.g. 60 (not %r)" % text)
+    return v
+
+
+def _cpus(text: str) -> int:
+    """--cpus: a processor count, decimal (0x.. / ..h hex and 0n.. also work: windbg_ext/number_syntax.py)."""
+    from windbg_ext.number_syntax import NumberError, parse_number
+    try:
+        return parse_number(text, "decimal", "--cpus")
+    except NumberError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m emulated_lab", description="run the built hv.sys on an emulated VMX CPU")
     sub = p.add_subparsers(dest="cmd")
     r = sub.add_parser("run", help="run one scenario")
-    r.add_argument("--cpus", type=int, default=2, help="logical processors, 1..16 (default 2)")
+    r.add_argument("--cpus", type=_cpus, default=2, help="logical processors, 1..16 (default 2)")
     r.add_argument("--scenario", default="baseline", help="see: python -m emulated_lab scenarios")
     r.add_argument("--out", metavar="FILE", help="write an hvlab image here (open with windbg_ext --image)")
     r.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
-    r.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+    r.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="longest one emulator run may take (default 60)")
     r.add_argument("--kd-mask", metavar="NAME=VALUE", action="append", default=[],
                    help="preset nt!Kd_NAME_Mask, e.g. IHVDRIVER=0xffff (NAME: IHVDRIVER, DEFAULT, WIN2000)")
     sub.add_parser("scenarios", help="list the scenarios")
     d = sub.add_parser("demo", help="baseline, then the suite's view")
-    d.add_argument("--cpus", type=int, default=2, help="logical processors, 1..16 (default 2)")
+    d.add_argument("--cpus", type=_cpus, default=2, help="logical processors, 1..16 (default 2)")
     d.add_argument("--out", metavar="FILE", help="where the image goes (default: a temporary file)")
     d.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
     return p
@@ -43,7 +64,10 @@ def demo(cpus: int, out: Optional[str], driver: Optional[str] = None) -> int:
     from emulated_lab.lab import run_scenario
     from windbg_ext import cli
     from windbg_ext.commands import COMMANDS
-    path = out or os.path.join(tempfile.gettempdir(), "hvlab-demo.hvimg")
+    if out is None:  # a fresh name each time: two demos at once do not collide
+        fd, out = tempfile.mkstemp(prefix="hvlab-demo-", suffix=".hvimg")
+        os.close(fd)
+    path = out
     res = run_scenario("baseline", cpus=cpus, image=path, driver=driver)
     print("\n".join(res.summary()))
     for cmd in (["check"], ["caps"], ["dbgfilter"], ["vmm"], ["vcpu", "0"]):
@@ -65,9 +89,10 @@ def _kd_masks(items: List[str]):
             name = name.split("KD_", 1)[1]
         if name.endswith("_MASK"):
             name = name[:-5]
+        from windbg_ext.number_syntax import NumberError, parse_number
         try:
-            v = int(value, 0)
-        except ValueError:
+            v = parse_number(value, "hex", "--kd-mask value")
+        except NumberError:
             v = -1
         if name not in KD_MASKS or not 0 <= v <= 0xFFFFFFFF:
             raise ScenarioError("--kd-mask %r: give NAME=VALUE with NAME one of %s and a 32-bit value"
@@ -81,6 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from emulated_lab.lab import SCENARIOS, ScenarioError, run_scenario
     from emulated_lab.machine import MachineError
     from emulated_lab.native import NativeError
+    from windbg_ext.paths import PathError
     try:
         if args.cmd == "scenarios":
             for name, what in SCENARIOS.items():
@@ -95,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         _parser().print_help()
         return 2
-    except (ScenarioError, MachineError, NativeError) as e:
+    except (ScenarioError, MachineError, NativeError, PathError) as e:
         sys.stderr.write("error: %s\n" % e)
         return 2
     except OSError as e:

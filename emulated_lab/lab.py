@@ -179,14 +179,16 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
+    from windbg_ext.paths import PathError, readable_file, writable_file
     path = driver or DEFAULT_DRIVER
-    if not os.path.isfile(path):
+    if driver is None and not os.path.exists(path):
         raise ScenarioError("driver %s not found: build it with 'make -C driver' (or 'make demo')" % path)
-    if image:
-        where = os.path.dirname(os.path.abspath(image))
-        if not os.path.isdir(where) or not os.access(where, os.W_OK):
-            raise ScenarioError("cannot write the image %s: directory %s does not exist or is not writable"
-                                % (image, where))
+    try:
+        readable_file(path, "--driver")
+        if image is not None:  # checked before the run; written whole, or not at all, after it
+            writable_file(image, "--out")
+    except PathError as e:
+        raise ScenarioError(str(e))
     fc = FC_LOCKED_VMXON_DISABLED if kind == "feature-locked" else FC_LOCKED_VMXON_ENABLED
     res = ScenarioResult()
     res.scenario, res.cpus = name, cpus
@@ -220,7 +222,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
         except MachineError as e:
             # a crash (bug check, fault, hang) keeps the machine as it was: like a
             # crash dump, the image lets the suite look at it post mortem
-            if image and not res.image_path:
+            if image is not None and not res.image_path:
                 res.exits, res.messages = list(m.exits), list(kern.messages)
                 try:
                     _write_image(image, m, kern, img, res, msrs, cpuid, crash=str(e))
@@ -253,7 +255,7 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
         for i in range(cpus):
             res.vmreads[i] = m.vmread_all(i, encs)
     res.failure_vmreads = list(m.failure_vmreads)
-    if image:
+    if image is not None:
         _write_image(image, m, kern, img, res, msrs, cpuid)
         res.image_path = image
     if res.loaded:
@@ -315,4 +317,4 @@ def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult
         "crash": crash,
     })
     w.current_cpu = 0
-    w.write(path)
+    w.write(path, "--out")

@@ -13,6 +13,7 @@ from typing import Callable, List, Optional
 
 from windbg_ext.commands import COMMANDS
 from windbg_ext.commands.base import CommandError
+from windbg_ext.paths import PathError
 from windbg_ext.target.base import Target, TargetError
 
 EXIT_OK, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
@@ -152,7 +153,7 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
                                 else "0 reads (no target was read)")
             (plain if live else err)(line)
         return report.exit_code
-    except (CommandError, TargetError, ArgumentError) as e:
+    except (CommandError, TargetError, ArgumentError, PathError) as e:
         msg = str(e).strip() or "invalid arguments"
         err("error: " + msg)
         return EXIT_ERROR

@@ -35,7 +35,7 @@ def test_field_by_name_and_encoding():
 
 
 def test_field_json_per_field():
-    data = json.loads(ok(["--json", "field", "guest_rip", "0x2001"]))
+    data = json.loads(ok(["--json", "field", "guest_rip", "0x2001"]))["fields"]
     assert data[0] == {"name": "GUEST_RIP", "field": "GUEST_RIP", "encoding": "0x681e", "width": "natural",
                        "type": "guest", "access": "full", "index": 15, "readonly": False, "meaning": "guest RIP",
                        "sdm": "B.4.3"}
@@ -53,15 +53,23 @@ def test_field_all_and_filters():
     assert "EXIT_QUALIFICATION" in text and "GUEST_RIP" not in text
 
 
-def test_field_invalid_encoding_is_decoded_and_exits_2():
+def test_field_invalid_encoding_is_decoded_as_a_finding():
     code, out, err = run_cli(["field", "0x1234"])
-    assert code == 2 and "reserved bit 12" in out and "index" in out and "Traceback" not in out + err
+    assert code == 1 and "reserved bit 12" in out and "index" in out and "Traceback" not in out + err
     code, out, _ = run_cli(["--json", "field", "0x6801"])
-    d = json.loads(out)[0]
-    assert code == 2 and d["valid"] is False and d["width"] == "natural" and "only for 64-bit" in d["problems"][0]
+    d = json.loads(out)["not_fields"][0]
+    assert code == 1 and d["valid"] is False and d["width"] == "natural" and "only for 64-bit" in d["problems"][0]
     code, out, _ = run_cli(["--json", "field", "0x4830"])
-    d = json.loads(out)[0]
-    assert code == 2 and d["valid"] is True and d["name"] is None and d["index"] == 24
+    d = json.loads(out)["not_fields"][0]
+    assert code == 1 and d["valid"] is True and d["name"] is None and d["index"] == 24
+
+
+def test_field_numbers_are_hex_as_windbg_shows_encodings():
+    # before: 681e failed and 6820 (read as decimal 0x1aa4) printed a table and returned 2
+    assert json.loads(ok(["--json", "field", "681e"]))["fields"][0]["name"] == "GUEST_RIP"
+    assert json.loads(ok(["--json", "field", "6820"]))["fields"][0]["name"] == "GUEST_RFLAGS"
+    assert json.loads(ok(["--json", "field", "0n26654"]))["fields"][0]["name"] == "GUEST_RIP"
+    assert json.loads(ok(["--json", "field", "681eh"]))["fields"][0]["name"] == "GUEST_RIP"
 
 
 def test_field_bad_input():

@@ -131,7 +131,7 @@ def test_true_msrs_required_when_basic_says_so(tmp_path, lab_state):
     (["verify"], "say what to check"),
     (["verify", "--fields", "x.json"], "say what to check"),
     (["verify", "1", "--fields", "a", "--caps", "b"], "not both"),
-    (["verify", "--fields", "/nonexistent/f.json", "--caps", "/nonexistent/c.json"], "cannot read fields file"),
+    (["verify", "--fields", "/nonexistent/f.json", "--caps", "/nonexistent/c.json"], "fields file /nonexistent/f.json does not exist"),
     (["verify", "--maxphyaddr", "99", "--fields", "a", "--caps", "b"], "out of range"),
     (["verify", "0"], "give --image FILE or --dump FILE"),
 ])

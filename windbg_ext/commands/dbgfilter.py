@@ -45,7 +45,7 @@ def run(ctx, args) -> Report:
             from windbg_ext.commands.base import CommandError
             raise CommandError("level %s: ERROR, WARNING, TRACE and INFO are always shown; --level adds a numeric "
                                "Level (0..31 = bit index, larger = explicit mask)" % text)
-        value = parse_int(text, "level")
+        value = parse_int(text, "level", "decimal")
         if not 0 <= value <= 0xFFFFFFFF:
             from windbg_ext.commands.base import CommandError
             raise CommandError("level %s is outside 0..0xffffffff (DbgPrintEx takes a ULONG)" % text)

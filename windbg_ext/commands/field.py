@@ -13,7 +13,7 @@ NEEDS_TARGET = False
 def add_arguments(p) -> None:
     p.add_argument("fields", nargs="*", metavar="NAME|ENCODING",
                    help="field name (GUEST_RIP, vmcs_guest_rip, GUEST_ES_AR_BYTES, IO_BITMAP_A_HIGH) "
-                        "or encoding (0x681e, 26654)")
+                        "or encoding in WinDbg syntax (681e, 0x681e, 0n26654)")
     p.add_argument("--all", action="store_true", help="list every field of the catalogue")
     p.add_argument("--type", choices=("guest", "host", "control", "exit"),
                    help="with --all: only fields of this type (exit = read-only VM-exit information)")
@@ -73,7 +73,7 @@ def run(ctx, args) -> Report:
                             "access": parts.access, "index": parts.index, "type": parts.type, "width": parts.width,
                             "name": None, "message": str(e)})
 
-    r = Report(data=found + invalid)
+    r = Report(data={"fields": found, "not_fields": invalid, "count": len(found)})
     if found:
         r.table(HEADERS, [_row(d, False) for d in found])
     for d in invalid:
@@ -81,6 +81,6 @@ def run(ctx, args) -> Report:
                 [[d["encoding"], d["access"], d["index"], d["type"], d["width"]]],
                 title="%s decoded as a VMCS encoding (SDM 25.11.2):" % d["encoding"])
         r.text("not a field: " + "; ".join(d["problems"]))
-    if invalid:
-        r.exit_code = 2
+    if invalid:  # a finding (documented exit code 1): the number was read, it names no field
+        r.exit_code = 1
     return r

@@ -59,9 +59,12 @@ def add_arguments(p) -> None:
 
 # -- inputs ---------------------------------------------------------------------
 def _load_json(path: str, what: str) -> Dict[str, Any]:
+    from windbg_ext.paths import PathError, open_for_reading
     try:
-        with open(path, "r") as f:
+        with open_for_reading(path, what, "r") as f:
             data = json.load(f)
+    except PathError as e:
+        raise CommandError(str(e))
     except OSError as e:
         raise CommandError("cannot read %s %s: %s" % (what, path, e.strerror or e))
     except ValueError as e:
@@ -72,18 +75,15 @@ def _load_json(path: str, what: str) -> Dict[str, Any]:
     return data
 
 
-def _number(value: Any, what: str) -> int:
+def _number(value: Any, what: str, kind: str = "hex") -> int:
     if isinstance(value, bool):
         raise CommandError("%s: %r is not a number" % (what, value))
     if isinstance(value, int):
         n = value
-    elif isinstance(value, str):
-        try:
-            n = int(value.strip().replace("`", ""), 0)
-        except ValueError:
-            raise CommandError("%s: %r is not a number (use \"0x...\" hex or decimal)" % (what, value))
+    elif isinstance(value, str):  # WinDbg syntax; a bare string is hex, as the suite's own JSON writes values
+        n = parse_int(value, what, kind)
     else:
-        raise CommandError("%s: %r is not a number (use \"0x...\" hex or decimal)" % (what, value))
+        raise CommandError("%s: %r is not a number (write a JSON string such as \"0x1c\")" % (what, value))
     if not 0 <= n <= 0xFFFFFFFFFFFFFFFF:
         raise CommandError("%s: %r does not fit in 64 bits" % (what, value))
     return n
@@ -123,7 +123,7 @@ def load_caps(path: str):
                 in C.VMX_MSRS}
     for key, value in data.items():
         if key.lower() == "maxphyaddr":
-            maxphy = _number(value, "caps file %s, maxphyaddr" % path)
+            maxphy = _number(value, "caps file %s, maxphyaddr" % path, "decimal")
             continue
         msr = _number(key, "caps file %s: key" % path)
         if msr not in C.VMX_MSRS:
@@ -254,7 +254,7 @@ def run(ctx, args) -> Report:
 
     if args.n is not None and (args.fields or args.caps):
         raise CommandError("give either a vCPU index or --fields/--caps, not both")
-    maxphy_opt = parse_int(args.maxphyaddr, "--maxphyaddr") if args.maxphyaddr is not None else None
+    maxphy_opt = parse_int(args.maxphyaddr, "--maxphyaddr", "decimal") if args.maxphyaddr is not None else None
     if maxphy_opt is not None and not 32 <= maxphy_opt <= 52:
         raise CommandError("--maxphyaddr %d is out of range: a physical-address width is 32-52 bits" % maxphy_opt)
     recorded = None

@@ -64,11 +64,16 @@ def demo(cpus: int, out: Optional[str], driver: Optional[str] = None) -> int:
     from emulated_lab.lab import run_scenario
     from windbg_ext import cli
     from windbg_ext.commands import COMMANDS
-    if out is None:  # a fresh name each time: two demos at once do not collide
-        fd, out = tempfile.mkstemp(prefix="hvlab-demo-", suffix=".hvimg")
-        os.close(fd)
     path = out
-    res = run_scenario("baseline", cpus=cpus, image=path, driver=driver)
+    if out is None:  # a fresh name each time: two demos at once do not collide
+        fd, path = tempfile.mkstemp(prefix="hvlab-demo-", suffix=".hvimg")
+        os.close(fd)
+    try:
+        res = run_scenario("baseline", cpus=cpus, image=path, driver=driver)
+    except BaseException:
+        if out is None and os.path.getsize(path) == 0:
+            os.unlink(path)
+        raise
     print("\n".join(res.summary()))
     for cmd in (["check"], ["caps"], ["dbgfilter"], ["vmm"], ["vcpu", "0"]):
         if cmd[0] not in COMMANDS:

@@ -105,7 +105,8 @@ def writable_file(path: str, what: str) -> str:
         if not stat.S_ISREG(st.st_mode):
             raise PathError("%s %s is not a regular file (it is %s): refusing to replace it; give a new file "
                             "name" % (what, path, _kind(st.st_mode)))
-        if not os.access(path, os.W_OK):
+        # the mode bits too: root may write a 0444 file, but its owner marked it read-only
+        if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(path, os.W_OK):
             raise PathError("%s %s is read-only: refusing to replace it; give another name or make it writable"
                             % (what, path))
     where = os.path.dirname(os.path.abspath(path))
@@ -144,6 +145,6 @@ def write_atomically(path: str, what: str, fill: Callable[[IO[bytes]], None]) ->
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(e, OSError) and not isinstance(e, PathError):
+        if isinstance(e, OSError):
             raise PathError("%s %s cannot be written: %s" % (what, path, e.strerror or e))
         raise

@@ -17,6 +17,7 @@ from windbg_ext.paths import PathError
 from windbg_ext.target.base import Target, TargetError
 
 EXIT_OK, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
+WIDTH = 120  # default output width: the kd console wraps anything longer
 
 
 class ArgumentError(Exception):
@@ -37,11 +38,15 @@ class _Parser(argparse.ArgumentParser):
 class Context:
     """What a command gets: the target (opened on first use) and options."""
 
-    def __init__(self, opener: Optional[Callable[[], Target]], dml: bool, json_out: bool) -> None:
+    def __init__(self, opener: Optional[Callable[[], Target]], dml: bool, json_out: bool,
+                 wide: bool = False, source_args: Optional[List[str]] = None) -> None:
         self._opener = opener
         self._target: Optional[Target] = None
         self.dml = dml
         self.json = json_out
+        self.wide = wide  # --wide: every column, no wrapping (default: fit WIDTH columns)
+        # the global options that name the target (--image F / --dump F), for "next:" hints that can be pasted
+        self.source_args = list(source_args or [])
 
     @property
     def has_target(self) -> bool:
@@ -86,6 +91,7 @@ def _global_parser() -> argparse.ArgumentParser:
     src.add_argument("--dump", metavar="FILE", help="a Windows kernel crash dump (MEMORY.DMP)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--stats", action="store_true", help="print target reads and bytes")
+    p.add_argument("--wide", action="store_true", help="every column, no wrapping (default: fit %d columns)" % WIDTH)
     p.add_argument("-h", "--help", action="store_true")
     p.add_argument("command", nargs="?")
     p.add_argument("args", nargs=argparse.REMAINDER)
@@ -129,23 +135,32 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
     be read as DML (JSON); offline both are stdout."""
     plain = out_plain or out
     ctx = None
+    json_out = "--json" in argv  # until the options are parsed: an error is JSON too when --json was asked
     try:
         gopts = _global_parser().parse_args(argv)
+        json_out = gopts.json
         name = gopts.command or "help"
         args_list = list(gopts.args)
+        for flag in ("--json", "--wide", "--stats"):  # global flags are also accepted after the command
+            if flag in args_list:
+                args_list = [a for a in args_list if a != flag]
+                setattr(gopts, flag[2:], True)
+        json_out = gopts.json
         if gopts.help or (name != "help" and ("-h" in args_list or "--help" in args_list)):
             args_list, name = [name] if gopts.command else [], "help"
         module = load_command(name)
         # intermixed: `vmcs 0 --source region GUEST_RIP HOST_RIP` gives the fields after an option too
         args = command_parser(name, module).parse_intermixed_args(args_list)
-        ctx = Context(_opener(gopts, live), dml=live and not gopts.json, json_out=gopts.json)
+        source = ["--image", gopts.image] if gopts.image else ["--dump", gopts.dump] if gopts.dump else []
+        ctx = Context(_opener(gopts, live), dml=live and not gopts.json, json_out=gopts.json, wide=gopts.wide,
+                      source_args=source)
         report = module.run(ctx, args)
         if gopts.json:
             from windbg_ext.render.text import render_json
             plain(render_json(report))
         else:
             from windbg_ext.render.text import render_text
-            text = render_text(report, dml=ctx.dml)
+            text = render_text(report, dml=ctx.dml, width=None if gopts.wide else WIDTH)
             if text:
                 out(text)
         if gopts.stats:  # stderr offline (stdout stays clean for --json); plain text in WinDbg
@@ -154,21 +169,29 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
             (plain if live else err)(line)
         return report.exit_code
     except (CommandError, TargetError, ArgumentError, PathError) as e:
-        msg = str(e).strip() or "invalid arguments"
-        err("error: " + msg)
-        return EXIT_ERROR
+        return _error(str(e).strip() or "invalid arguments", json_out, err, plain)
     except KeyboardInterrupt:
-        err("error: interrupted")
-        return EXIT_ERROR
+        return _error("interrupted", json_out, err, plain)
     except Exception as e:  # last resort: one line, never a traceback
-        err("error: internal error (%s: %s); please report it with the command line" % (type(e).__name__, e))
-        return EXIT_ERROR
+        return _error("internal error (%s: %s); please report it with the command line" % (type(e).__name__, e),
+                      json_out, err, plain)
     finally:
         if ctx is not None:
             try:
                 ctx.close()
             except Exception:
                 pass
+
+
+def _error(msg: str, json_out: bool, err: Callable[[str], None], plain: Callable[[str], None]) -> int:
+    """One line on stderr (WinDbg: one red line); with --json also {"error", "exit_code"} on stdout,
+    so that a script reading stdout always gets a JSON object (docs/json.md)."""
+    msg = " ".join(msg.split())  # one line, whatever the message held
+    err("error: " + msg)
+    if json_out:
+        import json
+        plain(json.dumps({"error": msg, "exit_code": EXIT_ERROR}))
+    return EXIT_ERROR
 
 
 def main(argv: Optional[List[str]] = None) -> int:

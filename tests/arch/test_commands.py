@@ -160,7 +160,7 @@ def test_caps_bad_input():
 
 def test_caps_on_image_reads_only_existing_msrs(tmp_path):
     img = write_caps_image(tmp_path / "caps.hvimg", [BOCHS_MSRS, BOCHS_MSRS])
-    code, out, err = run_cli(["--image", img, "--stats", "caps", "--all"])
+    code, out, err = run_cli(["--wide", "--image", img, "--stats", "caps", "--all"])
     assert code == 0, err
     assert "processor 1: the same capability MSR values as processor 0" in out
     assert "not supported: primary control bit 17 (activate tertiary controls) cannot be 1" in out
@@ -178,7 +178,7 @@ def test_caps_image_without_secondary_controls_and_differing_cpus(tmp_path):
     cpu1[0x48E] &= ~(1 << 63)
     cpu1[0x3A] = 0x1                 # locked, VMXON outside SMX disabled
     img = write_caps_image(tmp_path / "c.hvimg", [BOCHS_MSRS, cpu1])
-    out = ok(["--image", img, "caps", "--all"])
+    out = ok(["--wide", "--image", img, "caps", "--all"])
     assert "processor 1 differs from processor 0 in 0x3a, 0x482, 0x48b, 0x48c, 0x48e, 0x491" in out
     assert "not supported: primary control bit 31 (activate secondary controls) cannot be 1" in out
     assert "VMXON raises #GP" in out

@@ -101,7 +101,7 @@ def test_verify_uses_the_recorded_maxphyaddr(maxphy_image, lab, tmp_path):
 
 def test_a_leaf_without_maxphyaddr_falls_back(lab, tmp_path):
     img = _with_maxphyaddr(lab["baseline"], str(tmp_path / "zero.hvimg"), 0)
-    code, out, _ = _run(["--image", img, "vcpu", "1"])
+    code, out, _ = _run(["--wide", "--image", img, "vcpu", "1"])
     assert code == 0 and "vs 52 bits (MAXPHYADDR unknown: the architectural maximum)" in out
 
 

@@ -169,7 +169,7 @@ def test_vcpu_reports_wrong_revision_abort_and_failed_launch(tmp_path):
     assert "corrupted" in checks[("VMCS", "VMX-abort indicator")]["detail"]
     assert data["state_text"] == "failed at VMLAUNCH (error 7 ENTRY_INVALID_CONTROL_FIELD)"
     assert data["vm_instruction_error_name"] == "7 ENTRY_INVALID_CONTROL_FIELD"
-    code, out, err = run_cli(["--image", path, "vmm"])
+    code, out, err = run_cli(["--wide", "--image", path, "vmm"])
     assert code == 1 and "failed at VMLAUNCH" in out
 
 

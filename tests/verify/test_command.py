@@ -59,7 +59,7 @@ def test_json_schema_per_group(tmp_path, lab_state, change, result, error, reaso
 
 def test_text_names_field_value_and_section(tmp_path, lab_state):
     fp, cp = _write(tmp_path, *lab_state, GUEST_TR_AR_BYTES=0x89)
-    code, out, _ = run_cli(["verify", "--fields", fp, "--caps", cp])
+    code, out, _ = run_cli(["--wide", "verify", "--fields", fp, "--caps", cp])
     assert code == 1
     assert "VM entry fails: VM exit 0x80000021 (invalid guest state), exit qualification 0" in out
     assert ("first failure (what the processor reports): GUEST_TR_AR_BYTES = 0x0089: type must be 11 "

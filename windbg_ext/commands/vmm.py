@@ -85,7 +85,7 @@ def run(ctx, args) -> Report:
                      item["last_exit"]])
     r.data["vcpus"] = items
     r.table(["vCPU", "state", "VMXON VA", "VMXON PA", "VMCS VA", "VMCS PA", "MSR bitmap PA", "host stack",
-             "exits", "last exit"], rows)
+             "exits", "last exit"], rows, wide_only=["VMXON VA", "VMCS VA"])
     failed = [i["vcpu"] for i in items if i["state"] == "failed"]
     if failed:
         r.text("vCPU %s failed: see vcpu N" % ", ".join(map(str, failed)),

@@ -366,7 +366,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     kind = "bitmap" if "--bitmap" in args else "full"
     args = [a for a in args if a != "--bitmap"]
     if len(args) != 2:
-        sys.stderr.write("usage: python -m windbg_ext.target.dump IMAGE OUT.DMP [--bitmap]\n")
+        sys.stderr.write("error: give two paths, IMAGE and OUT.DMP, not %d (usage: python -m "
+                         "windbg_ext.target.dump IMAGE OUT.DMP [--bitmap])\n" % len(args))
         return 2
     from windbg_ext.paths import PathError
     try:

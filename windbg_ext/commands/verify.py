@@ -303,6 +303,10 @@ def _verdict_line(v) -> str:
 
     if v.result == "success":
         return "VM entry passes every check: the processor would enter the guest"
+    if v.result == "unverified":
+        n = len(v.not_checked)
+        return ("UNVERIFIED: no check fails, but %d check%s could not run (below): the processor may still refuse "
+                "this state" % (n, "" if n == 1 else "s"))
     if v.result == "vmfail_valid":
         name, meaning = VM_INSTRUCTION_ERRORS.get(v.vm_instruction_error, ("?", "?"))
         return "VMLAUNCH fails: VMfailValid, VM-instruction error %d (%s)" % (v.vm_instruction_error, meaning.split(" (")[0])
@@ -325,7 +329,9 @@ def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> 
         "source": source,
         "maxphyaddr": maxphy,
         "checks_run": len(v.outcomes),
-        "not_checked": [{"id": o.check.id, "why": o.message} for o in not_checked],
+        "not_checked": [{"id": o.check.id, "sdm": o.check.sdm, "why": o.message, "warning": o.warning or None}
+                        for o in not_checked],
+        "warnings": [o.warning for o in not_checked if o.warning],
         "missing_fields": v.missing_fields,
     }
     r = Report(data=data)
@@ -347,8 +353,13 @@ def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> 
     notes = []
     if maxphy is None:
         notes.append("physical-address width unknown: assumed 52 bits (give --maxphyaddr)")
-    if not_checked:
-        notes.append("not checked (need memory): " + ", ".join(o.check.id for o in not_checked))
+    for o in not_checked:
+        notes.append("not checked: %s (SDM %s): %s" % (o.check.id, o.check.sdm, o.message))
+    for o in not_checked:
+        if o.warning:
+            r.text("warning: " + o.warning)
+    if not_checked and not failures:
+        r.exit_code = 1  # not a pass: the verdict is incomplete
     if v.missing_fields:
         shown = ", ".join(v.missing_fields[:8]) + (" ..." if len(v.missing_fields) > 8 else "")
         notes.append("%d field(s) read as 0 because the input lacks them: %s" % (len(v.missing_fields), shown))

@@ -286,13 +286,24 @@ R.add("guest.link.width", NONREG, [LP],
       qualification=QUAL_LINK)
 
 
+def _link_warning(s) -> str:
+    """A link pointer other than ~0 without VMCS shadowing is the classic beginner bug (0 from a
+    zeroed VMCS): the processor reads the page it names, which almost never holds its revision id."""
+    if s.ctl("proc2", "VMCS_SHADOWING"):
+        return ""
+    return ("%s with VMCS shadowing off almost always fails (exit qualification 4): write "
+            "0xffffffffffffffff unless you use a shadow VMCS" % hexv(s, LP))
+
+
 def _link_revision(s):
     if s.read_physical is None:
-        return NotChecked("needs the VMCS the link pointer names")
+        return NotChecked("needs memory: the first 4 bytes of the VMCS at the link pointer (give an image, a "
+                          "dump or a live target)", _link_warning(s))
     try:
         rev = struct.unpack("<I", s.read_physical(s.f(LP), 4))[0]
     except Exception:
-        return NotChecked("the linked VMCS is not readable")
+        return NotChecked("needs memory: physical 0x%x (the link pointer) is not in the target" % s.f(LP),
+                          _link_warning(s))
     want = s.cap(cm.IA32_VMX_BASIC) & 0x7FFFFFFF
     shadow = s.ctl("proc2", "VMCS_SHADOWING")
     if shadow and not rev >> 31:
@@ -311,7 +322,7 @@ R.add("guest.link.revision", NONREG, [LP, "SECONDARY_VM_EXEC_CONTROL"],
 
 def _link_current(s):
     if s.vmcs_address is None:
-        return NotChecked("the current-VMCS address is unknown")
+        return NotChecked("needs the address of the current VMCS (verify <n> on a target knows it)")
     return "%s: must not point at the current VMCS" % hexv(s, LP) if s.f(LP) == s.vmcs_address else None
 
 

@@ -28,10 +28,13 @@ NOT_APPLICABLE = _NotApplicable()
 
 
 class NotChecked(object):
-    """Returned by a check that needs something the state does not have (memory)."""
+    """Returned by a check that needs something the state does not have (memory).
+    `warning`: set when the value almost always fails the check on real
+    hardware (e.g. a VMCS link pointer other than ~0 with VMCS shadowing off)."""
 
-    def __init__(self, why: str) -> None:
+    def __init__(self, why: str, warning: str = "") -> None:
         self.why = why
+        self.warning = warning
 
     def __repr__(self) -> str:
         return "NotChecked(%r)" % self.why

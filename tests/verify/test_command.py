@@ -182,3 +182,18 @@ def test_on_a_target_the_link_pointer_is_read(tmp_path):
     d = json.loads(out)
     assert d["not_checked"][0]["why"] == "needs memory: physical 0x0 (the link pointer) is not in the target"
     assert "shadowing off almost always fails" in d["warnings"][0]
+
+
+def test_a_forbidden_activate_bit_is_error_7_not_a_missing_msr(tmp_path, lab_state):
+    """Primary bit 17 (activate tertiary controls) on a CPU whose capability MSR forbids it: the
+    verdict is the primary-control violation, which needs no 0x492. Before: "caps file lacks MSR 0x492"."""
+    fields, caps, maxphy = lab_state
+    proc = by_name("CPU_BASED_VM_EXEC_CONTROL").encoding
+    f = dict(fields)
+    f[proc] |= 1 << 17
+    assert not (caps[0x48e] >> 32) >> 17 & 1  # the emulated CPU cannot activate tertiary controls
+    fp, cp = _write(tmp_path, f, {k: v for k, v in caps.items() if k != 0x492}, maxphy)
+    code, out, err = run_cli(["--json", "verify", "--fields", fp, "--caps", cp])
+    d = json.loads(out)
+    assert code == 1 and d["result"] == "vmfail_valid" and d["vm_instruction_error"] == 7, err
+    assert d["failures"][0]["id"].startswith("control.proc")

@@ -135,6 +135,7 @@ def load_caps(path: str):
 def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
     """(msr, why) for every capability MSR the checks of this state need."""
     from windbg_ext.arch.entry_checks import EntryState
+    from windbg_ext.arch.entry_checks.model import control_bit
 
     s = EntryState(fields, caps)  # the controls as the processor reads them
     if C.decode_basic(s.cap(C.IA32_VMX_BASIC))["true_controls"]:
@@ -144,15 +145,26 @@ def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
         need += [(m, "IA32_VMX_BASIC bit 55 says the TRUE_* controls exist") for m in TRUE_CAPS]
     else:
         need = [(m, "the checks always read it") for m in REQUIRED_CAPS]
-    if s.ctl("proc", "ACTIVATE_SECONDARY_CONTROLS"):
+    def activates(kind: str, name: str) -> bool:
+        """The state sets an activate control that its capability MSR allows. When the MSR forbids
+        it, the control check fails first (VM-instruction error 7, SDM 27.2.1.1) and the next
+        level's MSR is never read; when the capability MSR itself is absent, it is reported first."""
+        if not s.ctl(kind, name):
+            return False
+        if s.allowed_msr(kind) not in caps:
+            return True
+        return bool(s.allowed(kind)[1] >> control_bit(kind, name) & 1)
+
+    if activates("proc", "ACTIVATE_SECONDARY_CONTROLS"):
         need.append((C.IA32_VMX_PROCBASED_CTLS2, "the state activates secondary controls"))
-    if s.ctl("proc2", "ENABLE_EPT") or s.ctl("proc2", "ENABLE_VPID"):
+    secondary = activates("proc", "ACTIVATE_SECONDARY_CONTROLS")
+    if secondary and (activates("proc2", "ENABLE_EPT") or activates("proc2", "ENABLE_VPID")):
         need.append((C.IA32_VMX_EPT_VPID_CAP, "the state enables EPT or VPID"))
-    if s.ctl("proc2", "ENABLE_VM_FUNCTIONS"):
+    if secondary and activates("proc2", "ENABLE_VM_FUNCTIONS"):
         need.append((C.IA32_VMX_VMFUNC, "the state enables VM functions"))
-    if s.ctl("proc", "ACTIVATE_TERTIARY_CONTROLS"):
+    if activates("proc", "ACTIVATE_TERTIARY_CONTROLS"):
         need.append((C.IA32_VMX_PROCBASED_CTLS3, "the state activates tertiary controls"))
-    if s.ctl("exit", "ACTIVATE_SECONDARY_CONTROLS"):
+    if activates("exit", "ACTIVATE_SECONDARY_CONTROLS"):
         need.append((C.IA32_VMX_EXIT_CTLS2, "the state activates secondary VM-exit controls"))
     return need
 
@@ -237,11 +249,18 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
     except Exception:
         sgx = None
 
+    linear = None
+    try:  # CPUID.80000008H:EAX[15:8], the linear-address width (SDM 27.3.1.4 checks bits 63:N of RIP)
+        leaf = ctx.target.cpuid(0x80000008, 0, n)
+        linear = (leaf[0] >> 8 & 0xFF) or None if leaf else None
+    except Exception:
+        linear = None
+
     def read_physical(addr: int, size: int) -> bytes:
         return ctx.target.read_physical(addr, size)
 
     return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphy, "read_physical": read_physical,
-            "sgx": sgx,
+            "sgx": sgx, "linear_address_bits": linear,
             "vmcs_address": (v.VmcsRegionPa or None) if v is not None else None, "snapshot": snap,
             "what": what,
             "caps_source": " and ".join(sorted(sources)) or "nowhere", "driver_state": d.driver_state}
@@ -270,7 +289,8 @@ def run(ctx, args) -> Report:
         _check_caps(fields, caps, "the target (caps from %s)" % t["caps_source"])
         maxphy = maxphy_opt or t["maxphyaddr"]
         state = ec.EntryState(fields, caps, maxphyaddr=maxphy or ec.DEFAULT_MAXPHYADDR,
-                              read_physical=t["read_physical"], vmcs_address=t["vmcs_address"], sgx=t["sgx"])
+                              read_physical=t["read_physical"], vmcs_address=t["vmcs_address"], sgx=t["sgx"],
+                              linear_address_bits=t["linear_address_bits"] or ec.model.CANONICAL_48)
         snap = t["snapshot"]
         recorded = None
         if snap.count:  # what the driver recorded with its snapshot (compared with the verdict)

@@ -101,7 +101,53 @@ def test_exit_interruption_info_and_list():
     data = json.loads(ok(["--json", "exit", "0", "--intr-info", "0x80000b0e"]))
     assert data["interruption_info"]["exception"] == "#PF" and data["interruption_info"]["error_code_valid"]
     listing = json.loads(ok(["--json", "exit"]))["exit_reasons"]
-    assert [r["basic"] for r in listing][:3] == [0, 1, 2] and listing[-1]["name"] == "UWRMSR"
+    assert [r["basic"] for r in listing][:3] == [0, 1, 2] and listing[-1]["name"] == "WRMSRNS_IMM"
+
+
+def test_exit_reasons_84_and_85_are_the_immediate_msr_forms():
+    assert json.loads(ok(["--json", "exit", "84"]))["reason"]["name"] == "RDMSR_IMM"
+    assert json.loads(ok(["--json", "exit", "85"]))["reason"]["name"] == "WRMSRNS_IMM"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["exit", "0x8000000a"], "bit 31 (VM-entry failure) comes only with basic reasons 33, 34 and 41"),
+    (["exit", "28", "--qual", "0xc"], "CR12: MOV-CR exits report only CR0, CR3, CR4 or CR8"),
+    (["exit", "30", "--qual", "0x2"], "size encoding 2 in bits 2:0"),
+    (["exit", "28", "--qual", "0x1000"], "bit 12 set: the SDM defines no such bits for this exit (Table 28-3)"),
+    (["exit", "0x80000021", "--qual", "9"], "exit qualification 9 is not defined for a VM-entry failure"),
+])
+def test_exit_says_what_no_processor_reports(argv, needle):
+    # before: decoded without a word (and "CR12" printed as if it existed)
+    code, out, err = run_cli(argv)
+    assert code == 1 and "impossible: " + needle in out.replace("\n  ", " "), out
+    code, out, _ = run_cli(["--json"] + argv)
+    assert code == 1 and any(needle in p for p in json.loads(out)["problems"])
+
+
+def test_exit_plausible_values_have_no_problems():
+    data = json.loads(ok(["--json", "exit", "30", "--qual", "0x3f80003"]))
+    assert data["problems"] == [] and {f["name"]: f["value"] for f in data["qualification"]["fields"]}["size"] == 4
+    out = ok(["exit", "30", "--qual", "0x3f80010"])  # booleans read yes/no, not Python's True/False
+    assert "True" not in out and "False" not in out and "yes" in out
+
+
+def test_entry_failures_and_vm_errors_point_at_verify():
+    assert "next: verify <n>" in ok(["exit", "0x80000021"])
+    for n in ("7", "8"):
+        assert "next: verify <n>" in ok(["vmerror", n])
+
+
+def test_bare_numbers_follow_one_rule_per_kind():
+    # before: `exit 00000030` was decimal 30, `exit 1c` hex, `vmerror a` 10, `0n48` refused
+    assert json.loads(ok(["--json", "exit", "00000030"]))["reason"]["basic"] == 48  # 8 digits: the field as shown
+    assert json.loads(ok(["--json", "exit", "0n48"]))["reason"]["basic"] == 48
+    assert json.loads(ok(["--json", "exit", "30h"]))["reason"]["basic"] == 48
+    bad(["exit", "1c"], "not a decimal number", "0x1c")
+    bad(["vmerror", "a"], "not a decimal number", "0xa")
+    bad(["verify", "--maxphyaddr", "abc", "--fields", "f", "--caps", "c"], "not a decimal number")
+    out = ok(["exit", "30"])  # both readings are exit reasons: say which one was used
+    assert "30 read as decimal 30 (0x1e); as hex (0x30) it would be 48 (EPT_VIOLATION)" in out
+    assert "read as" not in ok(["exit", "60"]) and "read as" not in ok(["exit", "9"])  # 0x60 = 96: no reason
 
 
 def test_exit_bad_input():

@@ -89,9 +89,12 @@ def run(ctx, args) -> Report:
     if note:
         r.text(note)
     r.table(["", "value", "meaning"], rows, title="exit reason 0x%x" % value)
+    problems = exits.exit_reason_problems(value)
     if info["entry_failure"]:
         r.text("bit 31 set: VM entry failed (SDM 27.8); the guest never ran. Basic reason 33 means a guest-state "
                "check failed, 34 MSR loading, 41 a machine check.")
+        if info["basic"] in (33, 34):
+            r.text("next: verify <n> names the failing check (or verify --fields F.json --caps C.json offline)")
     if args.qual is not None:
         _add_decoded(r, data, "qualification", args.qual, "exit qualification", 64,
                      lambda q: _fields(q, exits.decode_qualification(info["basic"], q)),
@@ -103,6 +106,13 @@ def run(ctx, args) -> Report:
         _add_decoded(r, data, "instruction_info", args.instr_info, "instruction information", 32,
                      lambda v: _fields(v, exits.decode_instruction_info(info["basic"], v)),
                      "VM-exit instruction information 0x%x (SDM 28.2.5)")
+    if "qualification" in data:
+        problems += exits.qualification_problems(info["basic"], int(data["qualification"]["value"], 16))
+    data["problems"] = problems  # what no processor reports: a typo, or not the field you think
+    for p in problems:
+        r.text("impossible: " + p)
+    if problems:
+        r.exit_code = 1
     return r
 
 

@@ -17,6 +17,8 @@ def _cell(value: Any, dml: bool) -> str:
         return str(value.text)
     if value is None:
         return "-"
+    if isinstance(value, bool):  # people read yes/no; JSON keeps true/false
+        return "yes" if value else "no"
     return _esc(str(value)) if dml else str(value)
 
 

@@ -160,7 +160,8 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
             plain(render_json(report))
         else:
             from windbg_ext.render.text import render_text
-            text = render_text(report, dml=ctx.dml, width=None if gopts.wide else WIDTH)
+            prefix = "" if live else " ".join(["python -m windbg_ext"] + [_quote(a) for a in ctx.source_args]) + " "
+            text = render_text(report, dml=ctx.dml, width=None if gopts.wide else WIDTH, command_prefix=prefix)
             if text:
                 out(text)
         if gopts.stats:  # stderr offline (stdout stays clean for --json); plain text in WinDbg
@@ -181,6 +182,11 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
                 ctx.close()
             except Exception:
                 pass
+
+
+def _quote(arg: str) -> str:
+    import shlex
+    return shlex.quote(arg)
 
 
 def _error(msg: str, json_out: bool, err: Callable[[str], None], plain: Callable[[str], None]) -> int:

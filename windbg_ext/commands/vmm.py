@@ -32,27 +32,17 @@ def run(ctx, args) -> Report:
            % (d.Version, d.address, w.found_by, d.producer or "?", d.driver_state, d.LoadStatus & 0xFFFFFFFF,
               d.layout_status, d.LayoutCount, d.LayoutRevisionId, "on" if d.SnapshotOnEveryExit else "off"))
     f = d.failure
-    if f is not None and f.valid:
-        from windbg_ext.hv.walker import failure_hint
+    from windbg_ext.hv.walker import failure_summary
+    failure = failure_summary(d)
+    if f is not None and failure is not None:
+        what, commands, fields = failure
         desc["last_failure"] = {"processor": f.processor, "failed_step": f.failed_step,
-                                "vm_instruction_error": f.vm_instruction_error, "status": hx(f.status)}
-        from windbg_ext.hv.model import failure_snapshot
-        from windbg_ext.hv.walker import DescriptorError
-
-        hint = failure_hint(d)[len("; last failure"):]
-        hint = hint[:hint.rfind(" (vmcs ")] if hint.endswith(" --source failure)") else hint
-        try:
-            snap = failure_snapshot(d)
-        except DescriptorError:
-            snap = None
-        if snap is not None and snap.count:  # a VMCS was current: its fields and the check that fails
-            desc["last_failure"]["snapshot_fields"] = snap.count
-            links = [Link("vmcs %d --source failure" % f.processor, "vmcs %d --source failure" % f.processor),
-                     Link("verify %d" % f.processor, "verify %d" % f.processor)]
-            r.text("recorded failure" + hint + "; see:", links)
+                                "vm_instruction_error": f.vm_instruction_error, "status": hx(f.status),
+                                "snapshot_fields": fields}
+        if fields:  # a VMCS was current: its fields and the check that fails
+            r.text("recorded failure: %s; see:" % what, [Link(c, c) for c in commands])
         else:
-            desc["last_failure"]["snapshot_fields"] = 0
-            r.text("recorded failure" + hint + " (no VMCS was current: no fields recorded)")
+            r.text("recorded failure: %s (no VMCS was current: no fields recorded)" % what)
     if not (d.VmmContextVa and d.VcpuArrayVa):
         if desc.get("last_failure", {}).get("snapshot_fields"):  # the failed VMCS is the lead: verify N above
             r.text("hv.sys is not running (driver state: %s): no VMM context, no vCPUs" % d.driver_state)

@@ -127,8 +127,10 @@ class HvWalker:
     def _require_loaded(self) -> Descriptor:
         d = self.descriptor()
         if not d.VmmContextVa or not d.VcpuArrayVa:
-            raise HvError("hv.sys is not running (driver state: %s, load status 0x%08x): the descriptor has no "
-                          "VMM context%s" % (d.driver_state, d.LoadStatus & 0xFFFFFFFF, failure_hint(d)))
+            failure = failure_summary(d)  # short: one line that fits the console, naming commands that work
+            see = ", ".join(["vmm"] + (failure[1] if failure else []))
+            raise HvError("hv.sys is not running (%s, load status 0x%08x): no vCPUs; see: %s"
+                          % (d.driver_state, d.LoadStatus & 0xFFFFFFFF, see))
         for what, va in (("VmmContextVa", d.VmmContextVa), ("VcpuArrayVa", d.VcpuArrayVa)):
             if va % 8:
                 raise HvError("hv debug descriptor's %s 0x%x is misaligned (structures are 8-byte aligned): "
@@ -234,26 +236,30 @@ def _torn(v: Vcpu) -> bool:
         return False
 
 
-def failure_hint(d: Descriptor) -> str:
+def failure_summary(d: Descriptor):
+    """The descriptor's last-failure record as (what happened, the commands that show more), or
+    None. The commands are only ones that work: `vmcs N --source failure` and `verify N` need a
+    VMCS that was current (fields recorded); a failure before that points at `check`."""
     f = d.failure
     if f is None or not f.valid:
-        return ""
-    from windbg_ext.hv.model import FAILED_STEPS
-    from windbg_ext.hv.summary import vm_error_text
+        return None
+    from windbg_ext.hv.model import FAILED_STEPS, NO_EXIT, failure_snapshot
+    from windbg_ext.hv.summary import exit_text, vm_error_text
 
-    from windbg_ext.hv.model import NO_EXIT, failure_snapshot
-    from windbg_ext.hv.summary import exit_text
-
-    exit_part = ""
+    exit_part, fields = "", 0
     try:
         snap = failure_snapshot(d)
         if snap is not None and snap.exit_reason != NO_EXIT:
             exit_part = ", exit reason %s" % exit_text(snap.exit_reason)
+        fields = snap.count if snap is not None else 0
     except DescriptorError:
         pass
-    return "; last failure: processor %d at %s, VM-instruction error %s%s, status 0x%08x (vmcs %d --source failure)" % (
+    what = "processor %d at %s, VM-instruction error %s%s, status 0x%08x" % (
         f.processor, FAILED_STEPS.get(f.failed_step, str(f.failed_step)), vm_error_text(f.vm_instruction_error),
-        exit_part, f.status, f.processor)
+        exit_part, f.status)
+    commands = (["vmcs %d --source failure" % f.processor, "verify %d" % f.processor] if fields
+                else ["check"])
+    return what, commands, fields
 
 
 def _overlap(a: Tuple[int, int], b: Tuple[int, int]) -> bool:

@@ -128,9 +128,11 @@ def wrap_prose(text: str, width: Optional[int]) -> str:
     return "\n".join(out)
 
 
-def render_text(report: Report, dml: bool = False, width: Optional[int] = None) -> str:
+def render_text(report: Report, dml: bool = False, width: Optional[int] = None, command_prefix: str = "") -> str:
     """Text (or DML) for people. width: fit that many columns (prose wrapped,
-    prose table cells wrapped); None: as wide as the content (--wide)."""
+    prose table cells wrapped); None: as wide as the content (--wide).
+    command_prefix (plain text only): what makes a "next:" link a command line
+    that can be pasted, e.g. "python -m windbg_ext --image lab.hvimg "."""
     from tabulate import tabulate  # imported here: only commands that print pay for it
 
     out: List[str] = []
@@ -148,15 +150,17 @@ def render_text(report: Report, dml: bool = False, width: Optional[int] = None) 
             if left_out:
                 out.append("(left out to fit %d columns: %s; --wide shows them)" % (width, ", ".join(left_out)))
         elif isinstance(block, Text):
-            out.append(_text_block(block, dml, width))
+            out.append(_text_block(block, dml, width, "" if dml else command_prefix))
         out.append("")
     return "\n".join(out).rstrip("\n")
 
 
-def _text_block(block: Text, dml: bool, width: Optional[int]) -> str:
+def _text_block(block: Text, dml: bool, width: Optional[int], command_prefix: str = "") -> str:
     text = wrap_prose(block.text, width)
     if not block.links:
         return _esc(text) if dml else text
+    if command_prefix:  # offline: each command whole, one per line, ready to paste
+        return "\n".join([text] + ["  " + command_prefix + link.command for link in block.links])
     sep = " " if text.endswith(":") else "  "  # "next: vcpu 0  vmcs 0", not "next:  vcpu 0"
     visible = "  ".join(str(link.text) for link in block.links)
     last = text.split("\n")[-1]

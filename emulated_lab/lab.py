@@ -81,8 +81,19 @@ class ScenarioResult:
         return self.load_status is not None and self.load_status < 0x8000_0000
 
     def summary(self) -> List[str]:
-        lines = ["scenario %s on %d processors: DriverEntry returned 0x%08x"
-                 % (self.scenario, self.cpus, (self.load_status or 0) & 0xFFFFFFFF)]
+        lines = ["scenario %s on %d processor%s: DriverEntry returned 0x%08x"
+                 % (self.scenario, self.cpus, "" if self.cpus == 1 else "s", (self.load_status or 0) & 0xFFFFFFFF)]
+        kind, k = parse_scenario(self.scenario)
+        n = self.allocation_calls
+        if kind == "alloc-fail" and k not in self.failed_allocations:
+            lines.append("alloc-fail:%d: allocation %d never happened: the driver made %d allocation%s, so this run "
+                         "is a plain %s; use alloc-fail:1 .. alloc-fail:%d" % (k, k, n, "" if n == 1 else "s",
+                                                                             "baseline", max(n, 1)))
+        elif kind == "alloc-fail":
+            lines.append("alloc-fail:%d: the driver's allocation %d failed, as asked" % (k, k))
+        else:
+            lines.append("allocations by the driver: %d (alloc-fail:K, K = 1..%d, makes the K-th one fail)"
+                         % (n, max(n, 1)))
         real = [e for e in self.exits if not e.lab_induced]
         lines.append("VM exits seen by the emulator: %d (%s)" % (
             len(real), ", ".join("0x%x x%d" % (r, sum(1 for e in real if e.reason == r))

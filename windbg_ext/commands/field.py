@@ -25,13 +25,21 @@ def field_json(field, access: str) -> Dict[str, Any]:
 
     enc = field.encoding | (1 if access == "high" else 0)
     return {"name": field.name + ("_HIGH" if access == "high" else ""), "field": field.name,
-            "encoding": "0x%04x" % enc, "width": field.width, "type": field.type, "access": access,
+            "encoding": "0x%04x" % enc, "width": _bits(field.width), "natural_width": field.width == "natural",
+            "type": field.type, "access": access,
             "index": decode_encoding(enc).index, "readonly": field.readonly, "meaning": field.meaning, "sdm": field.sdm}
 
 
 def _row(d: Dict[str, Any], dml_link: bool) -> List[Any]:
     name = Link(d["name"], "field " + d["name"]) if dml_link else d["name"]
-    return [name, d["encoding"], d["width"], d["type"], d["access"], d["index"], d["meaning"]]
+    width = "natural" if d["natural_width"] else d["width"]
+    return [name, d["encoding"], width, d["type"], d["access"], d["index"], d["meaning"]]
+
+
+def _bits(width: str) -> int:
+    """A field width in bits, a number in JSON: natural-width fields are 64 bits wide on a
+    processor that supports Intel 64 (SDM 25.11.2); "natural_width" says which ones they are."""
+    return 64 if width == "natural" else int(width)
 
 
 HEADERS = ["name", "encoding", "width", "type", "access", "index", "meaning"]
@@ -70,7 +78,8 @@ def run(ctx, args) -> Report:
             parts = decode_encoding(value)
             invalid.append({"input": text, "encoding": "0x%04x" % value, "valid": parts.valid,
                             "problems": list(parts.problems) or ["no SDM Appendix B field has this encoding"],
-                            "access": parts.access, "index": parts.index, "type": parts.type, "width": parts.width,
+                            "access": parts.access, "index": parts.index, "type": parts.type, "width": _bits(parts.width),
+                            "natural_width": parts.width == "natural",
                             "name": None, "message": str(e)})
 
     r = Report(data={"fields": found, "not_fields": invalid, "count": len(found)})
@@ -78,7 +87,7 @@ def run(ctx, args) -> Report:
         r.table(HEADERS, [_row(d, False) for d in found])
     for d in invalid:
         r.table(["encoding", "access (bit 0)", "index (9:1)", "type (11:10)", "width (14:13)"],
-                [[d["encoding"], d["access"], d["index"], d["type"], d["width"]]],
+                [[d["encoding"], d["access"], d["index"], d["type"], "natural" if d["natural_width"] else d["width"]]],
                 title="%s decoded as a VMCS encoding (SDM 25.11.2):" % d["encoding"])
         r.text("not a field: " + "; ".join(d["problems"]))
     if invalid:  # a finding (documented exit code 1): the number was read, it names no field

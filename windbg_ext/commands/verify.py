@@ -312,9 +312,9 @@ def run(ctx, args) -> Report:
         source = "%s (%d fields), caps %s" % (args.fields, len(fields), args.caps)
     verdict = ec.evaluate(state)
     report = _report(verdict, source, maxphy, recorded, args.all)
-    if args.n is not None and t["note"]:
+    report.data["notes"] = [t["note"]] if args.n is not None and t["note"] else []  # "notes", as vmcs/msrbitmap
+    if report.data["notes"]:
         report.blocks.insert(1, Text("note: " + t["note"]))
-        report.data["note"] = t["note"]
     return report
 
 

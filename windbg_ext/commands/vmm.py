@@ -57,7 +57,7 @@ def run(ctx, args) -> Report:
     basic = vmm.vmx_basic
     b = decode_basic(basic)
     vmm_data = {"address": hx(vmm.record.address), "processor_count": vmm.record.get("ProcessorCount"),
-                "virtualized_count": vmm.record.get("VirtualizedCount"), "state": vmm.record.get("State"),
+                "virtualized_count": vmm.record.get("VirtualizedCount"), "state": _driver_state(vmm.record.get("State")),
                 "status": hx(vmm.status) if vmm.record.has("Status") else None,
                 "ia32_vmx_basic": hx(basic), "revision_id": hx(b["revision_id"]),
                 "true_controls": b["true_controls"]}
@@ -82,3 +82,10 @@ def run(ctx, args) -> Report:
                [Link("vcpu %d" % n, "vcpu %d" % n) for n in failed])
         r.exit_code = 1
     return r
+
+
+def _driver_state(code) -> str:
+    """HV_VMM_CONTEXT.State (HV_DRIVER_STATE_*) as a word, like a vCPU's state in the same JSON."""
+    from windbg_ext.hv.descriptor import DRIVER_STATES
+
+    return DRIVER_STATES.get(code, "unknown (%s)" % code)

@@ -1,0 +1,114 @@
+"""Issue 14, tried as a new user would: output that fits a console, hints that work, JSON that is
+consistent, lab runs that say what they did. On images the emulated lab wrote."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support import run_cli
+
+WIDTH = 120
+COMMANDS = [["check"], ["caps"], ["caps", "--all"], ["dbgfilter"], ["vmm"], ["vcpu", "0"], ["vcpu", "1"],
+            ["vmcs", "0"], ["vmcs", "0", "--all"], ["vmcs", "1", "--source", "failure"], ["regions"],
+            ["msrbitmap", "0"], ["verify", "0"], ["verify", "1"], ["verify", "1", "--all"], ["verify", "0", "--all"],
+            ["field", "--all"], ["exit"], ["vmerror"], ["help"], ["help", "vmcs"],
+            ["caps", "--msr", "0x480=0x00d8100000000004"]]
+
+
+@pytest.fixture(scope="module")
+def images(lab_images):
+    return {s: lab_images(s, cpus=2)[0] for s in ("baseline", "launch-failure", "feature-locked", "alloc-fail:3")}
+
+
+@pytest.mark.parametrize("scenario", ["baseline", "launch-failure"])
+def test_every_command_fits_120_columns_and_wide_shows_everything(images, scenario):
+    """Before: lines of 385 (caps), 252 (verify --all), 157 (vmm), 151 (vmcs) columns; errors of 274."""
+    widest_wide = 0
+    for cmd in COMMANDS:
+        code, out, err = run_cli(["--image", images[scenario]] + cmd)
+        for line in (out + "\n" + err).splitlines():
+            assert len(line) <= WIDTH or line.lstrip().startswith("python -m windbg_ext --image"), (cmd, line)
+        code_w, out_w, _ = run_cli(["--wide", "--image", images[scenario]] + cmd)
+        assert code_w == code
+        widest_wide = max([widest_wide] + [len(line) for line in out_w.splitlines()])
+    assert widest_wide > WIDTH  # --wide really is wider: nothing wrapped, no column left out
+
+
+def test_vmm_leaves_columns_out_and_says_so(images):
+    code, out, _ = run_cli(["--image", images["baseline"], "vmm"])
+    header = next(line for line in out.splitlines() if line.startswith("vCPU "))
+    assert "VMXON VA" not in header and "VMXON PA" in header and "(left out to fit 120 columns: VMXON VA, VMCS VA; --wide shows them)" in out
+    code, out, _ = run_cli(["--image", images["baseline"], "vmm", "--wide"])  # after the command works too
+    header = next(line for line in out.splitlines() if line.startswith("vCPU "))
+    assert "VMXON VA" in header and "left out" not in out
+
+
+@pytest.mark.parametrize("scenario", ["feature-locked", "alloc-fail:3", "launch-failure"])
+@pytest.mark.parametrize("cmd", [["vcpu", "0"], ["regions"], ["msrbitmap", "0"]])
+def test_hints_point_only_at_commands_that_work(images, scenario, cmd):
+    """Before: on alloc-fail / feature-locked images these suggested `vmcs 0 --source failure`, which errors."""
+    code, out, err = run_cli(["--image", images[scenario]] + cmd)
+    assert code == 2 and len(err) <= WIDTH and "see: " in err, err
+    for hint in err.split("see: ", 1)[1].split(", "):
+        hcode, hout, herr = run_cli(["--image", images[scenario]] + hint.split())
+        assert hcode in (0, 1) and herr == "", (hint, herr)
+
+
+def test_offline_next_hints_can_be_pasted(images):
+    code, out, _ = run_cli(["--image", images["launch-failure"], "vmm"])
+    assert "  python -m windbg_ext --image %s verify 1" % images["launch-failure"] in out
+
+
+def test_vcpu_lists_every_exit_reason(images):
+    """Before: "exits by reason" stopped at six entries (sum 11 of 12 shown)."""
+    code, out, _ = run_cli(["--json", "--image", images["baseline"], "vcpu", "0"])
+    data = json.loads(out)
+    counts = data["exit_counts"]
+    assert len(counts) > 6 and sum(counts.values()) == data["exit_count"]
+    code, text, _ = run_cli(["--wide", "--image", images["baseline"], "vcpu", "0"])
+    line = next(line for line in text.splitlines() if line.startswith("exits by reason"))
+    assert sum(int(part.rsplit(" ", 1)[1]) for part in line.split("  ", 1)[1].strip().split(", ")) == data["exit_count"]
+
+
+def test_json_errors_are_json_objects_on_stdout_too(images):
+    code, out, err = run_cli(["--json", "--image", images["alloc-fail:3"], "vcpu", "0"])
+    assert code == 2 and err.startswith("error: ")
+    assert json.loads(out) == {"error": err[len("error: "):], "exit_code": 2}
+    code, out, err = run_cli(["--json", "vmerror", "zz"])
+    assert code == 2 and json.loads(out)["exit_code"] == 2
+
+
+def test_json_schemas_agree(images):
+    vmm = json.loads(run_cli(["--json", "--image", images["baseline"], "vmm"])[1])
+    assert vmm["vmm"]["state"] == "running" and all(isinstance(v["state"], str) for v in vmm["vcpus"])
+    one = json.loads(run_cli(["--json", "field", "GUEST_RIP"])[1])
+    every = json.loads(run_cli(["--json", "field", "--all"])[1])
+    assert set(one) >= {"fields", "count"} and set(every) >= {"fields", "count"}
+    assert one["fields"][0]["width"] == 64 and one["fields"][0]["natural_width"] is True
+    assert all(isinstance(f["width"], int) for f in every["fields"])
+    for cmd in (["verify", "0"], ["vmcs", "0"], ["msrbitmap", "0"]):
+        doc = json.loads(run_cli(["--json", "--image", images["baseline"]] + cmd)[1])
+        assert isinstance(doc["notes"], list) and "note" not in doc, cmd
+
+
+def test_caps_msr_decodes_what_was_given_and_says_what_was_not():
+    """Before: one --msr printed 14 "not given" sections, claimed nothing could be decoded without 0x480
+    and then decoded others, and ignored --msr 0x48d=... given alone."""
+    code, out, _ = run_cli(["caps", "--msr", "0x481=0x7f00000016"])
+    assert code == 0 and out.count("not given") == 1 and "nothing else can be decoded" not in out
+    assert "not given, so not decoded: 0x3a, 0x480, 0x482" in out and "PINBASED_CTLS (0x481) = 0x7f00000016" in out
+    code, out, _ = run_cli(["--json", "caps", "--msr", "0x48d=0x7f00000016"])
+    assert json.loads(out)["not_decoded"][0]["msr"] == "0x48d"
+    code, out, _ = run_cli(["caps", "--msr", "0x48d=0x7f00000016"])
+    assert "IA32_VMX_TRUE_PINBASED_CTLS (0x48d) was given but not decoded" in out.replace("\n  ", " ")
+
+
+def test_lab_summary_says_what_happened(lab_images):
+    _, res = lab_images("alloc-fail:999", cpus=1)
+    text = "\n".join(res.summary())
+    # before: a plain baseline run that said nothing about allocation 999
+    assert "scenario alloc-fail:999 on 1 processor:" in text  # not "1 processors"
+    assert "allocation 999 never happened: the driver made %d allocations" % res.allocation_calls in text
+    _, base = lab_images("baseline", cpus=2)
+    assert "allocations by the driver: %d" % base.allocation_calls in "\n".join(base.summary())

@@ -63,7 +63,6 @@ def _parser() -> argparse.ArgumentParser:
 def demo(cpus: int, out: Optional[str], driver: Optional[str] = None) -> int:
     from emulated_lab.lab import run_scenario
     from windbg_ext import cli
-    from windbg_ext.commands import COMMANDS
     path = out
     if out is None:  # a fresh name each time: two demos at once do not collide
         fd, path = tempfile.mkstemp(prefix="hvlab-demo-", suffix=".hvimg")
@@ -76,8 +75,6 @@ def demo(cpus: int, out: Optional[str], driver: Optional[str] = None) -> int:
         raise
     print("\n".join(res.summary()))
     for cmd in (["check"], ["caps"], ["dbgfilter"], ["vmm"], ["vcpu", "0"]):
-        if cmd[0] not in COMMANDS:
-            continue
         print("\n$ python -m windbg_ext --image %s %s" % (path, " ".join(cmd)))
         cli.run(["--image", path] + cmd, lambda s: print(s), lambda s: print(s))
     return 0 if res.loaded else 1
@@ -110,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     from emulated_lab.lab import SCENARIOS, ScenarioError, run_scenario
     from emulated_lab.machine import MachineError
-    from emulated_lab.native import NativeError
+    from emulated_lab.bochs_loader import NativeError
     from windbg_ext.paths import PathError
     try:
         if args.cmd == "scenarios":

@@ -13,8 +13,10 @@ from typing import Callable, List, Optional
 
 from windbg_ext.commands import COMMANDS
 from windbg_ext.commands.base import CommandError
-from windbg_ext.paths import PathError
+from windbg_ext.errors import InputError
+from windbg_ext.render.text import render_json, render_text
 from windbg_ext.target.base import Target, TargetError
+from windbg_ext.target.pykd_target import in_windbg
 
 EXIT_OK, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
 WIDTH = 120  # default output width: the kd console wraps anything longer
@@ -98,17 +100,6 @@ def _global_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _in_windbg() -> bool:
-    try:
-        import pykd  # noqa: F401  (only inside WinDbg)
-    except ImportError:
-        return False
-    try:
-        return bool(pykd.isWindbgExt())
-    except Exception:
-        return False
-
-
 def _opener(gopts, live: bool) -> Optional[Callable[[], Target]]:
     if gopts.image:
         def open_image() -> Target:
@@ -156,10 +147,8 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
                       source_args=source)
         report = module.run(ctx, args)
         if gopts.json:
-            from windbg_ext.render.text import render_json
             plain(render_json(report))
         else:
-            from windbg_ext.render.text import render_text
             prefix = "" if live else " ".join(["python -m windbg_ext"] + [_quote(a) for a in ctx.source_args]) + " "
             text = render_text(report, dml=ctx.dml, width=None if gopts.wide else WIDTH, command_prefix=prefix)
             if text:
@@ -169,7 +158,7 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
                                 else "0 reads (no target was read)")
             (plain if live else err)(line)
         return report.exit_code
-    except (CommandError, TargetError, ArgumentError, PathError) as e:
+    except (InputError, TargetError, ArgumentError) as e:  # CommandError and PathError are InputErrors
         return _error(str(e).strip() or "invalid arguments", json_out, err, plain)
     except KeyboardInterrupt:
         return _error("interrupted", json_out, err, plain)
@@ -180,7 +169,7 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
         if ctx is not None:
             try:
                 ctx.close()
-            except Exception:
+            except (TargetError, OSError):  # the answer is out; a failing close changes nothing
                 pass
 
 
@@ -202,7 +191,7 @@ def _error(msg: str, json_out: bool, err: Callable[[str], None], plain: Callable
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if _in_windbg():
+    if in_windbg():
         import pykd
 
         def out(s: str) -> None:

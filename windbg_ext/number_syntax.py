@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+from windbg_ext.errors import InputError
+
 _RULES = {
     "hex": "a bare number is hex",
     "decimal": "a bare number is decimal",
@@ -38,7 +40,7 @@ _RULES = {
 HEXDIGITS = "0123456789abcdef"
 
 
-class NumberError(ValueError):
+class NumberError(InputError, ValueError):
     """A one-line message: what was given, what the syntax is."""
 
 

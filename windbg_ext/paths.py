@@ -21,8 +21,10 @@ import os
 import stat
 from typing import Callable, IO
 
+from windbg_ext.errors import InputError
 
-class PathError(Exception):
+
+class PathError(InputError):
     """A path the user gave cannot be used; the message is one line."""
 
 

@@ -36,11 +36,11 @@ def test_field_by_name_and_encoding():
 
 def test_field_json_per_field():
     data = json.loads(ok(["--json", "field", "guest_rip", "0x2001"]))["fields"]
-    assert data[0] == {"name": "GUEST_RIP", "field": "GUEST_RIP", "encoding": "0x681e", "width": "natural",
+    assert data[0] == {"name": "GUEST_RIP", "field": "GUEST_RIP", "encoding": "0x681e", "width": 64, "natural_width": True,
                        "type": "guest", "access": "full", "index": 15, "readonly": False, "meaning": "guest RIP",
                        "sdm": "B.4.3"}
     assert data[1]["name"] == "IO_BITMAP_A_HIGH" and data[1]["access"] == "high" and data[1]["encoding"] == "0x2001"
-    assert data[1]["width"] == "64" and data[1]["index"] == 0
+    assert data[1]["width"] == 64 and not data[1]["natural_width"] and data[1]["index"] == 0
 
 
 def test_field_all_and_filters():
@@ -58,7 +58,7 @@ def test_field_invalid_encoding_is_decoded_as_a_finding():
     assert code == 1 and "reserved bit 12" in out and "index" in out and "Traceback" not in out + err
     code, out, _ = run_cli(["--json", "field", "0x6801"])
     d = json.loads(out)["not_fields"][0]
-    assert code == 1 and d["valid"] is False and d["width"] == "natural" and "only for 64-bit" in d["problems"][0]
+    assert code == 1 and d["valid"] is False and d["natural_width"] and "only for 64-bit" in d["problems"][0]
     code, out, _ = run_cli(["--json", "field", "0x4830"])
     d = json.loads(out)["not_fields"][0]
     assert code == 1 and d["valid"] is True and d["name"] is None and d["index"] == 24

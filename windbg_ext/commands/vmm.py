@@ -5,7 +5,12 @@ array: 4 target reads however many vCPUs (3 + N at most, the issue's budget).
 """
 from __future__ import annotations
 
-from windbg_ext.commands.base import Link, Report
+from windbg_ext.arch.capabilities import decode_basic
+from windbg_ext.hv.descriptor import DRIVER_STATES
+from windbg_ext.hv.model import failure_snapshot
+from windbg_ext.hv.state_text import failure_summary, hx, vcpu_row_data
+from windbg_ext.hv.walker import failure_commands, walker_for
+from windbg_ext.render.report import Link, Report
 
 SUMMARY = "hv.sys's VMM context and vCPU table (finds the debug descriptor by symbol or by scanning)"
 NEEDS_TARGET = True
@@ -16,10 +21,6 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.arch.capabilities import decode_basic
-    from windbg_ext.hv.summary import hx, vcpu_row_data
-    from windbg_ext.hv.walker import walker_for
-
     w = walker_for(ctx)
     d = w.descriptor()
     desc = {"address": hx(d.address), "found_by": w.found_by, "version": d.Version, "producer": d.producer,
@@ -31,18 +32,18 @@ def run(ctx, args) -> Report:
            "VMCS layout map: %s, %d fields (revision id 0x%x); snapshot at every exit: %s"
            % (d.Version, d.address, w.found_by, d.producer or "?", d.driver_state, d.LoadStatus & 0xFFFFFFFF,
               d.layout_status, d.LayoutCount, d.LayoutRevisionId, "on" if d.SnapshotOnEveryExit else "off"))
-    f = d.failure
-    from windbg_ext.hv.walker import failure_summary
     failure = failure_summary(d)
-    if f is not None and failure is not None:
-        what, commands, fields = failure
+    if failure is not None:
+        f = d.failure
+        commands = failure_commands(d)
+        fields = commands != ["check"]  # a VMCS was current: its fields and the check that fails
         desc["last_failure"] = {"processor": f.processor, "failed_step": f.failed_step,
                                 "vm_instruction_error": f.vm_instruction_error, "status": hx(f.status),
-                                "snapshot_fields": fields}
-        if fields:  # a VMCS was current: its fields and the check that fails
-            r.text("recorded failure: %s; see:" % what, [Link(c, c) for c in commands])
+                                "snapshot_fields": failure_snapshot(d).count if fields else 0}
+        if fields:
+            r.text("recorded failure: %s; see:" % failure.text(), [Link(c, c) for c in commands])
         else:
-            r.text("recorded failure: %s (no VMCS was current: no fields recorded)" % what)
+            r.text("recorded failure: %s (no VMCS was current: no fields recorded)" % failure.text())
     if not (d.VmmContextVa and d.VcpuArrayVa):
         if desc.get("last_failure", {}).get("snapshot_fields"):  # the failed VMCS is the lead: verify N above
             r.text("hv.sys is not running (driver state: %s): no VMM context, no vCPUs" % d.driver_state)
@@ -86,6 +87,4 @@ def run(ctx, args) -> Report:
 
 def _driver_state(code) -> str:
     """HV_VMM_CONTEXT.State (HV_DRIVER_STATE_*) as a word, like a vCPU's state in the same JSON."""
-    from windbg_ext.hv.descriptor import DRIVER_STATES
-
     return DRIVER_STATES.get(code, "unknown (%s)" % code)

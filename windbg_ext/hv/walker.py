@@ -11,7 +11,8 @@ from typing import Dict, List, Optional, Tuple
 
 from windbg_ext.hv import descriptor as hd
 from windbg_ext.hv.descriptor import Descriptor, DescriptorError
-from windbg_ext.hv.model import Record, Vcpu, Vmm, vcpus_from_array
+from windbg_ext.hv.model import Record, Vcpu, Vmm, failure_snapshot, vcpus_from_array
+from windbg_ext.hv.state_text import failure_summary
 from windbg_ext.target.base import Target, TargetError, TargetMemoryError, TargetSymbolError
 
 DESCRIPTOR_SYMBOL = "hv!HvDebugDescriptor"
@@ -29,7 +30,8 @@ class HvWalker:
         self._desc: Optional[Descriptor] = None
         self._vmm: Optional[Vmm] = None
         self._vcpus: Dict[int, Vcpu] = {}
-        self.found_by = ""   # "symbol hv!HvDebugDescriptor" or "scan (physical 0x...)"
+        self.found_by = ""   # for people: "symbol hv!HvDebugDescriptor" or "scan (physical 0x...)"
+        self.by_symbol = False  # True when found through DESCRIPTOR_SYMBOL (its pointers are virtual)
 
     # -- the descriptor -------------------------------------------------------
     def descriptor(self) -> Descriptor:
@@ -41,6 +43,7 @@ class HvWalker:
             if va is not None:
                 self._desc = self._read_descriptor(va, virtual=True)
                 self.found_by = "symbol %s" % DESCRIPTOR_SYMBOL
+                self.by_symbol = True
             else:
                 self._desc = self._scan()
         return self._desc
@@ -127,8 +130,8 @@ class HvWalker:
     def _require_loaded(self) -> Descriptor:
         d = self.descriptor()
         if not d.VmmContextVa or not d.VcpuArrayVa:
-            failure = failure_summary(d)  # short: one line that fits the console, naming commands that work
-            see = ", ".join(["vmm"] + (failure[1] if failure else []))
+            # short: one line that fits the console, naming commands that work
+            see = ", ".join(["vmm"] + [c for c in failure_commands(d) if c != "check"] or ["vmm", "check"])
             raise HvError("hv.sys is not running (%s, load status 0x%08x): no vCPUs; see: %s"
                           % (d.driver_state, d.LoadStatus & 0xFFFFFFFF, see))
         for what, va in (("VmmContextVa", d.VmmContextVa), ("VcpuArrayVa", d.VcpuArrayVa)):
@@ -144,7 +147,7 @@ class HvWalker:
         if d.VcpuCount * d.VcpuSize > MAX_ARRAY_BYTES:
             raise HvError("hv debug descriptor's vCPU array (%d x %d bytes) is absurd: corrupt descriptor"
                           % (d.VcpuCount, d.VcpuSize))
-        if _overlap(array, vmm) or (self.found_by.startswith("symbol") and
+        if _overlap(array, vmm) or (self.by_symbol and
                                     (_overlap(array, own) or _overlap(vmm, own))):
             raise HvError("hv debug descriptor's pointers overlap (VMM context 0x%x, vCPU array 0x%x, descriptor "
                           "0x%x): cyclic or corrupt" % (d.VmmContextVa, d.VcpuArrayVa, d.address))
@@ -197,8 +200,8 @@ class HvWalker:
             va = d.VcpuArrayVa + n * d.VcpuSize
             data = self._read_struct(va, d.VcpuSize, "vCPU %d" % n)
             v = vcpus_from_array(d, data, va, first=n)[0]
-            if self.target.name == "pykd" and _torn(v):
-                # live: the driver was writing the snapshot (odd sequence); one more read
+            if self.target.live and _torn(v):
+                # a live system: the driver was writing the snapshot (odd sequence); one more read
                 data = self._read_struct(va, d.VcpuSize, "vCPU %d" % n)
                 v = vcpus_from_array(d, data, va, first=n)[0]
             self._check_vcpu(v)
@@ -216,6 +219,13 @@ class HvWalker:
         if back is not None and back != d.VmmContextVa:
             raise HvError("vCPU %d at 0x%x points back at VMM context 0x%x, not 0x%x: corrupt"
                           % (v.index, v.address, back, d.VmmContextVa))
+
+    def msr_bitmap_pa(self, n: int) -> int:
+        """Physical address of vCPU n's MSR bitmap (for `msrbitmap <n>`)."""
+        v = self.vcpu(n)
+        if not v.MsrBitmapPa:
+            raise HvError("vCPU %d has no MSR bitmap (MsrBitmapPa is 0; state: %s)" % (n, v.state))
+        return v.MsrBitmapPa
 
     # -- regions ------------------------------------------------------------------
     def read_page(self, pa: int, what: str) -> bytes:
@@ -236,30 +246,20 @@ def _torn(v: Vcpu) -> bool:
         return False
 
 
-def failure_summary(d: Descriptor):
-    """The descriptor's last-failure record as (what happened, the commands that show more), or
-    None. The commands are only ones that work: `vmcs N --source failure` and `verify N` need a
-    VMCS that was current (fields recorded); a failure before that points at `check`."""
-    f = d.failure
-    if f is None or not f.valid:
-        return None
-    from windbg_ext.hv.model import FAILED_STEPS, NO_EXIT, failure_snapshot
-    from windbg_ext.hv.summary import exit_text, vm_error_text
-
-    exit_part, fields = "", 0
+def failure_commands(d: Descriptor) -> List[str]:
+    """The commands that show more of the recorded failure, only ones that work: `vmcs N --source
+    failure` and `verify N` need a VMCS that was current (fields recorded); a failure before any
+    VMCS points at `check` (can these processors enter VMX operation at all?)."""
+    summary = failure_summary(d)
+    if summary is None:
+        return []
     try:
         snap = failure_snapshot(d)
-        if snap is not None and snap.exit_reason != NO_EXIT:
-            exit_part = ", exit reason %s" % exit_text(snap.exit_reason)
-        fields = snap.count if snap is not None else 0
     except DescriptorError:
-        pass
-    what = "processor %d at %s, VM-instruction error %s%s, status 0x%08x" % (
-        f.processor, FAILED_STEPS.get(f.failed_step, str(f.failed_step)), vm_error_text(f.vm_instruction_error),
-        exit_part, f.status)
-    commands = (["vmcs %d --source failure" % f.processor, "verify %d" % f.processor] if fields
-                else ["check"])
-    return what, commands, fields
+        snap = None
+    if snap is not None and snap.count:
+        return ["vmcs %d --source failure" % summary.processor, "verify %d" % summary.processor]
+    return ["check"]
 
 
 def _overlap(a: Tuple[int, int], b: Tuple[int, int]) -> bool:

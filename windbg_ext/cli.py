@@ -77,7 +77,7 @@ def load_command(name: str):
     try:
         return importlib.import_module(COMMANDS[name])
     except ImportError as e:  # a registered command whose module (or a dependency of it) is missing
-        raise CommandError("command %r is unavailable in this installation (%s)" % (name, e))
+        raise CommandError("command %r is unavailable: %s" % (name, missing_dependency(e)))
 
 
 def command_parser(name: str, module) -> argparse.ArgumentParser:
@@ -160,6 +160,8 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
         return report.exit_code
     except (InputError, TargetError, ArgumentError) as e:  # CommandError and PathError are InputErrors
         return _error(str(e).strip() or "invalid arguments", json_out, err, plain)
+    except ImportError as e:  # a dependency missing from this Python: how to install it, not "internal error"
+        return _error(missing_dependency(e), json_out, err, plain)
     except KeyboardInterrupt:
         return _error("interrupted", json_out, err, plain)
     except Exception as e:  # last resort: one line, never a traceback
@@ -171,6 +173,13 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
                 ctx.close()
             except (TargetError, OSError):  # the answer is out; a failing close changes nothing
                 pass
+
+
+def missing_dependency(e: ImportError) -> str:
+    """One line: which package this Python lacks and how to get it."""
+    name = getattr(e, "name", None) or str(e)
+    return ("Python package %s is missing from %s: run inside hvlab's venv (source .venv/bin/activate) or "
+            "install hvlab into this Python (python -m pip install -e <hvlab folder>)" % (name, sys.executable))
 
 
 def _quote(arg: str) -> str:

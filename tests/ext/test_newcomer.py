@@ -112,3 +112,39 @@ def test_lab_summary_says_what_happened(lab_images):
     assert "allocation 999 never happened: the driver made %d allocations" % res.allocation_calls in text
     _, base = lab_images("baseline", cpus=2)
     assert "allocations by the driver: %d" % base.allocation_calls in "\n".join(base.summary())
+
+
+def test_a_missing_dependency_is_an_install_hint_not_an_internal_error(monkeypatch):
+    """Before: outside the venv, a missing package was "internal error ... please report it"."""
+    import sys
+
+    import windbg_ext.commands.vmerror as vmerror
+
+    def needs_a_package(ctx, args):
+        raise ImportError("No module named 'tabulate'", name="tabulate")
+    monkeypatch.setattr(vmerror, "run", needs_a_package)
+    code, out, err = run_cli(["vmerror", "7"])
+    assert code == 2 and "internal error" not in err and len(err.splitlines()) == 1
+    assert "Python package tabulate is missing" in err and "source .venv/bin/activate" in err
+    monkeypatch.setitem(sys.modules, "windbg_ext.commands.exit_reason", None)  # the module cannot be imported
+    code, out, err = run_cli(["exit", "48"])
+    assert code == 2 and "command 'exit' is unavailable: Python package" in err
+
+
+def test_the_build_is_quiet_unless_it_fails(tmp_path):
+    """`make demo` shows the demo first: tools/quiet.sh holds a build step's output back unless it fails."""
+    import os
+    import subprocess
+
+    from tests.support import ROOT
+    quiet = os.path.join(ROOT, "tools", "quiet.sh")
+    env = dict(os.environ, V="0")
+    ok = subprocess.run(["bash", quiet, "a step", "sh", "-c", "echo compiler noise"], env=env,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout == "" and ok.stderr == ""
+    bad = subprocess.run(["bash", quiet, "a step", "sh", "-c", "echo the reason; exit 3"], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 3 and "the reason" in bad.stderr and "a step failed (exit code 3)" in bad.stderr
+    loud = subprocess.run(["bash", quiet, "a step", "sh", "-c", "echo every line"], env=dict(env, V="1"),
+                          capture_output=True, text=True)
+    assert loud.stdout == "every line\n"

@@ -58,8 +58,8 @@ class Context:
     def target(self) -> Target:
         if self._target is None:
             if self._opener is None:
-                raise CommandError("this command reads a target: run it in WinDbg (!py -m windbg_ext ...) "
-                                   "or give --image FILE or --dump FILE before the command")
+                raise CommandError("this command reads a target: run it in WinDbg, or give --image FILE or "
+                                   "--dump FILE before it")
             self._target = self._opener()
         return self._target
 

@@ -148,3 +148,14 @@ def test_the_build_is_quiet_unless_it_fails(tmp_path):
     loud = subprocess.run(["bash", quiet, "a step", "sh", "-c", "echo every line"], env=dict(env, V="1"),
                           capture_output=True, text=True)
     assert loud.stdout == "every line\n"
+
+
+@pytest.mark.parametrize("argv", [["vmcs", "0"], ["vcpu", "0"]])
+@pytest.mark.parametrize("scenario", ["feature-locked", "alloc-fail:3"])
+def test_errors_fit_one_console_line(images, scenario, argv):
+    """Before: single-line errors reached 274 columns."""
+    code, out, err = run_cli(["--image", images[scenario]] + argv)
+    assert code == 2 and len(err) <= WIDTH and err.endswith("see: vmm, check"), err
+    for argv2 in (["vmm"], ["caps"], ["exit", "99999"]):
+        code, out, err = run_cli(argv2)
+        assert code == 2 and len(err) <= WIDTH, err

@@ -66,8 +66,8 @@ def run(ctx, args) -> Report:
     info = exits.decode_exit_reason(value)
     if not info["known"]:
         if value != info["basic"]:
-            raise CommandError("exit reason 0x%x: its basic reason (bits 15:0) %d (0x%x) is not one of SDM "
-                               "Appendix C; run 'exit' to list them" % (value, info["basic"], info["basic"]))
+            raise CommandError("exit reason 0x%x: basic reason (bits 15:0) %d is not in SDM Appendix C; run 'exit' "
+                               "to list them" % (value, info["basic"]))
         raise CommandError("%d (0x%x) is not a basic exit reason of SDM Appendix C; run 'exit' to list them"
                            % (info["basic"], info["basic"]))
     rows: List[List[Any]] = [["basic reason", "%d (0x%x)" % (info["basic"], info["basic"]), info["name"]],

@@ -131,7 +131,7 @@ class HvWalker:
         d = self.descriptor()
         if not d.VmmContextVa or not d.VcpuArrayVa:
             # short: one line that fits the console, naming commands that work
-            see = ", ".join(["vmm"] + [c for c in failure_commands(d) if c != "check"] or ["vmm", "check"])
+            see = ", ".join(["vmm"] + failure_commands(d))
             raise HvError("hv.sys is not running (%s, load status 0x%08x): no vCPUs; see: %s"
                           % (d.driver_state, d.LoadStatus & 0xFFFFFFFF, see))
         for what, va in (("VmmContextVa", d.VmmContextVa), ("VcpuArrayVa", d.VcpuArrayVa)):

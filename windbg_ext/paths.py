@@ -28,34 +28,34 @@ class PathError(InputError):
     """A path the user gave cannot be used; the message is one line."""
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+
+
 def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    return "not a regular file"
+    """What a file that is not a regular file is, in words."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _examine(path: str, what: str, stat_call: Callable[[str], os.stat_result], hint: str):
+    """-> (path, its stat, or None when nothing is there). An empty path is an error."""
+    path = os.fspath(path) if path is not None else ""
+    if not path:
+        raise PathError("%s: no path given (%s)" % (what, hint))
+    try:
+        return path, stat_call(path)
+    except FileNotFoundError:
+        return path, None
+    except OSError as e:
+        raise PathError("%s %s cannot be examined: %s" % (what, path, e.strerror or e))
 
 
 def readable_file(path: str, what: str) -> str:
     """Returns `path` if it names a readable regular file (symbolic links are
     followed), else raises PathError naming `what` (e.g. "--image")."""
-    path = os.fspath(path) if path is not None else ""
-    if not path:
-        raise PathError("%s: no path given (give a file name)" % what)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
+    path, st = _examine(path, what, os.stat, "give a file name")
+    if st is None:
         raise PathError("%s %s does not exist" % (what, path))
-    except OSError as e:
-        raise PathError("%s %s cannot be examined: %s" % (what, path, e.strerror or e))
     if stat.S_ISDIR(st.st_mode):
         raise PathError("%s %s is a directory: give a file inside it" % (what, path))
     if not stat.S_ISREG(st.st_mode):
@@ -89,15 +89,7 @@ def writable_file(path: str, what: str) -> str:
     """Returns `path` if a file may be written there: a new name in an existing,
     writable directory, or an existing regular file that is writable. Refuses
     (untouched) directories, devices, FIFOs, sockets and symbolic links."""
-    path = os.fspath(path) if path is not None else ""
-    if not path:
-        raise PathError("%s: no path given (give a file name, e.g. lab.hvimg)" % what)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    except OSError as e:
-        raise PathError("%s %s cannot be examined: %s" % (what, path, e.strerror or e))
+    path, st = _examine(path, what, os.lstat, "give a file name, e.g. lab.hvimg")
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
             raise PathError("%s %s is a directory: give a file name inside it" % (what, path))

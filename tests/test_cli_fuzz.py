@@ -144,10 +144,22 @@ lab_args = st.lists(st.one_of(st.sampled_from(LAB_OPTIONS), st.sampled_from(LAB_
                     max_size=6)
 
 
+@pytest.fixture(scope="module")
+def demo_tmp(tmp_path_factory):
+    """`demo` without --out writes a new image in the temporary folder: here, not in the real one."""
+    import tempfile
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("demo-images"))
+    try:
+        yield tempfile.tempdir
+    finally:
+        tempfile.tempdir = saved
+
+
 @SETTINGS
 @given(sub=st.sampled_from(["run", "scenarios", "demo", "", "bogus"]), kind=st.sampled_from(PATH_KINDS),
        args=lab_args)
-def test_emulated_lab_command_lines(kinds, sub, kind, args):
+def test_emulated_lab_command_lines(kinds, demo_tmp, sub, kind, args):
     from emulated_lab.__main__ import main
     d, paths = kinds
     argv = ([sub] if sub else []) + _fill(args, paths[kind])

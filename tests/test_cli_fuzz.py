@@ -71,6 +71,17 @@ def alarm(seconds: int):
         signal.signal(signal.SIGALRM, old)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def in_a_tmp_dir(tmp_path_factory):
+    """Relative paths in the drawn arguments (`--out 1`) land in a tmp dir, never in the checkout."""
+    here = os.getcwd()
+    os.chdir(str(tmp_path_factory.mktemp("cwd")))
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 @pytest.fixture(scope="module")
 def kinds(tmp_path_factory, lab_images):
     d = str(tmp_path_factory.mktemp("path-kinds"))

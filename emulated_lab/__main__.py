@@ -1,6 +1,6 @@
 """python -m emulated_lab {run,scenarios,demo}
 
-  run --cpus N --scenario NAME [--out FILE] [--driver PATH]
+  run --cpus N --scenario NAME [--out FILE] [--report FILE.json] [--driver PATH]
   scenarios                      list the scenarios
   demo                           baseline on 2 processors, then the suite's view of the image
 """
@@ -12,6 +12,8 @@ import os
 import sys
 import tempfile
 from typing import List, Optional
+
+from windbg_ext.number_syntax import NumberError, parse_number
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,30 +33,37 @@ def _seconds(text: str) -> float:
     return v
 
 
-def _cpus(text: str) -> int:
-    """--cpus: a processor count, decimal (0x.. / ..h hex and 0n.. also work: windbg_ext/number_syntax.py)."""
-    from windbg_ext.number_syntax import NumberError, parse_number
-    try:
-        return parse_number(text, "decimal", "--cpus")
-    except NumberError as e:
-        raise argparse.ArgumentTypeError(str(e))
+def _count(option: str):
+    """A count option (--cpus, --nodes, ...): decimal, in windbg_ext's number syntax (0x2 and 0n2 work too)."""
+    def parse(text: str) -> int:
+        try:
+            return parse_number(text, "decimal", option)
+        except NumberError as e:
+            raise argparse.ArgumentTypeError(str(e))
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m emulated_lab", description="run the built hv.sys on an emulated VMX CPU")
     sub = p.add_subparsers(dest="cmd")
     r = sub.add_parser("run", help="run one scenario")
-    r.add_argument("--cpus", type=_cpus, default=2, help="logical processors, 1..16 (default 2)")
+    r.add_argument("--cpus", type=_count("--cpus"), default=2, help="logical processors, 1..16 (default 2)")
     r.add_argument("--scenario", default="baseline", help="see: python -m emulated_lab scenarios")
     r.add_argument("--out", metavar="FILE", help="write an hvlab image here (open with windbg_ext --image)")
+    r.add_argument("--report", metavar="FILE.json", help="write what the emulator saw as JSON (docs/lab.md)")
     r.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
     r.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
-                   help="longest one emulator run may take (default 60)")
+                   help="longest one step (DriverEntry, DriverUnload, ...) may take, every run nested in it "
+                        "included (default 60)")
+    r.add_argument("--nodes", type=_count("--nodes"), default=1, metavar="N",
+                   help="NUMA nodes the processors are split into, each with its own memory (default 1)")
+    r.add_argument("--max-instructions", type=_count("--max-instructions"), default=0, metavar="N",
+                   help="stop a step after N instructions, nested runs included (default 0: no limit)")
     r.add_argument("--kd-mask", metavar="NAME=VALUE", action="append", default=[],
                    help="preset nt!Kd_NAME_Mask, e.g. IHVDRIVER=0xffff (NAME: IHVDRIVER, DEFAULT, WIN2000)")
     sub.add_parser("scenarios", help="list the scenarios")
     d = sub.add_parser("demo", help="baseline, then the suite's view")
-    d.add_argument("--cpus", type=_cpus, default=2, help="logical processors, 1..16 (default 2)")
+    d.add_argument("--cpus", type=_count("--cpus"), default=2, help="logical processors, 1..16 (default 2)")
     d.add_argument("--out", metavar="FILE", help="where the image goes (default: a temporary file)")
     d.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
     return p
@@ -91,7 +100,6 @@ def _kd_masks(items: List[str]):
             name = name.split("KD_", 1)[1]
         if name.endswith("_MASK"):
             name = name[:-5]
-        from windbg_ext.number_syntax import NumberError, parse_number
         try:
             v = parse_number(value, "hex", "--kd-mask value")
         except NumberError:
@@ -117,10 +125,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.cmd == "demo":
             return demo(args.cpus, args.out, args.driver)
         if args.cmd == "run":
+            from emulated_lab import report
+            if args.report:
+                why = report.check_writable(args.report)
+                if why:
+                    raise ScenarioError(why)
             res = run_scenario(args.scenario, cpus=args.cpus, driver=args.driver, image=args.out,
-                               kd_masks=_kd_masks(args.kd_mask), run_timeout=args.timeout)
+                               kd_masks=_kd_masks(args.kd_mask), run_timeout=args.timeout,
+                               instruction_limit=args.max_instructions, nodes=args.nodes,
+                               raise_on_crash=not args.report)
             print("\n".join(res.summary()))
-            return 0
+            if args.report:
+                report.write(args.report, report.build(res))
+                print("report: %s" % args.report)
+            return 1 if res.crash else 0
         _parser().print_help()
         return 2
     except (ScenarioError, MachineError, NativeError, PathError) as e:

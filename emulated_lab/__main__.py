@@ -126,16 +126,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             return demo(args.cpus, args.out, args.driver)
         if args.cmd == "run":
             from emulated_lab import report
-            if args.report:
+            if args.report is not None:  # "" too: an empty name is an error, not "no report"
                 why = report.check_writable(args.report)
                 if why:
                     raise ScenarioError(why)
             res = run_scenario(args.scenario, cpus=args.cpus, driver=args.driver, image=args.out,
                                kd_masks=_kd_masks(args.kd_mask), run_timeout=args.timeout,
                                instruction_limit=args.max_instructions, nodes=args.nodes,
-                               raise_on_crash=not args.report)
+                               raise_on_crash=args.report is None)
             print("\n".join(res.summary()))
-            if args.report:
+            if args.report is not None:
                 report.write(args.report, report.build(res))
                 print("report: %s" % args.report)
             return 1 if res.crash else 0

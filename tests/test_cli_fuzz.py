@@ -48,7 +48,8 @@ WINDBG_OPTIONS = {  # each command's own options, so that examples reach past ar
     "verify": ["--fields", "--caps", "--source", "--all", "--maxphyaddr"],
     "help": [],
 }
-LAB_OPTIONS = ["--cpus", "--scenario", "--out", "--driver", "--timeout", "--kd-mask", "--help"]
+LAB_OPTIONS = ["--cpus", "--scenario", "--out", "--report", "--driver", "--timeout", "--kd-mask", "--nodes",
+               "--max-instructions", "--help"]
 LAB_VALUES = ["1", "2", "0", "17", "0x2", "two", "baseline", "no-vmx", "launch-failure", "feature-locked",
               "alloc-fail:1", "alloc-fail:999", "alloc-fail:x", "IHVDRIVER=0xffff", "IHVDRIVER=ffff", "bogus=1",
               "inf", "nan", "-3", "30"]

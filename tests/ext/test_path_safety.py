@@ -115,6 +115,17 @@ def test_lab_run_refuses_bad_out_before_running(tmp_path, kinds, capsys, hv_sys,
     assert changes(before, tree_state(str(tmp_path))) == []
 
 
+@pytest.mark.parametrize("kind,needle", [
+    ("fifo", "FIFO"), ("device", "refusing"), ("symlink", "symbolic link"), ("readonly", "read-only"),
+    ("directory", "is a directory"), ("empty", "no path given"),
+])
+def test_lab_run_refuses_a_bad_report_path(tmp_path, kinds, capsys, hv_sys, kind, needle):
+    before = tree_state(str(tmp_path))
+    code, out, err = _lab(["run", "--cpus", "1", "--driver", hv_sys, "--report", kinds[kind]], capsys)
+    assert code == 2 and out == "" and needle in err, (code, out, err)
+    assert changes(before, tree_state(str(tmp_path))) == []
+
+
 @pytest.mark.parametrize("kind,needle", [("directory", "is a directory"), ("fifo", "FIFO"),
                                          ("missing", "does not exist"), ("device", "character device")])
 def test_lab_run_driver_path_kinds(kinds, capsys, kind, needle):

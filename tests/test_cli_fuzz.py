@@ -130,7 +130,7 @@ def test_windbg_ext_command_lines(kinds, command, kind, source, json_out, args, 
     argv = (["--json"] if json_out else []) + ([source, path] if source else []) + [command]
     argv += _fill(args, path)
     for opt in own:  # an option of this command followed by a path or a number
-        if opt in WINDBG_OPTIONS[command]:
+        if opt in WINDBG_OPTIONS.get(command, ()):
             argv += [opt, path if opt in ("--fields", "--caps") else args[0] if args else "1"]
     before = tree_state(d)
     with alarm(HANG_SECONDS):

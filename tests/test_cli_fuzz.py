@@ -25,7 +25,7 @@ from tests.support import PATH_KINDS, changes, make_path_kinds, run_cli, tree_st
 from windbg_ext.commands import COMMANDS
 
 HANG_SECONDS = 60
-SETTINGS = settings(max_examples=120, deadline=None,
+SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 PATH = "@PATH"   # replaced by the path of the kind drawn for this example
 

@@ -136,8 +136,8 @@ class HvWalker:
                           % (d.driver_state, d.LoadStatus & 0xFFFFFFFF, see))
         for what, va in (("VmmContextVa", d.VmmContextVa), ("VcpuArrayVa", d.VcpuArrayVa)):
             if va % 8:
-                raise HvError("hv debug descriptor's %s 0x%x is misaligned (structures are 8-byte aligned): "
-                              "corrupt descriptor" % (what, va))
+                raise HvError("hv debug descriptor's %s 0x%x is misaligned (structures are 8-byte aligned): corrupt"
+                              % (what, va))
         if d.VcpuCount == 0:
             raise HvError("hv debug descriptor says VcpuCount 0 with a VMM context at 0x%x: corrupt descriptor"
                           % d.VmmContextVa)

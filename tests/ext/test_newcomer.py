@@ -159,3 +159,14 @@ def test_errors_fit_one_console_line(images, scenario, argv):
     for argv2 in (["vmm"], ["caps"], ["exit", "99999"]):
         code, out, err = run_cli(argv2)
         assert code == 2 and len(err) <= WIDTH, err
+
+
+def test_a_dump_suggests_no_command_that_needs_msrs(images, tmp_path):
+    """`check` on a crash dump pointed at `caps --cpu N`, which cannot run there (a dump holds no MSRs)."""
+    from windbg_ext.target.dump import image_to_dump
+    dump = str(tmp_path / "lab.dmp")
+    image_to_dump(images["baseline"], dump)
+    code, out, _ = run_cli(["--dump", dump, "check"])
+    assert "caps --cpu" not in out
+    code, out, err = run_cli(["--dump", dump, "caps"])
+    assert code == 2 and len(err) <= WIDTH and "a crash dump holds no MSR values" in err

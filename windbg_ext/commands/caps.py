@@ -215,8 +215,7 @@ def run(ctx, args) -> Report:
     for cpu in cpus:
         values, absent = read_capabilities(target, cpu)
         if not values:
-            raise CommandError("no VMX capability MSR of processor %d could be read on this target (%s): run caps "
-                               "live in WinDbg, or decode values you have with caps --msr 0x480=0x..."
+            raise CommandError("no capability MSRs for processor %d (%s): run caps live, or caps --msr 0x480=0x..."
                                % (cpu, target.no_msrs_reason or "IA32_FEATURE_CONTROL and IA32_VMX_BASIC are absent"))
         rep = describe(values, absent)
         reports.append(dict(rep, cpu=cpu))

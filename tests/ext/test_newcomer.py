@@ -170,3 +170,17 @@ def test_a_dump_suggests_no_command_that_needs_msrs(images, tmp_path):
     assert "caps --cpu" not in out
     code, out, err = run_cli(["--dump", dump, "caps"])
     assert code == 2 and len(err) <= WIDTH and "a crash dump holds no MSR values" in err
+
+
+@pytest.mark.parametrize("scenario", ["baseline", "launch-failure", "feature-locked", "alloc-fail:3"])
+def test_every_pasteable_hint_runs(images, scenario):
+    """Every "next:"/"see:" command line a command prints offline can be pasted and works (exit 0 or 1)."""
+    prefix = "python -m windbg_ext --image %s " % images[scenario]
+    hints = set()
+    for cmd in COMMANDS:
+        code, out, err = run_cli(["--image", images[scenario]] + cmd)
+        hints.update(line.strip()[len(prefix):] for line in out.splitlines() if line.strip().startswith(prefix))
+    assert hints or scenario != "baseline"
+    for hint in sorted(hints):
+        code, out, err = run_cli(["--image", images[scenario]] + hint.split())
+        assert code in (0, 1) and err == "", (scenario, hint, err)

@@ -175,7 +175,7 @@ class HvWalker:
         try:
             return self.target.read_virtual(va, size)
         except TargetMemoryError as e:
-            raise HvError("cannot read %s at 0x%x: %s" % (what, va, e))
+            raise HvError("cannot read %s at 0x%x (%d bytes): %s" % (what, va, size, e.why))
 
     def vcpu_count(self) -> int:
         return self._require_loaded().VcpuCount
@@ -232,7 +232,7 @@ class HvWalker:
         try:
             return self.target.read_physical(pa & ~0xFFF, 0x1000)
         except TargetMemoryError as e:
-            raise HvError("cannot read %s at physical 0x%x: %s" % (what, pa, e))
+            raise HvError("cannot read %s at physical 0x%x: %s" % (what, pa, e.why))
 
     def read_host_stack(self, v: Vcpu) -> bytes:
         base, size = v.host_stack()

@@ -115,6 +115,7 @@ def test_exit_reasons_84_and_85_are_the_immediate_msr_forms():
     (["exit", "30", "--qual", "0x2"], "size encoding 2 in bits 2:0"),
     (["exit", "28", "--qual", "0x1000"], "bit 12 set: the SDM defines no such bits for this exit (Table 28-3)"),
     (["exit", "0x80000021", "--qual", "9"], "exit qualification 9 is not defined for a VM-entry failure"),
+    (["exit", "0x00100030"], "bit 20 set: reserved in the exit-reason field"),
 ])
 def test_exit_says_what_no_processor_reports(argv, needle):
     # before: decoded without a word (and "CR12" printed as if it existed)

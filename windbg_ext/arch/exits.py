@@ -271,10 +271,20 @@ IO_SIZE_ENCODINGS = {0: 1, 1: 2, 3: 4}  # Table 28-5 bits 2:0: 1, 2 or 4 bytes; 
 APIC_ACCESS_TYPES = (0, 1, 2, 3, 10, 15)  # Table 28-6 bits 15:12
 
 
+def _bit_list(mask: int) -> str:
+    """0x1008 -> "bits 12, 3"."""
+    bits = [str(b) for b in range(63, -1, -1) if mask >> b & 1]
+    return "bit%s %s" % ("s" if len(bits) > 1 else "", ", ".join(bits))
+
+
 def exit_reason_problems(value: int) -> List[str]:
     """What no processor reports in an exit-reason field (SDM 28.2.1), as sentences."""
     out = []
     basic = value & 0xFFFF
+    reserved = decode_exit_reason(value)["reserved_bits"]
+    if reserved:
+        out.append("%s set: reserved in the exit-reason field, a processor writes 0 there (SDM 28.2.1)"
+                   % _bit_list(reserved))
     if value >> ENTRY_FAILURE_BIT & 1 and basic not in ENTRY_FAILURE_REASONS:
         out.append("bit 31 (VM-entry failure) comes only with basic reasons 33, 34 and 41 (SDM 28.2.1), not %d"
                    % basic)
@@ -289,9 +299,7 @@ def qualification_problems(basic_reason: int, qual: int) -> List[str]:
     defined = QUALIFICATION_DEFINED_BITS.get(basic)
     undefined = qual & ~defined[0] & 0xFFFFFFFFFFFFFFFF if defined is not None else 0
     if undefined:
-        bits = [str(b) for b in range(63, -1, -1) if undefined >> b & 1]
-        out.append("bit%s %s set: the SDM defines no such bits for this exit (%s)"
-                   % ("s" if len(bits) > 1 else "", ", ".join(bits), defined[1]))
+        out.append("%s set: the SDM defines no such bits for this exit (%s)" % (_bit_list(undefined), defined[1]))
     if basic == 28:
         cr, access = _bits(qual, 0, 3), _bits(qual, 4, 5)
         if access in (0, 1) and cr not in MOV_CR_REGISTERS:

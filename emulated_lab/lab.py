@@ -119,9 +119,8 @@ class ScenarioResult:
         kind, k = parse_scenario(self.scenario)
         n = self.allocation_calls
         if kind == "alloc-fail" and k not in self.failed_allocations:
-            lines.append("alloc-fail:%d: allocation %d never happened: the driver made %d allocation%s, so this run "
-                         "is a plain %s; use alloc-fail:1 .. alloc-fail:%d" % (k, k, n, "" if n == 1 else "s",
-                                                                             "baseline", max(n, 1)))
+            lines.append("alloc-fail:%d: allocation %d never happened (the driver made %d): a plain baseline run; "
+                         "use alloc-fail:1..%d" % (k, k, n, max(n, 1)))
         elif kind == "alloc-fail":
             lines.append("alloc-fail:%d: the driver's allocation %d failed, as asked" % (k, k))
         else:

@@ -109,7 +109,8 @@ def test_lab_summary_says_what_happened(lab_images):
     text = "\n".join(res.summary())
     # before: a plain baseline run that said nothing about allocation 999
     assert "scenario alloc-fail:999 on 1 processor:" in text  # not "1 processors"
-    assert "allocation 999 never happened: the driver made %d allocations" % res.allocation_calls in text
+    assert "allocation 999 never happened (the driver made %d): a plain baseline run" % res.allocation_calls in text
+    assert all(len(line) <= WIDTH for line in text.splitlines())
     _, base = lab_images("baseline", cpus=2)
     assert "allocations by the driver: %d" % base.allocation_calls in "\n".join(base.summary())
 

@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import tempfile
+import textwrap
 from typing import List, Optional
 
 from windbg_ext.number_syntax import NumberError, parse_number
@@ -119,8 +120,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from windbg_ext.paths import PathError
     try:
         if args.cmd == "scenarios":
-            for name, what in SCENARIOS.items():
-                print("%-16s %s" % (name, what))
+            for name, what in SCENARIOS.items():  # 120 columns, as windbg_ext's output
+                print(textwrap.fill(what, 120, initial_indent="%-16s " % name, subsequent_indent=" " * 17))
             return 0
         if args.cmd == "demo":
             return demo(args.cpus, args.out, args.driver)

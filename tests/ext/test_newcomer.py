@@ -185,3 +185,10 @@ def test_every_pasteable_hint_runs(images, scenario):
     for hint in sorted(hints):
         code, out, err = run_cli(["--image", images[scenario]] + hint.split())
         assert code in (0, 1) and err == "", (scenario, hint, err)
+
+
+def test_lab_scenario_list_fits_120_columns(capsys):
+    from emulated_lab.__main__ import main
+    assert main(["scenarios"]) == 0
+    out = capsys.readouterr().out
+    assert "alloc-fail:K" in out and max(len(line) for line in out.splitlines()) <= WIDTH

@@ -78,6 +78,7 @@ def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
         need += [(m, "IA32_VMX_BASIC bit 55 says the TRUE_* controls exist") for m in TRUE_CAPS]
     else:
         need = [(m, "the checks always read it") for m in REQUIRED_CAPS]
+
     def activates(kind: str, name: str) -> bool:
         """The state sets an activate control that its capability MSR allows. When the MSR forbids
         it, the control check fails first (VM-instruction error 7, SDM 27.2.1.1) and the next
@@ -88,9 +89,9 @@ def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
             return True
         return bool(s.allowed(kind)[1] >> control_bit(kind, name) & 1)
 
-    if activates("proc", "ACTIVATE_SECONDARY_CONTROLS"):
-        need.append((C.IA32_VMX_PROCBASED_CTLS2, "the state activates secondary controls"))
     secondary = activates("proc", "ACTIVATE_SECONDARY_CONTROLS")
+    if secondary:
+        need.append((C.IA32_VMX_PROCBASED_CTLS2, "the state activates secondary controls"))
     if secondary and (activates("proc2", "ENABLE_EPT") or activates("proc2", "ENABLE_VPID")):
         need.append((C.IA32_VMX_EPT_VPID_CAP, "the state enables EPT or VPID"))
     if secondary and activates("proc2", "ENABLE_VM_FUNCTIONS"):

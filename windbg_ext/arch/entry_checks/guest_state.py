@@ -11,7 +11,7 @@ import struct
 
 from windbg_ext.arch import capabilities as cm
 from windbg_ext.arch.entry_checks.model import (INVALID_LINK_POINTER, NOT_APPLICABLE, NotChecked, Registry, bits_text,
-                                                canonical, hexv)
+                                                hexv)
 from windbg_ext.arch.registers import decode_access_rights
 
 R = Registry("guest")

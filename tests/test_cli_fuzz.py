@@ -121,7 +121,8 @@ windbg_args = st.lists(st.sampled_from(NUMBERS + WORDS + [PATH] + sorted({o for 
 
 @SETTINGS
 @given(command=st.sampled_from(sorted(COMMANDS)), kind=st.sampled_from(PATH_KINDS + ("image",)),
-       source=st.sampled_from([None, "--image", "--dump"]), json_out=st.booleans(), args=windbg_args,
+       source=st.sampled_from([None, "--image", "--dump", "--symbols", "--map"]), json_out=st.booleans(),
+       args=windbg_args,
        own=st.lists(st.sampled_from(["--fields", "--caps", "--msr", "--cpu", "--qual", "--source", "--diff"]),
                     max_size=2))
 def test_windbg_ext_command_lines(kinds, command, kind, source, json_out, args, own):

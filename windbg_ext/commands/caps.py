@@ -11,7 +11,9 @@ from windbg_ext.arch.capability_report import DECIDED_BY, FIRST_READ, dependent_
 from windbg_ext.arch.controls import ACTIVATED_BY, CONTROL_FIELD, bit_name
 from windbg_ext.arch.msr_names import msr_name
 from windbg_ext.commands.base import CommandError, parse_index, parse_int
+from windbg_ext.hv.processor import recorded_capabilities
 from windbg_ext.render.report import Report
+from windbg_ext.target.base import TargetMsrError
 
 SUMMARY = "decode the VMX capability MSRs (allowed 0/1 per control bit, CR0/CR4 fixed bits) per processor"
 NEEDS_TARGET = True
@@ -115,6 +117,9 @@ def _render(r: Report, rep: Dict[str, Any], label: str, given: bool = False) -> 
                 title="%s%s = %s" % (label, _name(C.IA32_FEATURE_CONTROL), value(C.IA32_FEATURE_CONTROL)))
         if not fc["lock"]:
             r.text("  not locked: VMXON raises #GP until firmware (or the driver) sets bits 0 and 2")
+        elif not fc["vmx_outside_smx"] and "missing" in rep["basic"]:
+            # VT-x off in the firmware setup leaves IA32_VMX_BASIC readable; a CPU without VMX #GPs (SDM A.1)
+            r.text("  locked with VMX outside SMX disabled, IA32_VMX_BASIC unreadable: likely no VMX at all (hidden?)")
         elif not fc["vmx_outside_smx"]:
             r.text("  locked with VMX outside SMX disabled: VMXON raises #GP; enable VT-x in the firmware setup")
     basic = rep["basic"]
@@ -213,12 +218,22 @@ def run(ctx, args) -> Report:
     r = Report(data={"source": "target", "cpus": reports})
     first: Optional[Dict[str, Any]] = None
     for cpu in cpus:
-        values, absent = read_capabilities(target, cpu)
+        try:
+            values, absent = read_capabilities(target, cpu)
+            unknown = ""
+        except TargetMsrError as e:   # live: the MSRs could not be shown to be processor cpu's
+            values = recorded_capabilities(target)
+            if not values:
+                raise CommandError("%s; hv.sys is not running, so it recorded none either" % e)
+            absent = {m: "unknown on this processor; hv.sys did not record it" for m in FIRST_READ if m not in values}
+            unknown = "%s: showing the capability MSRs hv.sys read at load instead" % e
         if not values:
             raise CommandError("no capability MSRs for processor %d (%s): run caps live, or caps --msr 0x480=0x..."
                                % (cpu, target.no_msrs_reason or "IA32_FEATURE_CONTROL and IA32_VMX_BASIC are absent"))
         rep = describe(values, absent)
-        reports.append(dict(rep, cpu=cpu))
+        reports.append(dict(rep, cpu=cpu, source="hv.sys's VMM context" if unknown else "processor %d" % cpu))
+        if unknown:
+            r.text(unknown)
         if first is not None and rep["msrs"] == first["msrs"]:
             r.text("processor %d: the same capability MSR values as processor %d" % (cpu, first["cpu"]))
             continue

@@ -26,8 +26,12 @@ HEADER_PADDING = 2  # a column is at least its header plus this wide
 COLUMN_GAP = "  "
 
 
-def _esc(s: str) -> str:
+def escape_dml(s: str) -> str:
+    """Text inside DML: &, <, > (and " for attributes) as entities, so WinDbg shows them."""
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+_esc = escape_dml
 
 
 def _visible(value: Any) -> str:
@@ -39,12 +43,12 @@ def _visible(value: Any) -> str:
     return str(value.text if isinstance(value, Link) else value).strip()
 
 
-def _wrap(value: Any, line: str, dml: bool) -> str:
+def _wrap(value: Any, line: str, dml: bool, prefix: str = PREFIX) -> str:
     """One visible line of a cell as DML (a link's text becomes an <exec>) or as plain text."""
     if not dml:
         return line
     if isinstance(value, Link) and line:
-        return '<exec cmd="%s%s">%s</exec>' % (PREFIX, _esc(value.command), _esc(line))
+        return '<exec cmd="%s%s">%s</exec>' % (_esc(prefix), _esc(value.command), _esc(line))
     return _esc(line)
 
 
@@ -97,7 +101,7 @@ def _columns(block: Table, width: Optional[int]) -> Tuple[List[str], List[Sequen
             [h for h in headers if h in wide_only])
 
 
-def _table_lines(block: Table, dml: bool, width: Optional[int] = None) -> List[str]:
+def _table_lines(block: Table, dml: bool, width: Optional[int] = None, prefix: str = PREFIX) -> List[str]:
     headers, rows, left_out = _columns(block, width)
     cells, widths = _layout(headers, rows, width)
 
@@ -110,7 +114,7 @@ def _table_lines(block: Table, dml: bool, width: Optional[int] = None) -> List[s
     for raw, r in zip(rows, cells):
         for k in range(max(len(lines) for lines in r)):
             visible = [lines[k] if k < len(lines) else "" for lines in r]
-            out.append(line([_wrap(v, s, dml) for v, s in zip(raw, visible)], visible))
+            out.append(line([_wrap(v, s, dml, prefix) for v, s in zip(raw, visible)], visible))
     if left_out:
         out.append("(left out to fit %d columns: %s; --wide shows them)" % (width, ", ".join(left_out)))
     return out
@@ -132,7 +136,7 @@ def wrap_prose(text: str, width: Optional[int]) -> str:
     return "\n".join(out)
 
 
-def _text_block(block: Text, dml: bool, width: Optional[int], command_prefix: str) -> str:
+def _text_block(block: Text, dml: bool, width: Optional[int], command_prefix: str, prefix: str = PREFIX) -> str:
     text = wrap_prose(block.text, width)
     if not block.links:
         return _esc(text) if dml else text
@@ -142,22 +146,24 @@ def _text_block(block: Text, dml: bool, width: Optional[int], command_prefix: st
     visible = "  ".join(str(link.text) for link in block.links)
     if width is not None and len(text.split("\n")[-1]) + len(sep) + len(visible) > width:
         sep = "\n  "  # the links on a line of their own
-    return (_esc(text) if dml else text) + sep + "  ".join(_wrap(l, str(l.text), dml) for l in block.links)
+    return (_esc(text) if dml else text) + sep + "  ".join(_wrap(l, str(l.text), dml, prefix) for l in block.links)
 
 
-def render_text(report: Report, dml: bool = False, width: Optional[int] = None, command_prefix: str = "") -> str:
+def render_text(report: Report, dml: bool = False, width: Optional[int] = None, command_prefix: str = "",
+                prefix: str = PREFIX) -> str:
     """Text (or DML) for people. width: fit that many columns; None: as wide as the content
     (--wide). command_prefix (plain text only): what makes a "next:" link a command line that
-    can be pasted, e.g. "python -m windbg_ext --image lab.hvimg "."""
+    can be pasted, e.g. "python -m windbg_ext --image lab.hvimg ". prefix starts every DML
+    link's command (live: the `!py` options this run was started with)."""
     out: List[str] = []
     for block in report.blocks:
         if isinstance(block, Table):
             if block.title:
                 title = wrap_prose(block.title, width)
                 out.append(_esc(title) if dml else title)
-            out.extend(_table_lines(block, dml, width))
+            out.extend(_table_lines(block, dml, width, prefix))
         elif isinstance(block, Text):
-            out.append(_text_block(block, dml, width, command_prefix))
+            out.append(_text_block(block, dml, width, command_prefix, prefix))
         out.append("")
     return "\n".join(out).rstrip("\n")
 

@@ -4,14 +4,17 @@
 #   make mutants -- mutation testing of the pure layers, on demand (docs/testing.md)
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# The build is quiet unless it fails (then its output is shown); V=1 shows every command.
+V      ?= 0
+QUIET  := @V=$(V) bash tools/quiet.sh
 
 .PHONY: bootstrap driver demo test bench mutants clean
 
 bootstrap:
-	@bash tools/bootstrap.sh
+	$(QUIET) "installing what the lab needs (tools/bootstrap.sh)" bash tools/bootstrap.sh
 
 driver: bootstrap
-	@$(MAKE) --no-print-directory -C driver
+	$(QUIET) "building hv.sys (make -C driver)" $(MAKE) --no-print-directory -C driver
 
 demo: driver
 	@$(PY) -m emulated_lab demo

@@ -292,7 +292,8 @@ class HvState:
         return json.loads(res.stdout), blob
 
     # -- outputs ----------------------------------------------------------------
-    def write_image(self, path: str, meta: Optional[Dict] = None) -> str:
+    def write_image(self, path: str, meta: Optional[Dict] = None, msrs: Optional[Dict[int, int]] = None) -> str:
+        """msrs: every processor's recorded MSRs (default: IA32_VMX_BASIC only)."""
         from windbg_ext.target.image import ImageWriter
 
         assert self.mem is not None, "build() first"
@@ -302,7 +303,7 @@ class HvState:
         if self.symbol:
             w.add_symbol("hv!HvDebugDescriptor", self.va["desc"])
         for _ in range(self.count):
-            w.add_cpu({"cr3": self.aspace.cr3, "cr4": 0x3506F8, "cr0": 0x80050033}, {0x480: self.basic})
+            w.add_cpu({"cr3": self.aspace.cr3, "cr4": 0x3506F8, "cr0": 0x80050033}, msrs or {0x480: self.basic})
         w.meta = meta or {}
         w.write(path)
         return path

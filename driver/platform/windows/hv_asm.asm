@@ -62,6 +62,15 @@ HvAsmLidt PROC
     lidt fword ptr [rcx]
     ret
 HvAsmLidt ENDP
+; DS, ES, FS, GS <- cx, dx, r8w, r9w. Loading FS/GS reloads their bases from
+; the GDT: the caller writes IA32_FS_BASE / IA32_GS_BASE afterwards.
+HvAsmLoadDataSelectors PROC
+    mov ds, cx
+    mov es, dx
+    mov fs, r8w
+    mov gs, r9w
+    ret
+HvAsmLoadDataSelectors ENDP
 
 ; XMM6-15 (non-volatile in the MS x64 ABI) saved at [rsp+base], with unwind
 ; codes: inside a PROC FRAME prolog only.

@@ -3,7 +3,9 @@
 bochscpu-python 0.3.1 exports two stubs whose bodies are assert(false)
 (get_enable_a20, reached by every VMXON; dbg_fetch_mem, reached on a triple
 fault). emulated_lab/native/bochs_stubs.cpp defines them, and a third one that
-counts executed instructions (countdownEvent, see there); loading that shared
+counts executed instructions (countdownEvent, see there), and wraps the
+handlers of the instructions the lab watches (WATCHED_HANDLERS) so that they
+call back into Python (set_watch); loading that shared
 library with RTLD_GLOBAL *before* the extension makes the dynamic linker bind
 the extension's references to our definitions. The library is built from
 source with the system C++ compiler on first use and cached under
@@ -23,6 +25,25 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "native" / "bochs_stubs.cpp"
 CACHE = HERE / "_native"
 BOCHSCPU_VERSION = "0.3.1"
+
+
+# The Bochs instruction handlers the interposer wraps, in its order (bochs_stubs.cpp),
+# with the emulated_lab/insn.py kinds each one executes (VMLAUNCH also runs VMRESUME).
+WATCHED_HANDLERS = (
+    ("VMXON", ("vmxon",)), ("VMPTRLD", ("vmptrld",)), ("VMCLEAR", ("vmclear",)), ("VMPTRST", ("vmptrst",)),
+    ("VMLAUNCH", ("vmlaunch", "vmresume")), ("VMXOFF", ("vmxoff",)), ("VMCALL", ("vmcall",)),
+    ("CPUID", ("cpuid",)), ("RDMSR", ("rdmsr",)), ("WRMSR", ("wrmsr",)),
+)
+
+# watch(which, after) -> int: `which` indexes WATCHED_HANDLERS; after = 0 before the
+# handler runs (return 1 to skip the instruction: the lab emulated it), 1 once it
+# returned normally (no VM exit, no fault). Return 0 otherwise.
+WatchCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)
+
+
+def _handler_symbol(name: str) -> str:
+    """Itanium-mangled BX_CPU_C::name(bxInstruction_c*)."""
+    return "_ZN8BX_CPU_C%d%sEP15bxInstruction_c" % (len(name), name)
 
 
 class NativeError(Exception):
@@ -103,8 +124,63 @@ def load_bochscpu():
     setter = _handle.hvlab_set_countdown
     setter.restype, setter.argtypes = None, [ctypes.c_void_p]
     setter(original)
+    _forward_handlers(ext)
     _module = bochscpu
     return _module
+
+
+def _forward_handlers(ext) -> None:
+    """Hands the interposer bochscpu's own handlers of the watched instructions."""
+    if _handle.hvlab_watched_count() != len(WATCHED_HANDLERS):
+        raise NativeError("%s and bochs_loader.WATCHED_HANDLERS disagree" % SOURCE.name)
+    set_handler = _handle.hvlab_set_handler
+    set_handler.restype, set_handler.argtypes = ctypes.c_int, [ctypes.c_int, ctypes.c_void_p]
+    for which, (name, _kinds) in enumerate(WATCHED_HANDLERS):
+        symbol = _handler_symbol(name)
+        try:
+            original = ctypes.cast(ext[symbol], ctypes.c_void_p)
+        except AttributeError:
+            raise NativeError("bochscpu %s does not export BX_CPU_C::%s: the lab needs bochscpu-python==%s"
+                              % (os.path.basename(ext._name), name, BOCHSCPU_VERSION))
+        if original.value == ctypes.cast(_handle[symbol], ctypes.c_void_p).value:
+            raise NativeError("cannot find bochscpu's own BX_CPU_C::%s to watch it" % name)
+        set_handler(which, original)
+    _locate_async_event(ext)
+
+
+ASYNC_EVENT_SEARCH = 0x10000     # bytes of bx_cpu searched for async_event
+
+
+def _locate_async_event(ext) -> None:
+    """Finds bx_cpu.async_event by what bochscpu's cpu_set_killbit does to it (sets
+    it to 1; cpu_clear_killbit sets it to 0) and hands its address to the interposer."""
+    cpu = ctypes.cast(ext["bx_cpu"], ctypes.c_void_p).value
+    words = ASYNC_EVENT_SEARCH // 4
+    clear, kill = ext.cpu_clear_killbit, ext.cpu_set_killbit
+    clear.restype, clear.argtypes = None, [ctypes.c_uint]
+    kill.restype, kill.argtypes = None, [ctypes.c_uint]
+    clear(0)
+    before = (ctypes.c_uint32 * words).from_address(cpu)[:]
+    kill(0)
+    after = (ctypes.c_uint32 * words).from_address(cpu)[:]
+    clear(0)
+    changed = [n for n in range(words) if before[n] == 0 and after[n] == 1]
+    if len(changed) != 1:
+        raise NativeError("cannot find bx_cpu.async_event in bochscpu (%d candidates): the lab needs "
+                          "bochscpu-python==%s" % (len(changed), BOCHSCPU_VERSION))
+    where = _handle.hvlab_set_async_event
+    where.restype, where.argtypes = None, [ctypes.c_void_p]
+    where(cpu + 4 * changed[0])
+
+
+def set_watch(callback) -> None:
+    """Installs a WatchCallback for the following runs (None: no callback). The
+    caller keeps `callback` alive while it is installed."""
+    load_bochscpu()
+    f = _handle.hvlab_set_watch
+    f.restype, f.argtypes = ctypes.c_int, [WatchCallback]
+    if f(callback if callback is not None else WatchCallback()) != 0:
+        raise NativeError("the interposer does not know where bx_cpu.async_event is")
 
 
 def instructions() -> int:

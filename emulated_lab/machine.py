@@ -41,7 +41,7 @@ from emulated_lab.cpu_truth import CpuTruth
 from emulated_lab.errors import MachineError
 from emulated_lab.insn import Insn, effective_address, scan
 from emulated_lab.memory import DIRECT_MAP, PAGE, GuestMemory
-from emulated_lab.bochs_loader import Watchdog, load_bochscpu
+from emulated_lab.bochs_loader import WATCHED_HANDLERS, WatchCallback, Watchdog, load_bochscpu, set_watch
 from emulated_lab.records import BoundedLog, ExitLog
 from emulated_lab.x64 import (ATTR_R0_CODE, ATTR_R0_DATA, ATTR_R3_CMTEB, ATTR_R3_DATA, ATTR_TSS_BUSY, CMTEB_LIMIT,
                               CR0_INIT, CR4_INIT, CR4_VMXE, EFER_INIT, ERROR_CODE_VECTORS, EXCEPTION_NAMES,
@@ -239,6 +239,11 @@ class Machine(GuestMemory):
         self._capture_plan: Tuple[List[int], list] = ([], self.failure_vmreads)
         # watched instructions (emulated_lab/insn.py) by address, and the one in flight
         self.sites: Dict[int, Insn] = {}
+        # (address past it, kind) -> address of a watched instruction: the interposed handlers
+        # (bochs_stubs.cpp) run with RIP already past the instruction
+        self._site_ends: Dict[Tuple[int, str], int] = {}
+        self._watch_cb = None            # the WatchCallback of this machine, once it runs
+        self._watch_error: Optional[BaseException] = None   # raised by a watch callback
         self._pending: Optional[Tuple[int, Insn, int, Dict[str, int]]] = None
         self._firmware = False            # the lab's own firmware steps: not observed
         self._entry_exited = False
@@ -263,8 +268,8 @@ class Machine(GuestMemory):
         self._build_shared()
         self.processors = [Processor(i) for i in range(cpus)]
         self.vmx_revision = 0      # IA32_VMX_BASIC[30:0], read by the firmware step
-        # observe=False: no per-instruction hooks unless a filter needs them, so
-        # `truth` is not kept (about 10x faster for long guest loops; benchmarks/)
+        # observe=False: the watched instructions do not reach Python unless a filter
+        # needs them, so `truth` is not kept (benchmarks/bench_lab.py)
         self.observe = observe
         self.truth = CpuTruth(cpus, self._cr4_of, lambda: self.vmx_revision)
         for p in self.processors:
@@ -301,7 +306,12 @@ class Machine(GuestMemory):
 
     def note_code(self, va: int, code: bytes) -> None:
         """Records where watched instructions (VMX, CPUID, RDMSR, WRMSR) may be."""
-        self.sites.update(scan(code, va))
+        for at, insn in scan(code, va).items():
+            self.sites[at] = insn
+            key = (at + insn.length, insn.kind)
+            # two decodes of one kind ending at one address differ by a REX byte: the longer one
+            if self._site_ends.get(key, at + 1) > at:
+                self._site_ends[key] = at
 
     def hide_vmx(self) -> None:
         """Makes the CPU a processor without VMX: CPUID.1:ECX[5] reads 0 (SDM Vol.3 24.6),
@@ -323,21 +333,40 @@ class Machine(GuestMemory):
         st = self.processors[k].state
         return st.cr4 if st is not None else CR4_INIT
 
-    def _before(self, sess, cpu_id, _insn) -> None:
-        if self.count_instructions:
-            self._count(sess)
-        c = sess.cpu
-        rip = c.rip
-        insn = self.sites.get(rip)
-        if insn is None:
+    def _watch(self, which: int, after: int) -> int:
+        """The interposed handler of WATCHED_HANDLERS[which] runs (bochs_stubs.cpp):
+        before it (return 1: skip the instruction) or after it returned normally.
+        A Python exception cannot cross the native frames: it stops the run and
+        _run_session raises it."""
+        try:
+            if after:
+                self._after()
+                return 0
+            return 1 if self._before(which) else 0
+        except BaseException as e:   # noqa: B036 -- re-raised by _run_session
             self._pending = None
-            return
-        if self._pending is not None and self._pending[0] == rip:
-            return          # fired again for the same instruction (after a stop, RDMSR, VMXOFF)
+            if self._watch_error is None:
+                self._watch_error = e
+            self.sess.stop()
+            return 0 if after else 1
+
+    def _before(self, which: int) -> bool:
+        """The watched instruction is about to execute; True: the lab emulated it (skip it)."""
+        c = self.sess.cpu
+        end = c.rip                       # Bochs advanced RIP before calling the handler
+        rip = None
+        for kind in WATCHED_HANDLERS[which][1]:
+            rip = self._site_ends.get((end, kind))
+            if rip is not None:
+                break
+        if rip is None:
+            self._pending = None
+            return False
+        insn = self.sites[rip]
         regs = {"rax": c.rax, "rcx": c.rcx, "rdx": c.rdx, "r8": c.r8, "r9": c.r9}
         pa = None
         if insn.mem is not None:
-            ea = effective_address(insn.mem, lambda r: getattr(c, r), rip + insn.length)
+            ea = effective_address(insn.mem, lambda r: getattr(c, r), end)
             try:
                 pa = self.read_u64(ea)
                 rev = int.from_bytes(self.read_phys(pa & ~0xFFF, 4), "little") if self.is_backed(pa) else None
@@ -349,10 +378,10 @@ class Machine(GuestMemory):
         # the MSR bitmap may turn it into a VM exit first (SDM Vol.3 26.1.1; a no-VMX machine has no guest)
         if (insn.kind in ("rdmsr", "wrmsr") and (regs["rcx"] & 0xFFFFFFFF) in self.absent_msrs
                 and not self._firmware and self.truth.processors[self.current].vmx != "guest"
-                and sess.cpu.state.cs.selector & 3 == 0):
+                and self.sess.cpu.state.cs.selector & 3 == 0):
             self._pending = None
             self.request(lambda: self._raise_fault(VECTOR_GP, 0, rip))
-            return
+            return True
         self._pending = (rip, insn, pa, regs)
         if insn.kind in ("vmlaunch", "vmresume"):
             self._entry_exited = False
@@ -362,6 +391,8 @@ class Machine(GuestMemory):
             if out is not None:
                 self._pending = None
                 self.request(lambda: self._emulated(rip + insn.length, out))
+                return True
+        return False
 
     def _raise_fault(self, vector: int, error: int, rip: int) -> None:
         """Delivers exception `vector` with an error code at `rip` (CPL 0, 64-bit mode) as the CPU
@@ -385,20 +416,19 @@ class Machine(GuestMemory):
         regs = dict(regs, rip=next_rip)
         self.set_thread_regs(regs)
 
-    def _after(self, sess, cpu_id, _insn) -> None:
+    def _after(self) -> None:
+        """The watched instruction completed (no VM exit, no fault)."""
         pending = self._pending
         if pending is None:
             return
         site, insn, pa, regs = pending
-        c = sess.cpu
+        c = self.sess.cpu
         rip = c.rip
-        if rip == site:
-            return          # not executed yet (the after hook may fire early)
         self._pending = None
         k = self.current
         if rip != site + insn.length:
             # left somewhere else: VMLAUNCH/VMRESUME entered the guest (unless it
-            # exited at once); anything else exited or faulted: nothing happened
+            # exited at once)
             if insn.kind in ("vmlaunch", "vmresume") and not self._entry_exited and not self._firmware:
                 self.truth.entered_guest(k, insn.kind)
             return
@@ -509,11 +539,18 @@ class Machine(GuestMemory):
         h.hlt = self._on_hlt
         h.exception = self._on_exception
         h.vmexit = self._on_vmexit
-        if self.observe or self._hide_vmx or self.count_instructions or self.cpuid_filter or self.rdmsr_filter \
-                or self.emulate or self.after_vmclear:
-            h.before_execution = self._before
-            h.after_execution = self._after
+        # The watched instructions reach Python through their interposed handlers
+        # (_watch), not through a per-instruction hook: only counting instructions
+        # needs every one (about 20x slower: benchmarks/bench_watchdog.py).
+        if self.count_instructions:
+            h.before_execution = self._on_instruction
+        if self.observe or self._hide_vmx or self.cpuid_filter or self.rdmsr_filter or self.emulate \
+                or self.after_vmclear:
+            self._watch_cb = WatchCallback(self._watch)
         return [h]
+
+    def _on_instruction(self, sess, cpu_id, _insn) -> None:
+        self._count(sess)
 
     def _count(self, sess) -> None:
         # before_execution may fire twice for one instruction (after RDMSR/VMXOFF,
@@ -720,14 +757,20 @@ class Machine(GuestMemory):
                 raise self._timeout("instructions")
             self._watchdog.arm(remaining if not math.isinf(remaining) else 0xFFFFFFFF / 1000.0,
                                self._until_instruction)
+            self._watch_error = None
+            set_watch(self._watch_cb)
             try:
                 self.sess.run(self._hook_list)
+                if self._watch_error is not None:
+                    raise self._watch_error
             except BaseException as e:
                 # the traceback's hook frames hold the Session and its cpu: drop them
                 # (and those of chained exceptions), or the Session outlives this machine
+                self._watch_error = None
                 _drop_frames(e)
                 raise e
             finally:
+                set_watch(None)
                 fired = self._watchdog.disarm()
             if fired and not self._stop_reason:
                 raise self._timeout(fired)
@@ -1019,6 +1062,7 @@ class Machine(GuestMemory):
             return
         self._close_session()
         self._hook_list = None          # hooks hold bound methods: break the cycle
+        self._watch_cb = None
         self.breakpoints.clear()
         self.exit_observers.clear()
         for p in self.processors:

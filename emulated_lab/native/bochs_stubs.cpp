@@ -1,5 +1,5 @@
 // The lab's native helpers for bochscpu 0.3.1: two interposed stubs, an
-// instruction counter and a run watchdog (below).
+// instruction counter, the watched instruction handlers and a run watchdog (below).
 //
 // Interposes two C-ABI stubs of bochscpu 0.3.1 whose bodies are assert(false).
 // Loaded with RTLD_GLOBAL before the bochscpu extension, these definitions win
@@ -63,6 +63,97 @@ extern "C" __attribute__((visibility("default"))) void hvlab_set_countdown(count
 
 extern "C" __attribute__((visibility("default"))) unsigned long long hvlab_instructions(void) {
   return instructions;
+}
+
+// Watched instruction handlers. Bochs executes an instruction by calling its
+// handler, a BX_CPU_C member, through the opcode table; bochscpu exports the
+// handlers and the table refers to them through relocations against those
+// symbols, so the definitions below replace them in the table (interposed like
+// the stubs above). Each one asks Python first ("before": return non-zero to
+// skip the instruction because the lab emulated it), calls bochscpu's own
+// handler (whose address Python hands over: hvlab_set_handler), and, when that
+// returns normally, tells Python again ("after"). A VM exit or a fault leaves
+// the handler by longjmp: then there is no "after". Bochs has already advanced
+// RIP past the instruction when its handler runs. Only these instructions reach
+// Python: every other instruction runs at full speed.
+// bochscpu is built with handler chaining: a handler that finds no async event
+// pending calls the next instruction's handler itself, so the rest of the trace
+// would run before our "after". While a callback is installed, the wrapper sets
+// Bochs's own "stop the trace" bit in bx_cpu.async_event (BX_ASYNC_EVENT_STOP_TRACE,
+// bit 31; the CPU loop clears it) so the handler returns right after its
+// instruction. Python measures where async_event lives (hvlab_set_async_event).
+// The order is the one emulated_lab/bochs_loader.py (WATCHED_HANDLERS) uses.
+class bxInstruction_c;
+class BX_CPU_C {
+ public:
+  void VMXON(bxInstruction_c *);
+  void VMPTRLD(bxInstruction_c *);
+  void VMCLEAR(bxInstruction_c *);
+  void VMPTRST(bxInstruction_c *);
+  void VMLAUNCH(bxInstruction_c *);  // VMLAUNCH and VMRESUME
+  void VMXOFF(bxInstruction_c *);
+  void VMCALL(bxInstruction_c *);
+  void CPUID(bxInstruction_c *);
+  void RDMSR(bxInstruction_c *);
+  void WRMSR(bxInstruction_c *);
+};
+
+namespace {
+const int kWatched = 10;
+typedef void (*handler_fn)(BX_CPU_C *, bxInstruction_c *);
+typedef int (*watch_fn)(int which, int after);
+handler_fn original_handler[kWatched];
+watch_fn watch = nullptr;  // set for a run (emulator thread only), else null
+volatile unsigned *async_event = nullptr;
+const unsigned kStopTrace = 1u << 31;
+
+inline void watched(int which, BX_CPU_C *cpu, bxInstruction_c *i) {
+  watch_fn w = watch;
+  if (!w) {
+    original_handler[which](cpu, i);
+    return;
+  }
+  if (w(which, 0)) return;  // the lab emulated it: RIP is already past it
+  *async_event |= kStopTrace;
+  original_handler[which](cpu, i);
+  w(which, 1);
+}
+}  // namespace
+
+#define HVLAB_WATCHED(NAME, ID) \
+  __attribute__((visibility("default"))) void BX_CPU_C::NAME(bxInstruction_c *i) { watched(ID, this, i); }
+HVLAB_WATCHED(VMXON, 0)
+HVLAB_WATCHED(VMPTRLD, 1)
+HVLAB_WATCHED(VMCLEAR, 2)
+HVLAB_WATCHED(VMPTRST, 3)
+HVLAB_WATCHED(VMLAUNCH, 4)
+HVLAB_WATCHED(VMXOFF, 5)
+HVLAB_WATCHED(VMCALL, 6)
+HVLAB_WATCHED(CPUID, 7)
+HVLAB_WATCHED(RDMSR, 8)
+HVLAB_WATCHED(WRMSR, 9)
+#undef HVLAB_WATCHED
+
+// Returns 0, or -1 for an index out of range.
+extern "C" __attribute__((visibility("default"))) int hvlab_set_handler(int which, handler_fn original) {
+  if (which < 0 || which >= kWatched) return -1;
+  original_handler[which] = original;
+  return 0;
+}
+
+extern "C" __attribute__((visibility("default"))) int hvlab_watched_count(void) { return kWatched; }
+
+// Where bx_cpu.async_event is (bochscpu is built without SMP: one BX_CPU_C, bx_cpu).
+extern "C" __attribute__((visibility("default"))) void hvlab_set_async_event(unsigned *where) {
+  async_event = where;
+}
+
+// The callback for the next runs (null: none; the handlers then only forward).
+// Returns -1 when async_event is not known yet.
+extern "C" __attribute__((visibility("default"))) int hvlab_set_watch(watch_fn callback) {
+  if (callback && !async_event) return -1;
+  watch = callback;
+  return 0;
 }
 
 // A watchdog for runs that never end (an endless loop, or a spin-wait for a

@@ -125,3 +125,29 @@ def test_observe_false_keeps_no_truth_but_still_runs_vmx():
         m.run(0, m.place_code(assemble(VMXOFF)))
     finally:
         m.close()
+
+
+def test_a_cpuid_filter_acts_before_the_next_instruction_of_the_trace():
+    """The watched handlers are interposed in a CPU that chains handlers through a
+    trace: the filter's values must be what the very next instruction reads."""
+    m = Machine(cpus=1)
+    try:
+        m.cpuid_filter = lambda k, leaf, sub, regs: (0x1111, 0x2222, 0x3333, 0x4444) if leaf == 0x1234 else regs
+        code = "mov eax, 0x1234\n cpuid\n mov rsi, rax\n mov rdi, rdx\n inc rsi\n jmp 1f\n 1: ret"
+        r = m.run(0, m.place_code(assemble(code)))
+        assert r.stop == "return"
+        assert (r.regs["rsi"], r.regs["rdi"]) == (0x1112, 0x4444)
+    finally:
+        m.close()
+
+
+def test_an_exception_in_a_filter_comes_out_of_run():
+    m = Machine(cpus=1)
+    try:
+        def broken(k, leaf, sub, regs):
+            raise ValueError("filter broke")
+        m.cpuid_filter = broken
+        with pytest.raises(ValueError, match="filter broke"):
+            m.run(0, m.place_code(assemble("xor eax, eax\n cpuid\n ret")))
+    finally:
+        m.close()

@@ -1,8 +1,9 @@
-"""python -m emulated_lab {run,scenarios,demo}
+"""python -m emulated_lab {run,scenarios,demo,exercises,exercise}
 
   run --cpus N --scenario NAME [--out FILE] [--driver PATH]
   scenarios                      list the scenarios
   demo                           baseline on 2 processors, then the suite's view of the image
+  exercises / exercise ...       the lab exercises (emulated_lab/exercises/cli.py, docs/exercises.md)
 """
 from __future__ import annotations
 
@@ -31,11 +32,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="longest one emulator run may take (default 60)")
     r.add_argument("--kd-mask", metavar="NAME=VALUE", action="append", default=[],
                    help="preset nt!Kd_NAME_Mask, e.g. IHVDRIVER=0xffff (NAME: IHVDRIVER, DEFAULT, WIN2000)")
+    r.add_argument("--feature-control", metavar="VALUE",
+                   help="the IA32_FEATURE_CONTROL value firmware leaves (default 0x5; feature-locked: 0x1)")
     sub.add_parser("scenarios", help="list the scenarios")
     d = sub.add_parser("demo", help="baseline, then the suite's view")
     d.add_argument("--cpus", type=int, default=2, help="logical processors, 1..16 (default 2)")
     d.add_argument("--out", metavar="FILE", help="where the image goes (default: a temporary file)")
     d.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
+    from emulated_lab.exercises.cli import add_parsers
+    add_parsers(sub)
     return p
 
 
@@ -76,8 +81,22 @@ def _kd_masks(items: List[str]):
     return out
 
 
+def _feature_control(text: Optional[str]) -> Optional[int]:
+    from emulated_lab.lab import ScenarioError
+    if text is None:
+        return None
+    try:
+        v = int(text, 0)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 0xFFFFFFFFFFFFFFFF:
+        raise ScenarioError("--feature-control %r: give the MSR value, e.g. 0x5 (locked, VMXON outside SMX)" % text)
+    return v
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from emulated_lab.exercises.kit import ExerciseError
     from emulated_lab.lab import SCENARIOS, ScenarioError, run_scenario
     from emulated_lab.machine import MachineError
     from emulated_lab.native import NativeError
@@ -90,12 +109,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             return demo(args.cpus, args.out, args.driver)
         if args.cmd == "run":
             res = run_scenario(args.scenario, cpus=args.cpus, driver=args.driver, image=args.out,
-                               kd_masks=_kd_masks(args.kd_mask), run_timeout=args.timeout)
+                               kd_masks=_kd_masks(args.kd_mask), run_timeout=args.timeout,
+                               feature_control=_feature_control(args.feature_control))
             print("\n".join(res.summary()))
             return 0
+        if args.cmd in ("exercises", "exercise"):
+            from emulated_lab.exercises.cli import main as exercises_main
+            return exercises_main(args, print)
         _parser().print_help()
         return 2
-    except (ScenarioError, MachineError, NativeError) as e:
+    except (ScenarioError, MachineError, NativeError, ExerciseError) as e:
         sys.stderr.write("error: %s\n" % e)
         return 2
     except OSError as e:

@@ -172,10 +172,12 @@ def run_workload(m: Machine, k: int) -> Dict[str, object]:
 # -- the scenario ---------------------------------------------------------------------
 def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: Optional[str] = None,
                  workload: bool = True, kd_masks: Optional[Dict[str, int]] = None,
-                 run_timeout: float = 60.0) -> ScenarioResult:
+                 run_timeout: float = 60.0, feature_control: Optional[int] = None) -> ScenarioResult:
     """Runs one scenario on a fresh machine. kd_masks presets nt!Kd_<NAME>_Mask
     (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A single
-    emulator run (e.g. DriverEntry) longer than run_timeout seconds is an error."""
+    emulator run (e.g. DriverEntry) longer than run_timeout seconds is an error.
+    feature_control: the IA32_FEATURE_CONTROL value firmware leaves (default:
+    the scenario's, 0x5 or 0x1 for feature-locked)."""
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
@@ -188,6 +190,8 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
             raise ScenarioError("cannot write the image %s: directory %s does not exist or is not writable"
                                 % (image, where))
     fc = FC_LOCKED_VMXON_DISABLED if kind == "feature-locked" else FC_LOCKED_VMXON_ENABLED
+    if feature_control is not None:
+        fc = feature_control
     res = ScenarioResult()
     res.scenario, res.cpus = name, cpus
     if not run_timeout > 0:

@@ -12,6 +12,7 @@
 #include "hv_hypercall.h"
 #include "hv_platform.h"
 #include "hv_log.h"
+#include "hv_fault.h"
 
 #define HV_POOL_TAG 0x62614C48u /* 'HLab' */
 #define HV_PAGE 4096u
@@ -68,6 +69,10 @@ static NTSTATUS HvAllocVcpuResources(HV_VCPU *vcpu)
     vcpu->MsrBitmap = HvAllocPage(&vcpu->MsrBitmapPa);
     vcpu->HostStackSize = HV_HOST_STACK_SIZE;
     vcpu->HostStack = ExAllocatePoolWithTag(NonPagedPool, HV_HOST_STACK_SIZE, HV_POOL_TAG);
+#if HV_FAULT == HV_FAULT_MSR_BITMAP_DIRTY
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU && vcpu->MsrBitmap != NULL) /* exercise: never zeroed: stale bytes */
+        RtlFillMemory(vcpu->MsrBitmap, HV_PAGE, HV_FAULT_ARG);
+#endif
     if (!vcpu->VmxonRegion || !vcpu->VmcsRegion || !vcpu->MsrBitmap || !vcpu->HostStack) {
         HvCoreRecordFailure(vcpu, HV_STEP_ALLOCATION, HV_STATUS_INSUFFICIENT_RESOURCES, 0);
         return STATUS_INSUFFICIENT_RESOURCES;
@@ -252,8 +257,14 @@ static NTSTATUS HvLoad(HV_VMM_CONTEXT **out)
             status = STATUS_INSUFFICIENT_RESOURCES;
     }
     /* Processor 0 also discovers the VMCS layout on the scratch region. */
+#if HV_FAULT == HV_FAULT_SKIP_PROCESSOR
+    /* exercise: ARG 0 -- the loop starts at 1 ("processor 0 is already ours"); ARG 1 -- it stops one short */
+    for (i = HV_FAULT_ARG == 0 ? 1u : 0u; i < count - (HV_FAULT_ARG == 0 ? 0u : 1u) && NT_SUCCESS(status); i++)
+        status = HvRunOn(i, HvVirtualizeOne, vmm, i == (HV_FAULT_ARG == 0 ? 1u : 0u) ? &scratch : NULL);
+#else
     for (i = 0; i < count && NT_SUCCESS(status); i++)
         status = HvRunOn(i, HvVirtualizeOne, vmm, i == 0 ? &scratch : NULL);
+#endif
     if (scratch.Va != NULL)
         HvFreePage((void **)&scratch.Va, &scratch.Pa);
 

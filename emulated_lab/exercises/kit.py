@@ -1,0 +1,247 @@
+"""Making, grading and self-testing the exercises (the I/O around catalogue.py).
+
+    make_exercise(id, seed, out_dir, key_path)  -> the student folder (+ the key elsewhere)
+    check_answers(id, seed, answers_path)        -> per-question verdicts
+    selftest(ids, seeds)                         -> every exercise solved with the suite alone
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from emulated_lab.exercises.catalogue import (BY_ID, EXERCISES, Exercise, Params, fault_names, params_for,
+                                              shown_params)
+from emulated_lab.exercises.grading import AnswerError, Verdict, grade, read_answers
+from emulated_lab.exercises.suite import SuiteError, SuiteView
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DRIVER_DIR = os.path.join(ROOT, "driver")
+FAULT_HEADER = os.path.join(DRIVER_DIR, "include", "hv_fault.h")
+IMAGE = "lab.hvimg"
+DRIVER = "hv.sys"
+WORKSHEET = "worksheet.md"
+ANSWERS = "ANSWERS.json"
+
+
+class ExerciseError(Exception):
+    """Bad input or a build/run that failed (one line for the user)."""
+
+
+def exercise(ex_id: str) -> Exercise:
+    if ex_id not in BY_ID:
+        raise ExerciseError("unknown exercise %r; 'python -m emulated_lab exercises' lists them" % ex_id)
+    return BY_ID[ex_id]
+
+
+def check_seed(seed: int) -> int:
+    if not 0 <= seed < 2 ** 31:
+        raise ExerciseError("--seed must be between 0 and 2147483647, got %d" % seed)
+    return seed
+
+
+# -- the variant build ------------------------------------------------------------------------
+def variant_path(fault: str, cpu: int, arg: int) -> str:
+    return os.path.join(DRIVER_DIR, "out", "exercises", "%s-c%d-a%d" % (fault, cpu, arg), "hv.sys")
+
+
+def build_variant(fault: str, cpu: int, arg: int) -> str:
+    """driver/out/exercises/<FAULT>-c<cpu>-a<arg>/hv.sys, built by driver/Makefile's exercise target."""
+    with open(FAULT_HEADER) as f:
+        if fault not in fault_names(f.read()):
+            raise ExerciseError("fault %s is not defined in driver/include/hv_fault.h" % fault)
+    p = subprocess.run(["make", "-s", "--no-print-directory", "-C", DRIVER_DIR, "exercise", "FAULT=" + fault,
+                        "FAULT_CPU=%d" % cpu, "FAULT_ARG=%d" % arg],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    path = variant_path(fault, cpu, arg)
+    if p.returncode != 0 or not os.path.isfile(path):
+        last = (p.stdout.strip().splitlines() or ["no output"])[-1]
+        raise ExerciseError("building the %s variant of hv.sys failed: %s (run: make -C driver exercise FAULT=%s "
+                            "FAULT_CPU=%d FAULT_ARG=%d)" % (fault, last, fault, cpu, arg))
+    return path
+
+
+def driver_for(ex: Exercise, p: Params) -> str:
+    if ex.fault is None:
+        from emulated_lab.lab import DEFAULT_DRIVER
+        if not os.path.isfile(DEFAULT_DRIVER):
+            raise ExerciseError("driver/out/hv.sys not found: build it with 'make -C driver'")
+        return DEFAULT_DRIVER
+    return build_variant(ex.fault, int(p["fault_cpu"]), int(p["fault_arg"]))
+
+
+# -- the lab run --------------------------------------------------------------------------
+def run_command(ex: Exercise, p: Params) -> str:
+    """The command line that reproduces the image from the student folder."""
+    run = ex.lab(p)
+    parts = ["python -m emulated_lab run --driver %s --cpus %d" % (DRIVER, p["cpus"])]
+    if run.scenario != "baseline":
+        parts.append("--scenario " + run.scenario)
+    for name, value in sorted((run.kd_masks or {}).items()):
+        parts.append("--kd-mask %s=0x%x" % (name, value))
+    if run.feature_control is not None:
+        parts.append("--feature-control 0x%x" % run.feature_control)
+    if run.crashes:
+        parts.append("--timeout %g" % run.timeout)
+    parts.append("--out " + IMAGE)
+    return " ".join(parts)
+
+
+def run_lab(ex: Exercise, p: Params, driver: str, image: str) -> List[str]:
+    """Runs the exercise on the emulated machine; returns what the lab printed (its summary or the crash)."""
+    from emulated_lab.lab import ScenarioError, run_scenario
+    from emulated_lab.machine import MachineError
+    run = ex.lab(p)
+    try:
+        res = run_scenario(run.scenario, cpus=int(p["cpus"]), driver=driver, image=image, kd_masks=run.kd_masks,
+                           run_timeout=run.timeout, feature_control=run.feature_control)
+    except MachineError as e:
+        if not run.crashes or not os.path.isfile(image):
+            raise ExerciseError("exercise %s: the lab run failed: %s" % (ex.id, e))
+        return ["error: %s" % e]
+    except ScenarioError as e:
+        raise ExerciseError("exercise %s: %s" % (ex.id, e))
+    if run.crashes:
+        raise ExerciseError("exercise %s: the lab run was expected to hang or crash, and it did not" % ex.id)
+    return res.summary()
+
+
+# -- the student folder and the key -----------------------------------------------------------
+def worksheet(ex: Exercise, seed: int, p: Params, lab_output: List[str]) -> str:
+    shown = shown_params(ex, p)
+    lines = ["# Exercise %s (Day %d): %s" % (ex.id, ex.day, ex.title), "",
+             "Seed %d. Skills: %s." % (seed, ", ".join(ex.skills)), "", "## The story", "",
+             ex.story.format(**shown), "",
+             "## What you have", "",
+             "- `%s`: the driver as the student built it" % DRIVER,
+             "- `%s`: the emulated machine after the run (open it with the suite)" % IMAGE,
+             "- `%s`: fill in your answers here and hand it in" % ANSWERS, "",
+             "The lab ran (from this folder, in the hvlab checkout):", "", "```",
+             "$ " + run_command(ex, p)] + lab_output + ["```", "",
+             "Look inside with the suite, e.g. `python -m windbg_ext --image %s vmm`; "
+             "`python -m windbg_ext help` lists the commands." % IMAGE, "",
+             "## Questions", ""]
+    for i, q in enumerate(ex.questions, 1):
+        kind = {"int": "a number", "bool": "yes or no", "name": "a check id",
+                "set": "a list, any of: " + ", ".join(q.choices),
+                "choice": "one of: " + ", ".join(q.choices)}[q.kind]
+        lines.append("%d. `%s`: %s (%s)" % (i, q.id, q.text.format(**shown), kind))
+    lines += ["", "Grade: `python -m emulated_lab exercise check %s --seed %d %s`" % (ex.id, seed, ANSWERS), ""]
+    return "\n".join(lines)
+
+
+def answers_doc(ex: Exercise, seed: int, answers: Dict[str, object]) -> str:
+    return json.dumps({"exercise": ex.id, "seed": seed, "answers": answers}, indent=2) + "\n"
+
+
+def key_for(ex: Exercise, seed: int) -> Dict[str, object]:
+    return ex.key(params_for(ex, seed))
+
+
+def make_exercise(ex_id: str, seed: int, out_dir: str, key_path: Optional[str] = None) -> List[str]:
+    """Writes the student folder (and the key); returns the files written. Nothing is left
+    half-written: the folder is built in a temporary directory and moved into place."""
+    ex = exercise(ex_id)
+    check_seed(seed)
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise ExerciseError("--out %s exists and is not an empty directory: give a new folder" % out_dir)
+    parent = os.path.dirname(out_dir)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ExerciseError("cannot create %s: %s does not exist or is not writable" % (out_dir, parent))
+    if key_path:
+        key_path = os.path.abspath(key_path)
+        if key_path.startswith(out_dir + os.sep):
+            raise ExerciseError("--key %s is inside the student folder: write the key elsewhere" % key_path)
+        if not os.path.isdir(os.path.dirname(key_path)):
+            raise ExerciseError("cannot write the key %s: its directory does not exist" % key_path)
+    p = params_for(ex, seed)
+    driver = driver_for(ex, p)
+    tmp = tempfile.mkdtemp(prefix=".hvlab-exercise-", dir=parent)
+    try:
+        shutil.copyfile(driver, os.path.join(tmp, DRIVER))
+        out = run_lab(ex, p, driver, os.path.join(tmp, IMAGE))
+        with open(os.path.join(tmp, WORKSHEET), "w") as f:
+            f.write(worksheet(ex, seed, p, out))
+        with open(os.path.join(tmp, ANSWERS), "w") as f:
+            f.write(answers_doc(ex, seed, {q.id: None for q in ex.questions}))
+        if key_path:
+            with open(key_path + ".tmp", "w") as f:
+                f.write(answers_doc(ex, seed, ex.key(p)))
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)
+        os.rename(tmp, out_dir)
+        tmp = ""
+        if key_path:
+            os.replace(key_path + ".tmp", key_path)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if key_path and os.path.exists(key_path + ".tmp"):
+            os.unlink(key_path + ".tmp")
+    files = [os.path.join(out_dir, n) for n in (WORKSHEET, DRIVER, IMAGE, ANSWERS)]
+    return files + ([key_path] if key_path else [])
+
+
+def check_answers(ex_id: str, seed: int, answers_path: str) -> List[Verdict]:
+    ex = exercise(ex_id)
+    check_seed(seed)
+    try:
+        with open(answers_path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ExerciseError("cannot read %s: %s" % (answers_path, e.strerror or e))
+    try:
+        answers = read_answers(text, answers_path, ex.id, seed)
+    except AnswerError as e:
+        raise ExerciseError(str(e))
+    return grade(ex.questions, key_for(ex, seed), answers)
+
+
+# -- selftest: every answer from the suite's own output -----------------------------------------
+class SelftestResult:
+    def __init__(self, ex_id: str, seed: int) -> None:
+        self.ex_id, self.seed = ex_id, seed
+        self.verdicts: List[Verdict] = []
+        self.error = ""
+        self.commands: List[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and bool(self.verdicts) and all(v.right for v in self.verdicts)
+
+
+def solve_folder(ex: Exercise, seed: int, folder: str) -> Tuple[Dict[str, object], List[str]]:
+    """What the suite says the answers are, for a folder made by make_exercise."""
+    view = SuiteView(folder, IMAGE)
+    answers = ex.solve(view, shown_params(ex, params_for(ex, seed)))
+    return answers, view.calls
+
+
+def selftest_one(ex_id: str, seed: int, work: str) -> SelftestResult:
+    ex = exercise(ex_id)
+    r = SelftestResult(ex_id, seed)
+    folder = os.path.join(work, "%s-%d" % (ex_id, seed))
+    try:
+        make_exercise(ex_id, seed, folder)
+        answers, r.commands = solve_folder(ex, seed, folder)
+        r.verdicts = grade(ex.questions, key_for(ex, seed), answers)
+    except (ExerciseError, SuiteError) as e:
+        r.error = str(e)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        r.error = "the suite's output lacks what the solution reads (%s: %s)" % (type(e).__name__, e)
+    return r
+
+
+def selftest(ids: Iterable[str], seeds: Iterable[int]) -> List[SelftestResult]:
+    ids = list(ids) or [e.id for e in EXERCISES]
+    for i in ids:
+        exercise(i)
+    work = tempfile.mkdtemp(prefix="hvlab-selftest-")
+    try:
+        return [selftest_one(i, s, work) for i in ids for s in seeds]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -55,14 +55,20 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     proc.Value = vmm->CapProcbased;
     pin = HvAdjustControls(vmm->CapPinbased, 0);
     cpu = HvAdjustControls(vmm->CapProcbased, CPU_USE_MSR_BITMAPS | CPU_ACTIVATE_SECONDARY_CONTROLS);
-#if HV_FAULT == HV_FAULT_NO_SECONDARY_CONTROLS
-    cpu = HvAdjustControls(vmm->CapProcbased, CPU_USE_MSR_BITMAPS); /* exercise: secondary controls never asked for */
-#endif
     /* Windows executes RDTSCP, INVPCID and XSAVES: without these secondary
      * controls they would raise #UD in the guest. Enable what the CPU allows. */
     cpu2 = (cpu & CPU_ACTIVATE_SECONDARY_CONTROLS)
                ? HvAdjustControls(vmm->CapProcbased2, CPU2_ENABLE_RDTSCP | CPU2_ENABLE_INVPCID | CPU2_ENABLE_XSAVES_XRSTORS)
                : 0;
+#if HV_FAULT == HV_FAULT_NO_SECONDARY_CONTROLS
+    /* exercise: ARG 0 -- "activate secondary controls" never set; ARG 1 -- "enable RDTSCP" left out */
+    if (HV_FAULT_ARG == 0) {
+        cpu &= ~CPU_ACTIVATE_SECONDARY_CONTROLS;
+        cpu2 = 0;
+    } else {
+        cpu2 &= ~CPU2_ENABLE_RDTSCP;
+    }
+#endif
     exitc = HvAdjustControls(vmm->CapExit, EXIT_HOST_ADDRESS_SPACE_SIZE);
     entry = HvAdjustControls(vmm->CapEntry, ENTRY_IA32E_MODE_GUEST);
     (void)proc;

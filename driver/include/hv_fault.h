@@ -31,7 +31,7 @@
 #define HV_FAULT_GUEST_SEGMENT_NOT_PRESENT 13 /* guest segment ARG (0 ES .. 5 GS) access rights without P */
 #define HV_FAULT_GUEST_LINK_POINTER 14   /* VMCS link pointer written as ARG instead of ~0 on processor CPU */
 #define HV_FAULT_RIP_NOT_ADVANCED 15     /* the handler of exit reason ARG returns without advancing guest RIP */
-#define HV_FAULT_NO_SECONDARY_CONTROLS 16 /* "activate secondary controls" never requested */
+#define HV_FAULT_NO_SECONDARY_CONTROLS 16 /* ARG 0: "activate secondary controls" never set; 1: no "enable RDTSCP" */
 
 #ifndef HV_FAULT
 #define HV_FAULT HV_FAULT_NONE

@@ -254,7 +254,7 @@ def _stuck_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
 
 def _secondary_params(rng: random.Random) -> Params:
     cpus = rng.choice((2, 3, 4))
-    return {"cpus": cpus, "vcpu": rng.randrange(cpus)}
+    return {"cpus": cpus, "vcpu": rng.randrange(cpus), "fault_arg": rng.choice((0, 1))}
 
 
 def _secondary_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
@@ -262,7 +262,8 @@ def _secondary_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
     primary = s.field(k, "CPU_BASED_VM_EXEC_CONTROL")
     secondary = s.field(k, "SECONDARY_VM_EXEC_CONTROL")
     # SDM 25.6.2: primary bit 31 activates the secondary controls; secondary bit 3 enables RDTSCP
-    return {"activate_secondary": bool(primary >> 31 & 1), "secondary_controls": secondary,
+    active = bool(primary >> 31 & 1)
+    return {"activate_secondary": active, "rdtscp_enabled": active and bool(secondary >> 3 & 1),
             "rdtscp_allowed": bool(int(s.caps(k)["controls"]["proc2"]["may_be_one"], 16) >> 3 & 1)}
 
 
@@ -464,9 +465,9 @@ EXERCISES: Tuple[Exercise, ...] = (
         ("cpus", "vcpu"),
         (Question("activate_secondary", "Is 'activate secondary controls' set in vCPU {vcpu}'s primary "
                                         "processor-based controls (yes/no)?", "bool"),
-         Question("secondary_controls", "What value do vCPU {vcpu}'s secondary controls hold?", "int"),
+         Question("rdtscp_enabled", "Is RDTSCP enabled for the guest on vCPU {vcpu} (yes/no)?", "bool"),
          Question("rdtscp_allowed", "Does this CPU allow 'enable RDTSCP' to be 1 (yes/no)?", "bool")),
-        lambda p: {"activate_secondary": False, "secondary_controls": 0, "rdtscp_allowed": True},
+        lambda p: {"activate_secondary": p["fault_arg"] == 1, "rdtscp_enabled": False, "rdtscp_allowed": True},
         _secondary_solve),
 )
 
@@ -514,4 +515,5 @@ def shown_params(ex: Exercise, p: Params) -> Params:
 def fault_names(header_text: str) -> List[str]:
     """HV_FAULT_<NAME> ids defined in driver/include/hv_fault.h (without the prefix)."""
     import re
-    return re.findall(r"^#define HV_FAULT_([A-Z0-9_]+) \d+", header_text, re.M)
+    return [n for n in re.findall(r"^#define HV_FAULT_([A-Z0-9_]+) \d+", header_text, re.M)
+            if n not in ("CPU", "ARG")]     # the two parameters, not faults

@@ -47,13 +47,10 @@ def _parser() -> argparse.ArgumentParser:
 def demo(cpus: int, out: Optional[str], driver: Optional[str] = None) -> int:
     from emulated_lab.lab import run_scenario
     from windbg_ext import cli
-    from windbg_ext.commands import COMMANDS
     path = out or os.path.join(tempfile.gettempdir(), "hvlab-demo.hvimg")
     res = run_scenario("baseline", cpus=cpus, image=path, driver=driver)
     print("\n".join(res.summary()))
     for cmd in (["check"], ["caps"], ["dbgfilter"], ["vmm"], ["vcpu", "0"]):
-        if cmd[0] not in COMMANDS:
-            continue
         print("\n$ python -m windbg_ext --image %s %s" % (path, " ".join(cmd)))
         cli.run(["--image", path] + cmd, lambda s: print(s), lambda s: print(s))
     return 0 if res.loaded else 1
@@ -99,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from emulated_lab.exercises.kit import ExerciseError
     from emulated_lab.lab import SCENARIOS, ScenarioError, run_scenario
     from emulated_lab.machine import MachineError
-    from emulated_lab.native import NativeError
+    from emulated_lab.bochs_loader import NativeError
     try:
         if args.cmd == "scenarios":
             for name, what in SCENARIOS.items():

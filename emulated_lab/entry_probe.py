@@ -19,10 +19,16 @@ records the exit reason and qualification, VMXOFF, and returns.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import struct
+import sys
 from typing import Dict, List, NamedTuple, Optional
 
 from windbg_ext.arch import capabilities as caps
+from windbg_ext.arch.vmcs_fields import by_name
+from windbg_ext.state_files import StateFileError, load_fields
 
 from emulated_lab.asm import assemble
 from emulated_lab.machine import Machine
@@ -255,26 +261,23 @@ class EntryProbe:
     def baseline(self) -> Dict[int, int]:
         """A VMCS state that passes every VM-entry check on this processor: a 64-bit
         guest that shares the host's address space (no EPT) and runs one CPUID."""
-        from windbg_ext.arch import capabilities as cm
-        from windbg_ext.arch.vmcs_fields import by_name
-
-        caps = self.caps()
+        msrs = self.caps()
         m = self.m
         p = m.processors[0]
-        true_ctls = (caps[cm.IA32_VMX_BASIC] >> 55) & 1
+        true_ctls = (msrs[caps.IA32_VMX_BASIC] >> 55) & 1
 
         def adjust(wanted: int, msr: int, true_msr: int) -> int:
-            return cm.adjust_controls(wanted, caps[true_msr if true_ctls else msr])
+            return caps.adjust_controls(wanted, msrs[true_msr if true_ctls else msr])
 
         guest_rip = m.place_code(_GUEST)
         cr4 = CR4_INIT | CR4_VMXE
         v = {
-            "PIN_BASED_VM_EXEC_CONTROL": adjust(0, cm.IA32_VMX_PINBASED_CTLS, cm.IA32_VMX_TRUE_PINBASED_CTLS),
+            "PIN_BASED_VM_EXEC_CONTROL": adjust(0, caps.IA32_VMX_PINBASED_CTLS, caps.IA32_VMX_TRUE_PINBASED_CTLS),
             # HLT exiting (bit 7): a guest that halts (e.g. in an IDT handler after an injected
             # exception) exits instead of sleeping forever.
-            "CPU_BASED_VM_EXEC_CONTROL": adjust(1 << 7, cm.IA32_VMX_PROCBASED_CTLS, cm.IA32_VMX_TRUE_PROCBASED_CTLS),
-            "VM_EXIT_CONTROLS": adjust(1 << 9, cm.IA32_VMX_EXIT_CTLS, cm.IA32_VMX_TRUE_EXIT_CTLS),      # host 64-bit
-            "VM_ENTRY_CONTROLS": adjust(1 << 9, cm.IA32_VMX_ENTRY_CTLS, cm.IA32_VMX_TRUE_ENTRY_CTLS),  # IA-32e guest
+            "CPU_BASED_VM_EXEC_CONTROL": adjust(1 << 7, caps.IA32_VMX_PROCBASED_CTLS, caps.IA32_VMX_TRUE_PROCBASED_CTLS),
+            "VM_EXIT_CONTROLS": adjust(1 << 9, caps.IA32_VMX_EXIT_CTLS, caps.IA32_VMX_TRUE_EXIT_CTLS),      # host 64-bit
+            "VM_ENTRY_CONTROLS": adjust(1 << 9, caps.IA32_VMX_ENTRY_CTLS, caps.IA32_VMX_TRUE_ENTRY_CTLS),  # IA-32e guest
             # every guest exception exits: a guest that faults (e.g. at a non-canonical RIP Bochs
             # accepted) leaves through a VM exit instead of running the machine's IDT tripwires
             "EXCEPTION_BITMAP": 0xFFFFFFFF, "CR3_TARGET_COUNT": 0, "VM_ENTRY_INTR_INFO_FIELD": 0,
@@ -311,11 +314,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     """python -m emulated_lab.entry_probe [--write-baseline DIR] [F.json]:
     write a valid fields/caps pair (a starting point for `verify --fields`
     experiments), and/or launch F.json on the emulated CPU."""
-    import argparse
-    import json
-    import os
-    import sys
-
     p = argparse.ArgumentParser(prog="python -m emulated_lab.entry_probe", description=main.__doc__)
     p.add_argument("fields", nargs="?", help='F.json as verify reads it: {"0x681e": "0x...", ...}')
     p.add_argument("--write-baseline", metavar="DIR", help="write DIR/fields.json and DIR/caps.json (a valid state)")
@@ -325,21 +323,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         fields = None
         if args.fields:
-            from windbg_ext.commands.base import CommandError
-            from windbg_ext.commands.verify import load_fields
             try:
                 fields = load_fields(args.fields)
-            except CommandError as e:
+            except StateFileError as e:
                 raise ProbeError(str(e))
         with EntryProbe() as probe:
             if args.write_baseline:
                 if not os.path.isdir(args.write_baseline):
                     raise ProbeError("%s is not a directory" % args.write_baseline)
                 base = probe.baseline()
-                caps = {"0x%x" % k: "0x%x" % v for k, v in probe.caps().items()}
-                caps["maxphyaddr"] = probe.maxphyaddr()
+                caps_doc = {"0x%x" % k: "0x%x" % v for k, v in probe.caps().items()}
+                caps_doc["maxphyaddr"] = probe.maxphyaddr()
                 for name, doc in (("fields.json", {"0x%x" % k: "0x%x" % v for k, v in sorted(base.items())}),
-                                  ("caps.json", caps)):
+                                  ("caps.json", caps_doc)):
                     path = os.path.join(args.write_baseline, name)
                     with open(path + ".tmp", "w") as f:
                         json.dump(doc, f, indent=1)

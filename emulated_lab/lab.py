@@ -15,9 +15,12 @@ import os
 from typing import Dict, List, Optional
 
 from windbg_ext.arch import capabilities as caps
+from windbg_ext.arch.vmcs_fields import FIELDS
+from windbg_ext.target.image import ImageWriter
 
-from emulated_lab.machine import (DRIVER_BASE, FC_LOCKED_VMXON_DISABLED, FC_LOCKED_VMXON_ENABLED, Machine,
-                                  MachineError, CR4_VMXE)
+from emulated_lab.asm import assemble
+from emulated_lab.machine import (CR4_VMXE, DRIVER_BASE, FC_LOCKED_VMXON_DISABLED, FC_LOCKED_VMXON_ENABLED, SEL_TSS,
+                                  Machine, MachineError)
 from emulated_lab.nt.kernel import NtKernel
 from emulated_lab.nt.pe_loader import LoadError
 
@@ -152,7 +155,6 @@ WORKLOAD_CPL3 = [
 
 
 def run_workload(m: Machine, k: int) -> Dict[str, object]:
-    from emulated_lab.asm import assemble
     out: Dict[str, object] = {}
     for name, text, regs in WORKLOAD_CPL0:
         r = m.run(k, m.place_code(assemble(text)), regs=dict(regs))
@@ -212,7 +214,6 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
             raise ScenarioError(str(e))
         res.driver_base = img.base
         res.descriptor_va = img.exports.get(DESCRIPTOR_EXPORT, 0)
-        from windbg_ext.arch.vmcs_fields import FIELDS
         encs = [f.encoding for f in FIELDS]
         m.capture_on_entry_failure = encs
         if kind == "launch-failure":
@@ -282,14 +283,12 @@ def _arm_launch_failure(m: Machine, img) -> None:
     guest TR access rights from the GDT (LAR) writes type 9, and VM entry
     fails its guest-state check (SDM Vol.3 27.3.1.2: TR type must be 11 in
     IA-32e mode) with exit reason 33 | bit 31."""
-    from emulated_lab.machine import SEL_TSS
     p = m.processors[-1]
     m.write_virt(p.gdt + SEL_TSS + 5, bytes([0x89]))
 
 
 def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult, msrs, cpuid,
                  crash: str = "") -> None:
-    from windbg_ext.target.image import ImageWriter
     w = ImageWriter()
     for pa, size in m.phys_ranges():
         w.add_memory(pa, m.read_phys(pa, size))

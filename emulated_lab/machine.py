@@ -35,7 +35,7 @@ from windbg_ext.arch import capabilities as caps
 from emulated_lab import snippets
 from emulated_lab.errors import MachineError
 from emulated_lab.memory import DIRECT_MAP, PAGE, GuestMemory
-from emulated_lab.native import Watchdog, load_bochscpu
+from emulated_lab.bochs_loader import Watchdog, load_bochscpu
 from emulated_lab.x64 import (ATTR_R0_CODE, ATTR_R0_DATA, ATTR_R3_CMTEB, ATTR_R3_DATA, ATTR_TSS_BUSY, CMTEB_LIMIT,
                               CR0_INIT, CR4_INIT, CR4_VMXE, EFER_INIT, EXCEPTION_NAMES, FAULT_STUB_SIZE, GDT_LIMIT,
                               GPRS, IDT_LIMIT, PAT_INIT, RFLAGS_CF, RFLAGS_INIT, RFLAGS_ZF, SEL_R0_CODE, SEL_R0_DATA,

@@ -13,7 +13,10 @@ from typing import Callable, List, Optional
 
 from windbg_ext.commands import COMMANDS
 from windbg_ext.commands.base import CommandError
+from windbg_ext.errors import InputError
+from windbg_ext.render.text import render_json, render_text
 from windbg_ext.target.base import Target, TargetError
+from windbg_ext.target.pykd_target import in_windbg
 
 EXIT_OK, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
 
@@ -91,17 +94,6 @@ def _global_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _in_windbg() -> bool:
-    try:
-        import pykd  # noqa: F401  (only inside WinDbg)
-    except ImportError:
-        return False
-    try:
-        return bool(pykd.isWindbgExt())
-    except Exception:
-        return False
-
-
 def _opener(gopts, live: bool) -> Optional[Callable[[], Target]]:
     if gopts.image:
         def open_image() -> Target:
@@ -140,10 +132,8 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
         ctx = Context(_opener(gopts, live), dml=live and not gopts.json, json_out=gopts.json)
         report = module.run(ctx, args)
         if gopts.json:
-            from windbg_ext.render.text import render_json
             plain(render_json(report))
         else:
-            from windbg_ext.render.text import render_text
             text = render_text(report, dml=ctx.dml)
             if text:
                 out(text)
@@ -152,7 +142,7 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
                                 else "0 reads (no target was read)")
             (plain if live else err)(line)
         return report.exit_code
-    except (CommandError, TargetError, ArgumentError) as e:
+    except (InputError, TargetError, ArgumentError) as e:  # CommandError is an InputError
         msg = str(e).strip() or "invalid arguments"
         err("error: " + msg)
         return EXIT_ERROR
@@ -166,13 +156,13 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
         if ctx is not None:
             try:
                 ctx.close()
-            except Exception:
+            except (TargetError, OSError):  # the answer is out; a failing close changes nothing
                 pass
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if _in_windbg():
+    if in_windbg():
         import pykd
 
         def out(s: str) -> None:

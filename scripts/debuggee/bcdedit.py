@@ -1,17 +1,34 @@
-"""Parsers for English `bcdedit /enum {current}` and `bcdedit /dbgsettings` output.
+"""Parsers for saved `bcdedit /enum {current}` and `bcdedit /dbgsettings` output,
+in any display language.
 
-bcdedit prints `name<spaces>value` lines; a value that spans lines (e.g.
-displayorder) continues on lines that start with spaces. Names are matched
-case-insensitively. Output saved from PowerShell (`> file`) is UTF-16 with a
-BOM, from cmd.exe it is the OEM code page: `decode` handles both.
+What bcdedit translates and what it does not (docs/day0.md cites the
+listings this rests on): the entry headings ("Windows Boot Loader" /
+"Windows-Startladeprogramm") and the label of the first line of each entry
+("identifier" / "Bezeichner") are translated, and so is the closing status
+message; the element names (testsigning, debug, hypervisorlaunchtype,
+debugtype, hostip, port, key ...) and the identifiers ({current}, GUIDs)
+are not. So the parser keys on structure and element names only:
+
+- an entry is a heading line over a rule of dashes; its first line is the
+  identifier whatever its label says, recognised by the `{...}` value;
+- an element line is a lower-case name, spaces, a value; a value that spans
+  lines continues on lines that start with spaces;
+- the last line, when it is not an element, is bcdedit's status message.
+
+Values are kept verbatim: Yes/No may be translated, so evaluate.py says
+plainly when a value is not one it understands. Lines that fit none of the
+shapes are kept in `unread` and reported, never guessed at.
+
+Output saved from PowerShell (`> file`) is UTF-16 with a BOM, from cmd.exe
+it is the OEM code page: `decode` handles both.
 """
 from __future__ import annotations
 
 import re
 from typing import Dict, List, Optional
 
-_LINE = re.compile(r"^(\S+)\s+(.*?)\s*$")
-_DONE = "the operation completed successfully"
+_ELEMENT = re.compile(r"^([a-z][a-z0-9]*(?::[0-9a-fA-F]{8})?)\s+(\S.*?)\s*$")
+_IDENTIFIER = re.compile(r"^(\S.*?)\s+(\{[^{}\s]+\})\s*$")
 _DENIED = ("access is denied", "could not be opened")
 
 
@@ -21,6 +38,14 @@ class BcdOutputError(Exception):
 
 class BcdAccessDenied(BcdOutputError):
     """bcdedit ran without elevation."""
+
+
+class BcdEntry(dict):
+    """Element name -> value, plus the lines the parser could not read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unread: List[str] = []
 
 
 def decode(raw: bytes) -> str:
@@ -42,64 +67,82 @@ def _check_denied(text: str, what: str) -> None:
         raise BcdAccessDenied("%s: bcdedit could not open the BCD store (run it from an elevated prompt)" % what)
 
 
-def _pairs(lines: List[str]) -> Dict[str, str]:
-    out: Dict[str, str] = {}
+def _lines(text: str) -> List[str]:
+    lines = [l.rstrip() for l in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and not lines[-1][:1].isspace() and not _ELEMENT.match(lines[-1]):
+        lines.pop()  # the status message ("The operation completed successfully.", translated)
+    return lines
+
+
+def _is_rule(line: str) -> bool:
+    return bool(line.strip()) and set(line.strip()) == {"-"}
+
+
+def _read(lines: List[str], entry: BcdEntry, identified: bool) -> None:
     last: Optional[str] = None
-    for line in lines:
-        if not line.strip() or set(line.strip()) == {"-"}:
+    for i, line in enumerate(lines):
+        if not line.strip() or _is_rule(line):
             continue
         if line[:1].isspace():
             if last is not None:  # continuation of a multi-line value
-                out[last] = (out[last] + " " + line.strip()).strip()
+                entry[last] = (entry[last] + " " + line.strip()).strip()
+            else:
+                entry.unread.append(line.strip())
             continue
-        if line.strip().lower().startswith(_DONE):
-            continue
-        m = _LINE.match(line)
-        if not m:
-            continue
-        if not m.group(2):  # a section title such as "Windows Boot Loader"
+        if identified and i == 0:
+            continue  # the identifier line, already taken
+        m = _ELEMENT.match(line)
+        if m:
+            last = m.group(1).lower()
+            entry[last] = m.group(2)
+        else:
             last = None
-            continue
-        last = m.group(1).lower()
-        out[last] = m.group(2)
-    return out
+            entry.unread.append(line.strip())
 
 
-def parse_enum(text: str, what: str = "bcdedit /enum {current}") -> Dict[str, str]:
-    """The elements of the {current} entry (or the only entry shown)."""
-    _check_denied(text, what)
+def _sections(lines: List[str]) -> List[List[str]]:
+    """Entries: the lines under each heading (a line over a dashed rule)."""
     sections: List[List[str]] = []
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    cur: List[str] = []
+    cur: Optional[List[str]] = None
     for i, line in enumerate(lines):
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if nxt.strip() and set(nxt.strip()) == {"-"} and line.strip():  # title over a dashed rule
-            if cur:
-                sections.append(cur)
+        if _is_rule(nxt) and line.strip() and not _is_rule(line):
             cur = []
+            sections.append(cur)
             continue
-        cur.append(line)
-    if cur:
-        sections.append(cur)
-    entries = [_pairs(s) for s in sections]
-    entries = [e for e in entries if "identifier" in e]
-    if not entries:
-        raise BcdOutputError("%s does not look like English `bcdedit /enum {current}` output (no 'identifier' line)" % what)
-    for e in entries:
-        if e["identifier"].lower() == "{current}":
-            return e
-    return entries[0]
+        if cur is not None and not _is_rule(line):
+            cur.append(line)
+    return [[l for l in s if l.strip()] for s in sections]
 
 
-def parse_dbgsettings(text: str, what: str = "bcdedit /dbgsettings") -> Dict[str, str]:
+def parse_enum(text: str, what: str = "bcdedit /enum {current}") -> BcdEntry:
+    """The elements of the {current} entry; else {bootmgr}'s default; else the first entry."""
     _check_denied(text, what)
-    pairs = _pairs(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    entries: List[BcdEntry] = []
+    for section in _sections(_lines(text)):
+        m = _IDENTIFIER.match(section[0]) if section else None
+        if not m:
+            continue
+        e = BcdEntry()
+        e["identifier"] = m.group(2)
+        _read(section, e, identified=True)
+        entries.append(e)
+    if not entries:
+        raise BcdOutputError("%s does not look like `bcdedit /enum {current}` output (no heading over a dashed rule "
+                             "followed by an identifier line with a {...} value)" % what)
+    by_id = {e["identifier"].lower(): e for e in entries}
+    if "{current}" in by_id:
+        return by_id["{current}"]
+    default = by_id.get("{bootmgr}", {}).get("default", "").lower()
+    return by_id.get(default, entries[0])
+
+
+def parse_dbgsettings(text: str, what: str = "bcdedit /dbgsettings") -> BcdEntry:
+    _check_denied(text, what)
+    pairs = BcdEntry()
+    _read(_lines(text), pairs, identified=False)
     if "debugtype" not in pairs:
-        raise BcdOutputError("%s does not look like English `bcdedit /dbgsettings` output (no 'debugtype' line)" % what)
+        raise BcdOutputError("%s does not look like `bcdedit /dbgsettings` output (no 'debugtype' line)" % what)
     return pairs
-
-
-def start_options(text: Optional[str]) -> List[str]:
-    """Tokens of HKLM\\SYSTEM\\CurrentControlSet\\Control\\SystemStartOptions (the
-    loader options of the current boot, e.g. ' TESTSIGNING  NOEXECUTE=OPTIN')."""
-    return [t.upper() for t in (text or "").split()]

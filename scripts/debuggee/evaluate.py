@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from debuggee import bcdedit, settings
+from debuggee import settings
 from debuggee.registry import Unavailable
 
 PASS, FAIL, UNKNOWN = "PASS", "FAIL", "UNKNOWN"
@@ -73,50 +73,89 @@ def _check_dbgprint(mask: Any, note: str, s: Dict[str, Any], params) -> Tuple[st
     return (FAIL if dropped else PASS), detail
 
 
-def _bcd_yes(value: str) -> str:
-    return value.strip().lower()
+def _norm(value: Any) -> str:
+    return str(value).strip().lower()
+
+
+# the values bcdedit prints in English for the options the table checks;
+# anything else (a translated Yes/No, a new word) is said to be not understood
+_KNOWN_WORDS = {
+    "testsigning": ("yes", "no"), "debug": ("yes", "no"), "nointegritychecks": ("yes", "no"),
+    "hypervisorlaunchtype": ("off", "auto"),
+}
+def _understood(option: str, value: Any) -> bool:
+    words = _KNOWN_WORDS.get(option)
+    return words is None or _norm(value) in words
+
+
+def _last_boot_value(option: str, src) -> Optional[str]:
+    lb = src.last_boot()
+    return None if lb is None else lb.get(option)
 
 
 def check_bcdedit(s: Dict[str, Any], src) -> Tuple[str, str]:
-    last_boot = _start_option(s, src)
+    """The stored setting (BCD store, else bcdedit output) decides; the last boot
+    (SystemStartOptions) answers when nothing stored is readable, and any
+    difference between the two is reported (the stored one applies at the next boot)."""
+    option = s["option"].lower()
+    last = _last_boot_value(option, src) if s.get("start_option") else None
+    wanted = _norm(s["wanted"])
     try:
-        enum = src.bcd_enum()
+        entry, where = src.boot_entry()
+        value = entry.get(option)
+        if isinstance(value, Unavailable):
+            raise value
+        effective = value if value is not None else s["absent"]
+        if not _understood(option, effective):
+            hint = ("bcdedit prints some values in the display language: give --bcd-hive instead"
+                    if where.startswith("bcdedit") else "not a value Microsoft documents")
+            raise Unavailable("%s has %s %r, a word this checker does not know (%s)" % (where, option, effective, hint))
     except Unavailable as e:
-        if last_boot is None:
+        if last is None:
             raise
-        ok = _bcd_yes(last_boot) == _bcd_yes(s["wanted"])
-        return (PASS if ok else FAIL), "%s in the options of the last boot (SystemStartOptions); bcdedit: %s" % (last_boot, e)
-    value = enum.get(s["option"].lower())
-    note = value if value is not None else "not set (default %s)" % s["absent"]
-    effective = value if value is not None else s["absent"]
-    ok = _bcd_yes(effective) == _bcd_yes(s["wanted"])
-    if last_boot is not None and _bcd_yes(last_boot) != _bcd_yes(effective):
-        note += "; the last boot had %s (bcdedit changes apply at the next boot)" % last_boot
-    return (PASS if ok else FAIL), note
+        return (PASS if _norm(last) == wanted else FAIL), "%s at the last boot (SystemStartOptions); stored setting unknown: %s" % (
+            last, e)
+    note = str(value) if value is not None else "not set (default %s)" % s["absent"]
+    if last is not None and _norm(last) != _norm(effective):
+        note += "; the last boot had %s (bcdedit changes apply at the next boot)" % last
+    return (PASS if _norm(effective) == wanted else FAIL), note
 
 
-def _start_option(s: Dict[str, Any], src) -> Optional[str]:
-    """What SystemStartOptions says about this option ("Yes"/"No"), if it can say."""
-    token = s.get("start_option")
-    if not token:
-        return None
+def _dbg_field(field: str, src) -> Tuple[Optional[str], str, str]:
+    """(value or None, the debug type beside it, a note on where it came from or how the
+    last boot differed). Stored settings first; the last boot's when none is readable."""
+    last = _last_boot_value(field, src)
     try:
-        text = src.start_options()
-    except Unavailable:
-        return None
-    if text is None:
-        return None
-    tokens = bcdedit.start_options(text)
-    return "Yes" if token.upper() in tokens else "No"
+        dbg, _where = src.debug_settings()
+    except Unavailable as e:
+        if last is None:
+            raise
+        return last, "?", " (at the last boot, SystemStartOptions; stored setting unknown: %s)" % e
+    value = dbg.get(field.lower())
+    if isinstance(value, Unavailable):
+        if last is None:
+            raise value
+        return last, "?", " (at the last boot, SystemStartOptions; stored setting unreadable: %s)" % value
+    note = ""
+    if last is not None and value is not None and _norm(last) != _norm(value):
+        note = "; the last boot had %s (applies at the next boot)" % last
+    debugtype = dbg.get("debugtype", "?")
+    return (None if value is None else str(value)), \
+        ("unreadable" if isinstance(debugtype, Unavailable) else str(debugtype)), note
 
 
 def check_dbgsettings(s: Dict[str, Any], params: Dict[str, Optional[str]], given: Set[str], src,
                       cli: Optional[Dict[str, str]] = None) -> Tuple[str, str]:
-    dbg = src.dbgsettings()
     field = s["field"]
-    value = dbg.get(field.lower())
+    value, debugtype, note = _dbg_field(field, src)
     if value is None:
-        return FAIL, "%s not set (debugtype %s)" % (field, dbg.get("debugtype", "?"))
+        return FAIL, "%s not set (debugtype %s)" % (field, debugtype)
+    status, found = _judge_dbg_value(s, value, params, given, cli)
+    return status, found + note
+
+
+def _judge_dbg_value(s: Dict[str, Any], value: str, params: Dict[str, Optional[str]], given: Set[str],
+                     cli: Optional[Dict[str, str]]) -> Tuple[str, str]:
     names = [n for n in params if "{%s}" % n in str(s["wanted"])]
     compare = all(n in given for n in names)  # defaults (e.g. port 50000) are not what the student must have
     wanted = settings.fill(s["wanted"], params) if compare else None

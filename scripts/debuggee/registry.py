@@ -19,6 +19,12 @@ _HIVE_ROLE_KEYS = {  # a key each kind of hive has: catches a SOFTWARE hive give
     "NTUSER": "Software",
 }
 HIVE_OPTIONS = {"SYSTEM": "--hive", "SOFTWARE": "--software-hive", "NTUSER": "--ntuser-hive"}
+_HIVE_KIND = {"SYSTEM": "a SYSTEM hive", "SOFTWARE": "a SOFTWARE hive", "NTUSER": "an NTUSER hive"}
+_HIVE_EXPORT = {  # how to get each one, for the error line
+    "SYSTEM": "give an exported SYSTEM hive, e.g. reg save HKLM\\SYSTEM system.hiv",
+    "SOFTWARE": "give an exported SOFTWARE hive, e.g. reg save HKLM\\SOFTWARE software.hiv",
+    "NTUSER": "give a user's hive, e.g. reg save HKCU ntuser.hiv, or a copy of C:\\Users\\<name>\\NTUSER.DAT",
+}
 
 
 class Unavailable(Exception):
@@ -27,6 +33,32 @@ class Unavailable(Exception):
 
 class HiveError(Exception):
     """A hive file that cannot be used: one line for the user, exit 2."""
+
+
+def open_hive_file(path: str, option: str, marker: str, how: str, kind: str, error=HiveError):
+    """A regf file opened with regipy and checked to have the key `marker`, which
+    every hive of the wanted kind has. Every failure is one `error` line: no file,
+    not a hive, another kind of hive (`kind` names the wanted one), damaged."""
+    if not os.path.isfile(path):
+        raise error("%s %s: no such file (%s)" % (option, path, how))
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise error("%s %s: cannot read it (%s)" % (option, path, e.strerror or e))
+    if magic != b"regf":
+        raise error("%s %s: not a registry hive (no 'regf' signature); %s" % (option, path, how))
+    try:
+        from regipy.registry import RegistryHive
+        hive = RegistryHive(path)
+        hive.get_key("\\" + marker)
+    except ImportError:
+        raise error("reading hive files needs regipy: pip install regipy")
+    except Exception as e:  # regipy raises many kinds on a damaged file
+        if type(e).__name__ == "RegistryKeyNotFoundException":
+            raise error("%s %s: not %s (it has no %s key); %s" % (option, path, kind, marker, how))
+        raise error("%s %s: damaged hive (%s)" % (option, path, type(e).__name__))
+    return hive
 
 
 class HiveRegistry:
@@ -43,28 +75,8 @@ class HiveRegistry:
         return ", ".join("%s hive %s" % (role, path) for role, path in sorted(self.files.items()))
 
     def _open(self, role: str, path: str) -> None:
-        opt = HIVE_OPTIONS[role]
-        if not os.path.isfile(path):
-            raise HiveError("%s %s: no such file (give an exported %s hive, e.g. reg save HKLM\\%s %s.hiv)"
-                            % (opt, path, role, role, role.lower()))
-        try:
-            with open(path, "rb") as f:
-                magic = f.read(4)
-        except OSError as e:
-            raise HiveError("%s %s: cannot read it (%s)" % (opt, path, e.strerror or e))
-        if magic != b"regf":
-            raise HiveError("%s %s: not a registry hive (no 'regf' signature); export one with reg save" % (opt, path))
-        try:
-            from regipy.registry import RegistryHive
-            hive = RegistryHive(path)
-            hive.get_key("\\" + _HIVE_ROLE_KEYS[role])
-        except ImportError:
-            raise HiveError("reading hive files needs regipy: pip install regipy")
-        except Exception as e:  # regipy raises many kinds on a damaged file
-            if type(e).__name__ == "RegistryKeyNotFoundException":
-                raise HiveError("%s %s: not a %s hive (it has no %s key)" % (opt, path, role, _HIVE_ROLE_KEYS[role]))
-            raise HiveError("%s %s: damaged hive (%s)" % (opt, path, type(e).__name__))
-        self._hives[role] = hive
+        self._hives[role] = open_hive_file(path, HIVE_OPTIONS[role], _HIVE_ROLE_KEYS[role],
+                                           how=_HIVE_EXPORT[role], kind=_HIVE_KIND[role])
 
     def _resolve(self, hive: str, key: str) -> str:
         parts = key.split("\\")

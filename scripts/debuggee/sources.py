@@ -11,7 +11,7 @@ import ntpath
 import subprocess
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from debuggee import bcdedit
+from debuggee import bcd_elements, bcdedit, start_options
 from debuggee.registry import Unavailable
 
 TextFn = Callable[[], str]
@@ -64,14 +64,23 @@ def _run(argv: List[str], what: str, timeout: int = 60) -> Tuple[int, str]:
 
 
 class Sources:
+    """registry: a registry reader; enum_text/dbg_text: bcdedit output (callables);
+    bcd: a callable opening the BCD store (bcd_store.BcdStore) or None; bcd_id: the
+    entry to check in it (None: {bootmgr}'s default, "{current}" on the VM)."""
+
     def __init__(self, registry, enum_text: Optional[TextFn], dbg_text: Optional[TextFn],
-                 live: bool, offline_reason: str = "") -> None:
+                 live: bool, offline_reason: str = "", bcd: Optional[Callable[[], Any]] = None,
+                 bcd_id: Optional[str] = None, current_id: Optional[Callable[[], Optional[str]]] = None) -> None:
         self.registry = registry
         self._enum_text = enum_text
         self._dbg_text = dbg_text
+        self._bcd = bcd
+        self._bcd_id = bcd_id
+        self._current_id = current_id
         self.live = live  # True only on the VM itself: probes and files are read there
         self.offline_reason = offline_reason or "only on the VM itself (run check-debuggee there)"
         self._cache: Dict[str, Any] = {}
+        self.notes: List[str] = []  # lines of bcdedit output that could not be read, and the like
 
     # registry
     def reg_get(self, root: str, hive: str, key: str, value: str):
@@ -84,14 +93,27 @@ class Sources:
         v = self.registry.get("HKLM", "SYSTEM", "CurrentControlSet\\Control", "SystemStartOptions")
         return None if v is None else str(v[0])
 
-    # bcdedit
-    def _parsed(self, name: str, fn: Optional[TextFn], parse, missing: str):
+    def last_boot(self) -> Optional[start_options.LastBoot]:
+        """SystemStartOptions parsed; None when absent or unreadable (the reason is in last_boot_reason)."""
+        if "last_boot" not in self._cache:
+            try:
+                self._cache["last_boot"] = start_options.parse(self.start_options())
+                self._cache["last_boot_reason"] = "no SystemStartOptions value in the SYSTEM hive"
+            except Unavailable as e:
+                self._cache["last_boot"] = None
+                self._cache["last_boot_reason"] = str(e)
+        return self._cache["last_boot"]
+
+    def last_boot_reason(self) -> str:
+        self.last_boot()
+        return self._cache["last_boot_reason"]
+
+    # the stored boot configuration: the BCD store first, bcdedit's text second
+    def _memo(self, name: str, fn):
         if name not in self._cache:
             try:
-                if fn is None:
-                    raise Unavailable(missing)
-                self._cache[name] = parse(fn())
-            except bcdedit.BcdOutputError as e:  # denied, or a non-English Windows: UNKNOWN, with why
+                self._cache[name] = fn()
+            except bcdedit.BcdOutputError as e:  # denied, or not bcdedit output: UNKNOWN, with why
                 self._cache[name] = Unavailable(str(e))
             except Unavailable as e:
                 self._cache[name] = e
@@ -100,13 +122,59 @@ class Sources:
             raise value
         return value
 
-    def bcd_enum(self) -> Dict[str, str]:
-        return self._parsed("enum", self._enum_text, bcdedit.parse_enum,
-                            "no bcdedit output (give --bcdedit-enum FILE)")
+    def store(self):
+        """(BcdStore, loader GUID, how chosen); Unavailable when there is no usable store."""
+        def open_it():
+            if self._bcd is None:
+                raise Unavailable("no BCD store (give --bcd-hive FILE)")
+            st = self._bcd()
+            current = self._current_id() if self._current_id else None
+            guid, how = st.loader(self._bcd_id, current)
+            return st, guid, how
+        return self._memo("store", open_it)
 
-    def dbgsettings(self) -> Dict[str, str]:
-        return self._parsed("dbg", self._dbg_text, bcdedit.parse_dbgsettings,
-                            "no bcdedit output (give --dbgsettings FILE)")
+    def describe_bcd(self) -> str:
+        """Which source answered the boot items, for the summary line."""
+        try:
+            st, guid, how = self.store()
+            return "%s, entry %s (%s)" % (st.describe(), bcd_elements.display_name(guid), how)
+        except Unavailable as e:
+            store_reason = str(e)
+        if self._enum_text is not None or self._dbg_text is not None:
+            return "bcdedit output" + ("" if self._bcd is None else " (BCD store: %s)" % store_reason)
+        return "none (%s)" % store_reason
+
+    def boot_entry(self) -> Tuple[Dict[str, Any], str]:
+        """The loader entry's options (bcdedit names) and where they came from."""
+        try:
+            st, guid, how = self.store()
+            return self._memo("entry", lambda: st.entry(guid, how)), "the BCD store"
+        except Unavailable as e:
+            if self._enum_text is None:
+                if self._bcd is None:
+                    raise Unavailable("no boot configuration given (--bcd-hive FILE, or --bcdedit-enum FILE)")
+                raise
+            store_reason = str(e) if self._bcd is not None else None
+        entry = self._memo("enum", lambda: self._text_entry(self._enum_text, bcdedit.parse_enum, "--bcdedit-enum"))
+        return entry, "bcdedit output" if store_reason is None else "bcdedit output (%s)" % store_reason
+
+    def debug_settings(self) -> Tuple[Dict[str, Any], str]:
+        try:
+            st, guid, how = self.store()
+            return self._memo("dbg_store", lambda: st.debug_settings(guid)), "the BCD store"
+        except Unavailable:
+            if self._dbg_text is None:
+                if self._bcd is None:
+                    raise Unavailable("no debugger settings given (--bcd-hive FILE, or --dbgsettings FILE)")
+                raise
+        return self._memo("dbg", lambda: self._text_entry(self._dbg_text, bcdedit.parse_dbgsettings,
+                                                          "--dbgsettings")), "bcdedit output"
+
+    def _text_entry(self, fn: TextFn, parse, option: str):
+        entry = parse(fn())
+        for line in getattr(entry, "unread", []):
+            self.notes.append("%s: line not understood, ignored: %r" % (option, line))
+        return entry
 
     # live-only probes
     def _need_live(self) -> None:

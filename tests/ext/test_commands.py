@@ -185,25 +185,23 @@ def test_msrbitmap_unmapped_address(std_image):
     assert "virtual address 0xfffff80000900000" in err and "not present" in err
 
 
-def test_msrbitmap_vcpu_index_goes_through_the_hv_hook(std_image, monkeypatch):
-    import windbg_ext.hv as hv
+def test_msrbitmap_vcpu_index_goes_through_the_hv_walker(std_image, monkeypatch):
+    from windbg_ext.hv.walker import HvWalker
     seen = []
 
-    def resolve(ctx, n):
+    def msr_bitmap_pa(self, n):
         seen.append(n)
         return BITMAP_PA
-    monkeypatch.setattr(hv, "resolve_vcpu_bitmap", resolve, raising=False)
+    monkeypatch.setattr(HvWalker, "msr_bitmap_pa", msr_bitmap_pa)
     code, doc, _ = _json(["--image", std_image, "msrbitmap", "3"])
     assert code == 0 and seen == [3] and doc["source"] == "vCPU 3" and doc["physical"] is True
     code, out, _ = run_cli(["--image", std_image, "msrbitmap", "3"])
     assert "MSR bitmap at physical 0x300000 (vCPU 3)" in out and out.endswith("next:  vcpu 3")
 
 
-def test_msrbitmap_vcpu_index_without_the_walker(std_image, monkeypatch):
-    import sys
-    monkeypatch.setitem(sys.modules, "windbg_ext.hv", None)  # as if hv/ did not exist
+def test_msrbitmap_vcpu_index_without_hv_sys(std_image):
     code, out, err = run_cli(["--image", std_image, "msrbitmap", "2"])
-    assert code == 2 and "vCPU index, which needs the hv walker" in err
+    assert code == 2 and out == "" and "\n" not in err and "hv debug descriptor" in err
 
 
 @pytest.mark.parametrize("argv,fragment", [

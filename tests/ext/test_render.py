@@ -9,7 +9,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from windbg_ext.commands.base import Link, Report
+from windbg_ext.render.report import Link, Report
 from windbg_ext.render.text import render_json, render_text
 
 text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=12)
@@ -39,3 +39,27 @@ def test_text_links_and_json():
     assert render_text(r, dml=True) == 'see &lt;this&gt;  <exec cmd="!py -m windbg_ext vcpu 1">vcpu 1</exec>'
     assert render_text(r) == "see <this>  vcpu 1"
     assert json.loads(render_json(r)) == {"b": "0102", "s": [1, 2], "l": "x"}
+
+
+plain_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126) | st.just("\n"), max_size=14)
+header = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=8)
+
+
+@given(rows=st.lists(st.lists(st.one_of(plain_text, st.integers(0, 10 ** 6), st.none()), min_size=3, max_size=3),
+                     max_size=6),
+       headers=st.lists(header, min_size=3, max_size=3))
+def test_plain_tables_are_laid_out_as_tabulate_does(rows, headers):
+    """The renderer lays tables out itself (so DML comes from the model); tabulate's
+    "simple" format is the independent oracle for the plain layout, multi-line cells included."""
+    from tabulate import tabulate
+
+    want = tabulate([["-" if c is None else str(c) for c in r] for r in rows], headers=headers,
+                    tablefmt="simple", disable_numparse=True)
+    assert render_text(Report().table(headers, rows)) == want.rstrip("\n")
+
+
+def test_dml_links_are_padded_after_the_tag():
+    r = Report().table(["vCPU", "state"], [[Link(0, "vcpu 0"), "launched"], [Link(10, "vcpu 10"), "failed"]])
+    lines = render_text(r, dml=True).split("\n")
+    assert lines[2] == '<exec cmd="!py -m windbg_ext vcpu 0">0</exec>       launched'
+    assert lines[3] == '<exec cmd="!py -m windbg_ext vcpu 10">10</exec>      failed'

@@ -96,11 +96,11 @@ def test_page_walk_and_bad_processor(machine):
 
 
 def test_interposer_is_built_from_source_and_cached():
-    from emulated_lab import native
-    path = native.library_path()
-    assert native.source_hash() in path.name
+    from emulated_lab import bochs_loader
+    path = bochs_loader.library_path()
+    assert bochs_loader.source_hash() in path.name
     assert path.exists()                          # built by the first Machine (or earlier)
-    assert native.build() == path                 # cached: no rebuild
+    assert bochs_loader.build() == path           # cached: no rebuild
     # the interposed get_enable_a20 is what lets VMXON run (the stub asserts)
     import ctypes
     lib = ctypes.CDLL(str(path))

@@ -129,8 +129,12 @@ def test_a_copy_without_windbg_ext_says_what_is_missing(system, monkeypatch, cap
     rc = cli.main(["--hive", system], on_windows=False)
     out, err = capsys.readouterr()
     assert err == ""
-    line = [l for l in out.splitlines() if "Debug Print Filter" in l][0]
-    assert line.startswith("UNKNOWN") and "copy the whole hvlab folder" in line
+    lines = out.splitlines()
+    i = [n for n, l in enumerate(lines) if "Debug Print Filter" in l][0]
+    import itertools
+    wrapped = itertools.takewhile(lambda l: l.startswith(" "), lines[i + 1:])  # the Found cell goes on here
+    row = " ".join([lines[i]] + [l.strip() for l in wrapped])
+    assert row.startswith("UNKNOWN") and "copy the whole hvlab folder" in " ".join(row.split())
 
 
 def test_importable_as_a_module_from_scripts(system, data):

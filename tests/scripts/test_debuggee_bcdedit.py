@@ -89,7 +89,45 @@ def test_decode_utf16_from_powershell_and_oem_from_cmd(data):
     assert bcdedit.decode(oem).count("\xc7") == 1
 
 
-def test_start_options_tokens():
-    assert bcdedit.start_options(" TESTSIGNING  NOEXECUTE=OPTIN  DEBUG") == ["TESTSIGNING", "NOEXECUTE=OPTIN", "DEBUG"]
-    assert bcdedit.start_options(None) == []
-    assert "DEBUG" not in bcdedit.start_options(" NODEBUG  NOEXECUTE=OPTIN")
+def test_german_output_keys_on_structure_not_words(data):
+    # German Windows: translated headings and identifier label, English element names (docs/day0.md)
+    e = bcdedit.parse_enum(read(data, "enum_de.txt"))
+    assert e["identifier"] == "{current}"
+    assert (e["testsigning"], e["debug"], e["hypervisorlaunchtype"]) == ("Yes", "Yes", "Off")
+    assert e.unread == []  # the translated status line is the status line, not an element
+
+
+def test_french_output_follows_bootmgr_default_and_keeps_words_verbatim(data):
+    e = bcdedit.parse_enum(read(data, "enum_fr.txt"))  # OEM code page 850/437, CRLF
+    assert e["identifier"] == "{5e6a2f31-0a4b-11ef-9c2d-7c8ae1f0b411}"  # no {current}: {bootmgr}'s default
+    assert e["testsigning"] == "Oui" and e["debug"] == "Non"  # not translated back: evaluate says it cannot read them
+    assert e["hypervisorlaunchtype"] == "Auto"
+    assert e.unread == ["!! ligne inattendue"]
+
+
+def test_translated_yes_no_is_reported_not_guessed(capsys, data, tmp_path):
+    import json
+
+    import debuggee_hives as hives
+    from debuggee import cli
+    system = hives.make_hive(str(tmp_path / "S"), "SYSTEM", hives.system_keys(**{"Control": {"SystemStartOptions": ""}}))
+    rc = cli.main(["--json", "--hive", system, "--bcdedit-enum", data("enum_fr.txt")], on_windows=False)
+    doc = json.loads(capsys.readouterr()[0])
+    r = {x["id"]: x for x in doc["results"]}
+    # 'Oui' is not guessed to be Yes: the last boot (no TESTSIGNING) answers, and the row says why
+    assert r["testsigning"]["status"] == "FAIL"
+    assert "'Oui'" in r["testsigning"]["found"] and "--bcd-hive" in r["testsigning"]["found"]
+    assert r["hyperv_launch"]["status"] == "FAIL" and r["hyperv_launch"]["found"].startswith("Auto")
+    assert doc["notes"] == ["--bcdedit-enum: line not understood, ignored: '!! ligne inattendue'"]
+    assert rc == 1
+
+
+def test_translated_yes_no_without_a_last_boot_is_unknown():
+    from debuggee import evaluate
+    from debuggee.registry import NoRegistry
+    from debuggee.sources import Sources
+    text = "Chargeur\n--------\nidentificateur  {current}\ntestsigning     Oui\n"
+    src = Sources(NoRegistry("no registry"), lambda: text, None, live=False)
+    row = {"option": "testsigning", "wanted": "Yes", "absent": "No", "start_option": "TESTSIGNING"}
+    with pytest.raises(evaluate.Unavailable, match="'Oui', a word this checker does not know"):
+        evaluate.check_bcdedit(row, src)

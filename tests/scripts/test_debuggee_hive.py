@@ -101,7 +101,8 @@ def test_fresh_image_fails_with_fix_commands(capsys, image):
 def test_wrong_bcdedit_values(capsys, image):
     rc, r = statuses(capsys, *image(enum="enum_wrong.txt", dbg="dbg_net_bad.txt"))
     assert rc == 1
-    assert r["hyperv_launch"]["status"] == "FAIL" and r["hyperv_launch"]["found"] == "Auto"
+    assert r["hyperv_launch"]["status"] == "FAIL" and r["hyperv_launch"]["found"].startswith("Auto; ")
+    assert "last boot had Off" in r["hyperv_launch"]["found"]  # SystemStartOptions has no HYPERVISORLAUNCHTYPE
     assert r["testsigning"]["status"] == "FAIL"
     # the hive's SystemStartOptions says the last boot had it: bcdedit's value is pending
     assert "last boot had Yes" in r["testsigning"]["found"]
@@ -177,7 +178,9 @@ def test_without_bcdedit_output_the_last_boot_options_answer(capsys, image):
     rc, r = statuses(capsys, *image(enum=None, dbg=None))
     assert r["testsigning"]["status"] == "PASS" and "SystemStartOptions" in r["testsigning"]["found"]
     assert r["kdnet_debug"]["status"] == "PASS"
-    assert r["hyperv_launch"]["status"] == "UNKNOWN" and "--bcdedit-enum" in r["hyperv_launch"]["found"]
+    # the last boot decides the launch type too, and says the stored setting is unknown and how to give it
+    assert r["hyperv_launch"]["status"] == "PASS" and "Off at the last boot" in r["hyperv_launch"]["found"]
+    assert "--bcd-hive" in r["hyperv_launch"]["found"] and "--bcdedit-enum" in r["hyperv_launch"]["found"]
     assert r["kdnet_type"]["status"] == "UNKNOWN" and "--dbgsettings" in r["kdnet_type"]["found"]
     system = hives.system_keys(**{"Control": {"SystemStartOptions": " NOEXECUTE=OPTIN  NODEBUG"}})
     rc, r = statuses(capsys, *image(system, enum=None, dbg=None))
@@ -186,7 +189,8 @@ def test_without_bcdedit_output_the_last_boot_options_answer(capsys, image):
 
 def test_recorded_access_denied_is_unknown_not_an_error(capsys, image):
     rc, r = statuses(capsys, *image(enum="enum_denied.txt"))
-    assert r["hyperv_launch"]["status"] == "UNKNOWN" and "elevated" in r["hyperv_launch"]["found"]
+    assert r["hyperv_launch"]["status"] == "PASS" and "elevated" in r["hyperv_launch"]["found"]
+    assert "at the last boot (SystemStartOptions)" in r["hyperv_launch"]["found"]
     assert r["testsigning"]["status"] == "PASS"  # from SystemStartOptions
 
 
@@ -244,3 +248,63 @@ def test_plain_table_when_tabulate_is_missing(capsys, image, monkeypatch):
     # same rows, same words
     assert [l.split() for l in plain.splitlines()[2:]] == [l.split() for l in with_tabulate.splitlines()[2:]]
     assert "in PowerShell quote it: '{current}'" in plain
+
+
+def win10_1709_system():
+    """The shape of a real exported SYSTEM hive (regipy's SYSTEM_WIN_10_1709): Select with
+    Current/Default/Failed/LastKnownGood, one control set, a SystemStartOptions that launched
+    Hyper-V, and none of the values a lab VM adds (no DeviceGuard, Debug Print Filter, SecureBoot\\State,
+    LsaCfgFlags, driver service)."""
+    cs = "ControlSet001"
+    return {
+        "Select": {"Current": 1, "Default": 1, "Failed": 0, "LastKnownGood": 1},
+        cs + "\\Control": {"SystemStartOptions": "FLIGHTSIGNING NOEXECUTE=OPTIN HYPERVISORLAUNCHTYPE=AUTO",
+                           "SystemBootDevice": "multi(0)disk(0)rdisk(0)partition(2)",
+                           "PreshutdownOrder": ("hex:7", "77,00,75,00,61,00,75,00,73,00,65,00,72,00,76,00,00,00,00,00")},
+        cs + "\\Control\\Lsa": {"Bounds": ("hex:3", "00,30,00,00,00,20,00,00"), "LimitBlankPasswordUse": 1},
+        cs + "\\Control\\Session Manager": {"ProtectionMode": 1},
+        cs + "\\Services\\Tcpip": {"Type": 1, "Start": 1},
+    }
+
+
+def test_real_1709_hive_shape_decides_from_the_last_boot(capsys, tmp_path):
+    # issue 15: this hive used to give "UNKNOWN -- no bcdedit output" for Hyper-V although
+    # SystemStartOptions proves the last boot launched it
+    path = hives.make_hive(str(tmp_path / "SYSTEM"), "SYSTEM", win10_1709_system())
+    rc, r = statuses(capsys, "--hive", path)
+    assert rc == 1
+    assert r["hyperv_launch"]["status"] == "FAIL"
+    assert r["hyperv_launch"]["found"].startswith("Auto at the last boot (SystemStartOptions); stored setting unknown")
+    assert r["testsigning"]["status"] == "FAIL" and r["kdnet_debug"]["status"] == "FAIL"
+    # absent values are Windows' defaults: decided, not unknown
+    for sid in ("vbs_registry", "hvci_registry", "credential_guard", "secure_boot"):
+        assert r[sid]["status"] == "PASS" and "not set (Windows default" in r[sid]["found"], r[sid]
+    assert r["dbgprint_filter"]["status"] == "FAIL" and r["driver_service"]["status"] == "FAIL"
+    # what stays UNKNOWN says what would decide it
+    assert r["kdnet_type"]["status"] == "UNKNOWN" and "--bcd-hive" in r["kdnet_type"]["found"]
+    assert r["uac"]["status"] == "UNKNOWN" and "--software-hive" in r["uac"]["found"]
+
+
+def test_summary_lines_name_the_sources(capsys, image):
+    rc, out, err = run(capsys, *image())
+    assert "Boot configuration: bcdedit output" in out
+    assert "Last boot (SystemStartOptions): testsigning Yes, debug Yes, hypervisorlaunchtype Off" in out
+
+
+def test_no_system_start_options_value(capsys, image):
+    # an image that never booted has no SystemStartOptions: nothing about the last boot is claimed
+    system = hives.system_keys(**{"Control": {"SystemBootDevice": "multi(0)disk(0)rdisk(0)partition(2)"}})
+    rc, r = statuses(capsys, *image(system, enum=None, dbg=None))
+    assert r["testsigning"]["status"] == "UNKNOWN" and "--bcd-hive" in r["testsigning"]["found"]
+    rc, out, err = run(capsys, *image(system, enum=None, dbg=None))
+    assert "Last boot (SystemStartOptions): unknown, no SystemStartOptions value in the SYSTEM hive" in out
+
+
+def test_text_output_fits_120_columns(capsys, image, tmp_path):
+    # long findings (a KDNET key, a last-boot note) continue on the next row instead of widening the table
+    path = hives.make_hive(str(tmp_path / "SYSTEM"), "SYSTEM", win10_1709_system())
+    for argv in (image(enum="enum_wrong.txt"), image(), ["--hive", path]):
+        rc, out, err = run(capsys, *argv)
+        table = out.split("\n\n")[0].splitlines()
+        assert all(len(line) <= 120 for line in table), max(table, key=len)
+    assert any(l.split() and l.split()[0] == "PASS" and "2steg4fzbj2sz" in l for l in run(capsys, *image())[1].splitlines())

@@ -116,11 +116,16 @@ def test_offline_sources_say_why_unknown(system):
         assert r[sid]["fix"] is not None
 
 
-def test_live_bcdedit_that_is_not_english_is_unknown(system):
-    # live output is parsed when asked; a German "Bezeichner" instead of "identifier" is not bad input
-    german = "Windows-Startladeprogramm\n-------------------------\nBezeichner              {current}\n"
+def test_live_bcdedit_in_german_is_read_and_translated_words_are_not_guessed(system):
+    # headings and the identifier label are translated; element names are not (docs/day0.md)
+    german = ("Windows-Startladeprogramm\n-------------------------\nBezeichner              {current}\n"
+              "testsigning             Ja\nhypervisorlaunchtype    Off\nDer Vorgang wurde erfolgreich beendet.\n")
     src = Sources(HiveRegistry({"SYSTEM": system}), lambda: german, lambda: "debugtype NET\n", live=False)
     r = verdicts(src)
-    assert r["hyperv_launch"]["status"] == "UNKNOWN" and "English" in r["hyperv_launch"]["found"]
-    assert r["testsigning"]["status"] == "PASS"  # SystemStartOptions still answers
+    assert r["hyperv_launch"]["status"] == "PASS" and r["hyperv_launch"]["found"] == "Off"
+    # "Ja" is not a word the checker knows: it says so, and the last boot answers instead
+    assert r["testsigning"]["status"] == "PASS"
+    assert "'Ja'" in r["testsigning"]["found"] and "--bcd-hive" in r["testsigning"]["found"]
+    assert "SystemStartOptions" in r["testsigning"]["found"]
     assert r["kdnet_type"]["status"] == "PASS"
+    assert src.notes == []  # the translated status line is recognised as the status line

@@ -10,6 +10,7 @@ import pytest
 from tests.verify import cases as C
 
 from emulated_lab.entry_probe import EntryProbe, LaunchResult
+from emulated_lab.errors import MachineError
 from windbg_ext.arch import entry_checks as ec
 from windbg_ext.arch.vmcs_fields import BY_ENCODING, by_name
 
@@ -59,6 +60,14 @@ def _encoded(named):
     return {by_name(n).encoding: v for n, v in named.items()}
 
 
+def _read_or_none(probe, pa, n):
+    """The machine's memory as EntryState wants it: None where no memory backs the address."""
+    try:
+        return probe.m.read_phys(pa, n)
+    except MachineError:
+        return None
+
+
 def run_case(probe, mutate):
     """(checker verdict, CPU outcome as a LaunchResult, fields launched)."""
     ctx = Ctx(probe)
@@ -69,7 +78,8 @@ def run_case(probe, mutate):
     fields = _encoded(v)
     cpu = probe.launch(fields)
     state = ec.EntryState(fields, probe.caps(), maxphyaddr=probe.maxphyaddr(),
-                          read_physical=probe.m.read_phys, vmcs_address=probe.vmcs_pa, sgx=probe.sgx())
+                          read_physical=lambda pa, n: _read_or_none(probe, pa, n), vmcs_address=probe.vmcs_pa,
+                          sgx=probe.sgx())
     return ec.evaluate(state), cpu
 
 

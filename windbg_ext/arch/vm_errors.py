@@ -8,20 +8,19 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
+# number -> (name, the SDM's description)
 VM_INSTRUCTION_ERRORS: Dict[int, Tuple[str, str]] = {
     1: ("VMCALL_IN_VMX_ROOT", "VMCALL executed in VMX root operation"),
     2: ("VMCLEAR_INVALID_ADDRESS", "VMCLEAR with invalid physical address"),
     3: ("VMCLEAR_VMXON_POINTER", "VMCLEAR with VMXON pointer"),
-    4: ("VMLAUNCH_NONCLEAR_VMCS", "VMLAUNCH with non-clear VMCS (use VMRESUME, or VMCLEAR first)"),
-    5: ("VMRESUME_NONLAUNCHED_VMCS", "VMRESUME with non-launched VMCS (use VMLAUNCH first)"),
-    6: ("VMRESUME_AFTER_VMXOFF", "VMRESUME after VMXOFF (VMXOFF and VMXON between VMLAUNCH and VMRESUME)"),
-    7: ("ENTRY_INVALID_CONTROL_FIELD", "VM entry with invalid control field(s) (SDM 27.2.1: check controls "
-        "against the capability MSRs)"),
-    8: ("ENTRY_INVALID_HOST_STATE_FIELD", "VM entry with invalid host-state field(s) (SDM 27.2.2-27.2.4)"),
+    4: ("VMLAUNCH_NONCLEAR_VMCS", "VMLAUNCH with non-clear VMCS"),
+    5: ("VMRESUME_NONLAUNCHED_VMCS", "VMRESUME with non-launched VMCS"),
+    6: ("VMRESUME_AFTER_VMXOFF", "VMRESUME after VMXOFF"),
+    7: ("ENTRY_INVALID_CONTROL_FIELD", "VM entry with invalid control field(s)"),
+    8: ("ENTRY_INVALID_HOST_STATE_FIELD", "VM entry with invalid host-state field(s)"),
     9: ("VMPTRLD_INVALID_ADDRESS", "VMPTRLD with invalid physical address"),
     10: ("VMPTRLD_VMXON_POINTER", "VMPTRLD with VMXON pointer"),
-    11: ("VMPTRLD_INCORRECT_REVISION_ID", "VMPTRLD with incorrect VMCS revision identifier "
-         "(write IA32_VMX_BASIC[30:0] into the region's first dword)"),
+    11: ("VMPTRLD_INCORRECT_REVISION_ID", "VMPTRLD with incorrect VMCS revision identifier"),
     12: ("UNSUPPORTED_VMCS_COMPONENT", "VMREAD/VMWRITE from/to unsupported VMCS component"),
     13: ("VMWRITE_READ_ONLY_COMPONENT", "VMWRITE to read-only VMCS component"),
     14: ("RESERVED_14", "(not assigned)"),
@@ -42,6 +41,22 @@ VM_INSTRUCTION_ERRORS: Dict[int, Tuple[str, str]] = {
     27: ("RESERVED_27", "(not assigned)"),
     28: ("INVALID_INVEPT_INVVPID_OPERAND", "invalid operand to INVEPT/INVVPID"),
 }
+
+# What to do about some of them (ours, not the SDM's words)
+VM_ERROR_ADVICE: Dict[int, str] = {
+    4: "use VMRESUME, or VMCLEAR first",
+    5: "use VMLAUNCH first",
+    6: "VMXOFF and VMXON between VMLAUNCH and VMRESUME",
+    7: "SDM 27.2.1: check controls against the capability MSRs",
+    8: "SDM 27.2.2-27.2.4",
+    11: "write IA32_VMX_BASIC[30:0] into the region's first dword",
+}
+
+
+def vm_error_meaning(n: int) -> str:
+    """The SDM's description of error n, with our advice in parentheses where we have some."""
+    meaning = VM_INSTRUCTION_ERRORS[n][1]
+    return "%s (%s)" % (meaning, VM_ERROR_ADVICE[n]) if n in VM_ERROR_ADVICE else meaning
 
 
 # SDM 28.7 (VMX aborts): the abort indicator the processor writes to VMCS dword 1.

@@ -1,58 +1,22 @@
-"""What a command hands to the renderer, and how it reports bad input.
+"""How a command reports bad input, and the parsing of numbers typed by users.
 
-Commands never print. `run(ctx, args)` returns a Report: blocks (tables and
-text) for people, and `data` for `--json`. Errors are raised as CommandError
-(one line: what is wrong, what to do) and become exit code 2 offline, a
-single red line in WinDbg, never a traceback.
+Commands return a Report (windbg_ext/render/report.py: the model the renderer
+owns). Errors are raised as CommandError (one line: what is wrong, what to do)
+and become exit code 2 offline, a single red line in WinDbg, never a traceback.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict
+
+from windbg_ext.errors import InputError
+# The report model moved to the renderer's side; re-exported so code written against the old home still imports.
+from windbg_ext.render.report import Link, Report, Table, Text  # noqa: F401  (re-export)
+
+__all__ = ["CommandError", "Link", "Report", "Table", "Text", "parse_index", "parse_int"]
 
 
-class CommandError(Exception):
+class CommandError(InputError):
     """Bad input or an unusable target: a one-line message for the user."""
-
-
-class Link:
-    """A cell that, in WinDbg (DML), runs another suite command when clicked."""
-
-    def __init__(self, text: Any, command: str) -> None:
-        self.text = text
-        self.command = command  # e.g. "vcpu 1" (without the !py -m windbg_ext)
-
-    def __str__(self) -> str:
-        return str(self.text)
-
-
-class Table:
-    def __init__(self, headers: Sequence[str], rows: List[Sequence[Any]], title: Optional[str] = None) -> None:
-        self.headers = list(headers)
-        self.rows = [list(r) for r in rows]
-        self.title = title
-
-
-class Text:
-    def __init__(self, text: str, links: Optional[List[Link]] = None) -> None:
-        self.text = text
-        self.links = links or []
-
-
-class Report:
-    """`blocks` for people, `data` (JSON-serialisable) for --json."""
-
-    def __init__(self, data: Any = None, blocks: Optional[List[Any]] = None) -> None:
-        self.data = data
-        self.blocks = blocks if blocks is not None else []
-        self.exit_code = 0  # a command may report a finding (e.g. FAIL) with 1
-
-    def table(self, headers: Sequence[str], rows: List[Sequence[Any]], title: Optional[str] = None) -> "Report":
-        self.blocks.append(Table(headers, rows, title))
-        return self
-
-    def text(self, text: str, links: Optional[List[Link]] = None) -> "Report":
-        self.blocks.append(Text(text, links))
-        return self
 
 
 def parse_int(text: str, what: str = "number") -> int:

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from windbg_ext.commands.base import CommandError, Report, parse_index, parse_int
+from windbg_ext.arch import capabilities as C
+from windbg_ext.arch.capabilities import IA32_FEATURE_CONTROL, VMX_MSRS, VMX_MSR_SPAN
+from windbg_ext.arch.capability_report import DECIDED_BY, FIRST_READ, dependent_msrs, describe
+from windbg_ext.arch.controls import ACTIVATED_BY, CONTROL_FIELD, bit_name
+from windbg_ext.arch.msr_names import msr_name
+from windbg_ext.commands.base import CommandError, parse_index, parse_int
+from windbg_ext.render.report import Report
 
 SUMMARY = "decode the VMX capability MSRs (allowed 0/1 per control bit, CR0/CR4 fixed bits) per processor"
 NEEDS_TARGET = True
@@ -19,8 +25,6 @@ def add_arguments(p) -> None:
 
 
 def _parse_msr_args(items: List[str]) -> Dict[int, int]:
-    from windbg_ext.arch.capabilities import IA32_FEATURE_CONTROL, VMX_MSR_SPAN, VMX_MSRS
-
     by_name = {name: msr for msr, (name, _) in VMX_MSRS.items()}
     by_name["IA32_FEATURE_CONTROL"] = IA32_FEATURE_CONTROL
     values: Dict[int, int] = {}
@@ -43,8 +47,6 @@ def _parse_msr_args(items: List[str]) -> Dict[int, int]:
 def read_capabilities(target, cpu: int) -> Tuple[Dict[int, int], Dict[int, str]]:
     """Reads the first batch, then only the MSRs the first batch says exist
     (reading an absent MSR faults on real hardware). Returns (values, why absent)."""
-    from windbg_ext.arch.capability_report import DECIDED_BY, FIRST_READ, dependent_msrs
-
     values = dict(target.read_msrs(list(FIRST_READ), cpu))
     absent = {m: "could not be read on this target" for m in FIRST_READ if m not in values}
     deps = dependent_msrs(values)
@@ -68,15 +70,10 @@ def _yn(b: bool) -> str:
 
 def _name(msr: int) -> str:
     """"IA32_VMX_BASIC (0x480)": an MSR as the tables title it."""
-    from windbg_ext.arch.msr_names import msr_name
-
     return "%s (0x%x)" % (msr_name(msr), msr)
 
 
 def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
-    from windbg_ext.arch import capabilities as C
-    from windbg_ext.arch.controls import ACTIVATED_BY, CONTROL_FIELD, bit_name
-
     fc = rep["feature_control"]
 
     def value(msr: int) -> str:  # describe() keys its "msrs" by "0x%x"
@@ -154,8 +151,6 @@ def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.arch.capability_report import describe
-
     if args.msr:
         if args.cpu is not None or args.all:
             raise CommandError("--msr decodes the values you give; --cpu/--all read a target: use one or the other")
@@ -183,8 +178,7 @@ def run(ctx, args) -> Report:
         if not values:
             raise CommandError("no VMX capability MSR of processor %d could be read on this target (%s): run caps "
                                "live in WinDbg, or decode values you have with caps --msr 0x480=0x..."
-                               % (cpu, "a crash dump holds no MSR values" if target.name == "dump"
-                                  else "IA32_FEATURE_CONTROL and IA32_VMX_BASIC are absent"))
+                               % (cpu, target.no_msrs_reason or "IA32_FEATURE_CONTROL and IA32_VMX_BASIC are absent"))
         rep = describe(values, absent)
         reports.append(dict(rep, cpu=cpu))
         if first is not None and rep["msrs"] == first["msrs"]:

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
-from windbg_ext.commands.base import CommandError, Link, Report
+from windbg_ext.arch import capabilities as caps
+from windbg_ext.arch.registers import CPUID1_ECX_BITS, CR0_BITS, CR4_BITS, bit_names, bit_of
+from windbg_ext.commands.base import CommandError, parse_index
+from windbg_ext.render.report import Link, Report
+from windbg_ext.target.base import TargetError
 
 SUMMARY = "pre-VMXON requirements per processor (CPUID.VMX, FEATURE_CONTROL, CR0/CR4 fixed bits, revision id)"
 NEEDS_TARGET = True
@@ -31,7 +35,6 @@ def _cpus(ctx, args) -> List[int]:
     count = ctx.target.processor_count()
     if args.cpu is None:
         return list(range(count))
-    from windbg_ext.commands.base import parse_index
     n = parse_index(args.cpu, "processor")
     if not 0 <= n < count:
         raise CommandError("--cpu %s: the target has %d processor(s) (0-%d)" % (args.cpu, count, count - 1))
@@ -39,15 +42,11 @@ def _cpus(ctx, args) -> List[int]:
 
 
 def check_processor(target, cpu: int) -> List[Row]:
-    from windbg_ext.arch import capabilities as caps
-    from windbg_ext.arch.registers import CPUID1_ECX_BITS, CR0_BITS, CR4_BITS, bit_names, bit_of
-
     cpuid1_ecx_vmx = 1 << bit_of(CPUID1_ECX_BITS, "VMX")  # SDM 24.6
     cr4_vmxe = 1 << bit_of(CR4_BITS, "VMXE")              # SDM 24.7
 
     msrs = target.read_msrs([caps.IA32_FEATURE_CONTROL, caps.IA32_VMX_BASIC, caps.IA32_VMX_CR0_FIXED0,
                              caps.IA32_VMX_CR0_FIXED1, caps.IA32_VMX_CR4_FIXED0, caps.IA32_VMX_CR4_FIXED1], cpu)
-    from windbg_ext.target.base import TargetError
     try:
         regs = target.register_values(("cr0", "cr4"), cpu)
     except TargetError:  # e.g. a crash dump holds the crashing processor's context only

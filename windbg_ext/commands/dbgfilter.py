@@ -6,7 +6,9 @@ from __future__ import annotations
 import struct
 from typing import Dict, List
 
-from windbg_ext.commands.base import Report, parse_int
+from windbg_ext.arch import dbgprint
+from windbg_ext.commands.base import CommandError, parse_int
+from windbg_ext.render.report import Report
 
 SUMMARY = "show whether IHVDRIVER DbgPrintEx messages reach the debugger, and how to fix the filter"
 NEEDS_TARGET = True
@@ -36,18 +38,14 @@ def read_masks(target) -> Dict[str, Dict[str, int]]:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.arch import dbgprint
-
     extra = []
     for text in args.level:
         named = str(text).strip().upper().replace("DPFLTR_", "").replace("_LEVEL", "")
         if named in dict(dbgprint.LEVELS):
-            from windbg_ext.commands.base import CommandError
             raise CommandError("level %s: ERROR, WARNING, TRACE and INFO are always shown; --level adds a numeric "
                                "Level (0..31 = bit index, larger = explicit mask)" % text)
         value = parse_int(text, "level")
         if not 0 <= value <= 0xFFFFFFFF:
-            from windbg_ext.commands.base import CommandError
             raise CommandError("level %s is outside 0..0xffffffff (DbgPrintEx takes a ULONG)" % text)
         extra.append(("explicit", value))
 

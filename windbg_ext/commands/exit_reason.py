@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Tuple
 
-from windbg_ext.commands.base import CommandError, Report, parse_int
+from windbg_ext.arch import exits
+from windbg_ext.arch.exits import EXIT_REASONS
+from windbg_ext.commands.base import CommandError, parse_int
+from windbg_ext.render.report import Report
 
 SUMMARY = "explain a VM exit reason (number, hex, name or full value with bit 31); --qual decodes the qualification"
 NEEDS_TARGET = False
@@ -19,8 +22,6 @@ def add_arguments(p) -> None:
 
 
 def _parse_reason(text: str) -> int:
-    from windbg_ext.arch.exits import EXIT_REASONS
-
     norm = text.strip().upper().replace("-", "_")
     for prefix in ("EXIT_REASON_", "VMX_EXIT_"):
         if norm.startswith(prefix):
@@ -40,8 +41,6 @@ def _parse_reason(text: str) -> int:
 
 
 def _list_all() -> Report:
-    from windbg_ext.arch.exits import EXIT_REASONS
-
     rows = [[n, "0x%x" % n, r.name, r.meaning] for n, r in sorted(EXIT_REASONS.items())]
     data = [{"basic": n, "name": r.name, "meaning": r.meaning} for n, r in sorted(EXIT_REASONS.items())]
     return Report(data={"exit_reasons": data}).table(["reason", "hex", "name", "meaning"], rows,
@@ -49,8 +48,6 @@ def _list_all() -> Report:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.arch import exits
-
     if args.reason is None:
         if args.qual is not None or args.intr_info is not None or args.instr_info is not None:
             raise CommandError("--qual/--intr-info/--instr-info need an exit reason: exit <reason> --qual Q")
@@ -114,8 +111,6 @@ def _fields(value: int, decoded) -> Decoded:
 
 
 def _interruption_info(v: int) -> Decoded:
-    from windbg_ext.arch import exits
-
     ii = exits.decode_interruption_info(v)
     rows = [["valid (31)", ii["valid"]], ["vector (7:0)", "%d%s" % (ii["vector"], (
         " " + ii["exception"]) if "exception" in ii else "")], ["type (10:8)", "%d %s" % (ii["type_number"], ii["type"])],

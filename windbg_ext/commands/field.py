@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from windbg_ext.commands.base import CommandError, Link, Report
+from windbg_ext.arch import vmcs_fields
+from windbg_ext.arch.encoding import decode_encoding
+from windbg_ext.commands.base import CommandError
+from windbg_ext.render.report import Link, Report
 
 SUMMARY = "decode VMCS field names/encodings (SDM App. B), or list the catalogue with --all"
 NEEDS_TARGET = False
@@ -21,8 +24,6 @@ def add_arguments(p) -> None:
 
 
 def field_json(field, access: str) -> Dict[str, Any]:
-    from windbg_ext.arch.encoding import decode_encoding
-
     enc = field.encoding | (1 if access == "high" else 0)
     return {"name": field.name + ("_HIGH" if access == "high" else ""), "field": field.name,
             "encoding": "0x%04x" % enc, "width": field.width, "type": field.type, "access": access,
@@ -38,9 +39,6 @@ HEADERS = ["name", "encoding", "width", "type", "access", "index", "meaning"]
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.arch import vmcs_fields
-    from windbg_ext.arch.encoding import decode_encoding
-
     if args.all:
         if args.fields:
             raise CommandError("give field names or --all, not both")

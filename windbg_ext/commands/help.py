@@ -1,7 +1,10 @@
 """help [command]: the command list, or one command's usage."""
 from __future__ import annotations
 
-from windbg_ext.commands.base import CommandError, Link, Report
+from windbg_ext.cli import command_parser, load_command
+from windbg_ext.commands import COMMANDS
+from windbg_ext.commands.base import CommandError
+from windbg_ext.render.report import Link, Report
 
 SUMMARY = "list the commands, or show one command's arguments"
 NEEDS_TARGET = False
@@ -15,9 +18,6 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.cli import command_parser, load_command
-    from windbg_ext.commands import COMMANDS
-
     if args.name:
         module = load_command(args.name)
         usage = command_parser(args.name, module).format_help().rstrip()

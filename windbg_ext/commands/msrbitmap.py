@@ -3,14 +3,17 @@ RDMSR/WRMSR under an MSR bitmap (SDM Vol. 3 25.6.9). One 4 KiB read.
 
 The argument is resolved by `resolve_bitmap`: a number below 4096 can never
 be a usable bitmap address (it must be 4 KiB-aligned and nonzero), so it is
-a vCPU index, resolved by the hv walker (windbg_ext.hv.resolve_vcpu_bitmap);
+a vCPU index, resolved by the hv walker (HvWalker.msr_bitmap_pa);
 `module!name` is a symbol; anything else an address (virtual unless --phys).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from windbg_ext.commands.base import CommandError, Link, Report, parse_int
+from windbg_ext.arch.msr_bitmap import PAGE_SIZE, decode_msr_bitmap, in_range, msr_exits
+from windbg_ext.arch.msr_names import MSR_NAMES, msr_name
+from windbg_ext.commands.base import CommandError, parse_int
+from windbg_ext.render.report import Link, Report
 
 SUMMARY = "decode an MSR bitmap page: which MSRs exit on read / write"
 NEEDS_TARGET = True
@@ -26,29 +29,31 @@ def add_arguments(p) -> None:
                    help="only say whether this MSR exits (number or name, e.g. 0xc0000080 or IA32_EFER); repeatable")
 
 
-def resolve_bitmap(ctx, text: str, physical: bool) -> Tuple[int, bool, str]:
-    """-> (address, is_physical, where it came from)."""
+class Bitmap(NamedTuple):
+    address: int
+    physical: bool
+    origin: str                  # for people: "symbol hv!X", "vCPU 3", "virtual address"
+    vcpu: Optional[int] = None   # the vCPU whose bitmap it is, when given as an index
+
+
+def resolve_bitmap(ctx, text: str, physical: bool) -> Bitmap:
     if "!" in text:
         if physical:
             raise CommandError("%s is a symbol, i.e. a virtual address: drop --phys" % text)
-        return ctx.target.symbol(text), False, "symbol %s" % text
+        return Bitmap(ctx.target.symbol(text), False, "symbol %s" % text)
     value = parse_int(text, "address")
     if 0 <= value < VCPU_LIMIT:
-        try:
-            from windbg_ext.hv import resolve_vcpu_bitmap  # written by the hv walker
-        except ImportError:
-            raise CommandError("msrbitmap %d: a number below 4096 is a vCPU index, which needs the hv walker "
-                               "(windbg_ext.hv.resolve_vcpu_bitmap); give the bitmap's address instead" % value)
-        return resolve_vcpu_bitmap(ctx, value), True, "vCPU %d" % value
+        from windbg_ext.hv.walker import walker_for  # only a vCPU index pays for the hv walker
+
+        return Bitmap(walker_for(ctx).msr_bitmap_pa(value), True, "vCPU %d" % value, value)
     if value < 0:
         raise CommandError("%s is negative: give a vCPU index (0, 1, ...) or the bitmap's address" % text)
     if value >= 1 << 64:
         raise CommandError("address %s does not fit in 64 bits" % text)
-    return value, physical, "%s address" % ("physical" if physical else "virtual")
+    return Bitmap(value, physical, "%s address" % ("physical" if physical else "virtual"))
 
 
 def _parse_msr(text: str) -> int:
-    from windbg_ext.arch.msr_names import MSR_NAMES
     key = text.strip().upper()
     for number, name in MSR_NAMES.items():
         if name == key or name == "IA32_" + key:
@@ -73,11 +78,9 @@ def _ranges(read: List[int], write: List[int]) -> List[Tuple[int, int, bool, boo
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.arch.msr_bitmap import PAGE_SIZE, decode_msr_bitmap, in_range, msr_exits
-    from windbg_ext.arch.msr_names import msr_name
-
     wanted = [_parse_msr(m) for m in args.msr]
-    address, physical, origin = resolve_bitmap(ctx, args.where, args.phys)
+    bitmap = resolve_bitmap(ctx, args.where, args.phys)
+    address, physical, origin = bitmap.address, bitmap.physical, bitmap.origin
     page = ctx.target.read_physical(address, PAGE_SIZE) if physical else ctx.target.read_virtual(address, PAGE_SIZE)
     kind = "physical" if physical else "virtual"
     head = "MSR bitmap at %s 0x%x (%s)" % (kind, address, origin)
@@ -117,8 +120,7 @@ def run(ctx, args) -> Report:
                         % (len(decoded["read"]), len(decoded["write"])))
     for n in notes:
         report.text("note: " + n)
-    if origin.startswith("vCPU "):
-        vcpu = origin.split()[1]
-        report.text("next:", links=[Link("vcpu " + vcpu, "vcpu " + vcpu)])
+    if bitmap.vcpu is not None:
+        report.text("next:", links=[Link("vcpu %d" % bitmap.vcpu, "vcpu %d" % bitmap.vcpu)])
     report.data = data
     return report

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from windbg_ext.commands.base import Link, Report
+from windbg_ext.arch.capabilities import decode_basic
+from windbg_ext.hv.processor import maxphyaddr
+from windbg_ext.hv.regions import Page, distinct_pages, verdict
+from windbg_ext.hv.vcpu_checks import region_checks
+from windbg_ext.hv.walker import walker_for
+from windbg_ext.render.report import Link, Report
 
 SUMMARY = "PASS/FAIL table of every vCPU's VMXON, VMCS and MSR-bitmap pages"
 NEEDS_TARGET = True
@@ -19,23 +24,18 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.arch.capabilities import decode_basic
-    from windbg_ext.commands.vcpu import maxphyaddr, region_checks
-    from windbg_ext.hv.regions import distinct_pages, verdict
-    from windbg_ext.hv.walker import walker_for
-
     w = walker_for(ctx)
     vmm = w.vmm()
     basic = vmm.vmx_basic
     width = maxphyaddr(ctx.target)
     rows: List[List] = []
     items: List[Dict] = []
-    pages: Dict[str, int] = {}
+    pages: List[Page] = []
     failed = 0
     for v in w.vcpus():
         checks = region_checks(w, v, basic, width)
         for region, pa in (("VMXON", v.VmxonRegionPa), ("VMCS", v.VmcsRegionPa), ("MSR bitmap", v.MsrBitmapPa)):
-            pages["vCPU %d %s" % (v.index, region)] = pa
+            pages.append(Page("vCPU %d %s" % (v.index, region), region, pa))
             mine = [c for c in checks if c.region == region and c.ok is not None]
             bad = [c for c in mine if not c.ok]
             failed += bool(bad)

@@ -1,9 +1,17 @@
 """vcpu <n>: one vCPU of hv.sys: region checks, host stack, last exit, errors."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
-from windbg_ext.commands.base import Link, Report, parse_index
+from windbg_ext.arch.exits import decode_exit_reason, decode_qualification
+from windbg_ext.commands.base import parse_index
+from windbg_ext.hv.model import NO_EXIT
+from windbg_ext.hv.processor import maxphyaddr
+from windbg_ext.hv.regions import Check, stack_high_water, verdict
+from windbg_ext.hv.state_text import exit_text, hx, state_text, vcpu_row_data, vm_error_text
+from windbg_ext.hv.vcpu_checks import region_checks, snapshot_consistency
+from windbg_ext.hv.walker import HvError, walker_for
+from windbg_ext.render.report import Link, Report
 
 SUMMARY = "one vCPU: VMXON/VMCS/MSR-bitmap checks, host stack high-water mark, last exit, last VM error"
 NEEDS_TARGET = True
@@ -13,70 +21,7 @@ def add_arguments(p) -> None:
     p.add_argument("n", help="vCPU index (see vmm)")
 
 
-def maxphyaddr(target, cpu: int = 0) -> Optional[int]:
-    """CPUID.80000008H:EAX[7:0] when the target recorded it (SDM 4.1.4), else
-    None (callers fall back to the architectural maximum, 52, and say so)."""
-    try:
-        leaf = target.cpuid(0x80000008, 0, cpu)
-    except Exception:
-        return None
-    bits = (leaf[0] & 0xFF) if leaf else 0
-    return bits if 32 <= bits <= 52 else None
-
-
-def region_checks(w, v, basic: int, width: Optional[int]) -> List:
-    """Every check of one vCPU's three pages (3 reads: 8 bytes each for VMXON/VMCS, the bitmap page)."""
-    from windbg_ext.arch.entry_checks.model import control_bit
-    from windbg_ext.hv.regions import PAGE, msr_bitmap_checks, vmx_region_checks
-    from windbg_ext.target.base import TargetError
-
-    def head(pa: int, n: int) -> Optional[bytes]:
-        if not pa:
-            return None
-        try:
-            return w.target.read_physical(pa, n)
-        except TargetError:
-            return None
-
-    checks = vmx_region_checks("VMXON", v.VmxonRegionPa, head(v.VmxonRegionPa, 8), basic, width)
-    checks += vmx_region_checks("VMCS", v.VmcsRegionPa, head(v.VmcsRegionPa, 8), basic, width)
-    procbased = w.vmm().record.get("ProcbasedControls")
-    uses = None if procbased is None else bool(procbased >> control_bit("proc", "USE_MSR_BITMAPS") & 1)
-    checks += msr_bitmap_checks(v.MsrBitmapPa, head(v.MsrBitmapPa, PAGE) if v.MsrBitmapPa % PAGE == 0
-                                else None, basic, width, uses)
-    return checks
-
-
-def snapshot_consistency(v) -> List:
-    """The driver's bookkeeping against the VMCS it wrote (snapshot values; no extra read):
-    the MSR_BITMAP field is the vCPU's bitmap page (SDM 25.6.9), HOST_RSP lies in its host stack (25.5)."""
-    from windbg_ext.arch.vmcs_fields import by_name
-    from windbg_ext.hv.regions import Check
-
-    try:
-        values = v.snapshot().values
-    except Exception:
-        return []
-    out = []
-    bitmap = values.get(by_name("MSR_BITMAP").encoding)
-    if bitmap is not None and v.record.has("MsrBitmapPa"):
-        out.append(Check("MSR bitmap", "VMCS MSR_BITMAP field", bitmap == v.MsrBitmapPa,
-                         "snapshot 0x%x, vCPU MsrBitmapPa 0x%x" % (bitmap, v.MsrBitmapPa), "25.6.9"))
-    rsp = values.get(by_name("HOST_RSP").encoding)
-    base, size = v.host_stack()
-    if rsp is not None and base:
-        out.append(Check("host stack", "VMCS HOST_RSP inside", base < rsp <= base + size,
-                         "HOST_RSP 0x%x, stack 0x%x-0x%x" % (rsp, base, base + size), "25.5"))
-    return out
-
-
 def run(ctx, args) -> Report:
-    from windbg_ext.arch.exits import decode_exit_reason, decode_qualification
-    from windbg_ext.hv.model import NO_EXIT
-    from windbg_ext.hv.regions import Check, stack_high_water, verdict
-    from windbg_ext.hv.summary import exit_text, hx, state_text, vcpu_row_data, vm_error_text
-    from windbg_ext.hv.walker import HvError, walker_for
-
     n = parse_index(args.n, "vCPU index")
     w = walker_for(ctx)
     d = w.descriptor()

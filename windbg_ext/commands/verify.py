@@ -9,12 +9,24 @@ guest -> VM exit 0x80000021.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List, Optional
 
 from windbg_ext.arch import capabilities as C
+from windbg_ext.arch import entry_checks as ec
+from windbg_ext.arch.capability_report import dependent_msrs
 from windbg_ext.arch.controls import CAPABILITY_MSR
-from windbg_ext.commands.base import CommandError, Link, Report, Text, parse_index, parse_int
+from windbg_ext.arch.entry_checks import EntryState, FAIL, NOT_CHECKED
+from windbg_ext.arch.exits import ENTRY_FAILURE_BIT
+from windbg_ext.arch.msr_names import MSR_NAMES
+from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
+from windbg_ext.commands.base import CommandError, parse_index, parse_int
+from windbg_ext.hv.model import NO_EXIT, failure_snapshot
+from windbg_ext.hv.processor import maxphyaddr, sgx_supported
+from windbg_ext.hv.vmcs_source import load_values
+from windbg_ext.hv.walker import HvError, walker_for
+from windbg_ext.render.report import Link, Report, Text
+from windbg_ext.state_files import load_caps, load_fields
+from windbg_ext.target.base import TargetError
 
 SUMMARY = "name the VM-entry check (SDM 27.2-27.3) that fails for a vCPU's VMCS snapshot or a field/caps JSON pair"
 NEEDS_TARGET = False  # only `verify <n>` reads the target; --fields/--caps is offline
@@ -33,8 +45,6 @@ WIDE_CAPS = (C.IA32_VMX_PROCBASED_CTLS3, C.IA32_VMX_EXIT_CTLS2)
 def _wide_caps(ctx, caps, n):
     """PROCBASED_CTLS3 / EXIT_CTLS2 exist only when the first batch says so (App. A.3.4, A.4.2): reading
     them otherwise faults, so they cost a second batch only on CPUs that have them."""
-    from windbg_ext.arch.capability_report import dependent_msrs
-
     exists = dependent_msrs(caps)
     wanted = [msr for msr in WIDE_CAPS if exists.get(msr, (False, ""))[0]]
     if not wanted:
@@ -57,85 +67,8 @@ def add_arguments(p) -> None:
                    "default: the target's, else 52")
 
 
-# -- inputs ---------------------------------------------------------------------
-def _load_json(path: str, what: str) -> Dict[str, Any]:
-    try:
-        with open(path, "r") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise CommandError("cannot read %s %s: %s" % (what, path, e.strerror or e))
-    except ValueError as e:
-        raise CommandError("%s %s is not valid JSON (%s); expected an object like {\"0x681e\": \"0x1000\"}"
-                           % (what, path, str(e).split(":")[0]))
-    if not isinstance(data, dict):
-        raise CommandError("%s %s must hold a JSON object (key -> hex value), not a %s" % (what, path, type(data).__name__))
-    return data
-
-
-def _number(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise CommandError("%s: %r is not a number" % (what, value))
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str):
-        try:
-            n = int(value.strip().replace("`", ""), 0)
-        except ValueError:
-            raise CommandError("%s: %r is not a number (use \"0x...\" hex or decimal)" % (what, value))
-    else:
-        raise CommandError("%s: %r is not a number (use \"0x...\" hex or decimal)" % (what, value))
-    if not 0 <= n <= 0xFFFFFFFFFFFFFFFF:
-        raise CommandError("%s: %r does not fit in 64 bits" % (what, value))
-    return n
-
-
-def load_fields(path: str) -> Dict[int, int]:
-    from windbg_ext.arch.vmcs_fields import FieldLookupError, lookup
-
-    out: Dict[int, int] = {}
-    data = _load_json(path, "fields file")
-    if isinstance(data.get("fields"), list):  # the output of `vmcs N --json`: [{name, encoding, value}, ...]
-        data = {str(f.get("encoding") or f.get("name")): f.get("value") for f in data["fields"]
-                if isinstance(f, dict) and f.get("value") is not None}
-    for key, value in data.items():
-        try:
-            field, access = lookup(key)
-        except FieldLookupError as e:
-            raise CommandError("fields file %s: key %r: %s" % (path, key, e))
-        v = _number(value, "fields file %s, %s" % (path, key))
-        if access == "high":  # bits 63:32 of a 64-bit field (SDM 25.11.2)
-            out[field.encoding] = (out.get(field.encoding, 0) & 0xFFFFFFFF) | ((v & 0xFFFFFFFF) << 32)
-        else:
-            out[field.encoding] = v
-    return out
-
-
-def load_caps(path: str):
-    caps: Dict[int, int] = {}
-    maxphy: Optional[int] = None
-    data = _load_json(path, "caps file")
-    if isinstance(data.get("cpus"), list):  # the output of `caps --json` (one processor: --cpu N)
-        cpus = [c for c in data["cpus"] if isinstance(c, dict) and isinstance(c.get("msrs"), dict)]
-        if len(cpus) != 1:
-            raise CommandError("caps file %s holds %d processors: write it with caps --cpu N --json"
-                               % (path, len(cpus)))
-        data = {k: v for k, v in cpus[0]["msrs"].items() if v is not None and _number(k, "caps file %s: key" % path)
-                in C.VMX_MSRS}
-    for key, value in data.items():
-        if key.lower() == "maxphyaddr":
-            maxphy = _number(value, "caps file %s, maxphyaddr" % path)
-            continue
-        msr = _number(key, "caps file %s: key" % path)
-        if msr not in C.VMX_MSRS:
-            raise CommandError("caps file %s: key %s is not a VMX capability MSR (%s)" % (path, key, C.VMX_MSR_SPAN))
-        caps[msr] = _number(value, "caps file %s, MSR %s" % (path, key))
-    return caps, maxphy
-
-
 def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
     """(msr, why) for every capability MSR the checks of this state need."""
-    from windbg_ext.arch.entry_checks import EntryState
-
     s = EntryState(fields, caps)  # the controls as the processor reads them
     if C.decode_basic(s.cap(C.IA32_VMX_BASIC))["true_controls"]:
         # The TRUE_* MSRs replace the four original control MSRs for the checks (SDM A.2-A.5):
@@ -158,8 +91,6 @@ def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
 
 
 def _check_caps(fields: Dict[int, int], caps: Dict[int, int], where: str) -> None:
-    from windbg_ext.arch.msr_names import MSR_NAMES
-
     for msr, why in required_caps(fields, caps):
         if msr not in caps:
             raise CommandError("%s lacks MSR 0x%x (%s), needed because %s; add it (see: caps)"
@@ -170,18 +101,12 @@ def _check_caps(fields: Dict[int, int], caps: Dict[int, int], where: str) -> Non
 def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
     """vCPU n's VMCS values: the running driver's per-vCPU snapshot, or, after a
     failed load, the snapshot in the descriptor's last-failure record."""
-    from windbg_ext.hv.model import failure_snapshot
-    from windbg_ext.hv.walker import HvError, walker_for
-    from windbg_ext.target.base import TargetError
-
     w = walker_for(ctx)
     d = w.descriptor()
     running = bool(d.VmmContextVa and d.VcpuArrayVa)
     vmm = v = None
     note = ""
     if running:
-        from windbg_ext.commands.vmcs import load_values
-
         v = w.vcpu(n)
         snap = v.snapshot()
         vmm = w.vmm()
@@ -223,22 +148,14 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
             if msr not in caps:
                 caps[msr] = vmm.record.u(member)
                 sources.add("the driver's VMM context")
-    maxphy = None
-    try:
-        from windbg_ext.commands.vcpu import maxphyaddr
-        maxphy = maxphyaddr(ctx.target, n)
-    except Exception:
-        maxphy = None
+    maxphy = maxphyaddr(ctx.target, n)
+    sgx = sgx_supported(ctx.target, n)
 
-    sgx = None
-    try:  # CPUID.(EAX=07H,ECX=0):EBX[2], when the target recorded leaf 7
-        leaf7 = ctx.target.cpuid(7, 0, n)
-        sgx = bool(leaf7[1] >> 2 & 1) if leaf7 else None
-    except Exception:
-        sgx = None
-
-    def read_physical(addr: int, size: int) -> bytes:
-        return ctx.target.read_physical(addr, size)
+    def read_physical(addr: int, size: int) -> Optional[bytes]:
+        try:
+            return ctx.target.read_physical(addr, size)
+        except TargetError:  # not in the target (a dump without that page, a bad pointer)
+            return None
 
     return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphy, "read_physical": read_physical,
             "sgx": sgx,
@@ -249,9 +166,6 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
 
 # -- the command ----------------------------------------------------------------------
 def run(ctx, args) -> Report:
-    from windbg_ext.arch import entry_checks as ec
-    from windbg_ext.hv.model import NO_EXIT
-
     if args.n is not None and (args.fields or args.caps):
         raise CommandError("give either a vCPU index or --fields/--caps, not both")
     maxphy_opt = parse_int(args.maxphyaddr, "--maxphyaddr") if args.maxphyaddr is not None else None
@@ -299,20 +213,16 @@ def run(ctx, args) -> Report:
 
 
 def _verdict_line(v) -> str:
-    from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
-
     if v.result == "success":
         return "VM entry passes every check: the processor would enter the guest"
     if v.result == "vmfail_valid":
         name, meaning = VM_INSTRUCTION_ERRORS.get(v.vm_instruction_error, ("?", "?"))
-        return "VMLAUNCH fails: VMfailValid, VM-instruction error %d (%s)" % (v.vm_instruction_error, meaning.split(" (")[0])
+        return "VMLAUNCH fails: VMfailValid, VM-instruction error %d (%s)" % (v.vm_instruction_error, meaning)
     return "VM entry fails: VM exit 0x%08x (invalid guest state), exit qualification %d" % (
         v.exit_reason, v.exit_qualification)
 
 
 def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> Report:
-    from windbg_ext.arch.entry_checks import FAIL, NOT_CHECKED
-
     failures = v.failures
     not_checked = [o for o in v.outcomes if o.status == NOT_CHECKED]
     data: Dict[str, Any] = {
@@ -368,15 +278,12 @@ def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> 
 
 
 def _first_field(outcome) -> str:
-    """The field the failure message starts with (the one to fix), else the first the check reads."""
-    head = outcome.message.split(" = ", 1)[0]
-    return head if head in outcome.check.fields else outcome.check.fields[0]
+    """The field the failure names first (the one to fix), else the first the check reads."""
+    return outcome.field or outcome.check.fields[0]
 
 
 def _entry_failure(rec) -> bool:
     """The driver recorded a VM-entry failure (exit reason bit 31, SDM 28.2.1)."""
-    from windbg_ext.arch.exits import ENTRY_FAILURE_BIT
-
     return rec["exit_reason"] is not None and bool(rec["exit_reason"] >> ENTRY_FAILURE_BIT & 1)
 
 

@@ -11,9 +11,16 @@ Reads: descriptor (2), the vCPU (1, its snapshot is inside), the VMCS page
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
-from windbg_ext.commands.base import CommandError, Report, parse_index
+from windbg_ext.arch.vmcs_fields import BY_ENCODING, FIELDS, FieldLookupError, lookup
+from windbg_ext.commands.base import CommandError, parse_index
+from windbg_ext.hv.model import FAILED_STEPS, NO_EXIT, failure_snapshot
+from windbg_ext.hv.state_text import exit_text, vm_error_text
+from windbg_ext.hv.vmcs_source import Values, load_values
+from windbg_ext.hv.vmcs_values import GROUP_ORDER, GROUP_TITLES, decode, diff, field_value, format_value
+from windbg_ext.hv.walker import walker_for
+from windbg_ext.render.report import Report
 
 SUMMARY = "VMCS fields of a vCPU from the driver's snapshot or the raw region, decoded; --diff compares"
 NEEDS_TARGET = True
@@ -34,47 +41,8 @@ def add_arguments(p) -> None:
                    help="show only fields that differ from vCPU M, or between snapshot and region of vCPU n")
 
 
-class Values:
-    def __init__(self, values: Dict[int, int], source: str, note: str = "") -> None:
-        self.values = values
-        self.source = source   # "snapshot" | "region"
-        self.note = note
-
-    @property
-    def label(self) -> str:
-        return {"region": "region*", "failure": "failure snapshot"}.get(self.source, "snapshot")
-
-
-def load_values(w, v, source: Optional[str]) -> Values:
-    from windbg_ext.hv.regions import region_values
-
-    snap = v.snapshot()
-    if source is None:
-        source = "snapshot" if snap.count else "region"
-        note = "" if snap.count else ("vCPU %d's snapshot is empty (reason: %s): showing the region; set the "
-                                      "descriptor's SnapshotOnEveryExit to 1 for architectural values" %
-                                      (v.index, snap.reason))
-    else:
-        note = ""
-    if source == "snapshot":
-        if snap.torn:
-            note = "the snapshot was being written when the target stopped (odd sequence %d): values may be torn" \
-                   % snap.sequence
-        return Values(dict(snap.values), "snapshot", note)
-    d = w.descriptor()
-    if d.LayoutStatus != 1 or not d.LayoutCount:
-        raise CommandError("vCPU %d: cannot decode the VMCS region: the driver's layout map is %s"
-                           % (v.index, d.layout_status))
-    if not v.VmcsRegionPa:
-        raise CommandError("vCPU %d has no VMCS region (VmcsRegionPa is 0)" % v.index)
-    page = w.read_page(v.VmcsRegionPa, "vCPU %d's VMCS region" % v.index)
-    return Values(region_values(page, d.layout), "region", note)
-
-
 def _select(args) -> Tuple[List[Tuple[Any, str]], bool]:
     """-> ([(Field, access)], explicit)."""
-    from windbg_ext.arch.vmcs_fields import FIELDS, FieldLookupError, lookup
-
     if args.fields:
         if args.group:
             raise CommandError("give field names or --group %s, not both (the names choose the fields)" % args.group)
@@ -89,8 +57,6 @@ def _select(args) -> Tuple[List[Tuple[Any, str]], bool]:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.hv.walker import walker_for
-
     n = parse_index(args.n, "vCPU index")
     selected, explicit = _select(args)
     w = walker_for(ctx)
@@ -110,9 +76,6 @@ def run(ctx, args) -> Report:
 
 
 def failure_values(d, n: int) -> Values:
-    from windbg_ext.hv.model import FAILED_STEPS, failure_snapshot
-    from windbg_ext.hv.summary import vm_error_text
-
     snap = failure_snapshot(d)
     f = d.failure
     if snap is None or f is None:
@@ -127,18 +90,13 @@ def failure_values(d, n: int) -> Values:
     note = "last failure: processor %d at %s, VM-instruction error %s, status 0x%08x (snapshot reason: %s)" % (
         f.processor, FAILED_STEPS.get(f.failed_step, str(f.failed_step)), vm_error_text(f.vm_instruction_error),
         f.status, snap.reason)
-    from windbg_ext.hv.model import NO_EXIT
     if snap.exit_reason != NO_EXIT:
-        from windbg_ext.hv.summary import exit_text
         note += "; exit reason %s" % exit_text(snap.exit_reason)
     return Values(dict(snap.values), "failure", note)
 
 
 def _show(index: int, vals: Values, selected, explicit: bool, args) -> Report:
-    from windbg_ext.hv.vmcs_values import GROUP_ORDER, GROUP_TITLES, decode, field_value, format_value
-
     by_name = {}
-    from windbg_ext.arch.vmcs_fields import BY_ENCODING
     for enc, val in vals.values.items():
         f = BY_ENCODING.get(enc)
         if f is not None:
@@ -186,9 +144,6 @@ def _show(index: int, vals: Values, selected, explicit: bool, args) -> Report:
 
 
 def _run_diff(w, v, args, selected) -> Report:
-    from windbg_ext.arch.vmcs_fields import BY_ENCODING
-    from windbg_ext.hv.vmcs_values import diff, format_value
-
     wanted = {f.encoding for f, _ in selected}
     if args.diff.strip().lower() == "region":
         if args.source == "region":

@@ -1,7 +1,9 @@
 """vmerror: the meaning of a VM-instruction error number (SDM 31.4)."""
 from __future__ import annotations
 
-from windbg_ext.commands.base import CommandError, Report, parse_int
+from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS, vm_error_meaning
+from windbg_ext.commands.base import CommandError, parse_int
+from windbg_ext.render.report import Report
 
 SUMMARY = "explain a VM-instruction error number (VM_INSTRUCTION_ERROR, SDM 31.4); no number lists them all"
 NEEDS_TARGET = False
@@ -12,12 +14,10 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
-
     if args.number is None:
-        rows = [[n, name, meaning] for n, (name, meaning) in sorted(VM_INSTRUCTION_ERRORS.items())]
-        data = [{"number": n, "name": name, "meaning": meaning}
-                for n, (name, meaning) in sorted(VM_INSTRUCTION_ERRORS.items())]
+        rows = [[n, name, vm_error_meaning(n)] for n, (name, _) in sorted(VM_INSTRUCTION_ERRORS.items())]
+        data = [{"number": n, "name": name, "meaning": vm_error_meaning(n)}
+                for n, (name, _) in sorted(VM_INSTRUCTION_ERRORS.items())]
         return Report(data={"errors": data}).table(["n", "name", "meaning"], rows,
                                                    title="VM-instruction errors (SDM 31.4)")
     n = parse_int(args.number, "VM-instruction error")
@@ -27,7 +27,7 @@ def run(ctx, args) -> Report:
         return Report(data=data).text("0: " + data["meaning"])
     if n not in VM_INSTRUCTION_ERRORS:
         raise CommandError("VM-instruction error %s is not defined: SDM 31.4 numbers them 1..28" % args.number)
-    name, meaning = VM_INSTRUCTION_ERRORS[n]
+    name, meaning = VM_INSTRUCTION_ERRORS[n][0], vm_error_meaning(n)
     data = {"number": n, "name": name, "meaning": meaning, "sdm": "31.4"}
     r = Report(data=data).table(["n", "name", "meaning"], [[n, name, meaning]])
     if n in (7, 8):

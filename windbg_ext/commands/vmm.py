@@ -5,7 +5,12 @@ array: 4 target reads however many vCPUs (3 + N at most, the issue's budget).
 """
 from __future__ import annotations
 
-from windbg_ext.commands.base import Link, Report
+from windbg_ext.arch.capabilities import decode_basic
+from windbg_ext.hv.descriptor import DescriptorError
+from windbg_ext.hv.model import failure_snapshot
+from windbg_ext.hv.state_text import failure_summary, hx, vcpu_row_data
+from windbg_ext.hv.walker import walker_for
+from windbg_ext.render.report import Link, Report
 
 SUMMARY = "hv.sys's VMM context and vCPU table (finds the debug descriptor by symbol or by scanning)"
 NEEDS_TARGET = True
@@ -16,10 +21,6 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
-    from windbg_ext.arch.capabilities import decode_basic
-    from windbg_ext.hv.summary import hx, vcpu_row_data
-    from windbg_ext.hv.walker import walker_for
-
     w = walker_for(ctx)
     d = w.descriptor()
     desc = {"address": hx(d.address), "found_by": w.found_by, "version": d.Version, "producer": d.producer,
@@ -31,16 +32,11 @@ def run(ctx, args) -> Report:
            "VMCS layout map: %s, %d fields (revision id 0x%x); snapshot at every exit: %s"
            % (d.Version, d.address, w.found_by, d.producer or "?", d.driver_state, d.LoadStatus & 0xFFFFFFFF,
               d.layout_status, d.LayoutCount, d.LayoutRevisionId, "on" if d.SnapshotOnEveryExit else "off"))
-    f = d.failure
-    if f is not None and f.valid:
-        from windbg_ext.hv.walker import failure_hint
+    failure = failure_summary(d)
+    if failure is not None:
+        f = d.failure
         desc["last_failure"] = {"processor": f.processor, "failed_step": f.failed_step,
                                 "vm_instruction_error": f.vm_instruction_error, "status": hx(f.status)}
-        from windbg_ext.hv.model import failure_snapshot
-        from windbg_ext.hv.walker import DescriptorError
-
-        hint = failure_hint(d)[len("; last failure"):]
-        hint = hint[:hint.rfind(" (vmcs ")] if hint.endswith(" --source failure)") else hint
         try:
             snap = failure_snapshot(d)
         except DescriptorError:
@@ -49,10 +45,10 @@ def run(ctx, args) -> Report:
             desc["last_failure"]["snapshot_fields"] = snap.count
             links = [Link("vmcs %d --source failure" % f.processor, "vmcs %d --source failure" % f.processor),
                      Link("verify %d" % f.processor, "verify %d" % f.processor)]
-            r.text("recorded failure" + hint + "; see:", links)
+            r.text("recorded failure: %s; see:" % failure.text(), links)
         else:
             desc["last_failure"]["snapshot_fields"] = 0
-            r.text("recorded failure" + hint + " (no VMCS was current: no fields recorded)")
+            r.text("recorded failure: %s (no VMCS was current: no fields recorded)" % failure.text())
     if not (d.VmmContextVa and d.VcpuArrayVa):
         if desc.get("last_failure", {}).get("snapshot_fields"):  # the failed VMCS is the lead: verify N above
             r.text("hv.sys is not running (driver state: %s): no VMM context, no vCPUs" % d.driver_state)

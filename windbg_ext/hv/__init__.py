@@ -1,21 +1,9 @@
 """The driver's structures, known only through its debug descriptor.
 
-descriptor.py parses the descriptor (pure), model.py turns bytes into VMM /
-vCPU / snapshot objects (pure), regions.py checks VMXON/VMCS/MSR-bitmap pages
-and decodes a VMCS region with the layout map (pure), walker.py is the only
-module here that reads the target. Imported lazily: `!py` pays only for what
-a command uses.
+descriptor.py parses the descriptor (pure); model.py turns bytes into VMM /
+vCPU / snapshot objects (pure); regions.py checks VMXON/VMCS/MSR-bitmap pages
+and decodes a VMCS region with the layout map (pure); state_text.py words the
+driver's state (pure); walker.py is the only module here that reads driver
+structures from the target, and vcpu_checks.py, vmcs_source.py and
+processor.py ask it (or the target's recorded CPUID) for what commands need.
 """
-from __future__ import annotations
-
-
-def resolve_vcpu_bitmap(ctx, n: int) -> int:
-    """Physical address of vCPU n's MSR bitmap (for `msrbitmap <n>`).
-    Raises a TargetError subclass with one line when the driver state is unusable."""
-    from windbg_ext.hv.walker import HvError, walker_for
-
-    v = walker_for(ctx).vcpu(n)
-    pa = v.MsrBitmapPa
-    if not pa:
-        raise HvError("vCPU %d has no MSR bitmap (MsrBitmapPa is 0; state: %s)" % (n, v.state))
-    return pa

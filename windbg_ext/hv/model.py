@@ -10,6 +10,7 @@ import struct
 from typing import Dict, List, Optional, Tuple
 
 from windbg_ext.arch import capabilities as C
+from windbg_ext.arch.controls import capability_msr_for
 from windbg_ext.hv.descriptor import SNAP_ENTRY, Descriptor, DescriptorError, StructLayout
 
 # hv_debug.h: HV_VCPU_STATE_*, HV_STEP_*, HV_SNAPSHOT_REASON_*
@@ -160,8 +161,6 @@ class Vmm(_Structure):
         """{MSR: member} for the capability MSRs the driver recorded at load. A
         control member holds the MSR the driver used: TRUE_* when `basic`
         (IA32_VMX_BASIC) says they exist (SDM A.2)."""
-        from windbg_ext.arch.controls import capability_msr_for
-
         members = list(CAPABILITY_MEMBERS.items())
         members += [(capability_msr_for(kind, basic), m) for kind, m in CONTROL_CAPABILITY_MEMBERS.items()]
         return {msr: m for msr, m in members if self.record.has(m)}

@@ -8,6 +8,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional
 
 from windbg_ext.arch.capabilities import decode_basic
 from windbg_ext.arch.entry_checks.model import DEFAULT_MAXPHYADDR  # SDM 4.1.4: MAXPHYADDR is at most 52
+from windbg_ext.arch.msr_bitmap import decode_msr_bitmap
 from windbg_ext.arch.vm_errors import VMX_ABORT_CODES
 from windbg_ext.hv.descriptor import LAYOUT_FLAG_FOUND, LAYOUT_FLAG_ROTATED8, LayoutEntry
 
@@ -76,7 +77,6 @@ def msr_bitmap_checks(pa: int, page: Optional[bytes], basic: int, maxphyaddr: Op
     if page is None:
         out.append(Check("MSR bitmap", "readable", False, "the page at 0x%x is not in the target" % pa, "25.6.9"))
         return out
-    from windbg_ext.arch.msr_bitmap import decode_msr_bitmap
 
     decoded = decode_msr_bitmap(page)
     detail = "%d read / %d write intercepts" % (len(decoded["read"]), len(decoded["write"]))
@@ -86,18 +86,24 @@ def msr_bitmap_checks(pa: int, page: Optional[bytes], basic: int, maxphyaddr: Op
     return out
 
 
-def distinct_pages(pages: Dict[str, int]) -> List[Check]:
+class Page(NamedTuple):
+    label: str    # "vCPU 0 VMXON": names the page in messages
+    region: str   # "VMXON", "VMCS", "MSR bitmap"
+    pa: int
+
+
+def distinct_pages(pages: Iterable[Page]) -> List[Check]:
     """Every VMXON/VMCS/bitmap page of every vCPU is its own (SDM 31.3: VMPTRLD
     with the VMXON pointer fails with error 10; sharing a VMCS corrupts both)."""
     seen: Dict[int, str] = {}
     out = []
-    for label, pa in pages.items():
-        page = pa & ~(PAGE - 1)
+    for p in pages:
+        page = p.pa & ~(PAGE - 1)
         if page and page in seen:
-            out.append(Check(label.split(":")[-1].strip(), "distinct page", False,
-                             "%s shares page 0x%x with %s" % (label, page, seen[page]), "31.3"))
+            out.append(Check(p.region, "distinct page", False,
+                             "%s shares page 0x%x with %s" % (p.label, page, seen[page]), "31.3"))
         elif page:
-            seen[page] = label
+            seen[page] = p.label
     return out
 
 

@@ -8,6 +8,10 @@ its memory format is undocumented, SDM 25.11.1).
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
+from windbg_ext.arch.controls import CONTROL_FIELD, decode_controls
+from windbg_ext.arch.exits import decode_exit_reason, decode_interruption_info, decode_qualification
+from windbg_ext.arch.registers import REGISTER_TABLES, bit_names, decode_access_rights
+from windbg_ext.hv.state_text import exit_text, vm_error_text
 
 GROUP_ORDER = ("guest", "host", "control", "exit")   # KVM dump_vmcs order
 GROUP_TITLES = {"guest": "guest state", "host": "host state", "control": "controls",
@@ -23,8 +27,6 @@ def field_value(value: int, access: str) -> int:
 
 
 def _control_kind(name: str) -> Optional[str]:
-    from windbg_ext.arch.controls import CONTROL_FIELD
-
     for kind, field in CONTROL_FIELD.items():
         if field == name:
             return kind
@@ -35,8 +37,6 @@ def decode(name: str, value: int, values_by_name: Optional[Dict[str, int]] = Non
     """Short decoding of a field value ('' when the number says it all)."""
     kind = _control_kind(name)
     if kind is not None:
-        from windbg_ext.arch.controls import decode_controls
-
         rows = [(bit, bit_name) for bit, bit_name, is_set in decode_controls(kind, value) if is_set]
         named = [n for _, n in rows if not n.startswith("RESERVED_")]
         # reserved bits are mostly the default1 class (SDM App. A.2): list them as numbers
@@ -46,8 +46,6 @@ def decode(name: str, value: int, values_by_name: Optional[Dict[str, int]] = Non
             text += " + reserved bits %s" % ",".join(reserved)
         return text if rows else "(none)"
     if name.endswith("_AR_BYTES"):
-        from windbg_ext.arch.registers import decode_access_rights
-
         a = decode_access_rights(value)
         if a["unusable"]:
             return "unusable"
@@ -56,23 +54,15 @@ def decode(name: str, value: int, values_by_name: Optional[Dict[str, int]] = Non
                                      " P" if a["p"] else " not-present",
                                      (" " + " ".join(f.upper() for f in flags)) if flags else "")
     if name == "VM_EXIT_REASON":
-        from windbg_ext.hv.summary import exit_text
-
         return exit_text(value)
     if name == "VM_INSTRUCTION_ERROR":
-        from windbg_ext.hv.summary import vm_error_text
-
         return vm_error_text(value)
     if name == "EXIT_QUALIFICATION" and values_by_name and "VM_EXIT_REASON" in values_by_name:
-        from windbg_ext.arch.exits import decode_exit_reason, decode_qualification
-
         rows = decode_qualification(decode_exit_reason(values_by_name["VM_EXIT_REASON"])["basic"], value)
         if len(rows) == 1 and rows[0][0] == "qualification":
             return ""
         return "; ".join("%s=%s" % (n, v) for n, v, _ in rows)
     if name in _INTR_INFO_FIELDS:
-        from windbg_ext.arch.exits import decode_interruption_info
-
         i = decode_interruption_info(value)
         if not i["valid"]:
             return "not valid"
@@ -80,16 +70,10 @@ def decode(name: str, value: int, values_by_name: Optional[Dict[str, int]] = Non
                             ", error code" if i["error_code_valid"] else "")
     for reg in ("CR0", "CR4"):
         if name.endswith("_" + reg) or name in ("%s_GUEST_HOST_MASK" % reg, "%s_READ_SHADOW" % reg):
-            from windbg_ext.arch.registers import REGISTER_TABLES, bit_names
-
             return bit_names(REGISTER_TABLES[reg.lower()], value)
     if name.endswith("_IA32_EFER"):
-        from windbg_ext.arch.registers import REGISTER_TABLES, bit_names
-
         return bit_names(REGISTER_TABLES["efer"], value)
     if name == "GUEST_RFLAGS":
-        from windbg_ext.arch.registers import REGISTER_TABLES, bit_names
-
         return bit_names(REGISTER_TABLES["rflags"], value)
     return ""
 

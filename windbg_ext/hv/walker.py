@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 from windbg_ext.hv import descriptor as hd
 from windbg_ext.hv.descriptor import Descriptor, DescriptorError
 from windbg_ext.hv.model import Record, Vcpu, Vmm, vcpus_from_array
+from windbg_ext.hv.state_text import failure_summary
 from windbg_ext.target.base import Target, TargetError, TargetMemoryError, TargetSymbolError
 
 DESCRIPTOR_SYMBOL = "hv!HvDebugDescriptor"
@@ -29,7 +30,8 @@ class HvWalker:
         self._desc: Optional[Descriptor] = None
         self._vmm: Optional[Vmm] = None
         self._vcpus: Dict[int, Vcpu] = {}
-        self.found_by = ""   # "symbol hv!HvDebugDescriptor" or "scan (physical 0x...)"
+        self.found_by = ""   # for people: "symbol hv!HvDebugDescriptor" or "scan (physical 0x...)"
+        self.by_symbol = False  # True when found through DESCRIPTOR_SYMBOL (its pointers are virtual)
 
     # -- the descriptor -------------------------------------------------------
     def descriptor(self) -> Descriptor:
@@ -41,6 +43,7 @@ class HvWalker:
             if va is not None:
                 self._desc = self._read_descriptor(va, virtual=True)
                 self.found_by = "symbol %s" % DESCRIPTOR_SYMBOL
+                self.by_symbol = True
             else:
                 self._desc = self._scan()
         return self._desc
@@ -142,7 +145,7 @@ class HvWalker:
         if d.VcpuCount * d.VcpuSize > MAX_ARRAY_BYTES:
             raise HvError("hv debug descriptor's vCPU array (%d x %d bytes) is absurd: corrupt descriptor"
                           % (d.VcpuCount, d.VcpuSize))
-        if _overlap(array, vmm) or (self.found_by.startswith("symbol") and
+        if _overlap(array, vmm) or (self.by_symbol and
                                     (_overlap(array, own) or _overlap(vmm, own))):
             raise HvError("hv debug descriptor's pointers overlap (VMM context 0x%x, vCPU array 0x%x, descriptor "
                           "0x%x): cyclic or corrupt" % (d.VmmContextVa, d.VcpuArrayVa, d.address))
@@ -195,8 +198,8 @@ class HvWalker:
             va = d.VcpuArrayVa + n * d.VcpuSize
             data = self._read_struct(va, d.VcpuSize, "vCPU %d" % n)
             v = vcpus_from_array(d, data, va, first=n)[0]
-            if self.target.name == "pykd" and _torn(v):
-                # live: the driver was writing the snapshot (odd sequence); one more read
+            if self.target.live and _torn(v):
+                # a live system: the driver was writing the snapshot (odd sequence); one more read
                 data = self._read_struct(va, d.VcpuSize, "vCPU %d" % n)
                 v = vcpus_from_array(d, data, va, first=n)[0]
             self._check_vcpu(v)
@@ -214,6 +217,13 @@ class HvWalker:
         if back is not None and back != d.VmmContextVa:
             raise HvError("vCPU %d at 0x%x points back at VMM context 0x%x, not 0x%x: corrupt"
                           % (v.index, v.address, back, d.VmmContextVa))
+
+    def msr_bitmap_pa(self, n: int) -> int:
+        """Physical address of vCPU n's MSR bitmap (for `msrbitmap <n>`)."""
+        v = self.vcpu(n)
+        if not v.MsrBitmapPa:
+            raise HvError("vCPU %d has no MSR bitmap (MsrBitmapPa is 0; state: %s)" % (n, v.state))
+        return v.MsrBitmapPa
 
     # -- regions ------------------------------------------------------------------
     def read_page(self, pa: int, what: str) -> bytes:
@@ -235,25 +245,11 @@ def _torn(v: Vcpu) -> bool:
 
 
 def failure_hint(d: Descriptor) -> str:
-    f = d.failure
-    if f is None or not f.valid:
+    """"; last failure: ... (vmcs N --source failure)" for error messages, "" when nothing failed."""
+    summary = failure_summary(d)
+    if summary is None:
         return ""
-    from windbg_ext.hv.model import FAILED_STEPS
-    from windbg_ext.hv.summary import vm_error_text
-
-    from windbg_ext.hv.model import NO_EXIT, failure_snapshot
-    from windbg_ext.hv.summary import exit_text
-
-    exit_part = ""
-    try:
-        snap = failure_snapshot(d)
-        if snap is not None and snap.exit_reason != NO_EXIT:
-            exit_part = ", exit reason %s" % exit_text(snap.exit_reason)
-    except DescriptorError:
-        pass
-    return "; last failure: processor %d at %s, VM-instruction error %s%s, status 0x%08x (vmcs %d --source failure)" % (
-        f.processor, FAILED_STEPS.get(f.failed_step, str(f.failed_step)), vm_error_text(f.vm_instruction_error),
-        exit_part, f.status, f.processor)
+    return "; last failure: %s (vmcs %d --source failure)" % (summary.text(), summary.processor)
 
 
 def _overlap(a: Tuple[int, int], b: Tuple[int, int]) -> bool:

@@ -1,74 +1,78 @@
-"""Report -> text (terminal), DML (WinDbg) or JSON."""
+"""Report -> text (terminal), DML (WinDbg) or JSON.
+
+Tables are laid out here from the model (widths of the visible text), so the
+DML form is the plain form with each cell wrapped, never a re-parse of the
+plain text. The layout is tabulate's "simple" format (a test holds the two
+equal): columns two spaces apart, each at least its header plus two wide,
+cells stripped and left-aligned, multi-line cells spread over lines, trailing
+blanks dropped.
+"""
 from __future__ import annotations
 
 import json
-from typing import Any, List
+from typing import Any, List, Sequence
 
-from windbg_ext.commands.base import Link, Report, Table, Text
+from windbg_ext.render.report import Link, Report, Table, Text
 
 PREFIX = "!py -m windbg_ext "
-
-
-def _cell(value: Any, dml: bool) -> str:
-    if isinstance(value, Link):
-        if dml:
-            return '<exec cmd="%s%s">%s</exec>' % (PREFIX, _esc(value.command), _esc(str(value.text)))
-        return str(value.text)
-    if value is None:
-        return "-"
-    return _esc(str(value)) if dml else str(value)
+HEADER_PADDING = 2  # a column is at least its header plus this wide
+COLUMN_GAP = "  "
 
 
 def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def _dml_table(table: str, block: Table) -> str:
-    """The plain table with each cell swapped for its DML form, column by
-    column, so links do not skew the alignment (widths are of visible text)."""
-    lines = table.split("\n")
-    if len(lines) != len(block.rows) + 2 or set(lines[1]) - {"-", " "}:
-        return _esc(table)  # not the simple layout: escape, no links
-    spans, at = [], 0
-    for dashes in lines[1].split("  "):
-        spans.append((at, at + len(dashes)))
-        at += len(dashes) + 2
-    out = [_esc(lines[0]), lines[1]]
-    for line, row in zip(lines[2:], block.rows):
-        pieces, prev = [], 0
-        for j, (start, end) in enumerate(spans):
-            if start >= len(line):  # tabulate drops trailing blanks
-                break
-            end = end if j + 1 < len(spans) else len(line)
-            pieces.append(line[prev:start])
-            seg = line[start:end]
-            value = row[j] if j < len(row) else None
-            visible = str(value.text) if isinstance(value, Link) else None
-            if visible is not None and seg.startswith(visible):
-                pieces.append(_cell(value, True) + seg[len(visible):])
-            else:
-                pieces.append(_esc(seg))
-            prev = end
-        pieces.append(line[prev:])
-        out.append("".join(pieces))
-    return "\n".join(out)
+def _visible(value: Any) -> str:
+    """What a cell shows: a Link its text, None a dash."""
+    if value is None:
+        return "-"
+    return str(value.text if isinstance(value, Link) else value).strip()
+
+
+def _wrap(value: Any, line: str, dml: bool) -> str:
+    """One visible line of a cell as DML (a link's text becomes an <exec>) or as plain text."""
+    if not dml:
+        return line
+    if isinstance(value, Link) and line:
+        return '<exec cmd="%s%s">%s</exec>' % (PREFIX, _esc(value.command), _esc(line))
+    return _esc(line)
+
+
+def _table_lines(block: Table, dml: bool) -> List[str]:
+    ncols = max([len(block.headers)] + [len(r) for r in block.rows])
+    headers = block.headers + [""] * (ncols - len(block.headers))
+    rows: List[Sequence[Any]] = [list(r) + [""] * (ncols - len(r)) for r in block.rows]
+    cells = [[_visible(c).split("\n") for c in r] for r in rows]
+    widths = [len(h) + HEADER_PADDING for h in headers]
+    for r in cells:
+        for j, lines in enumerate(r):
+            widths[j] = max([widths[j]] + [len(s) for s in lines])
+
+    def line(pieces: List[str], visible: List[str]) -> str:
+        padded = [p + " " * (w - len(v)) for p, v, w in zip(pieces, visible, widths)]
+        return COLUMN_GAP.join(padded).rstrip()
+
+    out = [line([_wrap(None, h, dml) for h in headers], headers),
+           COLUMN_GAP.join("-" * w for w in widths)]
+    for raw, r in zip(rows, cells):
+        for k in range(max(len(lines) for lines in r)):
+            visible = [lines[k] if k < len(lines) else "" for lines in r]
+            out.append(line([_wrap(v, s, dml) for v, s in zip(raw, visible)], visible))
+    return out
 
 
 def render_text(report: Report, dml: bool = False) -> str:
-    from tabulate import tabulate  # imported here: only commands that print pay for it
-
     out: List[str] = []
     for block in report.blocks:
         if isinstance(block, Table):
             if block.title:
                 out.append(_esc(block.title) if dml else block.title)
-            rows = [[_cell(c, False) for c in r] for r in block.rows]
-            table = tabulate(rows, headers=block.headers, tablefmt="simple", disable_numparse=True)
-            out.append(_dml_table(table, block) if dml else table)
+            out.extend(_table_lines(block, dml))
         elif isinstance(block, Text):
             text = _esc(block.text) if dml else block.text
             if block.links:
-                text += "  " + "  ".join(_cell(l, dml) for l in block.links)
+                text += "  " + "  ".join(_wrap(l, str(l.text), dml) for l in block.links)
             out.append(text)
         out.append("")
     return "\n".join(out).rstrip("\n")

@@ -8,6 +8,7 @@ because over KDNET each read is a round trip that costs milliseconds.
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+from windbg_ext.arch.paging import PagingError, translate_range
 
 
 class TargetError(Exception):
@@ -63,6 +64,9 @@ class Target:
     public methods count every round trip in `stats`."""
 
     name = "target"
+    # What a target can do, asked by callers instead of testing `name`:
+    live = False            # a running system seen through a debugger (memory may be mid-update)
+    no_msrs_reason: Optional[str] = None  # why this kind of target holds no MSR values, when it holds none
 
     def __init__(self) -> None:
         self.stats = ReadStats()
@@ -150,8 +154,6 @@ class Target:
     def _read_virtual_by_walk(self, address: int, size: int, cr3: int, cr4: int, where: str) -> bytes:
         """Virtual bytes through a 4-level page-table walk from cr3 over _read_physical;
         `where` names the backend's memory in errors ("image", "dump")."""
-        from windbg_ext.arch.paging import PagingError, translate_range
-
         try:
             pieces = translate_range(address, size, cr3, self._read_physical, cr4)
         except PagingError as e:

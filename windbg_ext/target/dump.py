@@ -186,6 +186,7 @@ def coalesce(pages: Iterable[int]) -> List[Tuple[int, int]]:
 
 class DumpTarget(Target):
     name = "dump"
+    no_msrs_reason = "a crash dump holds no MSR values"
 
     def __init__(self, path: str) -> None:
         super().__init__()

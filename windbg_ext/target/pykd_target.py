@@ -38,8 +38,23 @@ def _pykd_kind(exc: BaseException) -> str:
     return "other"
 
 
+def in_windbg() -> bool:
+    """True inside WinDbg's !py (pykd importable and attached to a debugger)."""
+    try:
+        import pykd  # noqa: F401  (only inside WinDbg)
+    except ImportError:
+        return False
+    try:
+        return bool(pykd.isWindbgExt())
+    except Exception as e:  # pykd's own classes only: anything else is a bug and propagates
+        if _pykd_kind(e) == "other":
+            raise
+        return False
+
+
 class PykdTarget(Target):
     name = "pykd"
+    live = True
 
     def __init__(self, pykd_module: Any = None) -> None:
         super().__init__()

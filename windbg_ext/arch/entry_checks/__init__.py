@@ -27,6 +27,7 @@ class Outcome(NamedTuple):
     check: Check
     status: str        # PASS | FAIL | n/a | not checked
     message: str       # failure message (with the SDM section) or why not checked; "" otherwise
+    field: str = ""    # on FAIL: the first of the check's fields its message names (the one to fix), else ""
 
 
 class Verdict(NamedTuple):
@@ -43,6 +44,7 @@ class Verdict(NamedTuple):
 
 
 def run_check(check: Check, state: EntryState) -> Outcome:
+    state.named = []
     r = check.test(state)
     if r is None:
         return Outcome(check, PASS, "")
@@ -50,7 +52,8 @@ def run_check(check: Check, state: EntryState) -> Outcome:
         return Outcome(check, NA, "")
     if isinstance(r, NotChecked):
         return Outcome(check, NOT_CHECKED, r.why)
-    return Outcome(check, FAIL, "%s, SDM %s" % (r, check.sdm))
+    named = next((n for n in state.named if n in check.fields), "")
+    return Outcome(check, FAIL, "%s, SDM %s" % (r, check.sdm), named)
 
 
 def evaluate(state: EntryState) -> Verdict:

@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 from windbg_ext.arch import capabilities as cm
+from windbg_ext.arch.controls import CONTROL_FIELD
 from windbg_ext.arch.entry_checks.model import NOT_APPLICABLE, NotChecked, Registry, bits_text, hexv
+from windbg_ext.arch.msr_names import MSR_NAMES
 
 R = Registry("control")
 EXEC, EXIT, ENTRY = "27.2.1.1", "27.2.1.2", "27.2.1.3"
 
 
 def _msr_name(msr: int) -> str:
-    from windbg_ext.arch.msr_names import MSR_NAMES
     return MSR_NAMES.get(msr, "MSR 0x%x" % msr)
 
 
@@ -125,10 +126,10 @@ def _tpr_vtpr(s):
         return NOT_APPLICABLE
     if s.read_physical is None:
         return NotChecked("needs the virtual-APIC page in memory")
-    try:
-        vtpr = s.read_physical(s.f("VIRTUAL_APIC_PAGE_ADDR") + 0x80, 1)[0]
-    except Exception:
+    data = s.read(s.f("VIRTUAL_APIC_PAGE_ADDR") + 0x80, 1)
+    if data is None:
         return NotChecked("the virtual-APIC page is not readable")
+    vtpr = data[0]
     if (s.f("TPR_THRESHOLD") & 0xF) > (vtpr >> 4):
         return "%s: bits 3:0 (%d) exceed VTPR bits 7:4 (%d)" % (
             hexv(s, "TPR_THRESHOLD"), s.f("TPR_THRESHOLD") & 0xF, vtpr >> 4)
@@ -151,7 +152,6 @@ def _requires(id: str, sdm: str, fields, explain: str, cond_kind: str, cond: str
 
 
 def _field_of(kind: str) -> str:
-    from windbg_ext.arch.controls import CONTROL_FIELD
     return CONTROL_FIELD[kind]
 
 

@@ -289,10 +289,10 @@ R.add("guest.link.width", NONREG, [LP],
 def _link_revision(s):
     if s.read_physical is None:
         return NotChecked("needs the VMCS the link pointer names")
-    try:
-        rev = struct.unpack("<I", s.read_physical(s.f(LP), 4))[0]
-    except Exception:
+    data = s.read(s.f(LP), 4)
+    if data is None:
         return NotChecked("the linked VMCS is not readable")
+    rev = struct.unpack("<I", data)[0]
     want = s.cap(cm.IA32_VMX_BASIC) & 0x7FFFFFFF
     shadow = s.ctl("proc2", "VMCS_SHADOWING")
     if shadow and not rev >> 31:
@@ -356,10 +356,10 @@ def _pdpte_memory(s):
     if s.read_physical is None:
         return NotChecked("needs guest memory at CR3 to read the PDPTEs")
     base = s.f("GUEST_CR3") & 0xFFFFFFE0
-    try:
-        entries = struct.unpack("<4Q", s.read_physical(base, 32))
-    except Exception:
+    data = s.read(base, 32)
+    if data is None:
         return NotChecked("the PDPT at 0x%x is not readable" % base)
+    entries = struct.unpack("<4Q", data)
     for i, e in enumerate(entries):
         p = _pdpte_problem(s, e)
         if p:

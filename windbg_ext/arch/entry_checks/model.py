@@ -75,10 +75,12 @@ class EntryState:
     field that is absent reads as 0 and is remembered in `missing`); `caps`
     maps capability MSR numbers to values. `read_physical(addr, n)` (optional)
     lets the few checks that read memory (VMCS link pointer revision,
-    PDPTEs, VTPR) run; without it they say "not checked"."""
+    PDPTEs, VTPR) run; without it they say "not checked". It returns the
+    bytes, or None when the memory is not there (an exception it raises is a
+    bug and is not hidden)."""
 
     def __init__(self, fields: Dict[int, int], caps: Dict[int, int], maxphyaddr: int = DEFAULT_MAXPHYADDR,
-                 read_physical: Optional[Callable[[int, int], bytes]] = None,
+                 read_physical: Optional[Callable[[int, int], Optional[bytes]]] = None,
                  vmcs_address: Optional[int] = None, host_in_ia32e: bool = True, in_smm: bool = False,
                  sgx: Optional[bool] = None) -> None:
         self.fields = dict(fields)
@@ -90,6 +92,7 @@ class EntryState:
         self.in_smm = in_smm
         self.sgx = sgx  # CPUID.(EAX=07H,ECX=0):EBX[2]; None = unknown
         self.missing: List[str] = []
+        self.named: List[str] = []  # fields hexv() wrote into the current check's message, in order
         self._cache: Dict[str, int] = {}
 
     # -- raw values -----------------------------------------------------------
@@ -106,6 +109,13 @@ class EntryState:
             self.missing.append(name)
         self._cache[name] = v
         return v
+
+    def read(self, address: int, size: int) -> Optional[bytes]:
+        """`size` bytes of physical memory, or None when there is no memory to read or it lacks them."""
+        if self.read_physical is None:
+            return None
+        data = self.read_physical(address, size)
+        return data if data is not None and len(data) == size else None
 
     def cap(self, msr: int) -> int:
         return self.caps.get(msr, 0)
@@ -175,7 +185,8 @@ def canonical(value: int, bits: int = CANONICAL_48) -> bool:
 
 
 def hexv(state: EntryState, name: str, value: Optional[int] = None) -> str:
-    """`NAME = 0x....` with the field's natural width."""
+    """`NAME = 0x....` with the field's natural width; remembers that the message names NAME."""
+    state.named.append(name)
     v = state.f(name) if value is None else value
     width = field_width(name)
     digits = {"16": 4, "32": 8, "64": 16, "natural": 16}.get(width, 8)

@@ -1,9 +1,12 @@
 """Short texts about the driver's state shared by the hv commands (pure)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
-from windbg_ext.hv.model import NO_EXIT, Vcpu
+from windbg_ext.arch.exits import decode_exit_reason
+from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
+from windbg_ext.hv.descriptor import Descriptor, DescriptorError
+from windbg_ext.hv.model import FAILED_STEPS, NO_EXIT, Vcpu, failure_snapshot
 
 
 def hx(v: Optional[int]) -> Optional[str]:
@@ -12,16 +15,12 @@ def hx(v: Optional[int]) -> Optional[str]:
 
 def exit_text(value: int) -> str:
     """Full exit-reason field -> "CPUID (10)" / "entry failure: INVALID_GUEST_STATE (33)"."""
-    from windbg_ext.arch.exits import decode_exit_reason
-
     d = decode_exit_reason(value)
     text = "%s (%d)" % (d["name"], d["basic"])
     return ("entry failure: " + text) if d["entry_failure"] else text
 
 
 def vm_error_text(n: int) -> str:
-    from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
-
     if not n:
         return "none"
     name = VM_INSTRUCTION_ERRORS.get(n, ("UNKNOWN", "not in SDM 31.4"))[0]
@@ -60,3 +59,34 @@ def vcpu_row_data(v: Vcpu) -> Dict[str, Any]:
         "failed_step": v.failed_step,
         "status": hx(v.status),
     }
+
+
+class FailureSummary(NamedTuple):
+    """The descriptor's last-failure record, as the parts commands show."""
+    processor: int
+    step: str                   # "VMLAUNCH", ...
+    vm_error: str               # vm_error_text of the VM-instruction error
+    exit_reason: Optional[str]  # exit_text of the recorded exit reason, None when there was none
+    status: int
+
+    def text(self) -> str:
+        """"processor 0 at VMLAUNCH, VM-instruction error 7 ..., status 0xc0000001"."""
+        return "processor %d at %s, VM-instruction error %s%s, status 0x%08x" % (
+            self.processor, self.step, self.vm_error,
+            ", exit reason %s" % self.exit_reason if self.exit_reason else "", self.status)
+
+
+def failure_summary(d: Descriptor) -> Optional[FailureSummary]:
+    """The recorded failure, or None when the descriptor holds no valid one."""
+    f = d.failure
+    if f is None or not f.valid:
+        return None
+    exit_reason = None
+    try:
+        snap = failure_snapshot(d)
+        if snap is not None and snap.exit_reason != NO_EXIT:
+            exit_reason = exit_text(snap.exit_reason)
+    except DescriptorError:  # no snapshot layout in this build's member table
+        pass
+    return FailureSummary(f.processor, FAILED_STEPS.get(f.failed_step, str(f.failed_step)),
+                          vm_error_text(f.vm_instruction_error), exit_reason, f.status)

@@ -81,7 +81,7 @@ def load_bochscpu():
         return _module
     import sys
     if "bochscpu" in sys.modules:
-        raise NativeError("bochscpu was imported before emulated_lab.native.load_bochscpu(): "
+        raise NativeError("bochscpu was imported before emulated_lab.bochs_loader.load_bochscpu(): "
                           "import it only through load_bochscpu() so the stubs are interposed")
     path = build()
     _handle = ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL)

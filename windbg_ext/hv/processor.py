@@ -1,0 +1,33 @@
+"""Facts about a processor of the target that the hv checks need, from the
+CPUID values the target recorded (images record them; live pykd and crash
+dumps cannot, and then the answer is None: callers say what they assumed).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from windbg_ext.target.base import Target, TargetError
+
+CPUID_ADDRESS_SIZES = 0x80000008      # EAX[7:0] = MAXPHYADDR (SDM 4.1.4)
+CPUID_EXTENDED_FEATURES = 7           # sub-leaf 0: EBX[2] = SGX (SDM Vol. 2A, CPUID)
+MIN_MAXPHYADDR, MAX_MAXPHYADDR = 32, 52
+
+
+def maxphyaddr(target: Target, cpu: int = 0) -> Optional[int]:
+    """CPUID.80000008H:EAX[7:0] when the target recorded it (SDM 4.1.4), else
+    None (callers fall back to the architectural maximum, 52, and say so)."""
+    try:
+        leaf = target.cpuid(CPUID_ADDRESS_SIZES, 0, cpu)
+    except TargetError:  # e.g. a processor the image does not record
+        return None
+    bits = (leaf[0] & 0xFF) if leaf else 0
+    return bits if MIN_MAXPHYADDR <= bits <= MAX_MAXPHYADDR else None
+
+
+def sgx_supported(target: Target, cpu: int = 0) -> Optional[bool]:
+    """CPUID.(EAX=07H,ECX=0):EBX[2] when the target recorded leaf 7, else None."""
+    try:
+        leaf = target.cpuid(CPUID_EXTENDED_FEATURES, 0, cpu)
+    except TargetError:
+        return None
+    return bool(leaf[1] >> 2 & 1) if leaf else None

@@ -1,0 +1,47 @@
+"""Where a vCPU's VMCS values come from: the driver's snapshot (VMREAD values,
+architectural) or the raw VMCS page decoded with the driver's layout map
+(implementation-specific, SDM 25.11.1). Used by `vmcs` and `verify`.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from windbg_ext.hv.model import Vcpu
+from windbg_ext.hv.regions import region_values
+from windbg_ext.hv.walker import HvError, HvWalker
+
+
+class Values:
+    def __init__(self, values: Dict[int, int], source: str, note: str = "") -> None:
+        self.values = values
+        self.source = source   # "snapshot" | "region"
+        self.note = note
+
+    @property
+    def label(self) -> str:
+        return {"region": "region*", "failure": "failure snapshot"}.get(self.source, "snapshot")
+
+
+def load_values(w: HvWalker, v: Vcpu, source: Optional[str]) -> Values:
+    """vCPU v's values from `source` ("snapshot", "region"; None: the snapshot when it has any)."""
+    snap = v.snapshot()
+    if source is None:
+        source = "snapshot" if snap.count else "region"
+        note = "" if snap.count else ("vCPU %d's snapshot is empty (reason: %s): showing the region; set the "
+                                      "descriptor's SnapshotOnEveryExit to 1 for architectural values" %
+                                      (v.index, snap.reason))
+    else:
+        note = ""
+    if source == "snapshot":
+        if snap.torn:
+            note = "the snapshot was being written when the target stopped (odd sequence %d): values may be torn" \
+                   % snap.sequence
+        return Values(dict(snap.values), "snapshot", note)
+    d = w.descriptor()
+    if d.LayoutStatus != 1 or not d.LayoutCount:
+        raise HvError("vCPU %d: cannot decode the VMCS region: the driver's layout map is %s"
+                      % (v.index, d.layout_status))
+    if not v.VmcsRegionPa:
+        raise HvError("vCPU %d has no VMCS region (VmcsRegionPa is 0)" % v.index)
+    page = w.read_page(v.VmcsRegionPa, "vCPU %d's VMCS region" % v.index)
+    return Values(region_values(page, d.layout), "region", note)

@@ -53,12 +53,14 @@ class Exercise(NamedTuple):
     skills: Tuple[str, ...]
     fault: Optional[str]                       # HV_FAULT_<fault> in driver/include/hv_fault.h
     params: Callable[[random.Random], Params]  # seeded details: always "cpus"; "fault_cpu"/"fault_arg" for the build
-    lab: Callable[[Params], LabRun]
+    lab: Optional[Callable[[Params], LabRun]]  # None: no lab run, the exercise is the files below
     story: str                                 # worksheet text; {name} takes a shown param
     shown: Tuple[str, ...]                     # params the worksheet tells the student
     questions: Tuple[Question, ...]            # question texts may use shown params too
     key: Callable[[Params], Dict[str, object]]
     solve: Callable[[SuiteView, Params], Dict[str, object]]   # gets only the shown params
+    files: Optional[Callable[[Params], Dict[str, str]]] = None  # extra files for the student folder
+    command: str = ""                          # how to look at the files (worksheet); {name} takes a shown param
 
 
 def _lab(**kw) -> Callable[[Params], LabRun]:
@@ -108,6 +110,44 @@ def _dbgfilter_key(p: Params) -> Dict[str, object]:
 def _dbgfilter_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
     j = s.json("dbgfilter")
     return {"dropped": j["dropped"], "ihvdriver_mask": int(j["masks"]["Kd_IHVDRIVER_Mask"]["value"], 16)}
+
+
+# The Day 0 boot settings a student can get wrong, as check-debuggee names its rows.
+BOOT_ITEMS = ("hyperv_launch", "testsigning", "kdnet_debug", "kdnet_hostip", "kdnet_port")
+
+
+def _debuggee_params(rng: random.Random) -> Params:
+    host = "192.168.%d.%d" % (rng.choice((56, 100, 122)), rng.randrange(1, 10))
+    return {"cpus": 1, "host_ip": host, "port": 50000 + rng.randrange(40),
+            "broken": sorted(rng.sample(BOOT_ITEMS, rng.choice((1, 2, 3)))), "other_ip_last": rng.randrange(10, 250),
+            "bad_port": rng.choice((1234, 5000, 50100))}
+
+
+def _debuggee_files(p: Params) -> Dict[str, str]:
+    """`bcdedit /enum {current}` and `bcdedit /dbgsettings` as a VM with p's mistakes prints them."""
+    broken = p["broken"]
+    ip = p["host_ip"]
+    if "kdnet_hostip" in broken:
+        ip = ip.rsplit(".", 1)[0] + ".%d" % p["other_ip_last"]
+    port = p["bad_port"] if "kdnet_port" in broken else p["port"]
+    rows = [("identifier", "{current}"), ("device", "partition=C:"), ("path", "\\WINDOWS\\system32\\winload.efi"),
+            ("description", "Windows 11"), ("locale", "en-US"), ("inherit", "{bootloadersettings}"),
+            ("testsigning", "No" if "testsigning" in broken else "Yes"), ("osdevice", "partition=C:"),
+            ("systemroot", "\\WINDOWS"), ("nx", "OptIn"), ("bootmenupolicy", "Standard"),
+            ("hypervisorlaunchtype", "Auto" if "hyperv_launch" in broken else "Off"),
+            ("debug", "No" if "kdnet_debug" in broken else "Yes")]
+    enum = "\r\nWindows Boot Loader\r\n-------------------\r\n" + "".join(
+        "%-24s%s\r\n" % (k, v) for k, v in rows)
+    dbg = "".join("%-24s%s\r\n" % (k, v) for k, v in (
+        ("key", "1a2b3c4d5e6f7.2b3c4d5e6f7g8.3c4d5e6f7g8h9.4d5e6f7g8h9i0"), ("debugtype", "NET"),
+        ("hostip", ip), ("port", str(port)), ("dhcp", "Yes"))) + "The operation completed successfully.\r\n"
+    return {"enum.txt": enum, "dbg.txt": dbg}
+
+
+def _debuggee_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
+    code, j = s.check_debuggee(["--bcdedit-enum", "enum.txt", "--dbgsettings", "dbg.txt",
+                                "--host-ip", shown["host_ip"], "--port", str(shown["port"])])
+    return {"failing": [r["id"] for r in j["results"] if r["status"] == "FAIL"], "exit_code": code}
 
 
 # -- Day 2 ---------------------------------------------------------------------------------
@@ -279,6 +319,19 @@ EXERCISES: Tuple[Exercise, ...] = (
                   "set", LEVELS),
          Question("ihvdriver_mask", "What is the value of nt!Kd_IHVDRIVER_Mask?", "int")),
         _dbgfilter_key, _dbgfilter_solve),
+    Exercise(
+        "d0-debuggee", 0, "The debuggee VM's boot settings", ("check-debuggee", "bcdedit", "KDNET"), None,
+        _debuggee_params, None,
+        "A student's debuggee VM does not load the test-signed hv.sys, or WinDbg never connects, or "
+        "both. They sent you the output of `bcdedit /enum {{current}}` (enum.txt) and `bcdedit "
+        "/dbgsettings` (dbg.txt). The class's WinDbg host is {host_ip}, KDNET port {port}.",
+        ("host_ip", "port"),
+        (Question("failing", "Which check-debuggee items FAIL (a list of their ids)?", "set", BOOT_ITEMS),
+         Question("exit_code", "With which exit code does check-debuggee end?", "int")),
+        lambda p: {"failing": p["broken"], "exit_code": 1},
+        _debuggee_solve, files=_debuggee_files,
+        command="<hvlab>/scripts/check-debuggee --bcdedit-enum enum.txt --dbgsettings dbg.txt --host-ip {host_ip} "
+                "--port {port}"),
     Exercise(
         "d2-feature-locked", 2, "VT-x disabled in the firmware", ("vmm", "caps", "check", "IA32_FEATURE_CONTROL"),
         None, lambda rng: {"cpus": rng.choice((2, 3, 4)), "fc": rng.choice((0x1, 0x3))},

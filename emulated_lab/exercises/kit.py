@@ -110,20 +110,29 @@ def run_lab(ex: Exercise, p: Params, driver: str, image: str) -> List[str]:
 
 
 # -- the student folder and the key -----------------------------------------------------------
+def folder_files(ex: Exercise, p: Params) -> List[str]:
+    """The names in the student folder besides the worksheet and ANSWERS.json."""
+    return sorted(ex.files(p)) if ex.files else [DRIVER, IMAGE]
+
+
 def worksheet(ex: Exercise, seed: int, p: Params, lab_output: List[str]) -> str:
     shown = shown_params(ex, p)
     lines = ["# Exercise %s (Day %d): %s" % (ex.id, ex.day, ex.title), "",
              "Seed %d. Skills: %s." % (seed, ", ".join(ex.skills)), "", "## The story", "",
-             ex.story.format(**shown), "",
-             "## What you have", "",
-             "- `%s`: the driver as the student built it" % DRIVER,
-             "- `%s`: the emulated machine after the run (open it with the suite)" % IMAGE,
-             "- `%s`: fill in your answers here and hand it in" % ANSWERS, "",
-             "The lab ran (from this folder, in the hvlab checkout):", "", "```",
-             "$ " + run_command(ex, p)] + lab_output + ["```", "",
-             "Look inside with the suite, e.g. `python -m windbg_ext --image %s vmm`; "
-             "`python -m windbg_ext help` lists the commands." % IMAGE, "",
-             "## Questions", ""]
+             ex.story.format(**shown), "", "## What you have", ""]
+    if ex.lab is not None:
+        lines += ["- `%s`: the driver as the student built it" % DRIVER,
+                  "- `%s`: the emulated machine after the run (open it with the suite)" % IMAGE,
+                  "- `%s`: fill in your answers here and hand it in" % ANSWERS, "",
+                  "The lab ran (in this folder, with hvlab installed):", "", "```",
+                  "$ " + run_command(ex, p)] + lab_output + ["```", "",
+                  "Look inside with the suite, e.g. `python -m windbg_ext --image %s vmm`; "
+                  "`python -m windbg_ext help` lists the commands." % IMAGE]
+    else:
+        lines += ["- %s" % ", ".join("`%s`" % n for n in folder_files(ex, p)),
+                  "- `%s`: fill in your answers here and hand it in" % ANSWERS, "",
+                  "Check them in this folder with the Day 0 checker (`<hvlab>` is your hvlab checkout): `%s`" % ex.command.format(**shown)]
+    lines += ["", "## Questions", ""]
     for i, q in enumerate(ex.questions, 1):
         kind = {"int": "a number", "bool": "yes or no", "name": "a check id",
                 "set": "a list, any of: " + ", ".join(q.choices),
@@ -159,11 +168,16 @@ def make_exercise(ex_id: str, seed: int, out_dir: str, key_path: Optional[str] =
         if not os.path.isdir(os.path.dirname(key_path)):
             raise ExerciseError("cannot write the key %s: its directory does not exist" % key_path)
     p = params_for(ex, seed)
-    driver = driver_for(ex, p)
+    driver = driver_for(ex, p) if ex.lab is not None else ""
     tmp = tempfile.mkdtemp(prefix=".hvlab-exercise-", dir=parent)
     try:
-        shutil.copyfile(driver, os.path.join(tmp, DRIVER))
-        out = run_lab(ex, p, driver, os.path.join(tmp, IMAGE))
+        out: List[str] = []
+        if driver:
+            shutil.copyfile(driver, os.path.join(tmp, DRIVER))
+            out = run_lab(ex, p, driver, os.path.join(tmp, IMAGE))
+        for name, text in (ex.files(p) if ex.files else {}).items():
+            with open(os.path.join(tmp, name), "w", newline="") as f:
+                f.write(text)
         with open(os.path.join(tmp, WORKSHEET), "w") as f:
             f.write(worksheet(ex, seed, p, out))
         with open(os.path.join(tmp, ANSWERS), "w") as f:
@@ -182,7 +196,7 @@ def make_exercise(ex_id: str, seed: int, out_dir: str, key_path: Optional[str] =
             shutil.rmtree(tmp, ignore_errors=True)
         if key_path and os.path.exists(key_path + ".tmp"):
             os.unlink(key_path + ".tmp")
-    files = [os.path.join(out_dir, n) for n in (WORKSHEET, DRIVER, IMAGE, ANSWERS)]
+    files = [os.path.join(out_dir, n) for n in [WORKSHEET] + folder_files(ex, p) + [ANSWERS]]
     return files + ([key_path] if key_path else [])
 
 

@@ -48,7 +48,8 @@ class SuiteView:
         lf = self.json("vmm")["descriptor"]["last_failure"]
         if not lf:
             raise SuiteError("vmm shows no recorded failure")
-        return {"processor": lf["processor"], "step": FAILED_STEPS.get(lf["failed_step"], str(lf["failed_step"])),
+        step = lf["failed_step"]   # the step's number (hv_debug.h HV_STEP_*) or already its name
+        return {"processor": lf["processor"], "step": FAILED_STEPS.get(step, step) if isinstance(step, int) else step,
                 "vm_instruction_error": lf["vm_instruction_error"]}
 
     def first_failing_check(self, cpu: int) -> Dict[str, object]:
@@ -71,10 +72,15 @@ class SuiteView:
     def caps(self, cpu: int = 0) -> Dict[str, object]:
         return self.json("caps", "--cpu", str(cpu))["cpus"][0]
 
+    def check_debuggee(self, args: List[str]) -> Tuple[int, Dict[str, object]]:
+        """scripts/check-debuggee --json ARGS, run in the exercise folder (its files are relative)."""
+        self.calls.append("scripts/check-debuggee --json " + " ".join(args))
+        return check_debuggee(args, cwd=self.folder)
 
-def check_debuggee(args: List[str]) -> Tuple[int, Dict[str, object]]:
+
+def check_debuggee(args: List[str], cwd: Optional[str] = None) -> Tuple[int, Dict[str, object]]:
     """scripts/check-debuggee --json ARGS as a program: (exit code, parsed JSON)."""
-    p = subprocess.run([sys.executable, CHECK_DEBUGGEE, "--json"] + args, stdout=subprocess.PIPE,
+    p = subprocess.run([sys.executable, CHECK_DEBUGGEE, "--json"] + args, stdout=subprocess.PIPE, cwd=cwd,
                        stderr=subprocess.PIPE, universal_newlines=True, check=False)
     try:
         return p.returncode, json.loads(p.stdout)

@@ -62,26 +62,27 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
                : 0;
 #if HV_FAULT == HV_FAULT_NO_SECONDARY_CONTROLS
     /* exercise: ARG 0 -- "activate secondary controls" never set; ARG 1 -- "enable RDTSCP" left out */
-    if (HV_FAULT_ARG == 0) {
-        cpu &= ~CPU_ACTIVATE_SECONDARY_CONTROLS;
-        cpu2 = 0;
-    } else {
-        cpu2 &= ~CPU2_ENABLE_RDTSCP;
-    }
+#if HV_FAULT_ARG == 0
+    cpu &= ~CPU_ACTIVATE_SECONDARY_CONTROLS;
+    cpu2 = 0;
+#else
+    cpu2 &= ~CPU2_ENABLE_RDTSCP;
+#endif
 #endif
     exitc = HvAdjustControls(vmm->CapExit, EXIT_HOST_ADDRESS_SPACE_SIZE);
     entry = HvAdjustControls(vmm->CapEntry, ENTRY_IA32E_MODE_GUEST);
     (void)proc;
 #if HV_FAULT == HV_FAULT_CONTROL_RAW
     /* exercise: one control written as desired, without the capability MSR's must-be-1 bits */
-    if (HV_FAULT_ARG == 0)
-        pin = 0;
-    else if (HV_FAULT_ARG == 1)
-        cpu = CPU_USE_MSR_BITMAPS | CPU_ACTIVATE_SECONDARY_CONTROLS;
-    else if (HV_FAULT_ARG == 2)
-        exitc = EXIT_HOST_ADDRESS_SPACE_SIZE;
-    else
-        entry = ENTRY_IA32E_MODE_GUEST;
+#if HV_FAULT_ARG == 0
+    pin = 0;
+#elif HV_FAULT_ARG == 1
+    cpu = CPU_USE_MSR_BITMAPS | CPU_ACTIVATE_SECONDARY_CONTROLS;
+#elif HV_FAULT_ARG == 2
+    exitc = EXIT_HOST_ADDRESS_SPACE_SIZE;
+#else
+    entry = ENTRY_IA32E_MODE_GUEST;
+#endif
 #endif
 #if HV_FAULT == HV_FAULT_CONTROL_AFTER_MASK
     { /* exercise: a bit or-ed in after the capability mask was applied */

@@ -101,11 +101,12 @@ def run_lab(ex: Exercise, p: Params, driver: str, image: str) -> List[str]:
     except MachineError as e:
         if not run.crashes or not os.path.isfile(image):
             raise ExerciseError("exercise %s: the lab run failed: %s" % (ex.id, e))
-        return ["error: %s" % e]
+        return ["error: %s" % str(e).replace(image, IMAGE)]    # the folder's name for it, not the build path
     except ScenarioError as e:
         raise ExerciseError("exercise %s: %s" % (ex.id, e))
     if run.crashes:
         raise ExerciseError("exercise %s: the lab run was expected to hang or crash, and it did not" % ex.id)
+    res.image_path = IMAGE      # as the student's folder calls it
     return res.summary()
 
 

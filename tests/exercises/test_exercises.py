@@ -198,3 +198,30 @@ def test_list_json(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in rows] == IDS
     assert all(set(r) == {"id", "day", "title", "skills", "fault"} for r in rows)
+
+
+def test_fault_blocks_compile_on_the_msvc_side(tmp_path):
+    """Each fault block in core/ also compiles as the WDK build sees it (clang in MSVC mode,
+    warnings are errors; see tests/driver/test_static_checks.py)."""
+    import glob
+    import subprocess
+    (tmp_path / "setjmp.h").write_text("typedef int jmp_buf[16];\n")
+    core = sorted(glob.glob(os.path.join(kit.DRIVER_DIR, "core", "*.c")))
+    checked = 0
+    for ex in catalogue.EXERCISES:
+        if ex.fault is None:
+            continue
+        p = catalogue.params_for(ex, 1)
+        for src in core:
+            with open(src) as f:
+                if "HV_FAULT_%s" % ex.fault not in f.read():
+                    continue
+            r = subprocess.run(["clang", "--target=x86_64-pc-windows-msvc", "-fms-extensions", "-fms-compatibility",
+                                "-D_KERNEL_MODE", "-D_AMD64_", "-D__MM_MALLOC_H", "-isystem", str(tmp_path),
+                                "-I", os.path.join(kit.DRIVER_DIR, "include"), "-Wall", "-Wextra", "-Werror",
+                                "-DHV_FAULT=HV_FAULT_%s" % ex.fault, "-DHV_FAULT_CPU=%d" % p["fault_cpu"],
+                                "-DHV_FAULT_ARG=%d" % p["fault_arg"], "-fsyntax-only", src],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+            assert r.returncode == 0, "%s with %s:\n%s" % (src, ex.fault, r.stdout)
+            checked += 1
+    assert checked >= 12

@@ -258,9 +258,13 @@ static NTSTATUS HvLoad(HV_VMM_CONTEXT **out)
     }
     /* Processor 0 also discovers the VMCS layout on the scratch region. */
 #if HV_FAULT == HV_FAULT_SKIP_PROCESSOR
-    /* exercise: ARG 0 -- the loop starts at 1 ("processor 0 is already ours"); ARG 1 -- it stops one short */
-    for (i = HV_FAULT_ARG == 0 ? 1u : 0u; i < count - (HV_FAULT_ARG == 0 ? 0u : 1u) && NT_SUCCESS(status); i++)
-        status = HvRunOn(i, HvVirtualizeOne, vmm, i == (HV_FAULT_ARG == 0 ? 1u : 0u) ? &scratch : NULL);
+#if HV_FAULT_ARG == 0 /* exercise: the loop starts at 1 ("processor 0 is already ours") */
+    for (i = 1; i < count && NT_SUCCESS(status); i++)
+        status = HvRunOn(i, HvVirtualizeOne, vmm, i == 1 ? &scratch : NULL);
+#else /* exercise: the loop stops one short */
+    for (i = 0; i + 1 < count && NT_SUCCESS(status); i++)
+        status = HvRunOn(i, HvVirtualizeOne, vmm, i == 0 ? &scratch : NULL);
+#endif
 #else
     for (i = 0; i < count && NT_SUCCESS(status); i++)
         status = HvRunOn(i, HvVirtualizeOne, vmm, i == 0 ? &scratch : NULL);

@@ -157,16 +157,20 @@ def _fc_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
             "vmx_outside_smx": caps["feature_control"]["vmx_outside_smx"]}
 
 
-def _revision_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
-    out = _failure(s, "processor", "step", "vm_instruction_error")
-    out["revision_id"] = s.caps(0)["basic"]["revision_id"]
-    return out
+def _vmxon_exercise(ex_id: str, title: str, fault: str, args: Tuple[int, ...], story: str, question: Question,
+                    answer: int, basic_item: str) -> Exercise:
+    """VMXON fails on processor k (VMfailInvalid: no error number, SDM 31.3); the last question is
+    answered by the IA32_VMX_BASIC item `basic_item` of `caps --json`."""
+    def solve(s: SuiteView, shown: Params) -> Dict[str, object]:
+        return dict(_failure(s, "processor", "step", "vm_instruction_error"),
+                    **{question.id: s.caps(0)["basic"][basic_item]})
 
-
-def _unaligned_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
-    out = _failure(s, "processor", "step", "vm_instruction_error")
-    out["alignment"] = s.caps(0)["basic"]["region_size"]
-    return out
+    return Exercise(
+        ex_id, 2, title, ("vmm", "caps", "VMXON region"), fault,
+        lambda rng: dict(_cpus_and_one(rng), fault_arg=rng.choice(args)), _lab(), story, ("cpus",),
+        (Q_PROCESSOR, Q_STEP, Q_VMERR, question),
+        lambda p: {"processor": p["fault_cpu"], "step": "VMXON", "vm_instruction_error": 0, question.id: answer},
+        solve)
 
 
 # -- Day 3 ---------------------------------------------------------------------------------
@@ -307,6 +311,15 @@ def _secondary_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
             "rdtscp_allowed": bool(int(s.caps(k)["controls"]["proc2"]["may_be_one"], 16) >> 3 & 1)}
 
 
+def _host_state_exercise(ex_id: str, title: str, fault: str, check: str, story: str) -> Exercise:
+    """A host-state field wrong on processor k: VMfailValid 8 and one host check (SDM 27.2.2-27.2.4)."""
+    return Exercise(
+        ex_id, 4, title, ("verify", "host state"), fault, _cpus_and_one, _lab(), story, ("cpus",),
+        (Q_PROCESSOR, Q_VMERR, Q_CHECK),
+        lambda p: {"processor": p["fault_cpu"], "vm_instruction_error": VMERR_INVALID_HOST_STATE, "check": check},
+        lambda s, shown: _entry_failure(s, "vm_instruction_error", "check"))
+
+
 EXERCISES: Tuple[Exercise, ...] = (
     Exercise(
         "d0-dbgfilter", 0, "Where are my DbgPrintEx messages?", ("dbgfilter", "Debug Print Filter"), None,
@@ -343,32 +356,19 @@ EXERCISES: Tuple[Exercise, ...] = (
          Question("vmx_outside_smx", "Does the firmware allow VMXON outside SMX (yes/no)?", "bool")),
         lambda p: {"step": "IA32_FEATURE_CONTROL", "feature_control": p["fc"], "vmx_outside_smx": False},
         _fc_solve),
-    Exercise(
-        "d2-vmxon-revision", 2, "VMXON fails on one processor", ("vmm", "caps", "VMXON region"), "VMXON_REVISION",
-        lambda rng: dict(_cpus_and_one(rng), fault_arg=rng.choice((0x1, 0x2, 0x3, 0x10, 0x12, 0x15))),
-        _lab(),
+    _vmxon_exercise(
+        "d2-vmxon-revision", "VMXON fails on one processor", "VMXON_REVISION", (0x1, 0x2, 0x3, 0x10, 0x12, 0x15),
         "hv.sys worked on the author's laptop. On the lab machine ({cpus} processors) DriverEntry "
         "returns STATUS_UNSUCCESSFUL and every processor is back to normal. The author admits to "
         "'a small shortcut for one processor' while debugging.",
-        ("cpus",),
-        (Q_PROCESSOR, Q_STEP, Q_VMERR,
-         Question("revision_id", "Which value must the first dword of the VMXON region hold on this CPU?", "int")),
-        lambda p: {"processor": p["fault_cpu"], "step": "VMXON", "vm_instruction_error": 0,
-                   "revision_id": LAB_REVISION_ID},
-        _revision_solve),
-    Exercise(
-        "d2-vmxon-unaligned", 2, "VMXON with a pointer into the page", ("vmm", "caps", "VMXON region"),
-        "VMXON_UNALIGNED",
-        lambda rng: dict(_cpus_and_one(rng), fault_arg=rng.choice((0x10, 0x40, 0x100, 0x400, 0x800))),
-        _lab(),
+        Question("revision_id", "Which value must the first dword of the VMXON region hold on this CPU?", "int"),
+        LAB_REVISION_ID, "revision_id"),
+    _vmxon_exercise(
+        "d2-vmxon-unaligned", "VMXON with a pointer into the page", "VMXON_UNALIGNED", (0x10, 0x40, 0x100, 0x400, 0x800),
         "A student moved the VMXON region's bookkeeping into a header at the start of the page, "
         "on one processor. DriverEntry now fails on the {cpus}-processor lab machine.",
-        ("cpus",),
-        (Q_PROCESSOR, Q_STEP, Q_VMERR,
-         Question("alignment", "To how many bytes must the VMXON region's physical address be aligned?", "int")),
-        lambda p: {"processor": p["fault_cpu"], "step": "VMXON", "vm_instruction_error": 0,
-                   "alignment": VMX_REGION_BYTES},
-        _unaligned_solve),
+        Question("alignment", "To how many bytes must the VMXON region's physical address be aligned?", "int"),
+        VMX_REGION_BYTES, "region_size"),
     Exercise(
         "d3-vmcs-revision", 3, "VMPTRLD refuses the VMCS", ("vmm", "caps", "VMCS region"), "VMCS_REVISION",
         _cpus_and_one, _lab(),
@@ -423,24 +423,14 @@ EXERCISES: Tuple[Exercise, ...] = (
         lambda p: {"processor": 0, "vm_instruction_error": VMERR_INVALID_CONTROLS,
                    "check": "control.%s.allowed1" % CONTROL_KINDS[p["kind"]], "bit": p["bit"]},
         _after_mask_solve),
-    Exercise(
-        "d4-host-cr4", 4, "Host CR4 without VMXE", ("verify", "host state"), "HOST_CR4_NO_VMXE",
-        _cpus_and_one, _lab(),
+    _host_state_exercise(
+        "d4-host-cr4", "Host CR4 without VMXE", "HOST_CR4_NO_VMXE", "host.cr4.fixed0",
         "VMLAUNCH fails with VMfailValid on one processor of {cpus}; the others were virtualized and "
-        "then undone. The student reads CR4 'once at the start, to save time'.",
-        ("cpus",), (Q_PROCESSOR, Q_VMERR, Q_CHECK),
-        lambda p: {"processor": p["fault_cpu"], "vm_instruction_error": VMERR_INVALID_HOST_STATE,
-                   "check": "host.cr4.fixed0"},
-        lambda s, shown: _entry_failure(s, "vm_instruction_error", "check")),
-    Exercise(
-        "d4-host-tr", 4, "Host TR selector zero", ("verify", "host state"), "HOST_TR_ZERO",
-        _cpus_and_one, _lab(),
+        "then undone. The student reads CR4 'once at the start, to save time'."),
+    _host_state_exercise(
+        "d4-host-tr", "Host TR selector zero", "HOST_TR_ZERO", "host.tr.nonzero",
         "VMLAUNCH fails with VMfailValid on one processor of {cpus}. 'A 64-bit host does not need a "
-        "task register', the student says.",
-        ("cpus",), (Q_PROCESSOR, Q_VMERR, Q_CHECK),
-        lambda p: {"processor": p["fault_cpu"], "vm_instruction_error": VMERR_INVALID_HOST_STATE,
-                   "check": "host.tr.nonzero"},
-        lambda s, shown: _entry_failure(s, "vm_instruction_error", "check")),
+        "task register', the student says."),
     Exercise(
         "d4-host-rip", 4, "Host RIP not canonical", ("verify", "vmcs", "host state"), "HOST_RIP_NONCANONICAL",
         _rip_params, _lab(),

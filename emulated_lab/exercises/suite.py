@@ -44,12 +44,10 @@ class SuiteView:
     # -- what several exercises ask ---------------------------------------------------------
     def last_failure(self) -> Dict[str, object]:
         """vmm --json: the driver's recorded failure (processor, step name, VM-instruction error)."""
-        from windbg_ext.hv.model import FAILED_STEPS
-        lf = self.json("vmm")["descriptor"]["last_failure"]
+        lf = self.json("vmm")["descriptor"].get("last_failure")
         if not lf:
             raise SuiteError("vmm shows no recorded failure")
-        step = lf["failed_step"]   # the step's number (hv_debug.h HV_STEP_*) or already its name
-        return {"processor": lf["processor"], "step": FAILED_STEPS.get(step, step) if isinstance(step, int) else step,
+        return {"processor": lf["processor"], "step": lf["step"],
                 "vm_instruction_error": lf["vm_instruction_error"]}
 
     def first_failing_check(self, cpu: int) -> Dict[str, object]:

@@ -37,6 +37,7 @@ def run(ctx, args) -> Report:
         f = d.failure
         desc["last_failure"] = {"processor": f.processor, "failed_step": f.failed_step,
                                 "vm_instruction_error": f.vm_instruction_error, "status": hx(f.status)}
+        desc["last_failure"]["step"] = failure.step   # the step's name, as the text shows it
         try:
             snap = failure_snapshot(d)
         except DescriptorError:

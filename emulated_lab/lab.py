@@ -132,6 +132,8 @@ WORKLOAD_CPL0 = [
     ("wrmsr-outside-bitmap", "xor eax, eax\nxor edx, edx\nwrmsr\nret", {"rcx": 0x40000100}),
     ("xsetbv", "xor ecx, ecx\nxgetbv\nxsetbv\nret", {}),
     ("invd", "invd\nret", {}),
+    # with "enable RDTSCP" (secondary controls, SDM 25.6.2) no exit; without it #UD
+    ("rdtscp", "rdtscp\nret", {}),
     ("vmcall-ping", "vmcall\nret", {"rax": 0x4D4D5662616C7668, "rcx": 1}),
     ("vmcall-snapshot", "vmcall\nret", {"rax": 0x4D4D5662616C7668, "rcx": 2}),
     ("vmxon-in-guest", "push rax\nvmxon [rsp]\npop rax\nret", {"rax": 0}),

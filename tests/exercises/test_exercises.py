@@ -225,3 +225,14 @@ def test_fault_blocks_compile_on_the_msvc_side(tmp_path):
             assert r.returncode == 0, "%s with %s:\n%s" % (src, ex.fault, r.stdout)
             checked += 1
     assert checked >= 12
+
+
+@pytest.mark.parametrize("arg", [0, 1])
+def test_no_secondary_controls_makes_rdtscp_fault_on_the_cpu(arg):
+    """The d5-no-secondary story comes from the CPU model: the guest's RDTSCP raises #UD (vector 6)."""
+    from emulated_lab.lab import run_scenario
+    res = run_scenario("baseline", cpus=2, driver=kit.build_variant("NO_SECONDARY_CONTROLS", 0, arg))
+    assert res.loaded
+    for k in range(2):
+        assert res.workload[k]["rdtscp"]["fault"] == 6
+        assert res.workload[k]["rdtscp"]["exits"] == []

@@ -293,7 +293,7 @@ def _stuck_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
     vcpus = s.json("vmm")["vcpus"]
     top = max(vcpus, key=lambda v: v["exit_count"])
     return {"vcpu": top["vcpu"], "exit_reason": int(top["last_exit_reason"], 16),
-            "endless": top["exit_count"] > 10000}
+            "endless": top["exit_count"] > 1000}
 
 
 def _secondary_params(rng: random.Random) -> Params:
@@ -497,7 +497,7 @@ EXERCISES: Tuple[Exercise, ...] = (
         ("cpus",),
         (Question("vcpu", "Which vCPU is stuck?", "int"),
          Question("exit_reason", "Which basic exit reason does it take over and over (a number)?", "int"),
-         Question("endless", "Has that vCPU taken more than 10000 VM exits (yes/no)?", "bool")),
+         Question("endless", "Has that vCPU taken more than 1000 VM exits (yes/no)?", "bool")),
         lambda p: {"vcpu": 0, "exit_reason": p["fault_arg"], "endless": True},
         _stuck_solve),
     Exercise(

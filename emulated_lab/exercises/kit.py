@@ -74,20 +74,22 @@ def driver_for(ex: Exercise, p: Params) -> str:
 
 
 # -- the lab run --------------------------------------------------------------------------
-def run_command(ex: Exercise, p: Params) -> str:
-    """The command line that reproduces the image from the student folder."""
+def run_command(ex: Exercise, p: Params, secret: bool = True) -> str:
+    """The command line that reproduces the image from the student folder. The machine's
+    settings an exercise is about (Kd masks, IA32_FEATURE_CONTROL) are the answer: with
+    secret=True (the worksheet) they are replaced by a note."""
     run = ex.lab(p)
     parts = ["python -m emulated_lab run --driver %s --cpus %d" % (DRIVER, p["cpus"])]
     if run.scenario != "baseline":
         parts.append("--scenario " + run.scenario)
-    for name, value in sorted((run.kd_masks or {}).items()):
-        parts.append("--kd-mask %s=0x%x" % (name, value))
+    machine = ["--kd-mask %s=0x%x" % kv for kv in sorted((run.kd_masks or {}).items())]
     if run.feature_control is not None:
-        parts.append("--feature-control 0x%x" % run.feature_control)
+        machine.append("--feature-control 0x%x" % run.feature_control)
     if run.crashes:
         parts.append("--timeout %g" % run.timeout)
-    parts.append("--out " + IMAGE)
-    return " ".join(parts)
+    if machine and secret:
+        machine = ["<the machine's settings: what you are looking for>"]
+    return " ".join(parts + machine + ["--out " + IMAGE])
 
 
 def run_lab(ex: Exercise, p: Params, driver: str, image: str) -> List[str]:

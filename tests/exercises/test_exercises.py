@@ -236,3 +236,14 @@ def test_no_secondary_controls_makes_rdtscp_fault_on_the_cpu(arg):
     for k in range(2):
         assert res.workload[k]["rdtscp"]["fault"] == 6
         assert res.workload[k]["rdtscp"]["exits"] == []
+
+
+def test_the_worksheet_hides_the_machine_settings_that_are_the_answer():
+    """d0-dbgfilter's Kd mask and d2-feature-locked's IA32_FEATURE_CONTROL are the answers: the
+    worksheet's command leaves them out; the full command (for the instructor) has them."""
+    for ex_id, option in (("d0-dbgfilter", "--kd-mask IHVDRIVER="), ("d2-feature-locked", "--feature-control 0x")):
+        ex = catalogue.BY_ID[ex_id]
+        p = catalogue.params_for(ex, 1)
+        assert option not in kit.run_command(ex, p) and "machine's settings" in kit.run_command(ex, p)
+        full = kit.run_command(ex, p, secret=False)
+        assert option in full and full.endswith("--out lab.hvimg")

@@ -60,18 +60,15 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     cpu2 = (cpu & CPU_ACTIVATE_SECONDARY_CONTROLS)
                ? HvAdjustControls(vmm->CapProcbased2, CPU2_ENABLE_RDTSCP | CPU2_ENABLE_INVPCID | CPU2_ENABLE_XSAVES_XRSTORS)
                : 0;
-#if HV_FAULT == HV_FAULT_NO_SECONDARY_CONTROLS
-    /* exercise: ARG 0 -- "activate secondary controls" never set; ARG 1 -- "enable RDTSCP" left out */
-#if HV_FAULT_ARG == 0
-    cpu &= ~CPU_ACTIVATE_SECONDARY_CONTROLS;
-    cpu2 = 0;
-#else
-    cpu2 &= ~CPU2_ENABLE_RDTSCP;
-#endif
-#endif
     exitc = HvAdjustControls(vmm->CapExit, EXIT_HOST_ADDRESS_SPACE_SIZE);
     entry = HvAdjustControls(vmm->CapEntry, ENTRY_IA32E_MODE_GUEST);
     (void)proc;
+    if (!(exitc & EXIT_HOST_ADDRESS_SPACE_SIZE) || !(entry & ENTRY_IA32E_MODE_GUEST) ||
+        (pin & PIN_ACTIVATE_PREEMPTION_TIMER)) {
+        HvCoreRecordFailure(vcpu, HV_STEP_CAPABILITY, HV_STATUS_NOT_SUPPORTED, 0);
+        return HV_STATUS_NOT_SUPPORTED;
+    }
+    /* (the exercises' control faults come after the driver's own refusal checks) */
 #if HV_FAULT == HV_FAULT_CONTROL_RAW
     /* exercise: one control written as desired, without the capability MSR's must-be-1 bits */
 #if HV_FAULT_ARG == 0
@@ -90,11 +87,15 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
         *ctl[(HV_FAULT_ARG / 32) & 3] |= 1u << (HV_FAULT_ARG % 32);
     }
 #endif
-    if (!(exitc & EXIT_HOST_ADDRESS_SPACE_SIZE) || !(entry & ENTRY_IA32E_MODE_GUEST) ||
-        (pin & PIN_ACTIVATE_PREEMPTION_TIMER)) {
-        HvCoreRecordFailure(vcpu, HV_STEP_CAPABILITY, HV_STATUS_NOT_SUPPORTED, 0);
-        return HV_STATUS_NOT_SUPPORTED;
-    }
+#if HV_FAULT == HV_FAULT_NO_SECONDARY_CONTROLS
+    /* exercise: ARG 0 -- "activate secondary controls" never set; ARG 1 -- "enable RDTSCP" left out */
+#if HV_FAULT_ARG == 0
+    cpu &= ~CPU_ACTIVATE_SECONDARY_CONTROLS;
+    cpu2 = 0;
+#else
+    cpu2 &= ~CPU2_ENABLE_RDTSCP;
+#endif
+#endif
     vmm->PinbasedControls = pin;
     vmm->ProcbasedControls = cpu;
     vmm->Procbased2Controls = cpu2;

@@ -69,14 +69,14 @@ static NTSTATUS HvAllocVcpuResources(HV_VCPU *vcpu)
     vcpu->MsrBitmap = HvAllocPage(&vcpu->MsrBitmapPa);
     vcpu->HostStackSize = HV_HOST_STACK_SIZE;
     vcpu->HostStack = ExAllocatePoolWithTag(NonPagedPool, HV_HOST_STACK_SIZE, HV_POOL_TAG);
-#if HV_FAULT == HV_FAULT_MSR_BITMAP_DIRTY
-    if (vcpu->ProcessorIndex == HV_FAULT_CPU && vcpu->MsrBitmap != NULL) /* exercise: never zeroed: stale bytes */
-        RtlFillMemory(vcpu->MsrBitmap, HV_PAGE, HV_FAULT_ARG);
-#endif
     if (!vcpu->VmxonRegion || !vcpu->VmcsRegion || !vcpu->MsrBitmap || !vcpu->HostStack) {
         HvCoreRecordFailure(vcpu, HV_STEP_ALLOCATION, HV_STATUS_INSUFFICIENT_RESOURCES, 0);
         return STATUS_INSUFFICIENT_RESOURCES;
     }
+#if HV_FAULT == HV_FAULT_MSR_BITMAP_DIRTY
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: never zeroed: stale bytes */
+        RtlFillMemory(vcpu->MsrBitmap, HV_PAGE, HV_FAULT_ARG);
+#endif
     return STATUS_SUCCESS;
 }
 

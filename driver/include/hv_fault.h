@@ -20,7 +20,7 @@
 #define HV_FAULT_VMXON_UNALIGNED 2       /* VMXON operand: region PA + ARG bytes on processor CPU */
 #define HV_FAULT_VMCS_REVISION 3         /* VMCS region: revision id never written on processor CPU */
 #define HV_FAULT_MSR_BITMAP_DIRTY 4      /* MSR bitmap of processor CPU holds stale bytes ARG, not zeros */
-#define HV_FAULT_SKIP_PROCESSOR 5        /* per-processor loop: ARG 0 starts at 1, ARG 1 stops one short */
+#define HV_FAULT_SKIP_PROCESSOR 5        /* per-processor routine skips processor 0 (ARG 0) or the last (ARG 1) */
 #define HV_FAULT_CONTROL_RAW 6           /* control ARG (0 pin, 1 proc, 2 exit, 3 entry) written unadjusted */
 #define HV_FAULT_CONTROL_AFTER_MASK 7    /* control ARG / 32 gets bit ARG % 32 after the capability mask */
 #define HV_FAULT_HOST_CR4_NO_VMXE 8      /* host CR4 = CR4 as it was before VMXE, on processor CPU */

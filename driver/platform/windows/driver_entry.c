@@ -154,6 +154,12 @@ static NTSTATUS HvVirtualizeOne(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, void *contex
     KIRQL old;
     NTSTATUS status;
 
+#if HV_FAULT == HV_FAULT_SKIP_PROCESSOR
+    /* exercise: ARG 0 -- processor 0 left out ("DriverEntry runs there, it is ours already");
+     * ARG 1 -- the last one (an off-by-one against the processor count) */
+    if (vcpu->ProcessorIndex == (HV_FAULT_ARG == 0 ? 0u : vmm->ProcessorCount - 1u))
+        return STATUS_SUCCESS;
+#endif
     KeRaiseIrql(DISPATCH_LEVEL, &old); /* no preemption between VMXON and VMLAUNCH */
     status = HvCoreEnterVmxRoot(vmm, vcpu, scratch ? scratch->Va : NULL, scratch ? scratch->Pa : 0);
     if (NT_SUCCESS(status)) {
@@ -257,18 +263,8 @@ static NTSTATUS HvLoad(HV_VMM_CONTEXT **out)
             status = STATUS_INSUFFICIENT_RESOURCES;
     }
     /* Processor 0 also discovers the VMCS layout on the scratch region. */
-#if HV_FAULT == HV_FAULT_SKIP_PROCESSOR
-#if HV_FAULT_ARG == 0 /* exercise: the loop starts at 1 ("processor 0 is already ours") */
-    for (i = 1; i < count && NT_SUCCESS(status); i++)
-        status = HvRunOn(i, HvVirtualizeOne, vmm, i == 1 ? &scratch : NULL);
-#else /* exercise: the loop stops one short */
-    for (i = 0; i + 1 < count && NT_SUCCESS(status); i++)
-        status = HvRunOn(i, HvVirtualizeOne, vmm, i == 0 ? &scratch : NULL);
-#endif
-#else
     for (i = 0; i < count && NT_SUCCESS(status); i++)
         status = HvRunOn(i, HvVirtualizeOne, vmm, i == 0 ? &scratch : NULL);
-#endif
     if (scratch.Va != NULL)
         HvFreePage((void **)&scratch.Va, &scratch.Pa);
 

@@ -102,6 +102,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             for name, what in SCENARIOS.items():
                 print("%-16s %s" % (name, what))
             return 0
+        if args.cmd in ("exercises", "exercise"):
+            from emulated_lab.exercises.cli import main as exercises_main
+            return exercises_main(args, print)
         if args.cmd == "demo":
             return demo(args.cpus, args.out, args.driver)
         if args.cmd == "run":
@@ -110,9 +113,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                                feature_control=_feature_control(args.feature_control))
             print("\n".join(res.summary()))
             return 0
-        if args.cmd in ("exercises", "exercise"):
-            from emulated_lab.exercises.cli import main as exercises_main
-            return exercises_main(args, print)
         _parser().print_help()
         return 2
     except (ScenarioError, MachineError, NativeError, ExerciseError) as e:

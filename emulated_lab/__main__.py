@@ -1,6 +1,6 @@
 """python -m emulated_lab {run,scenarios,demo,exercises,exercise}
 
-  run --cpus N --scenario NAME [--out FILE] [--driver PATH]
+  run --cpus N --scenario NAME [--out FILE] [--report FILE.json] [--driver PATH]
   scenarios                      list the scenarios
   demo                           baseline on 2 processors, then the suite's view of the image
   exercises / exercise ...       the lab exercises (emulated_lab/exercises/cli.py, docs/exercises.md)
@@ -27,9 +27,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cpus", type=int, default=2, help="logical processors, 1..16 (default 2)")
     r.add_argument("--scenario", default="baseline", help="see: python -m emulated_lab scenarios")
     r.add_argument("--out", metavar="FILE", help="write an hvlab image here (open with windbg_ext --image)")
+    r.add_argument("--report", metavar="FILE.json", help="write what the emulator saw as JSON (docs/lab.md)")
     r.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
     r.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="longest one emulator run may take (default 60)")
+                   help="longest one step (DriverEntry, DriverUnload, ...) may take, every run nested in it "
+                        "included (default 60)")
+    r.add_argument("--nodes", type=int, default=1, metavar="N",
+                   help="NUMA nodes the processors are split into, each with its own memory (default 1)")
+    r.add_argument("--max-instructions", type=int, default=0, metavar="N",
+                   help="stop a step after N instructions, nested runs included (default 0: no limit)")
     r.add_argument("--kd-mask", metavar="NAME=VALUE", action="append", default=[],
                    help="preset nt!Kd_NAME_Mask, e.g. IHVDRIVER=0xffff (NAME: IHVDRIVER, DEFAULT, WIN2000)")
     r.add_argument("--feature-control", metavar="VALUE",
@@ -108,11 +114,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.cmd == "demo":
             return demo(args.cpus, args.out, args.driver)
         if args.cmd == "run":
+            from emulated_lab import report
+            if args.report:
+                why = report.check_writable(args.report)
+                if why:
+                    raise ScenarioError(why)
             res = run_scenario(args.scenario, cpus=args.cpus, driver=args.driver, image=args.out,
                                kd_masks=_kd_masks(args.kd_mask), run_timeout=args.timeout,
+                               instruction_limit=args.max_instructions, nodes=args.nodes,
+                               raise_on_crash=not args.report,
                                feature_control=_feature_control(args.feature_control))
             print("\n".join(res.summary()))
-            return 0
+            if args.report:
+                report.write(args.report, report.build(res))
+                print("report: %s" % args.report)
+            return 1 if res.crash else 0
         _parser().print_help()
         return 2
     except (ScenarioError, MachineError, NativeError, ExerciseError) as e:

@@ -2,7 +2,8 @@
 
 bochscpu-python 0.3.1 exports two stubs whose bodies are assert(false)
 (get_enable_a20, reached by every VMXON; dbg_fetch_mem, reached on a triple
-fault). emulated_lab/native/bochs_stubs.cpp defines them; loading that shared
+fault). emulated_lab/native/bochs_stubs.cpp defines them, and a third one that
+counts executed instructions (countdownEvent, see there); loading that shared
 library with RTLD_GLOBAL *before* the extension makes the dynamic linker bind
 the extension's references to our definitions. The library is built from
 source with the system C++ compiler on first use and cached under
@@ -92,12 +93,31 @@ def load_bochscpu():
     except ImportError as e:
         raise NativeError("cannot import bochscpu (%s): run tools/bootstrap.sh, which installs "
                           "bochscpu-python==%s" % (e, BOCHSCPU_VERSION))
+    # the instruction counter forwards to bochscpu's own countdownEvent: dlsym on
+    # the extension's handle finds the extension's definition, not ours
+    ext = ctypes.CDLL(bochscpu._bochscpu.__file__)
+    original = ctypes.cast(ext["_ZN14bx_pc_system_c14countdownEventEv"], ctypes.c_void_p)
+    ours = ctypes.cast(_handle["_ZN14bx_pc_system_c14countdownEventEv"], ctypes.c_void_p)
+    if original.value == ours.value:
+        raise NativeError("cannot find bochscpu's own countdownEvent to count instructions")
+    setter = _handle.hvlab_set_countdown
+    setter.restype, setter.argtypes = None, [ctypes.c_void_p]
+    setter(original)
     _module = bochscpu
     return _module
 
 
+def instructions() -> int:
+    """Instructions the emulated CPU has executed in this process so far."""
+    load_bochscpu()
+    f = _handle.hvlab_instructions
+    f.restype, f.argtypes = ctypes.c_ulonglong, []
+    return f()
+
+
 class Watchdog:
-    """Stops an emulator run that exceeds a time limit (see bochs_stubs.cpp).
+    """Stops an emulator run that exceeds a time limit or reaches an instruction
+    count (see bochs_stubs.cpp).
 
     A stop sets bochscpu's kill bit (cpu_set_killbit), repeated from the
     watchdog thread until disarm(); disarm() returns only when that thread no
@@ -113,18 +133,27 @@ class Watchdog:
         self._clear = ext.cpu_clear_killbit
         self._clear.restype, self._clear.argtypes = None, [ctypes.c_uint]
         self._arm = _handle.hvlab_watchdog_arm
-        self._arm.restype, self._arm.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        self._arm.restype = ctypes.c_int
+        self._arm.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_ulonglong]
         self._disarm = _handle.hvlab_watchdog_disarm
         self._disarm.restype, self._disarm.argtypes = ctypes.c_int, []
+        self._count = _handle.hvlab_instructions
+        self._count.restype, self._count.argtypes = ctypes.c_ulonglong, []
 
-    def arm(self, seconds: float) -> None:
+    def instructions(self) -> int:
+        """The process-wide count of executed instructions."""
+        return self._count()
+
+    def arm(self, seconds: float, until_instruction: int = 0) -> None:
+        """Stops the next run after `seconds`, or once the instruction counter
+        reaches `until_instruction` (0: no instruction limit)."""
         ms = min(max(1, int(seconds * 1000)), 0xFFFFFFFF)
-        if self._arm(self._kill, 0, ms) != 0:
+        if self._arm(self._kill, 0, ms, max(0, until_instruction)) != 0:
             raise NativeError("cannot start the emulator watchdog thread")
 
-    def disarm(self) -> bool:
-        """True when the time ran out (the run was stopped by the watchdog)."""
-        fired = bool(self._disarm())
+    def disarm(self) -> str:
+        """Why the run was stopped by the watchdog: "time", "instructions", or ""."""
+        fired = self._disarm()
         if fired:
             self._clear(0)   # the run is over: leave no stop request for the next one
-        return fired
+        return {1: "time", 2: "instructions"}.get(fired, "")

@@ -18,10 +18,13 @@ from windbg_ext.arch import capabilities as caps
 from windbg_ext.arch.vmcs_fields import FIELDS
 from windbg_ext.target.image import ImageWriter
 
+from emulated_lab import guest_checks as gc
+from emulated_lab import hardware
 from emulated_lab.asm import assemble
 from emulated_lab.machine import (CR4_VMXE, DRIVER_BASE, FC_LOCKED_VMXON_DISABLED, FC_LOCKED_VMXON_ENABLED, SEL_TSS,
                                   Machine, MachineError)
-from emulated_lab.nt.kernel import NtKernel
+from emulated_lab.nt.callbacks import PO_CB_SYSTEM_STATE_LOCK, POWER_STATE
+from emulated_lab.nt.kernel import BugCheck, NtKernel
 from emulated_lab.nt.pe_loader import LoadError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,7 +55,26 @@ SCENARIOS = {
     "no-vmx": "the CPU reports no VMX (CPUID.1:ECX[5] = 0); DriverEntry refuses to load",
     "feature-locked": "firmware locked IA32_FEATURE_CONTROL with VMXON disabled; DriverEntry refuses to load",
     "alloc-fail:K": "the K-th memory allocation fails (K = 1, 2, ...); DriverEntry fails cleanly, nothing leaked",
+    "hyperv-parent": "the machine runs under a Hyper-V-compatible parent (\"Microsoft Hv\", CPUID.1:ECX[31], "
+                     "synthetic MSRs, hypercalls); the guest uses them while hv.sys runs",
+    "sleep": "\\Callback\\PowerState is notified, every processor loses VMX state as in S3, resume is "
+             "notified; hv.sys must run again and unload cleanly",
+    "debug-registers": "the guest arms DR7 and IA32_DEBUGCTL, which must survive VM exits; with RFLAGS.TF "
+                       "set, the #DB must come right after CPUID",
+    "modern-guest": "the guest executes RDTSCP, RDPID, INVPCID, XSAVES/XRSTORS (TPAUSE if WAITPKG) "
+                    "wherever CPUID advertises them",
+    "missing-control": "IA32_VMX_PROCBASED_CTLS2 forbids 'enable RDTSCP' while CPUID advertises RDTSCP; "
+                       "DriverEntry must refuse and name the feature",
+    "poisoned-vmcs": "after each VMCLEAR every VMCS field the driver does not VMWRITE holds junk; the guest "
+                     "takes a #PF and uses XSAVES",
+    "resume-failure": "a parked processor's HOST_CS_SELECTOR is broken, so VMRESUME fails; the run must end "
+                      "in hv.sys's bugcheck carrying VM-instruction error 8",
 }
+# the driver's own bugcheck (driver/include/hv_platform.h)
+HV_BUGCHECK_CODE = 0x48564C42
+HV_BUGCHECK_VMRESUME_FAILED = 4
+SECONDARY_ENABLE_RDTSCP = 3          # SDM Vol.3 Table 25-7
+HOST_CS_SELECTOR = 0x0C02
 
 
 class ScenarioError(Exception):
@@ -66,7 +88,8 @@ class ScenarioResult:
         self.load_status: Optional[int] = None
         self.unload_ran = False
         self.messages = []              # DbgMessage list
-        self.exits = []                 # VmExit list (emulator-observed)
+        self.exits = []                 # VmExit list (emulator-observed): the first and last ones kept
+        self.exit_counts: Dict[int, int] = {}   # exit reason -> count, every exit the driver caused
         self.workload: Dict[int, Dict[str, object]] = {}
         self.vmx_after: List[str] = []  # per processor after the scenario: off | root | guest
         self.cr4_after: List[int] = []
@@ -75,9 +98,15 @@ class ScenarioResult:
         self.allocation_calls = 0
         self.vmreads: Dict[int, Dict[int, int]] = {}    # per processor, read while parked (= the image)
         self.failure_vmreads = []                          # (processor, {encoding: value}) at failed VM entries
+        self.failure_vmreads_total = 0                     # failed VM entries read (the first and last are kept)
         self.image_path: Optional[str] = None
         self.descriptor_va = 0
         self.driver_base = 0
+        self.truth: Dict[str, object] = {}   # emulated_lab.cpu_truth, as the scenario left it
+        self.checks = []                      # guest_checks.Check list
+        self.bugcheck = None                  # (code, [params]) when the run ended in KeBugCheckEx
+        self.crash = ""                       # what ended the run early (bugcheck, fault, hang)
+        self.held_objects: List[str] = []     # kernel objects still held after unload
 
     @property
     def loaded(self) -> bool:
@@ -86,10 +115,9 @@ class ScenarioResult:
     def summary(self) -> List[str]:
         lines = ["scenario %s on %d processors: DriverEntry returned 0x%08x"
                  % (self.scenario, self.cpus, (self.load_status or 0) & 0xFFFFFFFF)]
-        real = [e for e in self.exits if not e.lab_induced]
+        counts = self.exit_counts
         lines.append("VM exits seen by the emulator: %d (%s)" % (
-            len(real), ", ".join("0x%x x%d" % (r, sum(1 for e in real if e.reason == r))
-                                 for r in sorted({e.reason for e in real})) or "none"))
+            sum(counts.values()), ", ".join("0x%x x%d" % (r, counts[r]) for r in sorted(counts)) or "none"))
         lines.append("after: VMX %s; CR4.VMXE %s; %d allocation(s) leaked"
                      % (", ".join("cpu%d=%s" % (i, v) for i, v in enumerate(self.vmx_after)),
                         ", ".join("cpu%d=%d" % (i, bool(c & CR4_VMXE)) for i, c in enumerate(self.cr4_after)),
@@ -99,6 +127,15 @@ class ScenarioResult:
                      % (len(self.messages), len(shown)))
         for m in shown:
             lines.append("  [cpu%d] %s" % (m.cpu, m.text.rstrip()))
+        if self.checks:
+            bad = [c for c in self.checks if not c.ok]
+            lines.append("guest checks: %d, %d failed" % (len(self.checks), len(bad)))
+            for c in bad:
+                lines.append("  FAILED %s: %s" % (c.name, c.detail))
+        if self.held_objects:
+            lines.append("kernel objects still held: %s" % "; ".join(self.held_objects))
+        if self.crash:
+            lines.append("crash: %s" % self.crash)
         if self.image_path:
             lines.append("image: %s" % self.image_path)
         return lines
@@ -176,15 +213,23 @@ def run_workload(m: Machine, k: int) -> Dict[str, object]:
 # -- the scenario ---------------------------------------------------------------------
 def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: Optional[str] = None,
                  workload: bool = True, kd_masks: Optional[Dict[str, int]] = None,
-                 run_timeout: float = 60.0, feature_control: Optional[int] = None) -> ScenarioResult:
+                 run_timeout: float = 60.0, instruction_limit: int = 0, nodes: int = 1,
+                 raise_on_crash: bool = True, feature_control: Optional[int] = None) -> ScenarioResult:
     """Runs one scenario on a fresh machine. kd_masks presets nt!Kd_<NAME>_Mask
-    (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A single
-    emulator run (e.g. DriverEntry) longer than run_timeout seconds is an error.
-    feature_control: the IA32_FEATURE_CONTROL value firmware leaves (default:
-    the scenario's, 0x5 or 0x1 for feature-locked)."""
+    (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A step of
+    the scenario (e.g. DriverEntry, with every run nested in it) that takes longer
+    than run_timeout seconds, or executes more than instruction_limit instructions
+    (0: no limit), is stopped: a RunTimeout naming what the driver was doing.
+    nodes: NUMA nodes the processors are split into (each with its own memory).
+    A crash (bugcheck, fault, hang) raises MachineError, or with
+    raise_on_crash=False is recorded in the result (crash, bugcheck). feature_control: the
+    IA32_FEATURE_CONTROL value firmware leaves (default: the scenario's, 0x5 or
+    0x1 for feature-locked)."""
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
+    if not 1 <= nodes <= cpus:
+        raise ScenarioError("--nodes must be between 1 and the processor count (%d), got %d" % (cpus, nodes))
     path = driver or DEFAULT_DRIVER
     if not os.path.isfile(path):
         raise ScenarioError("driver %s not found: build it with 'make -C driver' (or 'make demo')" % path)
@@ -200,11 +245,14 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     res.scenario, res.cpus = name, cpus
     if not run_timeout > 0:
         raise ScenarioError("the time limit must be a positive number of seconds, got %r" % run_timeout)
-    m = Machine(cpus=cpus, feature_control=fc, run_timeout=run_timeout)
+    if instruction_limit < 0:
+        raise ScenarioError("--max-instructions must be 0 (no limit) or a positive count, got %r" % instruction_limit)
+    m = Machine(cpus=cpus, feature_control=fc, run_timeout=run_timeout, instruction_limit=instruction_limit)
     try:
         if kind == "no-vmx":
             m.hide_vmx()
-        kern = NtKernel(m, fail_allocation=k if kind == "alloc-fail" else 0, kd_masks=kd_masks)
+        kern = NtKernel(m, fail_allocation=k if kind == "alloc-fail" else 0, kd_masks=kd_masks, nodes=nodes)
+        setup = _real_machine(kind, m)
         # what a debugger would see: capability MSRs and CPUID, read before any VMM runs
         msrs = [m.read_msrs(i, CAPABILITY_MSRS) for i in range(cpus)]
         cpuid = [record_cpuid(m, i) for i in range(cpus)]
@@ -223,21 +271,30 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
         m.exits.clear()
         drv = kern.make_driver_object(img)
         try:
-            _lifecycle(m, kern, img, drv, res, encs, workload, image, msrs, cpuid)
+            _lifecycle(m, kern, img, drv, res, encs, workload, image, msrs, cpuid, kind, setup)
         except MachineError as e:
             # a crash (bug check, fault, hang) keeps the machine as it was: like a
             # crash dump, the image lets the suite look at it post mortem
+            _collect(m, kern, res)
+            res.truth = m.truth.as_dict()
+            if isinstance(e, BugCheck):
+                res.bugcheck = (e.code, list(e.params))
             if image and not res.image_path:
-                res.exits, res.messages = list(m.exits), list(kern.messages)
                 try:
                     _write_image(image, m, kern, img, res, msrs, cpuid, crash=str(e))
                     e.args = ("%s; the machine's state at the crash is in %s" % (e, image),)
+                    res.image_path = image
                 except Exception:  # the crash report matters more than the image
                     pass
-            raise
-        res.exits = list(m.exits)
-        res.messages = list(kern.messages)
+            res.crash = str(e)
+            res.leaks = kern.leaks()
+            if raise_on_crash:
+                raise
+            return res
+        _collect(m, kern, res)
+        res.truth = m.truth.as_dict()
         res.leaks = kern.leaks()
+        res.held_objects = kern.held_objects()
         res.failed_allocations = list(kern.failed_allocations)
         res.allocation_calls = kern.allocation_calls
         return res
@@ -245,21 +302,80 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
         m.close()
 
 
+def _real_machine(kind: str, m: Machine) -> Dict[str, object]:
+    """What a real machine does that this scenario models (emulated_lab/hardware.py),
+    installed before anything runs; returns what the checks need later."""
+    setup: Dict[str, object] = {}
+    if kind == "hyperv-parent":
+        parent = hardware.ParentHypervisor(len(m.processors))
+        parent.install(m)
+        setup["parent"] = parent
+    elif kind == "missing-control":
+        hardware.forbid_secondary_control(m, SECONDARY_ENABLE_RDTSCP)
+    elif kind == "poisoned-vmcs":
+        hardware.poison_after_vmclear(m)
+    if kind in ("modern-guest", "poisoned-vmcs"):
+        setup["features"] = gc.advertised(m, 0)        # before any VMM runs
+    return setup
+
+
+def _scenario_checks(m: Machine, kern: NtKernel, res: ScenarioResult, kind: str, setup) -> None:
+    """The scenario's own guest checks and events, while hv.sys runs."""
+    cpus = len(m.processors)
+    checks = res.checks
+    if kind == "hyperv-parent":
+        for i in range(cpus):
+            checks.extend(gc.parent_checks(m, i, setup["parent"]))
+    elif kind == "debug-registers":
+        for i in range(cpus):
+            checks.extend(gc.debug_checks(m, i))
+    elif kind in ("modern-guest", "poisoned-vmcs"):
+        for i in range(cpus):
+            checks.extend(gc.modern_checks(m, i, setup["features"]))
+            if kind == "poisoned-vmcs":
+                checks.append(gc.page_fault_check(m, i))
+                checks.append(gc.ping(m, i))
+        if kind == "poisoned-vmcs":
+            checks.append(gc.Check("vmcs-regions-poisoned", bool(m.poisoned),
+                                   "%d VMCLEARed region(s) filled with junk" % len(m.poisoned)))
+    elif kind == "sleep":
+        kern.notify_callback(POWER_STATE, PO_CB_SYSTEM_STATE_LOCK, 0)
+        left = [p.index for p in m.truth.processors if p.vmx == "off"]
+        checks.append(gc.Check("left-vmx-before-sleep", len(left) == cpus,
+                               "processors out of VMX when the transition began: %s" % left))
+        m.lose_vmx_state()
+        kern.notify_callback(POWER_STATE, PO_CB_SYSTEM_STATE_LOCK, 1)
+        for i in range(cpus):
+            checks.append(gc.ping(m, i))
+    elif kind == "resume-failure":
+        k = cpus - 1
+        if not hardware.break_host_state(m, k, HOST_CS_SELECTOR, 0):
+            raise MachineError("processor %d: the lab could not break HOST_CS_SELECTOR" % k)
+        checks.append(gc.ping(m, k))     # its VMRESUME fails on the way back to the guest
+
+
 def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, encs, workload: bool,
-               image: Optional[str], msrs, cpuid) -> None:
+               image: Optional[str], msrs, cpuid, kind: str = "baseline", setup=None) -> None:
     """DriverEntry, workload, VMREAD, image, DriverUnload, the processors afterwards."""
     cpus = len(m.processors)
     r = kern.call_on_thread(img.entry, (drv, kern.registry_path))
     if r.stop != "return":
         raise MachineError("DriverEntry did not return: %s" % (r.fault or r.stop))
     res.load_status = r.regs["rax"] & 0xFFFFFFFF
+    if kind == "missing-control":
+        named = [msg.text.strip() for msg in kern.messages if "RDTSCP" in msg.text]
+        res.checks.append(gc.Check("refused-naming-the-feature", not res.loaded and bool(named),
+                                   named[-1] if named else "DriverEntry returned 0x%08x and named no feature"
+                                   % res.load_status))
     if res.loaded and workload:
         for i in range(cpus):
             res.workload[i] = run_workload(m, i)
     if res.loaded:
+        _scenario_checks(m, kern, res, kind, setup or {})
+    if res.loaded:
         for i in range(cpus):
             res.vmreads[i] = m.vmread_all(i, encs)
-    res.failure_vmreads = list(m.failure_vmreads)
+    _collect(m, kern, res)
     if image:
         _write_image(image, m, kern, img, res, msrs, cpuid)
         res.image_path = image
@@ -276,6 +392,15 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
         m.park()
         res.vmx_after.append(m.processors[i].vmx)
         res.cr4_after.append(m.processors[i].state.cr4)
+
+
+def _collect(m: Machine, kern: NtKernel, res: ScenarioResult) -> None:
+    """The machine's bounded records into the result."""
+    res.exits = list(m.exits)
+    res.exit_counts = m.exits.counts()
+    res.failure_vmreads = list(m.failure_vmreads)
+    res.failure_vmreads_total = m.failure_vmreads.total
+    res.messages = list(kern.messages)
 
 
 def _arm_launch_failure(m: Machine, img) -> None:
@@ -315,7 +440,11 @@ def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult
         "vmread": {str(i): {"0x%x" % e: "0x%x" % v for e, v in vals.items()} for i, vals in res.vmreads.items()},
         "vmread_at_entry_failure": [{"cpu": c, "fields": {"0x%x" % e: "0x%x" % v for e, v in vals.items()}}
                                     for c, vals in res.failure_vmreads],
+        # the first and last exits in detail (a looping driver makes millions), every one counted
         "exits": [[e.cpu, "0x%x" % e.reason, "0x%x" % e.qualification] for e in m.exits if not e.lab_induced],
+        "exit_counts": [[cpu, "0x%x" % reason, n] for (cpu, reason), n in sorted(m.exits.counts_by_cpu().items())],
+        "exits_not_kept": m.exits.dropped,
+        "entry_failures_read": m.failure_vmreads.total,
         "allocations_live": len(kern.live),
         "crash": crash,
     })

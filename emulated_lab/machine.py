@@ -26,24 +26,30 @@ test):
 """
 from __future__ import annotations
 
+import contextlib
 import gc
+import math
 import sys
+import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from windbg_ext.arch import capabilities as caps
 
 from emulated_lab import snippets
+from emulated_lab.cpu_truth import CpuTruth
 from emulated_lab.errors import MachineError
+from emulated_lab.insn import Insn, effective_address, scan
 from emulated_lab.memory import DIRECT_MAP, PAGE, GuestMemory
 from emulated_lab.bochs_loader import Watchdog, load_bochscpu
+from emulated_lab.records import BoundedLog, ExitLog
 from emulated_lab.x64 import (ATTR_R0_CODE, ATTR_R0_DATA, ATTR_R3_CMTEB, ATTR_R3_DATA, ATTR_TSS_BUSY, CMTEB_LIMIT,
                               CR0_INIT, CR4_INIT, CR4_VMXE, EFER_INIT, EXCEPTION_NAMES, FAULT_STUB_SIZE, GDT_LIMIT,
                               GPRS, IDT_LIMIT, PAT_INIT, RFLAGS_CF, RFLAGS_INIT, RFLAGS_ZF, SEL_R0_CODE, SEL_R0_DATA,
                               SEL_R3_CMCODE, SEL_R3_CMTEB, SEL_R3_CODE, SEL_R3_DATA, SEL_TSS, THREAD_REGS, TSS_LIMIT,
                               XCR0_INIT, fault_stubs_page, gdt_image, idt_image, tss_image)
 
-__all__ = ["Machine", "MachineError", "GuestFault", "VmExit", "RunResult", "Processor", "DIRECT_MAP", "PAGE",
-           "NT_BASE", "DRIVER_BASE", "USER_BASE", "CR0_INIT", "CR4_INIT", "CR4_VMXE", "EFER_INIT", "GDT_LIMIT",
+__all__ = ["Machine", "MachineError", "GuestFault", "RunTimeout", "VmExit", "RunResult", "Processor", "DIRECT_MAP",
+           "PAGE", "NT_BASE", "DRIVER_BASE", "USER_BASE", "CR0_INIT", "CR4_INIT", "CR4_VMXE", "EFER_INIT", "GDT_LIMIT",
            "SEL_R0_CODE", "SEL_R0_DATA", "SEL_R3_CMCODE", "SEL_R3_CODE", "SEL_R3_DATA", "SEL_R3_CMTEB", "SEL_TSS",
            "RFLAGS_CF", "RFLAGS_ZF", "FC_LOCKED_VMXON_ENABLED", "FC_LOCKED_VMXON_DISABLED", "GPRS"]
 
@@ -62,6 +68,21 @@ class GuestFault(MachineError):
         super().__init__("processor %d: exception %s (vector %d, error 0x%x) at rip 0x%x"
                          % (cpu, EXCEPTION_NAMES.get(vector, "?"), vector, error, rip))
         self.vector, self.error, self.rip, self.cpu = vector, error, rip, cpu
+
+
+class RunTimeout(MachineError):
+    """A top-level run (with every run nested in it) exceeded its wall time or
+    instruction budget. `activity` says what the driver was doing."""
+
+    def __init__(self, cpu: int, by: str, seconds: float, limit_seconds: float, instructions: int,
+                 limit_instructions: int, activity: str) -> None:
+        if by == "instructions":
+            what = "reached the limit of {:,} instructions without finishing (after {:.1f} s)".format(
+                limit_instructions, seconds)
+        else:
+            what = "ran for %g s without finishing (%s instructions)" % (limit_seconds, "{:,}".format(instructions))
+        super().__init__("processor %d %s: %s" % (cpu, what, activity))
+        self.cpu, self.by, self.seconds, self.instructions, self.activity = cpu, by, seconds, instructions, activity
 
 
 class VmExit:
@@ -173,20 +194,29 @@ class Machine(GuestMemory):
     """An emulated x86-64 machine with `cpus` logical processors."""
 
     def __init__(self, cpus: int = 2, feature_control: int = FC_LOCKED_VMXON_ENABLED,
-                 run_timeout: float = 60.0) -> None:
+                 run_timeout: float = 60.0, instruction_limit: int = 0) -> None:
         if cpus < 1 or cpus > 64:
             raise MachineError("processor count %d is out of range (1..64)" % cpus)
         self.bochscpu = load_bochscpu()
         GuestMemory.__init__(self, self.bochscpu.memory)
-        self.run_timeout = run_timeout      # seconds one emulator run may take
+        # The budget of one top-level operation (a run(), a processor switch, a
+        # VMREAD probe), shared by every emulator run nested in it: seconds of
+        # wall time, and instructions (0: no instruction limit).
+        self.run_timeout = run_timeout
+        self.instruction_limit = instruction_limit
         self._watchdog = Watchdog()
+        self._budget_depth = 0
+        self._budget_start = (0.0, 0, 0)    # wall time, instruction count, exits at the outermost start
+        self._deadline = 0.0
+        self._until_instruction = 0
+        self.locate: Optional[Callable[[int], str]] = None   # rip -> "module+offset" (set by the NT kernel)
         self.feature_control = feature_control
         self._code_cursor = 0
         self._code_page = 0
         self._code_interned: Dict[bytes, int] = {}
         self._closed = False
         self.breakpoints: Dict[int, Callable[[int], None]] = {}   # VA -> handler (ucnear_branch target)
-        self.exits: List[VmExit] = []
+        self.exits = ExitLog()           # every exit counted; details of the first and last ones
         self.exit_observers: List[Callable[[VmExit], None]] = []
         self.sess = None
         self.current: Optional[int] = None
@@ -199,9 +229,25 @@ class Machine(GuestMemory):
         self._hide_vmx = False
         self._await_capture = False
         self.capture_on_entry_failure: List[int] = []   # encodings to VMREAD when a VM entry fails
-        self.failure_vmreads: List[Tuple[int, Dict[int, int]]] = []
-        self._cpuid_leaf = None
-        self.cpuid_sites = set()
+        # (processor, {encoding: value}) at failed VM entries: the first and last ones
+        self.failure_vmreads: BoundedLog[Tuple[int, Dict[int, int]]] = BoundedLog(keep=8)
+        # watched instructions (emulated_lab/insn.py) by address, and the one in flight
+        self.sites: Dict[int, Insn] = {}
+        self._pending: Optional[Tuple[int, Insn, int, Dict[str, int]]] = None
+        self._firmware = False            # the lab's own firmware steps: not observed
+        self._entry_exited = False
+        # a CPU model stricter or different than Bochs's own (set before the first run):
+        #   cpuid_filter(k, leaf, subleaf, (eax, ebx, ecx, edx)) -> the 4 values the guest sees
+        #   rdmsr_filter(k, msr, value) -> value
+        #   emulate(k, insn, regs) -> None (execute it) or {register: value} (the lab
+        #   executes it: registers set, RIP past it), e.g. MSRs and hypercalls of a parent
+        self.cpuid_filter: Optional[Callable[[int, int, int, Tuple[int, int, int, int]],
+                                             Tuple[int, int, int, int]]] = None
+        self.rdmsr_filter: Optional[Callable[[int, int, int], int]] = None
+        self.emulate: Optional[Callable[[int, Insn, Dict[str, int]], Optional[Dict[str, int]]]] = None
+        #   after_vmclear(k, pa): software's VMCLEAR of pa completed (emulated_lab/hardware.py)
+        self.after_vmclear: Optional[Callable[[int, int], None]] = None
+        self.poisoned: List[int] = []
         self._hlt_rip = 0
         self.count_instructions = False   # set before the first run: counts instructions (slow)
         self.count_range = (0, 1 << 64)   # ... whose address is in [lo, hi), e.g. the driver image
@@ -209,6 +255,8 @@ class Machine(GuestMemory):
         self._last_counted = -1
         self._build_shared()
         self.processors = [Processor(i) for i in range(cpus)]
+        self.vmx_revision = 0      # IA32_VMX_BASIC[30:0], read by the firmware step
+        self.truth = CpuTruth(cpus, self._cr4_of, lambda: self.vmx_revision)
         for p in self.processors:
             self._build_processor(p)
 
@@ -242,34 +290,94 @@ class Machine(GuestMemory):
         return va
 
     def note_code(self, va: int, code: bytes) -> None:
-        """Records where CPUID instructions may be (for hide_vmx)."""
-        i = code.find(b"\x0f\xa2")
-        while i >= 0:
-            self.cpuid_sites.add(va + i)
-            i = code.find(b"\x0f\xa2", i + 1)
+        """Records where watched instructions (VMX, CPUID, RDMSR, WRMSR) may be."""
+        self.sites.update(scan(code, va))
 
     def hide_vmx(self) -> None:
-        """Makes the CPU report no VMX: CPUID.1:ECX[5] reads 0 (SDM Vol.3 24.6).
-        Bochs's CPUID cannot be configured, so every CPUID at a known site is
-        watched (before/after-execution hooks: slower, use for short runs)."""
+        """Makes the CPU report no VMX: CPUID.1:ECX[5] reads 0 (SDM Vol.3 24.6)."""
         if self._hook_list is not None:
             raise MachineError("hide_vmx() must be called before the first run")
         self._hide_vmx = True
 
-    def _before(self, sess, cpu_id, insn) -> None:
-        rip = sess.cpu.rip
-        if rip in self.cpuid_sites:
-            self._cpuid_leaf = (rip, sess.cpu.rax & 0xFFFFFFFF)
+    def _cr4_of(self, k: int) -> int:
+        if self.current == k and self.sess is not None:
+            return self.sess.cpu.state.cr4
+        st = self.processors[k].state
+        return st.cr4 if st is not None else CR4_INIT
 
-    def _after(self, sess, cpu_id, insn) -> None:
-        self.instructions += 1
-        if self._cpuid_leaf is not None:
-            rip, leaf = self._cpuid_leaf
-            c = sess.cpu
-            if c.rip == rip + 2:
-                self._cpuid_leaf = None
-                if leaf == 1:
-                    c.rcx = c.rcx & ~(1 << 5)
+    def _before(self, sess, cpu_id, _insn) -> None:
+        if self.count_instructions:
+            self._count(sess)
+        c = sess.cpu
+        rip = c.rip
+        insn = self.sites.get(rip)
+        if insn is None:
+            self._pending = None
+            return
+        if self._pending is not None and self._pending[0] == rip:
+            return          # fired again for the same instruction (after a stop, RDMSR, VMXOFF)
+        regs = {"rax": c.rax, "rcx": c.rcx, "rdx": c.rdx, "r8": c.r8, "r9": c.r9}
+        pa = None
+        if insn.mem is not None:
+            ea = effective_address(insn.mem, lambda r: getattr(c, r), rip + insn.length)
+            try:
+                pa = self.read_u64(ea)
+                rev = int.from_bytes(self.read_phys(pa & ~0xFFF, 4), "little") if self.is_backed(pa) else None
+            except MachineError:
+                pa = None    # the CPU faults on it; nothing to record
+            regs["revision"] = rev if pa is not None else None
+        del c
+        self._pending = (rip, insn, pa, regs)
+        if insn.kind in ("vmlaunch", "vmresume"):
+            self._entry_exited = False
+        k = self.current
+        if self.emulate is not None and self.truth.processors[k].vmx != "guest":
+            out = self.emulate(k, insn, regs)
+            if out is not None:
+                self._pending = None
+                self.request(lambda: self._emulated(rip + insn.length, out))
+
+    def _emulated(self, next_rip: int, regs: Dict[str, int]) -> None:
+        regs = dict(regs, rip=next_rip)
+        self.set_thread_regs(regs)
+
+    def _after(self, sess, cpu_id, _insn) -> None:
+        pending = self._pending
+        if pending is None:
+            return
+        site, insn, pa, regs = pending
+        c = sess.cpu
+        rip = c.rip
+        if rip == site:
+            return          # not executed yet (the after hook may fire early)
+        self._pending = None
+        k = self.current
+        if rip != site + insn.length:
+            # left somewhere else: VMLAUNCH/VMRESUME entered the guest (unless it
+            # exited at once); anything else exited or faulted: nothing happened
+            if insn.kind in ("vmlaunch", "vmresume") and not self._entry_exited and not self._firmware:
+                self.truth.entered_guest(k, insn.kind)
+            return
+        if insn.kind == "cpuid":
+            leaf, sub = regs["rax"] & 0xFFFFFFFF, regs["rcx"] & 0xFFFFFFFF
+            out = (c.rax & 0xFFFFFFFF, c.rbx & 0xFFFFFFFF, c.rcx & 0xFFFFFFFF, c.rdx & 0xFFFFFFFF)
+            new = out
+            if self._hide_vmx and leaf == 1:
+                new = (new[0], new[1], new[2] & ~(1 << 5), new[3])
+            if self.cpuid_filter is not None:
+                new = self.cpuid_filter(k, leaf, sub, new)
+            if new != out:
+                c.rax, c.rbx, c.rcx, c.rdx = new
+        elif insn.kind == "rdmsr" and self.rdmsr_filter is not None:
+            v = (c.rdx & 0xFFFFFFFF) << 32 | (c.rax & 0xFFFFFFFF)
+            nv = self.rdmsr_filter(k, regs["rcx"] & 0xFFFFFFFF, v)
+            if nv != v:
+                c.rax, c.rdx = nv & 0xFFFFFFFF, nv >> 32
+        elif not self._firmware:
+            self.truth.executed(k, insn.kind, pa, regs.get("revision"))
+            if insn.kind == "vmclear" and self.after_vmclear is not None and pa is not None \
+                    and self.truth.processors[k].vmx != "off" and pa != self.truth.processors[k].vmxon_pa:
+                self.after_vmclear(k, pa)
 
     # -- layout -------------------------------------------------------------
     def _build_shared(self) -> None:
@@ -357,14 +465,11 @@ class Machine(GuestMemory):
         h.hlt = self._on_hlt
         h.exception = self._on_exception
         h.vmexit = self._on_vmexit
-        if self._hide_vmx:
-            h.before_execution = self._before
-            h.after_execution = self._after
-        elif self.count_instructions:
-            h.before_execution = self._count
+        h.before_execution = self._before
+        h.after_execution = self._after
         return [h]
 
-    def _count(self, sess, cpu_id, insn) -> None:
+    def _count(self, sess) -> None:
         # before_execution may fire twice for one instruction (after RDMSR/VMXOFF,
         # or on resume after a stop): count each RIP once in a row
         rip = sess.cpu.rip
@@ -392,9 +497,13 @@ class Machine(GuestMemory):
         # VMX root, re-enter VMX operation with the same current VMCS).
         if p.vmx != "off":
             code = self.place_code(snippets.FW_REESTABLISH)
-            r = self._call_raw(code, {"rax": self.feature_control, "rdi": p.fw_vmxon_pa,
-                                      "rbx": DIRECT_MAP + p.fw_vmxon_pa, "rsi": p.vmcs_pa},
-                               p.idle_stack_top)
+            self._firmware = True
+            try:
+                r = self._call_raw(code, {"rax": self.feature_control, "rdi": p.fw_vmxon_pa,
+                                          "rbx": DIRECT_MAP + p.fw_vmxon_pa, "rsi": p.vmcs_pa},
+                                   p.idle_stack_top)
+            finally:
+                self._firmware = False
             if r != "return" or self.sess.cpu.rax != 0:
                 raise MachineError("processor %d: re-establishing VMX operation failed (%s, rax=%d)"
                                    % (k, r, self.sess.cpu.rax))
@@ -403,6 +512,7 @@ class Machine(GuestMemory):
             r = self._call_raw(code, {"rax": self.feature_control}, p.idle_stack_top)
             if r != "return":
                 raise MachineError("processor %d: firmware start-up failed (%s)" % (k, r))
+            self.vmx_revision = self.sess.cpu.rax & 0x7FFF_FFFF
         self.set_thread_regs(saved)
 
     def _close_session(self) -> None:
@@ -478,6 +588,11 @@ class Machine(GuestMemory):
     def _on_vmexit(self, sess, cpu_id, reason, qual) -> None:
         e = VmExit(self.current, reason, qual, sess.cpu.rip, self._lab_induced)
         self.exits.append(e)
+        self._entry_exited = True
+        if not self._lab_induced:
+            # the lab's parking exits are invisible on a real machine: the
+            # processor keeps running its guest there
+            self.truth.vm_exit(self.current)
         if self._lab_induced:
             self._await_root = True
         elif e.entry_failure and self.capture_on_entry_failure:
@@ -485,24 +600,69 @@ class Machine(GuestMemory):
         for o in self.exit_observers:
             o(e)
 
-    def _run_session(self) -> str:
-        self._stop_reason = ""
-        self._pending_fault = None
-        self._watchdog.arm(self.run_timeout)
+    # -- the watchdog ---------------------------------------------------------
+    @contextlib.contextmanager
+    def budget(self):
+        """One top-level operation's wall time (run_timeout) and instructions
+        (instruction_limit): every emulator run inside it, however deeply nested
+        (per-processor broadcasts, processor switches, VMREADs at failed VM
+        entries), draws on the same budget, so no nested run restarts the clock."""
+        if self._budget_depth == 0:
+            now, count = time.monotonic(), self._watchdog.instructions()
+            self._budget_start = (now, count, self.exits.total)
+            self._deadline = now + self.run_timeout
+            self._until_instruction = count + self.instruction_limit if self.instruction_limit else 0
+        self._budget_depth += 1
         try:
-            self.sess.run(self._hook_list)
-        except BaseException as e:
-            # the traceback's hook frames hold the Session and its cpu: drop them
-            # (and those of chained exceptions), or the Session outlives this machine
-            _drop_frames(e)
-            raise e
+            yield
         finally:
-            timed_out = self._watchdog.disarm()
-        if timed_out and not self._stop_reason:
-            raise MachineError("processor %d ran for %g s without finishing (an endless loop, or a spin-wait "
-                               "for another processor: the lab runs processors one after another)"
-                               % (self.current, self.run_timeout))
-        return self._stop_reason or "stopped"
+            self._budget_depth -= 1
+
+    def activity(self) -> str:
+        """What the driver is doing, in one phrase, for a run that did not finish."""
+        cpu, reason, n = self.exits.streak
+        n = min(n, self.exits.total - self._budget_start[2])   # only exits of this operation
+        if n >= 2 and reason & 0x8000_0000:    # SDM Vol.3 28.2.1: bit 31, VM-entry failure
+            return ("VM entry failed {:,} times in a row on processor {}, exit reason 0x{:x}; "
+                    "the exit handler keeps entering the guest again".format(n, cpu, reason))
+        if n >= 1000:
+            return ("the guest on processor {} made VM exit 0x{:x} {:,} times in a row".format(cpu, reason, n))
+        where = ""
+        if self.sess is not None:
+            rip = self.sess.cpu.rip
+            where = "at rip 0x%x%s: " % (rip, " (%s)" % self.locate(rip) if self.locate else "")
+        return ("%san endless loop, or a spin-wait for another processor (the lab runs processors one after "
+                "another)" % where)
+
+    def _timeout(self, by: str) -> RunTimeout:
+        t0, i0, _ = self._budget_start
+        return RunTimeout(self.current if self.current is not None else -1, by, time.monotonic() - t0,
+                          self.run_timeout, self._watchdog.instructions() - i0, self.instruction_limit,
+                          self.activity())
+
+    def _run_session(self) -> str:
+        with self.budget():
+            self._stop_reason = ""
+            self._pending_fault = None
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout("time")
+            if self._until_instruction and self._watchdog.instructions() >= self._until_instruction:
+                raise self._timeout("instructions")
+            self._watchdog.arm(remaining if not math.isinf(remaining) else 0xFFFFFFFF / 1000.0,
+                               self._until_instruction)
+            try:
+                self.sess.run(self._hook_list)
+            except BaseException as e:
+                # the traceback's hook frames hold the Session and its cpu: drop them
+                # (and those of chained exceptions), or the Session outlives this machine
+                _drop_frames(e)
+                raise e
+            finally:
+                fired = self._watchdog.disarm()
+            if fired and not self._stop_reason:
+                raise self._timeout(fired)
+            return self._stop_reason or "stopped"
 
     def _call_raw(self, rip: int, regs: Dict[str, int], stack_top: int) -> str:
         """Runs code at rip on the current session until it returns to the sentinel."""
@@ -526,12 +686,13 @@ class Machine(GuestMemory):
         """Makes processor k the one whose Session is live, parking the current one."""
         if self.current == k:
             return
-        if self.current is not None:
-            self.park()
-        self._open_session(k)
-        p = self.processors[k]
-        if p.parked_in_exit:
-            self._resume_guest()
+        with self.budget():
+            if self.current is not None:
+                self.park()
+            self._open_session(k)
+            p = self.processors[k]
+            if p.parked_in_exit:
+                self._resume_guest()
 
     def _resume_guest(self) -> None:
         """After re-establishment the processor is in the driver's VM-exit handler
@@ -550,6 +711,10 @@ class Machine(GuestMemory):
         """Brings the current processor to a state that survives the end of its
         Session: VMX root (through a CPUID VM exit) when it is in VMX non-root,
         and records its VMX state and registers."""
+        with self.budget():
+            self._park()
+
+    def _park(self) -> None:
         k = self.current
         p = self.processors[k]
         saved = self.thread_regs()
@@ -595,6 +760,11 @@ class Machine(GuestMemory):
         the rest on the stack)."""
         if not 0 <= cpu < len(self.processors):
             raise MachineError("processor %d does not exist (this machine has %d)" % (cpu, len(self.processors)))
+        with self.budget():
+            return self._run(cpu, rip, regs, stack_top, args)
+
+    def _run(self, cpu: int, rip: int, regs: Optional[Dict[str, int]], stack_top: Optional[int],
+             args: Tuple[int, ...]) -> RunResult:
         self.switch_to(cpu)
         p = self.processors[cpu]
         first_exit = len(self.exits)
@@ -673,6 +843,10 @@ class Machine(GuestMemory):
         Fields the CPU refuses (VMfail) are left out. With resume=False the
         processor stays parked, so memory (the VMCS region) still holds
         exactly what was read; resume=True lets it return to its guest."""
+        with self.budget():
+            return self._vmread_all(k, encodings, resume)
+
+    def _vmread_all(self, k: int, encodings, resume: bool) -> Dict[int, int]:
         if self.current is not None:
             self.park()
         p = self.processors[k]
@@ -693,6 +867,35 @@ class Machine(GuestMemory):
         else:
             self._close_session()   # p.state is still the parked state
         return values
+
+    def vmwrite_parked(self, k: int, encoding: int, value: int) -> bool:
+        """VMWRITEs one field of processor k's current VMCS while it is parked in
+        VMX root (the lab breaking a VMCS from outside the driver). True when the
+        write took; the processor stays parked."""
+        if self.current is not None:
+            self.park()
+        p = self.processors[k]
+        if not p.parked_in_exit:
+            return False
+        self._open_session(k)
+        saved = self.thread_regs()
+        r = self._call_raw(self.place_code(snippets.VMWRITE), {"rcx": encoding, "rdx": value}, p.idle_stack_top)
+        ok = r == "return" and self.sess.cpu.rax == 1
+        self.set_thread_regs(saved)
+        self._close_session()
+        return ok
+
+    def lose_vmx_state(self) -> None:
+        """A sleep state (S3/S4, fast start-up): every processor resumes from
+        firmware with the operating system's context and no VMX operation: no
+        VMXON, CR4.VMXE clear, no current VMCS, no guest (SDM Vol.3 25.11.1).
+        Memory (VMCS regions included) is kept, as RAM is in S3."""
+        if self.current is not None:
+            self.park()
+        for p in self.processors:
+            p.state = self._initial_state(p)
+            p.vmx, p.parked_in_exit, p.vmcs_pa = "off", False, 0
+            self.truth.lost_vmx(p.index)
 
     def _capture_failure(self) -> None:
         p = self.processors[self.current]

@@ -16,6 +16,9 @@ from emulated_lab.x64 import ADDR_MASK, PTE_NX, PTE_P, PTE_RW, PTE_US
 
 PAGE = 0x1000
 FIRST_PA = 0x20_0000
+# NUMA: node n's memory starts at n * NODE_SPAN (node 0 at FIRST_PA); a node's
+# allocations stay below the next node's start. MAXPHYADDR is 40 here.
+NODE_SPAN = 1 << 32
 # Every physical page the machine allocates is also mapped at DIRECT_MAP + pa.
 DIRECT_MAP = 0xFFFF_A000_0000_0000
 
@@ -25,8 +28,12 @@ class GuestMemory:
         self._backend = backend            # bochscpu.memory
         self._pages: Dict[int, int] = {}   # gpa -> host address
         self._next_pa = FIRST_PA
+        self._next_in_node: Dict[int, int] = {}   # node >= 1 -> next free pa in its span
         self.pml4 = 0
         self.pml4 = self.alloc_phys(1)
+        # paging-structure pages not yet in the direct map (drivers walk page
+        # tables through MmGetVirtualForPhysical, as on Windows)
+        self._tables_to_map: List[int] = [self.pml4]
 
     # -- physical -------------------------------------------------------------
     def _new_page(self, pa: int) -> None:
@@ -37,11 +44,23 @@ class GuestMemory:
         self._backend.page_insert(pa, hva)
         self._pages[pa] = hva
 
-    def alloc_phys(self, npages: int, align_pages: int = 1) -> int:
-        """Allocates zeroed, contiguous physical pages; also maps them at DIRECT_MAP + pa."""
+    def next_phys(self, npages: int, align_pages: int = 1, node: int = 0, at_least: int = 0) -> Optional[int]:
+        """Where alloc_phys with the same arguments would put the pages (None: the node is full)."""
         align = align_pages * PAGE
-        pa = (self._next_pa + align - 1) // align * align
-        self._next_pa = pa + npages * PAGE
+        start = self._next_pa if node == 0 else self._next_in_node.get(node, node * NODE_SPAN)
+        pa = (max(start, at_least) + align - 1) // align * align
+        return pa if pa + npages * PAGE <= (node + 1) * NODE_SPAN else None
+
+    def alloc_phys(self, npages: int, align_pages: int = 1, node: int = 0, at_least: int = 0) -> int:
+        """Allocates zeroed, contiguous physical pages (in NUMA node `node`'s memory,
+        at or above `at_least`); also maps them at DIRECT_MAP + pa."""
+        pa = self.next_phys(npages, align_pages, node, at_least)
+        if pa is None:
+            raise MachineError("NUMA node %d of the emulated machine is out of memory" % node)
+        if node == 0:
+            self._next_pa = pa + npages * PAGE
+        else:
+            self._next_in_node[node] = pa + npages * PAGE
         for i in range(npages):
             self._new_page(pa + i * PAGE)
         if self.pml4:
@@ -52,6 +71,11 @@ class GuestMemory:
         """One zeroed page: (virtual address, physical address)."""
         pa = self.alloc_phys(1)
         return DIRECT_MAP + pa, pa
+
+    @staticmethod
+    def node_of(pa: int) -> int:
+        """The NUMA node whose memory holds physical address pa."""
+        return pa // NODE_SPAN
 
     def is_backed(self, pa: int) -> bool:
         return (pa & ~0xFFF) in self._pages
@@ -108,6 +132,11 @@ class GuestMemory:
         pa &= ~0xFFF
         for off in range(0, (size + 0xFFF) & ~0xFFF, PAGE):
             self._map_page(va + off, pa + off, user, writable, executable)
+        # then the new paging-structure pages at DIRECT_MAP + pa (which may make
+        # more of them: few, as they are allocated next to each other)
+        while self._tables_to_map:
+            t = self._tables_to_map.pop()
+            self._map_page(DIRECT_MAP + t, t, False, True, False)
 
     def _map_page(self, va: int, pa: int, user: bool, writable: bool, executable: bool) -> None:
         table = self.pml4
@@ -116,10 +145,11 @@ class GuestMemory:
             e_pa = table + ((va >> shift) & 0x1FF) * 8
             e = self._read_q(e_pa)
             if not e & PTE_P:
-                # table pages are not direct-mapped (that would recurse into map())
+                # direct-mapped by map() afterwards (not here: that would recurse)
                 nxt = (self._next_pa + PAGE - 1) & ~0xFFF
                 self._next_pa = nxt + PAGE
                 self._new_page(nxt)
+                self._tables_to_map.append(nxt)
                 e = nxt | upper
                 self._write_q(e_pa, e)
             elif user and not e & PTE_US:

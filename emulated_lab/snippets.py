@@ -5,11 +5,14 @@ and ends with RET.
 """
 from emulated_lab.asm import assemble
 
-# Firmware at Session start: IA32_FEATURE_CONTROL <- rax (SDM Vol.3 24.7).
+# Firmware at Session start: IA32_FEATURE_CONTROL <- rax (SDM Vol.3 24.7);
+# returns IA32_VMX_BASIC[31:0] (the VMCS revision identifier, App. A.1) in eax.
 FW_LOCK = assemble("""
     mov ecx, 0x3a
     xor edx, edx
     wrmsr
+    mov ecx, 0x480
+    rdmsr
     ret
 """)
 
@@ -63,6 +66,16 @@ VMREAD = assemble("""
     xor eax, eax
     vmread rax, rcx
     ret
+""")
+
+# VMWRITE rdx into field rcx of the current VMCS; rax = 1 when it took (the
+# conditional jump reads the flags the CPU set, SDM Vol.3 31.2)
+VMWRITE = assemble("""
+    xor eax, eax
+    vmwrite rcx, rdx
+    jbe 1f
+    mov eax, 1
+1:  ret
 """)
 
 RDMSR = assemble("""

@@ -41,6 +41,19 @@ def testdrv(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def fixture_driver(tmp_path_factory):
+    """fixture_driver(name) -> path of tests/lab/fixtures/<name>.c built with mingw (once per session)."""
+    out = str(tmp_path_factory.mktemp("fixture-drivers"))
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = support.build_fixture_driver(name, out)
+        return built[name]
+    return get
+
+
+@pytest.fixture(scope="session")
 def lab_images(tmp_path_factory):
     """lab_images(scenario, cpus=2, driver=None (hv.sys), workload=True) -> (image, result):
     each scenario runs on the emulated CPU once per session; the files are read-only to tests."""

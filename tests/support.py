@@ -11,7 +11,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STANDIN_DIR = os.path.join(ROOT, "tests", "pykd_standin")
 HV_SYS = os.path.join(ROOT, "driver", "out", "hv.sys")
-TESTDRV_SOURCE = os.path.join(ROOT, "tests", "lab", "fixtures", "testdrv.c")
+FIXTURE_DRIVERS = os.path.join(ROOT, "tests", "lab", "fixtures")
+TESTDRV_SOURCE = os.path.join(FIXTURE_DRIVERS, "testdrv.c")
 MINGW = "x86_64-w64-mingw32-gcc"
 DDK_INCLUDE = "/usr/share/mingw-w64/include/ddk"
 
@@ -36,12 +37,21 @@ def hv_sys() -> str:
 
 def build_testdrv(out_dir: str) -> str:
     """The lab's small fixture driver (tests/lab/fixtures/testdrv.c), built with mingw."""
+    return build_fixture_driver("testdrv", out_dir)
+
+
+def build_fixture_driver(name: str, out_dir: str) -> str:
+    """tests/lab/fixtures/<name>.c built with mingw into <out_dir>/<name>.sys (a WDM driver)."""
     cc = shutil.which(MINGW)
     assert cc, "%s is required (tools/bootstrap.sh installs gcc-mingw-w64-x86-64)" % MINGW
-    out = os.path.join(str(out_dir), "testdrv.sys")
+    out = os.path.join(str(out_dir), name + ".sys")
+    extra = os.path.join(str(out_dir), "libntoskrnl_extra.a")
+    if not os.path.isfile(extra):   # import library for what libntoskrnl.a lacks
+        subprocess.run([MINGW.replace("gcc", "dlltool"), "-d", os.path.join(FIXTURE_DRIVERS, "ntoskrnl_extra.def"),
+                        "-l", extra], check=True)
     subprocess.run([cc, "-O2", "-Wall", "-Werror", "-I" + DDK_INCLUDE, "-nostdlib", "-Wl,--subsystem,native",
                     "-Wl,--entry,DriverEntry", "-Wl,--wdmdriver", "-mno-stack-arg-probe", "-o", out,
-                    TESTDRV_SOURCE, "-lntoskrnl", "-lhal"], check=True)
+                    os.path.join(FIXTURE_DRIVERS, name + ".c"), "-lntoskrnl", "-lhal", extra], check=True)
     return out
 
 

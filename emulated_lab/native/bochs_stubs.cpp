@@ -1,5 +1,5 @@
-// The lab's native helpers for bochscpu 0.3.1: two interposed stubs, and a run
-// watchdog (below).
+// The lab's native helpers for bochscpu 0.3.1: two interposed stubs, an
+// instruction counter and a run watchdog (below).
 //
 // Interposes two C-ABI stubs of bochscpu 0.3.1 whose bodies are assert(false).
 // Loaded with RTLD_GLOBAL before the bochscpu extension, these definitions win
@@ -13,6 +13,7 @@
 class bx_pc_system_c {
  public:
   bool get_enable_a20();
+  void countdownEvent();
 };
 class BX_CPU_C;
 class BX_MEM_C {
@@ -25,6 +26,43 @@ __attribute__((visibility("default"))) bool bx_pc_system_c::get_enable_a20() { r
 __attribute__((visibility("default"))) bool BX_MEM_C::dbg_fetch_mem(BX_CPU_C *, unsigned long, unsigned int,
                                                                     unsigned char *) {
   return false;
+}
+
+// Instruction counting. Bochs's CPU loop advances the system clock by the
+// instructions it executed (BX_SYNC_TIME_IF_SINGLE_PROCESSOR -> tickn);
+// bochscpu's stub of bx_pc_system_c::countdownEvent() re-arms the countdown
+// with 1, so the loop calls it once per instruction, through the PLT. Our
+// definition (interposed like the two above) counts the call and forwards it
+// to bochscpu's own, whose address Python hands over (hvlab_set_countdown)
+// before any instruction runs. When the watchdog is armed with an instruction
+// limit, reaching it stops the run from the emulator thread itself.
+namespace {
+typedef void (*countdown_fn)(void *);
+typedef void (*kill_fn)(unsigned);
+countdown_fn original_countdown = nullptr;
+unsigned long long instructions = 0;
+// set by arm/disarm, read here: both run on the emulator (Python) thread
+unsigned long long instruction_limit = 0;  // stop when instructions reach it (0: no limit)
+bool instruction_limit_hit = false;
+kill_fn limit_kill = nullptr;
+unsigned limit_cpu = 0;
+}  // namespace
+
+__attribute__((visibility("default"))) void bx_pc_system_c::countdownEvent() {
+  ++instructions;
+  if (instruction_limit && instructions >= instruction_limit) {
+    instruction_limit_hit = true;
+    limit_kill(limit_cpu);  // repeated on every further instruction until the run ends
+  }
+  original_countdown(this);
+}
+
+extern "C" __attribute__((visibility("default"))) void hvlab_set_countdown(countdown_fn original) {
+  original_countdown = original;
+}
+
+extern "C" __attribute__((visibility("default"))) unsigned long long hvlab_instructions(void) {
+  return instructions;
 }
 
 // A watchdog for runs that never end (an endless loop, or a spin-wait for a
@@ -66,7 +104,6 @@ __attribute__((visibility("default"))) bool BX_MEM_C::dbg_fetch_mem(BX_CPU_C *, 
 #include <pthread.h>
 
 namespace {
-typedef void (*kill_fn)(unsigned);
 const unsigned kGraceMs = 20000;
 
 // Never destroyed: the watchdog thread may still wait on them while the
@@ -122,8 +159,15 @@ void watchdog_main() {
 }
 }  // namespace
 
+// Arms the watchdog for one run: stop it after `ms` milliseconds, or when the
+// instruction counter reaches `until_instruction` (0: no instruction limit).
 // Returns 0, or -1 when the watchdog thread cannot be started.
-extern "C" __attribute__((visibility("default"))) int hvlab_watchdog_arm(kill_fn kill, unsigned cpu, unsigned ms) {
+extern "C" __attribute__((visibility("default"))) int hvlab_watchdog_arm(kill_fn kill, unsigned cpu, unsigned ms,
+                                                                        unsigned long long until_instruction) {
+  instruction_limit = until_instruction;
+  instruction_limit_hit = false;
+  limit_kill = kill;
+  limit_cpu = cpu;
   std::lock_guard<std::mutex> g(wd_mutex);
   if (!wd_thread_started) {
     try {
@@ -143,11 +187,15 @@ extern "C" __attribute__((visibility("default"))) int hvlab_watchdog_arm(kill_fn
   return 0;
 }
 
-// Ends the current arm; returns 1 when its time ran out (the run was stopped).
-// After it returns the watchdog does not touch the CPU until the next arm.
+// Ends the current arm; returns 1 when its time ran out, 2 when the instruction
+// limit was reached (the run was stopped), 0 otherwise. After it returns the
+// watchdog does not touch the CPU until the next arm.
 extern "C" __attribute__((visibility("default"))) int hvlab_watchdog_disarm(void) {
+  int by_count = instruction_limit_hit ? 2 : 0;
+  instruction_limit = 0;
+  instruction_limit_hit = false;
   std::lock_guard<std::mutex> g(wd_mutex);
-  int fired = wd_fired ? 1 : 0;
+  int fired = wd_fired ? 1 : by_count;
   wd_armed = false;
   wd_fired = false;
   wd_cv.notify_all();

@@ -16,9 +16,12 @@ import struct
 from typing import Callable, Dict, List, Optional
 
 from emulated_lab.machine import DIRECT_MAP, NT_BASE, PAGE, Machine, MachineError
+from emulated_lab.nt.allocation import Allocation
+from emulated_lab.nt.callbacks import Callbacks, notify
 from emulated_lab.nt.pe_loader import LoadError, LoadedImage, load_pe
 from emulated_lab.nt.printf import format_message
 from emulated_lab.nt.services import DPFLTR_DEFAULT_ID, SERVICES, STATUS_SUCCESS
+from emulated_lab.records import BoundedLog
 from windbg_ext.arch import dbgprint
 
 STUB_AREA = NT_BASE + 0x1000          # 16 bytes per stub
@@ -32,16 +35,6 @@ class BugCheck(MachineError):
     def __init__(self, code: int, params: List[int], cpu: int):
         super().__init__("KeBugCheckEx(0x%x, %s) on processor %d" % (code, ", ".join("0x%x" % p for p in params), cpu))
         self.code, self.params, self.cpu = code, params, cpu
-
-
-class Allocation:
-    __slots__ = ("va", "pa", "size", "kind", "tag", "npages")
-
-    def __init__(self, va: int, pa: int, size: int, kind: str, tag: int, npages: int) -> None:
-        self.va, self.pa, self.size, self.kind, self.tag, self.npages = va, pa, size, kind, tag, npages
-
-    def __repr__(self) -> str:
-        return "Allocation(%s, va=0x%x, pa=0x%x, size=0x%x)" % (self.kind, self.va, self.pa, self.size)
 
 
 class DbgMessage:
@@ -63,6 +56,7 @@ class Call:
         self.rsp = c.rsp
         self._regs = (c.rcx, c.rdx, c.r8, c.r9)
         self.then: Optional[Callable[[], None]] = None   # work to do outside the emulator run
+        self.returns = True    # False: the service set every register itself (RtlRestoreContext)
 
     def arg(self, i: int) -> int:
         if i < 4:
@@ -72,14 +66,19 @@ class Call:
 
 class NtKernel:
     def __init__(self, machine: Machine, fail_allocation: int = 0,
-                 kd_masks: Optional[Dict[str, int]] = None) -> None:
+                 kd_masks: Optional[Dict[str, int]] = None, nodes: int = 1) -> None:
+        if not 1 <= nodes <= len(machine.processors):
+            raise MachineError("%d NUMA nodes cannot be made of %d processors (1..%d nodes)"
+                               % (nodes, len(machine.processors), len(machine.processors)))
         self.m = machine
+        self.nodes = nodes    # NUMA nodes: processors split in order, each node with its own memory
         self.fail_allocation = fail_allocation      # 1-based index of the allocation to fail; 0 = none
         self.allocation_calls = 0
         self.failed_allocations: List[int] = []
         self.live: Dict[int, Allocation] = {}
         self.freed: List[Allocation] = []
-        self.messages: List[DbgMessage] = []
+        # DbgPrint output: the first and last ones (a driver may print in an endless loop)
+        self.messages: BoundedLog[DbgMessage] = BoundedLog(keep=512)
         self.calls: Dict[str, int] = {}
         self.bugcheck: Optional[BugCheck] = None
         self.symbols: Dict[str, int] = {}
@@ -90,6 +89,10 @@ class NtKernel:
         self.affinity = (1 << len(machine.processors)) - 1
         self.dpc_done = 0
         self.images: List[LoadedImage] = []
+        self.last_service = ""                     # the most recent service a driver called
+        self.mapping_cursor = 0                    # next free offset in nt/mappings.MAPPING_AREA
+        self.dpc_targets: Dict[int, int] = {}      # KDPC address -> target processor (nt/dpc.py)
+        machine.locate = self.locate
         # the nt "module": stub pages (hlt) and a data page
         stub_pa = machine.alloc_phys(8)
         machine.write_phys(stub_pa, b"\xF4" * (8 * PAGE))
@@ -105,6 +108,7 @@ class NtKernel:
         self.module = ("nt", NT_BASE, 0x21000)
         stack_pa = machine.alloc_phys(16)
         self.thread_stack_top = DIRECT_MAP + stack_pa + 16 * PAGE - 0x100
+        self.callbacks = Callbacks(self)     # \Callback\PowerState & co. (emulated_lab/nt/callbacks.py)
 
     # -- loading ------------------------------------------------------------
     def _bind(self, dll: str, name: str) -> int:
@@ -135,16 +139,28 @@ class NtKernel:
         return img
 
     # -- dispatch -----------------------------------------------------------
+    def locate(self, va: int) -> str:
+        """Where a code address is: "<driver>+0x<offset>" or "nt!<service>" ("" if neither)."""
+        for img in self.images:
+            if img.base <= va < img.base + img.size:
+                return "%s+0x%x" % (img.name, va - img.base)
+        name = self._by_va.get(va & ~0xF)
+        return "nt!" + name if name else ""
+
     def _dispatch(self, va: int) -> None:
         name = self._by_va[va]
         self.calls[name] = self.calls.get(name, 0) + 1
+        self.last_service = name
         call = Call(self)
         result = self._impl[name](self, call)
         c = self.m.sess.cpu
-        c.rax = (result or 0) & 0xFFFF_FFFF_FFFF_FFFF
-        ret = self.m.read_u64(call.rsp)
-        c.rip = ret
-        c.rsp = call.rsp + 8
+        if call.returns:
+            c.rax = (result or 0) & 0xFFFF_FFFF_FFFF_FFFF
+            ret = self.m.read_u64(call.rsp)
+            c.rip = ret
+            c.rsp = call.rsp + 8
+        else:
+            ret = c.rip
         del c
         if call.then is not None:
             self.m.request(call.then)
@@ -159,8 +175,38 @@ class NtKernel:
     def cpu(self) -> int:
         return self.m.current if self.m.current is not None else -1
 
+    # -- NUMA topology --------------------------------------------------------
+    def node_of(self, cpu: int) -> int:
+        """The NUMA node of a processor: processors are split into nodes in order."""
+        return cpu * self.nodes // len(self.m.processors)
+
+    def node_processors(self, node: int) -> List[int]:
+        return [k for k in range(len(self.m.processors)) if self.node_of(k) == node]
+
+    def nodes_from(self, preferred: int) -> List[int]:
+        """Nodes to allocate from: the preferred one first, then the others in order."""
+        return [preferred] + [n for n in range(self.nodes) if n != preferred]
+
     # -- memory -------------------------------------------------------------
-    def _allocate(self, size: int, kind: str, tag: int = 0, zero: bool = True) -> int:
+    def _place(self, npages: int, nodes: List[int], lowest: int, highest: int, boundary: int):
+        """(pa, node) for npages contiguous pages in the first of `nodes` that can hold
+        them in [lowest, highest] without crossing a multiple of `boundary`; or None."""
+        size = npages * PAGE
+        if boundary and size > boundary:
+            return None
+        for node in nodes:
+            pa = self.m.next_phys(npages, 1, node, lowest)
+            if pa is not None and boundary and pa // boundary != (pa + size - 1) // boundary:
+                pa = self.m.next_phys(npages, 1, node, (pa // boundary + 1) * boundary)
+            if pa is not None and pa + size - 1 <= highest:
+                return pa, node
+        return None
+
+    def _allocate(self, size: int, kind: str, tag: int = 0, zero: bool = True, nodes: Optional[List[int]] = None,
+                  lowest: int = 0, highest: int = (1 << 64) - 1, boundary: int = 0) -> int:
+        """A nonpaged allocation (pool or contiguous), in the first of `nodes` (default:
+        the current processor's node, then the others) that satisfies the physical
+        address constraints; 0 when none can, or when this is the allocation to fail."""
         self.allocation_calls += 1
         if self.fail_allocation and self.allocation_calls == self.fail_allocation:
             self.failed_allocations.append(self.allocation_calls)
@@ -168,11 +214,16 @@ class NtKernel:
         if size == 0 or size > 64 * 1024 * 1024:
             return 0
         npages = (size + PAGE - 1) // PAGE
-        pa = self.m.alloc_phys(npages)
+        if nodes is None:
+            nodes = self.nodes_from(self.node_of(max(self.cpu, 0)))
+        place = self._place(npages, nodes, lowest, highest, boundary)
+        if place is None:
+            return 0
+        pa = self.m.alloc_phys(npages, 1, place[1], place[0])
         va = DIRECT_MAP + pa
         if not zero:
             self.m.write_phys(pa, b"\xCD" * (npages * PAGE))   # uninitialised pool is not zero
-        self.live[va] = Allocation(va, pa, size, kind, tag, npages)
+        self.live[va] = Allocation(va, pa, size, kind, tag, npages, place[1])
         return va
 
     def _free(self, va: int, kind: str, what: str) -> int:
@@ -242,15 +293,21 @@ class NtKernel:
             self.thread_cpu = k
         call.then = move
 
-    def _broadcast(self, call: Call, routine: int, make_args: Callable[[int], tuple], result_from_caller: bool):
-        """Runs `routine` on every processor, one after another, then resumes the
-        calling thread on its own processor with RAX = the caller's result."""
+    def _broadcast(self, call: Call, routine: int, make_args: Callable[[int], tuple], result_from_caller: bool,
+                   caller_last: bool = False, only: Optional[List[int]] = None):
+        """Runs `routine` on every processor (or those in `only`), one after another
+        (in index order; with caller_last, the calling processor after all others),
+        then resumes the calling thread on its own processor, with RAX = the
+        caller's result when result_from_caller."""
         me = self.m.current
+        order = list(range(len(self.m.processors))) if only is None else list(only)
+        if caller_last:
+            order = [k for k in order if k != me] + [me]
 
         def run_all() -> None:
             regs = self.m.thread_regs()
             results = {}
-            for k in range(len(self.m.processors)):
+            for k in order:
                 r = self.m.run(k, routine, args=make_args(k))
                 if r.stop != "return":
                     raise MachineError("per-processor routine 0x%x on processor %d stopped: %s"
@@ -294,3 +351,12 @@ class NtKernel:
 
     def leaks(self) -> List[Allocation]:
         return sorted(self.live.values(), key=lambda a: a.va)
+
+    def held_objects(self) -> List[str]:
+        """Kernel objects drivers still hold: callback registrations, references."""
+        return self.callbacks.held()
+
+    def notify_callback(self, name: str, argument1: int, argument2: int) -> List[int]:
+        """ExNotifyCallback by the kernel itself (e.g. the power manager): runs each
+        routine registered on callback object `name`; returns the routines run."""
+        return notify(self, name, argument1, argument2)

@@ -110,15 +110,18 @@ def _pool2(self: "NtKernel", c: Call) -> int:
 def _free_pool(self: "NtKernel", c: Call) -> int:
     return self._free(c.arg(0), "pool", "ExFreePool")
 
-# contiguous memory
+# contiguous memory (MmAllocateContiguousNodeMemory: emulated_lab/nt/numa.py)
 @service("MmAllocateContiguousMemory")
 def _contig(self: "NtKernel", c: Call) -> int:
-    return self._allocate(c.arg(0), "contiguous", zero=False)
+    # (NumberOfBytes, HighestAcceptableAddress)
+    return self._allocate(c.arg(0), "contiguous", zero=False, highest=c.arg(1))
 
 
-@service("MmAllocateContiguousMemorySpecifyCache", "MmAllocateContiguousNodeMemory")
+@service("MmAllocateContiguousMemorySpecifyCache")
 def _contig2(self: "NtKernel", c: Call) -> int:
-    return self._allocate(c.arg(0), "contiguous", zero=False)
+    # (NumberOfBytes, Lowest, Highest, BoundaryAddressMultiple, CacheType)
+    return self._allocate(c.arg(0), "contiguous", zero=False, lowest=c.arg(1), highest=c.arg(2),
+                          boundary=c.arg(3))
 
 
 @service("MmFreeContiguousMemory", "MmFreeContiguousMemorySpecifyCache")
@@ -166,9 +169,28 @@ def _count(self: "NtKernel", c: Call) -> int:
     return _processors(self)
 
 
-@service("KeQueryActiveProcessorCountEx", "KeQueryMaximumProcessorCountEx", "KeQueryMaximumProcessorCount")
-def _count_ex(self: "NtKernel", c: Call) -> int:
+@service("KeQueryMaximumProcessorCount")
+def _count_max(self: "NtKernel", c: Call) -> int:
     return _processors(self)
+
+
+ALL_PROCESSOR_GROUPS = 0xFFFF
+
+
+@service("KeQueryActiveProcessorCountEx", "KeQueryMaximumProcessorCountEx")
+def _count_ex(self: "NtKernel", c: Call) -> int:
+    # (GroupNumber): every processor is in group 0 (the lab has at most 64)
+    return _processors(self) if c.arg(0) & 0xFFFF in (0, ALL_PROCESSOR_GROUPS) else 0
+
+
+@service("KeQueryGroupAffinity")
+def _group_affinity(self: "NtKernel", c: Call) -> int:
+    return (1 << _processors(self)) - 1 if c.arg(0) & 0xFFFF == 0 else 0
+
+
+@service("KeGetCurrentProcessorIndex")
+def _cur_index(self: "NtKernel", c: Call) -> int:
+    return self.m.current
 
 
 @service("KeQueryActiveProcessors")
@@ -256,8 +278,12 @@ def _group_revert(self: "NtKernel", c: Call) -> int:
 
 @service("KeIpiGenericCall")
 def _ipi(self: "NtKernel", c: Call) -> int:
+    # Windows interrupts every other processor, then runs the routine on the
+    # calling one too and returns its result once all have finished. One after
+    # another here: the others in index order, the caller's processor last, so
+    # the calling thread continues right after its own processor's call.
     ctx = c.arg(1)
-    self._broadcast(c, c.arg(0), lambda k: (ctx,), True)
+    self._broadcast(c, c.arg(0), lambda k: (ctx,), True, caller_last=True)
     return 0
 
 
@@ -312,22 +338,6 @@ def _init_us(self: "NtKernel", c: Call) -> int:
     return 0
 
 
-@service("RtlCaptureContext")
-def _capture(self: "NtKernel", c: Call) -> int:
-    ctx, cpu = c.arg(0), self.m.sess.cpu
-    st = cpu.state
-    buf = bytearray(self.m.read_virt(ctx, 0x100))
-    struct.pack_into("<I", buf, 0x30, 0x10000B)   # CONTEXT_CONTROL|INTEGER|SEGMENTS (AMD64)
-    struct.pack_into("<HHHHHHI", buf, 0x38, st.cs.selector, st.ds.selector, st.es.selector,
-                     st.fs.selector, st.gs.selector, st.ss.selector, cpu.rflags & 0xFFFFFFFF)
-    gprs = (cpu.rax, cpu.rcx, cpu.rdx, cpu.rbx, c.rsp + 8, cpu.rbp, cpu.rsi, cpu.rdi,
-            cpu.r8, cpu.r9, cpu.r10, cpu.r11, cpu.r12, cpu.r13, cpu.r14, cpu.r15,
-            self.m.read_u64(c.rsp))
-    struct.pack_into("<17Q", buf, 0x78, *gprs)
-    self.m.write_virt(ctx, bytes(buf))
-    return 0
-
-
 @service("memset")
 def _memset(self: "NtKernel", c: Call) -> int:
     if c.arg(2):
@@ -372,3 +382,7 @@ def _strlen(self: "NtKernel", c: Call) -> int:
 @service("wcslen")
 def _wcslen(self: "NtKernel", c: Call) -> int:
     return len(self.read_wstring(c.arg(0), 1 << 20))
+
+
+# more services, each module registering its own in SERVICES
+from emulated_lab.nt import context, dpc, mappings, numa, system  # noqa: E402,F401

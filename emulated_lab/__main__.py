@@ -13,6 +13,10 @@ import sys
 import tempfile
 from typing import List, Optional
 
+from emulated_lab.exercises.cli import add_parsers as add_exercise_parsers
+from emulated_lab.exercises.cli import main as exercises_main
+from emulated_lab.exercises.kit import ExerciseError
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -45,8 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--cpus", type=int, default=2, help="logical processors, 1..16 (default 2)")
     d.add_argument("--out", metavar="FILE", help="where the image goes (default: a temporary file)")
     d.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
-    from emulated_lab.exercises.cli import add_parsers
-    add_parsers(sub)
+    add_exercise_parsers(sub)
     return p
 
 
@@ -99,7 +102,6 @@ def _feature_control(text: Optional[str]) -> Optional[int]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from emulated_lab.exercises.kit import ExerciseError
     from emulated_lab.lab import SCENARIOS, ScenarioError, run_scenario
     from emulated_lab.machine import MachineError
     from emulated_lab.bochs_loader import NativeError
@@ -109,7 +111,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print("%-16s %s" % (name, what))
             return 0
         if args.cmd in ("exercises", "exercise"):
-            from emulated_lab.exercises.cli import main as exercises_main
             return exercises_main(args, print)
         if args.cmd == "demo":
             return demo(args.cpus, args.out, args.driver)

@@ -14,25 +14,42 @@ block in the driver (docs/exercises.md, "Adding an exercise").
 from __future__ import annotations
 
 import random
+import re
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from windbg_ext.arch.dbgprint import is_printed
+from windbg_ext.arch.exits import EXIT_REASONS, SEGMENT_NAMES
+from windbg_ext.arch.msr_bitmap import msr_exits
+from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
 
 from emulated_lab.exercises.grading import Question
 from emulated_lab.exercises.suite import SuiteView
 
 Params = Dict[str, object]
 
-# What VM-entry failures report (SDM Vol. 3 31.4 VM-instruction errors, 28.8 /
-# App. C exit reasons): error 7 = invalid control field(s), 8 = invalid host
-# state; a guest-state failure is a VM exit with reason 33 and bit 31 set.
-VMERR_INVALID_CONTROLS = 7
-VMERR_INVALID_HOST_STATE = 8
-EXIT_ENTRY_FAILURE_GUEST_STATE = 0x80000021
+
+
+def _vm_error(name: str) -> int:
+    """A VM-instruction error number by its name in the suite's table (SDM 31.4)."""
+    return next(n for n, (nm, _) in VM_INSTRUCTION_ERRORS.items() if nm == name)
+
+
+def _exit_reason(name: str) -> int:
+    """A basic exit reason by its name in the suite's table (SDM App. C)."""
+    return next(n for n, r in EXIT_REASONS.items() if r.name == name)
+
+
+# What VM-entry failures report: VMfailValid with error 7 (invalid control fields) or
+# 8 (invalid host state), or a VM exit "invalid guest state" with bit 31 set (SDM 28.8, 28.2.1).
+VMERR_INVALID_CONTROLS = _vm_error("ENTRY_INVALID_CONTROL_FIELD")
+VMERR_INVALID_HOST_STATE = _vm_error("ENTRY_INVALID_HOST_STATE_FIELD")
+EXIT_ENTRY_FAILURE_GUEST_STATE = _exit_reason("INVALID_GUEST_STATE") | 1 << 31
 # The emulated CPU's IA32_VMX_BASIC[30:0] (DESIGN.md, "Facts about the emulator").
 LAB_REVISION_ID = 4
 # A VMXON region is 4 KiB and must be 4-KByte aligned (SDM 25.11.5, App. A.1).
 VMX_REGION_BYTES = 4096
 
-SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs")  # the order of the VMCS guest segment fields (App. B)
+SEGMENTS = tuple(n.lower() for n in SEGMENT_NAMES)  # ES..GS: the order of the VMCS guest segment fields
 STEP_CHOICES = ("VMX unsupported", "IA32_FEATURE_CONTROL", "allocation", "VMXON", "VMCLEAR", "VMPTRLD",
                 "VMWRITE", "VMLAUNCH")
 LEVELS = ("ERROR", "WARNING", "TRACE", "INFO")
@@ -101,7 +118,6 @@ def _dbgfilter_params(rng: random.Random) -> Params:
 
 
 def _dbgfilter_key(p: Params) -> Dict[str, object]:
-    from windbg_ext.arch.dbgprint import is_printed
     dropped = [name for level, name in enumerate(LEVELS)
                if not is_printed(level, component_mask=p["mask"], win2000_mask=1)]
     return {"dropped": dropped, "ihvdriver_mask": p["mask"]}
@@ -188,7 +204,6 @@ def _bitmap_params(rng: random.Random) -> Params:
 
 
 def _bitmap_key(p: Params) -> Dict[str, object]:
-    from windbg_ext.arch.msr_bitmap import msr_exits
     page = bytes([p["fault_arg"]]) * VMX_REGION_BYTES   # every byte of the page is the stale byte
     return {"vcpu": p["fault_cpu"], "read_exits": msr_exits(page, p["read_msr"])[0],
             "write_exits": msr_exits(page, p["write_msr"])[1]}
@@ -281,8 +296,8 @@ def _link_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
 
 
 # -- Day 5: VM exits --------------------------------------------------------------------
-# exit reasons (SDM App. C): 10 CPUID, 13 INVD, 55 XSETBV
-STUCK_EXITS = (10, 13, 55)
+# instructions whose handler advances the guest RIP (SDM App. C exit reasons)
+STUCK_EXITS = tuple(_exit_reason(n) for n in ("CPUID", "INVD", "XSETBV"))
 
 
 def _stuck_params(rng: random.Random) -> Params:
@@ -557,6 +572,5 @@ def shown_params(ex: Exercise, p: Params) -> Params:
 
 def fault_names(header_text: str) -> List[str]:
     """HV_FAULT_<NAME> ids defined in driver/include/hv_fault.h (without the prefix)."""
-    import re
     return [n for n in re.findall(r"^#define HV_FAULT_([A-Z0-9_]+) \d+", header_text, re.M)
             if n not in ("CPU", "ARG")]     # the two parameters, not faults

@@ -11,6 +11,7 @@ import argparse
 import json
 from typing import Callable, List
 
+from emulated_lab.exercises import kit
 from emulated_lab.exercises.catalogue import EXERCISES
 
 
@@ -36,19 +37,17 @@ def add_parsers(sub) -> None:
 
 
 def _seeds(text: str) -> List[int]:
-    from emulated_lab.exercises.kit import ExerciseError, check_seed
     try:
         seeds = [int(s, 0) for s in text.split(",") if s.strip()]
     except ValueError:
         seeds = []
     if not seeds:
-        raise ExerciseError("--seeds takes comma-separated numbers, e.g. --seeds 1,2,3; got %r" % text)
-    return [check_seed(s) for s in seeds]
+        raise kit.ExerciseError("--seeds takes comma-separated numbers, e.g. --seeds 1,2,3; got %r" % text)
+    return [kit.check_seed(s) for s in seeds]
 
 
 def main(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     """Runs `exercises` / `exercise ...`; raises ExerciseError for bad input."""
-    from emulated_lab.exercises import kit
     if args.cmd == "exercises":
         rows = [{"id": e.id, "day": e.day, "title": e.title, "skills": list(e.skills), "fault": e.fault}
                 for e in EXERCISES]

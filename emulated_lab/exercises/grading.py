@@ -9,6 +9,7 @@ yes/no questions take true/false/"yes"/"no".
 """
 from __future__ import annotations
 
+import json
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 
@@ -86,7 +87,6 @@ def grade(questions: Sequence[Question], key: Dict[str, object], answers: Dict[s
 
 def read_answers(text: str, where: str, exercise: str, seed: int) -> Dict[str, object]:
     """The answers dict of an ANSWERS.json text; refuses another exercise's or seed's file."""
-    import json
     try:
         doc = json.loads(text)
     except ValueError as e:

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Tuple
 
+from windbg_ext import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECK_DEBUGGEE = os.path.join(ROOT, "scripts", "check-debuggee")
 
@@ -29,7 +31,6 @@ class SuiteView:
 
     def run(self, *argv: str) -> Tuple[int, object]:
         """(exit code, parsed JSON) of `windbg_ext --image IMAGE --json ARGV`."""
-        from windbg_ext import cli
         out: List[str] = []
         err: List[str] = []
         self.calls.append("windbg_ext --image %s --json %s" % (os.path.basename(self.image), " ".join(argv)))

@@ -1,8 +1,10 @@
-"""python -m emulated_lab {run,scenarios,demo,exercises,exercise}
+"""python -m emulated_lab {run,scenarios,demo,kd,exercises,exercise}
 
   run --cpus N --scenario NAME [--out FILE] [--report FILE.json] [--driver PATH]
   scenarios                      list the scenarios
   demo                           baseline on 2 processors, then the suite's view of the image
+  kd --cpus N --scenario NAME [--report FILE] [--script FILE] [-- windbg_ext ARGS]
+                                 a kernel-debugging session on the running machine (docs/windbg.md)
   exercises / exercise ...       the lab exercises (emulated_lab/exercises/cli.py, docs/exercises.md)
 """
 from __future__ import annotations
@@ -49,8 +51,47 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--cpus", type=int, default=2, help="logical processors, 1..16 (default 2)")
     d.add_argument("--out", metavar="FILE", help="where the image goes (default: a temporary file)")
     d.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
+    k = sub.add_parser("kd", help="break in with a kernel debugger (pykd) on the running machine",
+                       description="Runs the scenario, breaks in like KD and runs windbg_ext as "
+                                   "'!py -m windbg_ext ARGS' does in WinDbg: ARGS after '--', kd commands "
+                                   "from --script, or a kd> prompt.")
+    k.add_argument("--cpus", type=int, default=2, help="logical processors, 1..16 (default 2)")
+    k.add_argument("--scenario", default="baseline", help="see: python -m emulated_lab scenarios")
+    k.add_argument("--driver", metavar="PATH", help="the driver to load (default driver/out/hv.sys)")
+    k.add_argument("--break-cpu", type=int, default=0, metavar="N",
+                   help="the processor that breaks in (runs the debugger loop; default 0)")
+    k.add_argument("--report", metavar="FILE.json", help="write the emulator's ground truth at the break-in here")
+    k.add_argument("--script", metavar="FILE", help="kd command lines to run (e.g. !py -m windbg_ext vmm, ~1s, r)")
+    k.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="longest one emulator run may take (default 60)")
     add_exercise_parsers(sub)
     return p
+
+
+def kd(args, suite_args: List[str]) -> int:
+    from emulated_lab.kd.session import kd_session
+    from emulated_lab.lab import ScenarioError
+    commands: List[str] = []
+    if args.script:
+        try:
+            with open(args.script) as f:
+                commands = [line.rstrip("\n") for line in f]
+        except OSError as e:
+            raise ScenarioError("cannot read the script %s: %s" % (args.script, e.strerror))
+    if suite_args:
+        import shlex
+        commands.append("!py -m windbg_ext " + " ".join(shlex.quote(a) for a in suite_args))
+    if args.report:
+        where = os.path.dirname(os.path.abspath(args.report))
+        if not os.path.isdir(where) or not os.access(where, os.W_OK):
+            raise ScenarioError("cannot write the report %s: directory %s does not exist or is not writable"
+                                % (args.report, where))
+    out = kd_session(args.scenario, args.cpus, args.driver, args.break_cpu, args.report, commands,
+                     interactive=not commands, stream=sys.stdout, timeout=args.timeout)
+    if out["crash"]:   # the session ran; the scenario failed afterwards (a finding, as `run` reports it)
+        sys.stderr.write("error: after the kd session: %s\n" % out["crash"])
+        return 1
+    return 0
 
 
 def demo(cpus: int, out: Optional[str], driver: Optional[str] = None) -> int:
@@ -101,7 +142,15 @@ def _feature_control(text: Optional[str]) -> Optional[int]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    suite_args: List[str] = []
+    if "--" in argv:   # kd ... -- ARGS: ARGS go to windbg_ext
+        i = argv.index("--")
+        argv, suite_args = argv[:i], argv[i + 1:]
+    args = _parser().parse_args(argv)
+    if suite_args and args.cmd != "kd":
+        sys.stderr.write("error: arguments after '--' are for 'kd' only (see: python -m emulated_lab --help)\n")
+        return 2
     from emulated_lab.lab import SCENARIOS, ScenarioError, run_scenario
     from emulated_lab.machine import MachineError
     from emulated_lab.bochs_loader import NativeError
@@ -114,6 +163,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return exercises_main(args, print)
         if args.cmd == "demo":
             return demo(args.cpus, args.out, args.driver)
+        if args.cmd == "kd":
+            return kd(args, suite_args)
         if args.cmd == "run":
             from emulated_lab import report
             if args.report:

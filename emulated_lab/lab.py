@@ -12,7 +12,7 @@ the allocation tracker), not from the driver's log.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from windbg_ext.arch import capabilities as caps
 from windbg_ext.arch.vmcs_fields import FIELDS
@@ -214,7 +214,8 @@ def run_workload(m: Machine, k: int) -> Dict[str, object]:
 def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: Optional[str] = None,
                  workload: bool = True, kd_masks: Optional[Dict[str, int]] = None,
                  run_timeout: float = 60.0, instruction_limit: int = 0, nodes: int = 1,
-                 raise_on_crash: bool = True, feature_control: Optional[int] = None) -> ScenarioResult:
+                 raise_on_crash: bool = True, on_break: Optional[Callable[..., None]] = None,
+                 feature_control: Optional[int] = None) -> ScenarioResult:
     """Runs one scenario on a fresh machine. kd_masks presets nt!Kd_<NAME>_Mask
     (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A step of
     the scenario (e.g. DriverEntry, with every run nested in it) that takes longer
@@ -222,9 +223,12 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     (0: no limit), is stopped: a RunTimeout naming what the driver was doing.
     nodes: NUMA nodes the processors are split into (each with its own memory).
     A crash (bugcheck, fault, hang) raises MachineError, or with
-    raise_on_crash=False is recorded in the result (crash, bugcheck). feature_control: the
-    IA32_FEATURE_CONTROL value firmware leaves (default: the scenario's, 0x5 or
-    0x1 for feature-locked)."""
+    raise_on_crash=False is recorded in the result (crash, bugcheck).
+    on_break(machine, kernel, image, result, msrs, cpuid) is called once
+    DriverEntry returned and the workload and the scenario's own events ran,
+    before the image and the unload (a kernel debugger breaking in:
+    `python -m emulated_lab kd`). feature_control: the IA32_FEATURE_CONTROL
+    value firmware leaves (default: the scenario's, 0x5 or 0x1 for feature-locked)."""
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
@@ -271,7 +275,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
         m.exits.clear()
         drv = kern.make_driver_object(img)
         try:
-            _lifecycle(m, kern, img, drv, res, encs, workload, image, msrs, cpuid, kind, setup)
+            _lifecycle(m, kern, img, drv, res, encs, workload, image, msrs, cpuid, kind, setup, on_break)
         except MachineError as e:
             # a crash (bug check, fault, hang) keeps the machine as it was: like a
             # crash dump, the image lets the suite look at it post mortem
@@ -355,7 +359,7 @@ def _scenario_checks(m: Machine, kern: NtKernel, res: ScenarioResult, kind: str,
 
 
 def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, encs, workload: bool,
-               image: Optional[str], msrs, cpuid, kind: str = "baseline", setup=None) -> None:
+               image: Optional[str], msrs, cpuid, kind: str = "baseline", setup=None, on_break=None) -> None:
     """DriverEntry, workload, VMREAD, image, DriverUnload, the processors afterwards."""
     cpus = len(m.processors)
     r = kern.call_on_thread(img.entry, (drv, kern.registry_path))
@@ -372,6 +376,8 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
             res.workload[i] = run_workload(m, i)
     if res.loaded:
         _scenario_checks(m, kern, res, kind, setup or {})
+    if on_break is not None:   # after the scenario's own events (e.g. a sleep and resume)
+        on_break(m, kern, img, res, msrs, cpuid)
     if res.loaded:
         for i in range(cpus):
             res.vmreads[i] = m.vmread_all(i, encs)

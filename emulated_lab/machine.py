@@ -231,6 +231,7 @@ class Machine(GuestMemory):
         self.capture_on_entry_failure: List[int] = []   # encodings to VMREAD when a VM entry fails
         # (processor, {encoding: value}) at failed VM entries: the first and last ones
         self.failure_vmreads: BoundedLog[Tuple[int, Dict[int, int]]] = BoundedLog(keep=8)
+        self._capture_plan: Tuple[List[int], list] = ([], self.failure_vmreads)
         # watched instructions (emulated_lab/insn.py) by address, and the one in flight
         self.sites: Dict[int, Insn] = {}
         self._pending: Optional[Tuple[int, Insn, int, Dict[str, int]]] = None
@@ -596,9 +597,16 @@ class Machine(GuestMemory):
         if self._lab_induced:
             self._await_root = True
         elif e.entry_failure and self.capture_on_entry_failure:
-            self._await_capture = True
+            self.capture_in_handler(self.capture_on_entry_failure, self.failure_vmreads)
         for o in self.exit_observers:
             o(e)
+
+    def capture_in_handler(self, encodings, sink: list) -> None:
+        """Called before a VM exit (e.g. by an exit observer): at the first branch
+        of the VMM's exit handler -- in VMX root, before the VMM can VMWRITE --
+        VMREAD `encodings` and append (processor, {encoding: value}) to sink."""
+        self._capture_plan = (list(encodings), sink)
+        self._await_capture = True
 
     # -- the watchdog ---------------------------------------------------------
     @contextlib.contextmanager
@@ -786,6 +794,20 @@ class Machine(GuestMemory):
         fault = self._fault_from_stop() if stop == "fault" else None
         return RunResult(self.current, self.registers(), self.exits[first_exit:], fault, stop)
 
+    def resume_context(self, cpu: int, regs: Dict[str, int]) -> RunResult:
+        """Continues processor `cpu` from a register context (GPRs, rip, rsp,
+        rflags; e.g. a debugger's, with RFLAGS.TF for a single step) until it
+        returns to the sentinel, faults or halts. A virtualized processor runs
+        in its guest."""
+        if not 0 <= cpu < len(self.processors):
+            raise MachineError("processor %d does not exist (this machine has %d)" % (cpu, len(self.processors)))
+        self.switch_to(cpu)
+        first_exit = len(self.exits)
+        self.set_thread_regs(regs)
+        stop = self._drive()
+        fault = self._fault_from_stop() if stop == "fault" else None
+        return RunResult(self.current, self.registers(), self.exits[first_exit:], fault, stop)
+
     def _drive(self) -> str:
         """Runs the live session until it returns, faults or halts; services
         requests (processor switches) that hooks leave for outside the run."""
@@ -902,12 +924,13 @@ class Machine(GuestMemory):
         saved = self.thread_regs()
         probe = self.place_code(snippets.VMREAD)
         values: Dict[int, int] = {}
-        for enc in self.capture_on_entry_failure:
+        encodings, sink = self._capture_plan
+        for enc in encodings:
             r = self._call_raw(probe, {"rcx": enc}, p.idle_stack_top)
             if r == "return" and not self.sess.cpu.rflags & (RFLAGS_CF | RFLAGS_ZF):
                 values[enc] = self.sess.cpu.rax
         self.set_thread_regs(saved)
-        self.failure_vmreads.append((self.current, values))
+        sink.append((self.current, values))
 
     def read_msrs(self, k: int, msrs) -> Dict[int, int]:
         """RDMSR of each MSR on processor k (ring 0); MSRs that #GP are left out.

@@ -14,7 +14,7 @@ from typing import Callable, List, Optional
 from windbg_ext.commands import COMMANDS
 from windbg_ext.commands.base import CommandError
 from windbg_ext.errors import InputError
-from windbg_ext.render.text import render_json, render_text
+from windbg_ext.render.text import escape_dml, render_json, render_text
 from windbg_ext.target.base import Target, TargetError
 from windbg_ext.target.pykd_target import in_windbg
 
@@ -44,6 +44,9 @@ class Context:
         self._target: Optional[Target] = None
         self.dml = dml
         self.json = json_out
+        self.symbols_path: Optional[str] = None   # --symbols / --map / --module-base (hv/foreign.py)
+        self.map_path: Optional[str] = None
+        self.module_base: Optional[int] = None
 
     @property
     def has_target(self) -> bool:
@@ -88,10 +91,49 @@ def _global_parser() -> argparse.ArgumentParser:
     src.add_argument("--dump", metavar="FILE", help="a Windows kernel crash dump (MEMORY.DMP)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--stats", action="store_true", help="print target reads and bytes")
+    # a driver that is not hv.sys, walked from its symbols (docs/walk.md)
+    p.add_argument("--symbols", metavar="FILE", help="the driver's .pdb or ISF .json: walk it without a descriptor")
+    p.add_argument("--map", metavar="FILE", help="map of roles (JSON) for --symbols; default: a built-in one")
+    p.add_argument("--module-base", metavar="ADDR", help="the driver's load address when the target cannot say")
     p.add_argument("-h", "--help", action="store_true")
     p.add_argument("command", nargs="?")
     p.add_argument("args", nargs=argparse.REMAINDER)
     return p
+
+
+def _windbg_without_pykd() -> bool:
+    """Inside WinDbg (pykd-ext's output object has writedml) in a Python that cannot import pykd."""
+    return hasattr(sys.stdout, "writedml")
+
+
+def no_pykd_message() -> str:
+    v = "%d.%d" % sys.version_info[:2]
+    return ("error: windbg_ext is running inside WinDbg in Python %s (%s), which cannot import pykd: install it "
+            "there (py -%s -m pip install pykd), or use the Python that has it: !py -3.9 -m windbg_ext ..."
+            % (v, sys.executable or "embedded", v))
+
+
+CTRL_BREAK = "CTRL+BREAK"   # what pykd-ext raises (as SystemExit) when the user presses Ctrl+Break
+
+
+def pyext_prefix(global_interpreter: bool = False) -> str:
+    """The `!py` options that reach this Python again (DML links): its version,
+    and -g when this run is in pykd-ext's global interpreter."""
+    return "!py %s-%d.%d -m windbg_ext " % ("-g " if global_interpreter else "", sys.version_info[0],
+                                            sys.version_info[1])
+
+
+def dml_blocks(text: str, max_lines: int = 200):
+    """Long output in pieces (pykd output is a debugger round trip; WinDbg shows
+    each piece as it arrives): split at blank lines, at most max_lines each."""
+    block: List[str] = []
+    for line in text.split("\n"):
+        block.append(line)
+        if (not line and len(block) >= max_lines // 2) or len(block) >= max_lines:
+            yield "\n".join(block)
+            block = []
+    if block:
+        yield "\n".join(block)
 
 
 def _opener(gopts, live: bool) -> Optional[Callable[[], Target]]:
@@ -113,8 +155,17 @@ def _opener(gopts, live: bool) -> Optional[Callable[[], Target]]:
     return None
 
 
+def _symbol_options(ctx: Context, gopts) -> None:
+    """--symbols / --map / --module-base for walking a driver from its symbols (hv/foreign.py)."""
+    from windbg_ext.commands.base import parse_int
+
+    ctx.symbols_path = gopts.symbols
+    ctx.map_path = gopts.map
+    ctx.module_base = parse_int(gopts.module_base, "--module-base") if gopts.module_base else None
+
+
 def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None], live: bool = False,
-        out_plain: Optional[Callable[[str], None]] = None) -> int:
+        out_plain: Optional[Callable[[str], None]] = None, link_prefix: Optional[str] = None) -> int:
     """Runs one command line; returns the exit code. All output goes through
     out/err. Live (WinDbg), `out` takes DML and `out_plain` text that must not
     be read as DML (JSON); offline both are stdout."""
@@ -130,11 +181,13 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
         # intermixed: `vmcs 0 --source region GUEST_RIP HOST_RIP` gives the fields after an option too
         args = command_parser(name, module).parse_intermixed_args(args_list)
         ctx = Context(_opener(gopts, live), dml=live and not gopts.json, json_out=gopts.json)
+        _symbol_options(ctx, gopts)
         report = module.run(ctx, args)
         if gopts.json:
             plain(render_json(report))
         else:
-            text = render_text(report, dml=ctx.dml)
+            text = render_text(report, dml=ctx.dml, prefix=link_prefix) if link_prefix \
+                else render_text(report, dml=ctx.dml)
             if text:
                 out(text)
         if gopts.stats:  # stderr offline (stdout stays clean for --json); plain text in WinDbg
@@ -149,6 +202,12 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
     except KeyboardInterrupt:
         err("error: interrupted")
         return EXIT_ERROR
+    except SystemExit as e:
+        if str(e.code) != CTRL_BREAK:
+            raise
+        # every processor switch and register change was undone on the way out (finally blocks)
+        err("error: interrupted (Ctrl+Break); the debugger's processor and registers were restored")
+        return EXIT_ERROR
     except Exception as e:  # last resort: one line, never a traceback
         err("error: internal error (%s: %s); please report it with the command line" % (type(e).__name__, e))
         return EXIT_ERROR
@@ -160,22 +219,27 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
                 pass
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, global_interpreter: bool = False) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if in_windbg():
         import pykd
 
         def out(s: str) -> None:
-            pykd.dprintln(s, True)
+            for block in dml_blocks(s):
+                pykd.dprintln(block, True)
 
         def out_plain(s: str) -> None:
-            pykd.dprintln(s, False)
+            for block in dml_blocks(s):
+                pykd.dprintln(block, False)
 
         def err(s: str) -> None:
-            pykd.dprintln('<col fg="errfg">%s</col>' % s.replace("&", "&amp;").replace("<", "&lt;"), True)
+            pykd.dprintln('<col fg="errfg">%s</col>' % escape_dml(s), True)
 
         # In WinDbg the exit code means nothing: never raise SystemExit there.
-        run(argv, out, err, live=True, out_plain=out_plain)
+        run(argv, out, err, live=True, out_plain=out_plain, link_prefix=pyext_prefix(global_interpreter))
+        return 0
+    if _windbg_without_pykd():
+        sys.stdout.write(no_pykd_message() + "\n")
         return 0
 
     def out_(s: str) -> None:

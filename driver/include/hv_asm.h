@@ -43,6 +43,11 @@ uint64_t HvAsmLaunch(struct HV_VCPU *vcpu);
  * POPFQ, RET (the handler prepared RFLAGS and RIP on the guest stack). */
 void HvAsmVmExit(void);
 
+/* Exported (hv.def), never called by the driver: VMCALL; INT3. A debugger runs
+ * it on a virtualized processor with RAX = HV_HYPERCALL_SIGNATURE, RCX =
+ * HV_HYPERCALL_SNAPSHOT to refresh that vCPU's VMCS snapshot (docs/windbg.md). */
+void HvSnapshotGadget(void);
+
 /* VMCALL with RAX = HV_HYPERCALL_SIGNATURE, RCX = function, RDX = argument. */
 uint64_t HvAsmHypercall(uint64_t function, uint64_t argument);
 

@@ -93,6 +93,15 @@ def test_descriptor_exported_in_writable_data(image):
     assert pe.get_data(rva[0], 8) == b"HVLABDBG"
 
 
+def test_snapshot_gadget_exported_as_vmcall_int3(image):
+    """hv!HvSnapshotGadget: VMCALL (0F 01 C1, SDM Vol.2 VMCALL) then INT3 (CC), executable."""
+    _, _, pe = image
+    rva = [s.address for s in pe.DIRECTORY_ENTRY_EXPORT.symbols if s.name == b"HvSnapshotGadget"]
+    assert len(rva) == 1
+    assert pe.get_section_by_rva(rva[0]).Characteristics & 0x20000000   # IMAGE_SCN_MEM_EXECUTE
+    assert pe.get_data(rva[0], 4) == b"\x0f\x01\xc1\xcc"
+
+
 def test_no_in_out_instructions(image):
     """IN/OUT crash the emulator: none anywhere in .text."""
     kind, path, pe = image

@@ -17,6 +17,8 @@ KD_PAGE_PA = 0x00200000
 KD_MASK_OFFSETS = {"nt!Kd_WIN2000_Mask": 0x100, "nt!Kd_DEFAULT_Mask": 0x104, "nt!Kd_IHVDRIVER_Mask": 0x108}
 BITMAP_PA = 0x00300000
 BITMAP_VA = 0xFFFFF80000020000
+KPCR_PA = 0x00400000            # one page per processor: KPCR.Self at +0x18, its number at +0x184
+KPCR_VA = 0xFFFFF80000070000
 
 # SDM Appendix A values a Bochs-like CPU reports (DESIGN.md: measured BASIC)
 CAPS = {
@@ -97,11 +99,16 @@ def standard_image(path, cpus: int = 2, masks: Optional[Dict[str, int]] = None,
     w.add_module("nt", 0xFFFFF80000000000, 0x100000)
     overrides = list(per_cpu or [])
     for n in range(cpus):
+        kpcr = bytearray(PAGE)
+        struct.pack_into("<Q", kpcr, 0x18, KPCR_VA + n * PAGE)
+        kpcr[0x184] = n
+        pt.map(KPCR_VA + n * PAGE, KPCR_PA + n * PAGE)
+        w.add_memory(KPCR_PA + n * PAGE, bytes(kpcr))
         regs = {"rip": 0xFFFFF80000001000 + n, "rsp": 0xFFFFF80000090000, "cr0": cr0, "cr3": pt.cr3,
                 "cr4": cr4, "efer": 0xD01, "rflags": 0x202, "dr7": 0x400, "cs": 0x10, "ss": 0x18,
                 "ds": 0x2B, "es": 0x2B, "fs": 0x53, "gs": 0x2B, "tr": 0x40, "ldtr": 0,
                 "gdtr_base": 0xFFFFF80000050000, "gdtr_limit": 0x57,
-                "idtr_base": 0xFFFFF80000060000, "idtr_limit": 0xFFF}
+                "idtr_base": 0xFFFFF80000060000, "idtr_limit": 0xFFF, "gs_base": KPCR_VA + n * PAGE}
         m = dict(CAPS)
         m[0x3A] = feature_control
         m.update(msrs or {})

@@ -11,7 +11,7 @@ from tests.support import ROOT, STANDIN_DIR as STANDIN
 
 API = set(open(os.path.join(STANDIN, "pykd_api.txt")).read().split())
 # pykd's exception classes: exported by the module, but pykd_api.txt lists functions only
-PYKD_EXCEPTIONS = {"DbgException", "MemoryException", "SymbolException", "TypeException"}
+PYKD_EXCEPTIONS = {"DbgException", "MemoryException", "SymbolException", "TypeException", "CPUException"}
 
 
 def _pykd_references(path):
@@ -72,3 +72,9 @@ def test_standin_signatures_match_pykd():
     assert list(inspect.signature(m.dprintln).parameters) == ["str", "dml"]
     assert list(inspect.signature(m.rdmsr).parameters) == ["msrIndex"]
     assert list(inspect.signature(m.setCurrentThreadId).parameters) == ["id"]
+    assert list(inspect.signature(m.dbgCommand).parameters) == ["command", "suppressOutput"]
+    # pykd defines these without argument names (Boost.Python): positional only
+    for name in ("rdmsr", "setCurrentThreadId", "getOffset", "reg"):
+        kinds = {p.kind for p in inspect.signature(getattr(m, name)).parameters.values()}
+        assert kinds == {inspect.Parameter.POSITIONAL_ONLY}, name
+    assert issubclass(m.TypeException, m.SymbolException) and issubclass(m.CPUException, m.DbgException)

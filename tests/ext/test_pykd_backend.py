@@ -4,6 +4,7 @@ processor switching restored, and the live front end end to end (DML)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -12,6 +13,7 @@ from windbg_ext import cli
 from windbg_ext.arch.msr_bitmap import build_msr_bitmap
 from windbg_ext.target.base import TargetError, TargetMemoryError, TargetMsrError, TargetSymbolError
 from windbg_ext.target.image import ImageTarget
+from windbg_ext.target.kpcr import KPCR_SPAN
 from windbg_ext.target.pykd_target import PykdTarget
 
 from .images import BITMAP_PA, BITMAP_VA, KD_PAGE_VA, standard_image
@@ -33,7 +35,8 @@ def test_same_bytes_as_the_image_backend(live):
     assert t.symbol("nt!Kd_WIN2000_Mask") == ref.symbol("nt!Kd_WIN2000_Mask")
     assert t.processor_count() == 2
     assert t.read_msr(0x480, 1) == ref.read_msr(0x480, 1)
-    assert t.stats.as_dict() == {"reads": 2, "bytes": 4096 + 0x40, "msr_reads": 1, "symbol_lookups": 1}
+    # the MSR read proves where the debugger's RDMSR runs: IA32_GS_BASE and the KPCR it points at
+    assert t.stats.as_dict() == {"reads": 3, "bytes": 4096 + 0x40 + KPCR_SPAN, "msr_reads": 2, "symbol_lookups": 1}
 
 
 def test_registers_map_windbg_names(live):
@@ -52,16 +55,40 @@ def test_processor_switch_is_restored(live):
     t = PykdTarget(pykd)
     pykd.setCurrentThreadId(0)
     assert t.read_msr(0x3A, 1) == 0x1 and t.read_msr(0x3A, 0) == 0x5
-    assert pykd.getCurrentThreadId() == 0
+    assert pykd.getCurrentThreadId() == 0 and pykd._stub_cpu == 0
     del pykd._calls[:]
-    t.read_msrs([0x3A, 0x480, 0x486], 1)  # one switch there and one back for all three
-    assert pykd._calls.count("setCurrentThreadId") == 2 and pykd._calls.count("rdmsr") == 3
+    t.read_msrs([0x3A, 0x480, 0x486], 1)  # one target-side switch there and one back for all three
+    assert pykd._calls.count("dbgCommand") == 2 and pykd._calls.count("rdmsr") == 3 + 1  # + IA32_GS_BASE
     with pytest.raises(TargetMsrError):
         t.read_msr(0x1234, 1)
-    assert pykd.getCurrentThreadId() == 0  # restored after a failure too
+    assert pykd.getCurrentThreadId() == 0 and pykd._stub_cpu == 0  # restored after a failure too
     with pytest.raises(TargetError) as e:
         t.read_msr(0x3A, 9)
     assert "has 2 (0-1)" in str(e.value)
+
+
+def test_msrs_follow_the_debugger_loop_not_the_register_context(live):
+    """setCurrentThreadId moves registers only; an MSR read is verified (KPCR)
+    and, when the stub is elsewhere, a real `~Ns` moves it."""
+    pykd, _ = live
+    t = PykdTarget(pykd)
+    pykd.setCurrentThreadId(1)           # what a script may have done: context 1, stub still on 0
+    assert pykd.rdmsr(0x3A) == 0x5       # the raw call answers for processor 0, not 1
+    del pykd._calls[:]
+    assert t.read_msr(0x3A, 1) == 0x1    # verified: GS_BASE showed processor 0, so ~1s was made
+    assert "dbgCommand" in pykd._calls
+
+
+def test_unverifiable_processor_is_unknown(live, monkeypatch):
+    """When IA32_GS_BASE does not lead to processor N's KPCR, no value is believed."""
+    pykd, _ = live
+    real = pykd.dbgCommand
+    monkeypatch.setattr(pykd, "dbgCommand", lambda c, s=False: None)   # a `~Ns` that does nothing
+    t = PykdTarget(pykd)
+    with pytest.raises(TargetMsrError) as e:
+        t.read_msr(0x3A, 1)
+    assert str(e.value).startswith("UNKNOWN: MSRs of processor 1") and "processor 0's KPCR" in str(e.value)
+    monkeypatch.setattr(pykd, "dbgCommand", real)
 
 
 def test_pykd_exceptions_become_typed_errors(live):
@@ -86,21 +113,25 @@ def _live_main(pykd, argv):
 
 
 def test_check_round_trips(live):
-    """Per processor: one switch there and back, 6 MSRs, 2 registers."""
+    """Per processor: a verified target-side switch there and back for 6 MSRs
+    (+1: IA32_GS_BASE), a register-context switch for 2 registers."""
     pykd, _ = live
     pykd.setCurrentThreadId(0)
     del pykd._calls[:]
     _live_main(pykd, ["check", "--cpu", "1"])
-    assert pykd._calls.count("rdmsr") == 6 and pykd._calls.count("reg") == 2
-    assert pykd._calls.count("setCurrentThreadId") == 4  # MSRs, then registers: each switches and restores
+    assert pykd._calls.count("rdmsr") == 6 + 1 and pykd._calls.count("reg") == 2
+    assert pykd._calls.count("dbgCommand") == 2          # ~1s, ~0s
+    assert pykd._calls.count("setCurrentThreadId") == 2  # registers: there and back
     assert pykd.getCurrentThreadId() == 0
 
 
 def test_live_check_dml(live):
     pykd, _ = live
     out, dml = _live_main(pykd, ["check"])
-    assert dml == [True]
-    assert '<exec cmd="!py -m windbg_ext caps --cpu 0">caps --cpu 0</exec>' in out
+    assert dml and all(dml)   # DML, printed block by block
+    # links name this Python (-3.N), so a click reaches the interpreter that has pykd and windbg_ext
+    assert '<exec cmd="%scaps --cpu 0">caps --cpu 0</exec>' % cli.pyext_prefix() in out
+    assert cli.pyext_prefix() == "!py -%d.%d -m windbg_ext " % sys.version_info[:2]
     assert "processor 1: FAIL" in out  # cpu 1: FEATURE_CONTROL locked without bit 2
     assert "derived: IA32_VMX_BASIC is readable" in out  # no CPUID over pykd
     assert "Traceback" not in out
@@ -138,7 +169,11 @@ def test_live_errors_are_one_red_line(live):
 def test_live_help_links(live):
     pykd, _ = live
     out, _ = _live_main(pykd, ["help"])
-    assert '<exec cmd="!py -m windbg_ext help dbgfilter">dbgfilter</exec>' in out
+    assert '<exec cmd="%shelp dbgfilter">dbgfilter</exec>' % cli.pyext_prefix() in out
+    del pykd._output[:]
+    cli.main(["help"], global_interpreter=True)   # a -g run: its links keep -g
+    assert '<exec cmd="!py -g -%d.%d -m windbg_ext help dbgfilter">' % sys.version_info[:2] in \
+        "".join(t for t, _ in pykd._output)
 
 
 def test_live_stats(live):
@@ -159,3 +194,87 @@ def test_user_mode_session_is_refused(live, monkeypatch):
     monkeypatch.setattr(pykd, "isKernelDebugging", lambda: False)
     out, _ = _live_main(pykd, ["dbgfilter"])
     assert out.startswith('<col fg="errfg">error: windbg_ext needs a kernel debugging session')
+
+
+# -- what a WinDbg user meets (pykd 0.3.4.15 / pykd-ext 2.0 behaviour) ---------------------
+def test_ctrl_break_says_interrupted_and_restores_the_processor(live):
+    """pykd-ext delivers Ctrl+Break as SystemExit("CTRL+BREAK") at the next pykd call."""
+    pykd, _ = live
+    pykd.setCurrentThreadId(0)
+    hits = 0
+    for n in range(1, 12):   # break at every point of `caps --cpu 1` (a switch there, reads, a switch back)
+        pykd._break_after = n
+        out, dml = _live_main(pykd, ["caps", "--cpu", "1"])
+        if pykd._break_after is not None:   # finished before the break came
+            pykd._break_after = None
+            continue
+        hits += 1
+        assert "interrupted (Ctrl+Break)" in out and "Traceback" not in out, n
+        assert pykd.getCurrentThreadId() == 0 and pykd._stub_cpu == 0, n
+    assert hits >= 5
+
+
+def test_zero_threads_is_an_error(live):
+    pykd, _ = live
+    pykd._fail_threads = True
+    out, _ = _live_main(pykd, ["check"])
+    assert "error: the debugger reports 0 processors (getNumberThreads failed)" in out
+
+
+def test_dump_session_is_labelled_and_reads_no_msrs(live):
+    pykd, _ = live
+    pykd._dump = True
+    t = PykdTarget(pykd)
+    assert "kernel dump" in t.describe() and not t.live
+    del pykd._calls[:]
+    out, _ = _live_main(pykd, ["check", "--cpu", "1"])
+    assert "rdmsr" not in pykd._calls and "dbgCommand" not in pykd._calls
+    assert "processor 1: UNKNOWN" in out and "kernel dump opened in WinDbg holds no MSRs" in out
+    with pytest.raises(TargetMsrError):
+        t.read_msr(0x480, 0)
+
+
+def test_errors_escape_every_dml_character(live):
+    pykd, _ = live
+    out, dml = _live_main(pykd, ["vmcs", "<a&b>"])
+    assert all(dml) and "&lt;a&amp;b&gt;" in out and "<a&b>" not in out
+
+
+def test_long_output_is_printed_block_by_block(live):
+    pykd, _ = live
+    _live_main(pykd, ["field", "--all"])
+    sizes = [t.count("\n") for t, _ in pykd._output]
+    assert len(sizes) > 1 and max(sizes) <= 201
+
+
+def test_inside_windbg_without_pykd_says_which_python(monkeypatch, capsys):
+    """pykd-ext started a Python that cannot import pykd: sys.stdout has writedml."""
+    class DbgOut:
+        def __init__(self):
+            self.text = []
+
+        def write(self, s):
+            self.text.append(s)
+
+        def writedml(self, s):
+            self.text.append(s)
+
+    out = DbgOut()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setitem(sys.modules, "pykd", None)   # import pykd fails
+    assert cli.main(["vmm"]) == 0
+    text = "".join(out.text)
+    assert "cannot import pykd" in text and "!py -3.9 -m windbg_ext" in text and text.count("\n") == 1
+
+
+def test_caps_of_an_unverifiable_processor_fall_back_to_what_hv_recorded(standin, lab_images, monkeypatch):
+    """UNKNOWN with the reason, then the capability MSRs hv.sys read at load -- never processor 0's as 1's."""
+    path, _ = lab_images("baseline", cpus=2)
+    standin._attach(path)
+    monkeypatch.setattr(standin, "dbgCommand", lambda c, s=False: None)   # a `~1s` that does nothing
+    out, _ = _live_main(standin, ["--json", "caps", "--cpu", "1"])
+    doc = json.loads(out)
+    assert doc["cpus"][0]["source"] == "hv.sys's VMM context"
+    assert doc["cpus"][0]["msrs"]["0x480"] == "0xd8100000000004"
+    out, _ = _live_main(standin, ["caps", "--cpu", "1"])
+    assert "UNKNOWN: MSRs of processor 1" in out and "hv.sys read at load instead" in out

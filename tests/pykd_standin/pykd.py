@@ -1,152 +1,142 @@
 """A stand-in for the real pykd module (0.3.4.15), for tests on any OS.
 
-It defines only names the real module exports: functions listed in
-/work/shared/pykd_api.txt (same names, same signatures) and pykd's
-exception classes (DbgException and its subclasses). Behind it is an hvlab
-image, so the pykd backend reads the very bytes the image backend reads.
+Its functions and exception classes are the emulated kd session's
+(emulated_lab/kd/pykd_api.py: only names the real module exports, with its
+signatures -- positional-only where pykd's are -- and exception classes),
+here backed by an hvlab image instead of the running machine, so the pykd
+backend reads the very bytes the image backend reads.
+
+Honest where the real debugger is strict:
+- rdmsr runs on the processor of the debugger loop (the image's current
+  processor at attach), which only `dbgCommand("~Ns")` moves;
+  setCurrentThreadId switches the register context only. IA32_GS_BASE reads
+  the processor's recorded GS base (a live session verifies with it).
+- getNumberThreads returns 0 when the engine fails (`_fail_threads`).
+- dprint/dprintln with dml=True go through sys.stdout.writedml when the
+  output object has it (pykd-ext's), else sys.stdout.write.
+- an image cannot execute code: trace/step/go raise DbgException.
 
 Test-only controls are private (leading underscore): `_attach(path)`,
-`_output` (what dprint/dprintln printed), `_calls` (every call, in order).
-Without `_attach`, the image named by $HVLAB_PYKD_IMAGE is used.
+`_output` (what dprint/dprintln printed), `_calls` (every call, in order),
+`_fail_threads`, `_dump` (isDumpAnalyzing), `_break_after` (Ctrl+Break: the
+call after that many more calls raises SystemExit("CTRL+BREAK"), as pykd-ext
+delivers it); `_stub_cpu` is the debugger loop's processor. Without
+`_attach`, the image named by $HVLAB_PYKD_IMAGE is used.
 """
 import os as _os
-import sys as _sys
 
-_target = None
-_current = 0
-_output = []   # (text, dml) tuples
-_calls = []    # function names, in call order (tests count round trips)
+from emulated_lab.kd.base import KdError as _KdError
+from emulated_lab.kd.base import read_register as _read_register
+from emulated_lab.kd.base import write_register as _write_register
+from emulated_lab.kd.pykd_api import install as _install
 
-# WinDbg x64 register name -> the hvlab image's register name
-_WINDBG_REGS = {"efl": "rflags", "gdtr": "gdtr_base", "gdtl": "gdtr_limit",
-                "idtr": "idtr_base", "idtl": "idtr_limit"}
+_IA32_GS_BASE = 0xC0000101
 
-
-class DbgException(Exception):
-    pass
-
-
-class MemoryException(DbgException):
-    pass
+_stub = None
+_calls = []
+_output = []
+_break_pending = False
+_break_after = None
+_fail_threads = False
+_dump = False
 
 
-class SymbolException(DbgException):
-    pass
+class _ImageStub:
+    """An hvlab image as a debugger stub (emulated_lab/kd/base.py)."""
 
+    def __init__(self, path):
+        from windbg_ext.target.image import ImageTarget
+        self.image = ImageTarget(path)
+        self.debugger_cpu = self.context_cpu = self.image.current_cpu
+        self.changed = {}   # processor -> registers set with `r name=value` / setReg
 
-class TypeException(DbgException):
-    pass
+    @property
+    def processor_count(self):
+        return self.image.processor_count()
+
+    def _context(self, cpu):
+        ctx = dict(self.image.registers(cpu))
+        ctx.update(self.changed.get(cpu, {}))
+        return ctx
+
+    def read_physical(self, address, size):
+        from windbg_ext.target.base import TargetError
+        try:
+            return self.image._read_physical(address, size)
+        except TargetError:
+            raise _KdError("Memory exception at 0x%x target physical address" % address, "memory")
+
+    def read_virtual(self, address, size):
+        from windbg_ext.target.base import TargetError
+        self.image.current_cpu = self.context_cpu   # translated with the register context's CR3
+        try:
+            return self.image._read_virtual(address, size)
+        except TargetError:
+            raise _KdError("Memory exception at 0x%x target virtual address" % address, "memory")
+
+    def symbol(self, name):
+        from windbg_ext.target.base import TargetSymbolError
+        try:
+            return self.image._symbol(name)
+        except TargetSymbolError:
+            raise _KdError("%s is not found" % name, "symbol")
+
+    def register(self, name):
+        return _read_register(self._context(self.context_cpu), name)
+
+    def set_register(self, name, value):
+        _write_register(self.changed.setdefault(self.context_cpu, {}), name, value)
+
+    def rdmsr(self, msr):
+        from windbg_ext.target.base import TargetError
+        regs = self.image.registers(self.debugger_cpu)
+        if msr == _IA32_GS_BASE and "gs_base" in regs:
+            return regs["gs_base"]
+        try:
+            return self.image._read_msr(msr, self.debugger_cpu)
+        except TargetError:
+            raise _KdError("IDebugDataSpaces::ReadMsr failed", "debugger")
+
+    def switch_processor(self, k):
+        if not 0 <= k < self.processor_count:
+            raise _KdError("Illegal thread error in '~%ds'" % k)
+        self.debugger_cpu = self.context_cpu = k
+
+    def set_context(self, k):
+        if not 0 <= k < self.processor_count:
+            raise _KdError("IDebugSystemObjects::SetCurrentThreadId failed")
+        self.context_cpu = k
+
+    def execute(self, single_step):
+        raise _KdError("pykd stand-in: an image cannot execute code")
 
 
 def _attach(path):
-    """Points the stand-in at an hvlab image (None detaches)."""
-    global _target, _current
-    if _target is not None:
-        _target.close()
-    _target = None
-    _current = 0
+    """Points the stand-in at an hvlab image (None detaches) and resets the controls."""
+    global _stub, _break_pending, _break_after, _fail_threads, _dump
+    if _stub is not None:
+        _stub.image.close()
+    _stub = None
+    _break_pending = _fail_threads = _dump = False
+    _break_after = None
     del _output[:]
     del _calls[:]
     if path is not None:
-        from windbg_ext.target.image import ImageTarget
-        _target = ImageTarget(path)
-        _current = _target.current_cpu
+        _stub = _ImageStub(path)
 
 
-def _image():
-    global _target, _current
-    if _target is None:
-        path = _os.environ.get("HVLAB_PYKD_IMAGE")
-        if not path:
-            raise DbgException("pykd stand-in: no target (call _attach or set HVLAB_PYKD_IMAGE)")
-        _attach(path)
-    _target.current_cpu = _current  # virtual reads translate with the current processor's CR3
-    return _target
+def _open():
+    path = _os.environ.get("HVLAB_PYKD_IMAGE")
+    if not path:
+        return None
+    _attach(path)
+    return _stub
 
 
-# -- the real API (names and signatures as pykd 0.3.4.15) -----------------------
-def isWindbgExt():
-    _calls.append("isWindbgExt")
-    return True
+def __getattr__(name):
+    if name == "_stub_cpu":   # the debugger loop's processor, for tests
+        return _stub.debugger_cpu if _stub is not None else 0
+    raise AttributeError(name)
 
 
-def isKernelDebugging():
-    _calls.append("isKernelDebugging")
-    return True
-
-
-def is64bitSystem():
-    _calls.append("is64bitSystem")
-    return True
-
-
-def dprint(str, dml=False):  # noqa: A002  (pykd's parameter name)
-    _calls.append("dprint")
-    _output.append((str, dml))
-    _sys.stdout.write(str)
-
-
-def dprintln(str, dml=False):  # noqa: A002
-    _calls.append("dprintln")
-    _output.append((str + "\n", dml))
-    _sys.stdout.write(str + "\n")
-
-
-def loadBytes(offset, count, phyAddr=False):
-    _calls.append("loadBytes")
-    from windbg_ext.target.base import TargetError
-    try:
-        if phyAddr:
-            data = _image()._read_physical(offset, count)
-        else:
-            data = _image()._read_virtual(offset, count)
-    except TargetError:
-        raise MemoryException("Memory exception at 0x%x target %s address"
-                              % (offset, "physical" if phyAddr else "virtual"))
-    return list(data)
-
-
-def getOffset(name):
-    _calls.append("getOffset")
-    from windbg_ext.target.base import TargetSymbolError
-    try:
-        return _image()._symbol(name)
-    except TargetSymbolError:
-        raise SymbolException("%s is not found" % name)
-
-
-def rdmsr(msrIndex):
-    _calls.append("rdmsr")
-    from windbg_ext.target.base import TargetError
-    try:
-        return _image()._read_msr(msrIndex, _current)
-    except TargetError:
-        raise DbgException("IDebugDataSpaces::ReadMsr failed")
-
-
-def reg(name):
-    _calls.append("reg")
-    regs = _image().registers(_current)
-    key = _WINDBG_REGS.get(str(name).lower(), str(name).lower())
-    if key not in regs:
-        raise DbgException("invalid register name: %s" % name)
-    return regs[key]
-
-
-def getNumberThreads():
-    _calls.append("getNumberThreads")
-    return _image().processor_count()
-
-
-def getCurrentThreadId():
-    _calls.append("getCurrentThreadId")
-    _image()
-    return _current
-
-
-def setCurrentThreadId(id):  # noqa: A002
-    global _current
-    _calls.append("setCurrentThreadId")
-    if not 0 <= id < _image().processor_count():
-        raise DbgException("IDebugSystemObjects::SetCurrentThreadId failed")
-    _current = id
+_install(globals())

@@ -89,4 +89,5 @@ def test_live_verify_through_pykd_matches_offline(failed_image, standin):
     cli.main(["verify", str(cpu)])
     text = "".join(t for t, _ in standin._output)
     assert "GUEST_TR_AR_BYTES = 0x0089" in text and "Traceback" not in text
-    assert '<exec cmd="!py -m windbg_ext field GUEST_TR_AR_BYTES">GUEST_TR_AR_BYTES</exec>' in text  # DML link
+    # DML link (naming this Python, as in WinDbg: !py -3.N)
+    assert '<exec cmd="%sfield GUEST_TR_AR_BYTES">GUEST_TR_AR_BYTES</exec>' % cli.pyext_prefix() in text

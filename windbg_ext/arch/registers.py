@@ -157,3 +157,10 @@ def access_rights_from_descriptor(descriptor: int) -> int:
     if not ar & 0x80:
         ar |= 1 << 16
     return ar
+
+
+def cr_seen_by_guest(real: int, guest_host_mask: int, read_shadow: int) -> int:
+    """What MOV from CR0/CR4 returns in VMX non-root (SDM Vol.3 25.6.6): bits set
+    in the guest/host mask come from the read shadow, the others from the
+    register. A debugger that broke in on a virtualized processor reads this."""
+    return (real & ~guest_host_mask) | (read_shadow & guest_host_mask)

@@ -20,5 +20,9 @@ COMMANDS = {
     "regions": "windbg_ext.commands.regions",
     # VM-entry checks (issue 6)
     "verify": "windbg_ext.commands.verify",
+    # drivers other than hv.sys: symbols + a map of roles, VMCS discovery, layout files (issue 12)
+    "map": "windbg_ext.commands.map",
+    "scan": "windbg_ext.commands.scan",
+    "layout": "windbg_ext.commands.layout",
     "help": "windbg_ext.commands.help",
 }

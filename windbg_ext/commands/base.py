@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from windbg_ext.errors import InputError
+from windbg_ext.hv.refresh import RefreshError, refresh_snapshot
 # The report model moved to the renderer's side; re-exported so code written against the old home still imports.
 from windbg_ext.render.report import Link, Report, Table, Text  # noqa: F401  (re-export)
 
-__all__ = ["CommandError", "Link", "Report", "Table", "Text", "parse_index", "parse_int"]
+__all__ = ["CommandError", "Link", "Report", "Table", "Text", "add_refresh_argument", "fresh_snapshot", "parse_index",
+           "parse_int"]
 
 
 class CommandError(InputError):
@@ -47,3 +49,19 @@ def parse_index(text: str, what: str = "vCPU index") -> int:
 
 
 Json = Dict[str, Any]
+
+
+def add_refresh_argument(p) -> None:
+    """--refresh, shared by the commands that read a vCPU's VMCS values (vmcs, verify)."""
+    p.add_argument("--refresh", action="store_true",
+                   help="live only: processor n runs hv.sys's snapshot hypercall first (hv!HvSnapshotGadget), "
+                        "so the snapshot holds what VMREAD returns now")
+
+
+def fresh_snapshot(walker, n: int) -> str:
+    """Processor n refreshes vCPU n's snapshot (live; windbg_ext/hv/refresh.py): the
+    line saying where the values now come from, or a CommandError saying why not."""
+    try:
+        return refresh_snapshot(walker, n)
+    except RefreshError as e:
+        raise CommandError(str(e))

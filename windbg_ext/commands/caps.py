@@ -11,7 +11,9 @@ from windbg_ext.arch.capability_report import DECIDED_BY, FIRST_READ, dependent_
 from windbg_ext.arch.controls import ACTIVATED_BY, CONTROL_FIELD, bit_name
 from windbg_ext.arch.msr_names import msr_name
 from windbg_ext.commands.base import CommandError, parse_index, parse_int
+from windbg_ext.hv.processor import recorded_capabilities
 from windbg_ext.render.report import Report
+from windbg_ext.target.base import TargetMsrError
 
 SUMMARY = "decode the VMX capability MSRs (allowed 0/1 per control bit, CR0/CR4 fixed bits) per processor"
 NEEDS_TARGET = True
@@ -174,13 +176,23 @@ def run(ctx, args) -> Report:
     r = Report(data={"source": "target", "cpus": reports})
     first: Optional[Dict[str, Any]] = None
     for cpu in cpus:
-        values, absent = read_capabilities(target, cpu)
+        try:
+            values, absent = read_capabilities(target, cpu)
+            unknown = ""
+        except TargetMsrError as e:   # live: the MSRs could not be shown to be processor cpu's
+            values = recorded_capabilities(target)
+            if not values:
+                raise CommandError("%s; hv.sys is not running, so it recorded none either" % e)
+            absent = {m: "unknown on this processor; hv.sys did not record it" for m in FIRST_READ if m not in values}
+            unknown = "%s: showing the capability MSRs hv.sys read at load instead" % e
         if not values:
             raise CommandError("no VMX capability MSR of processor %d could be read on this target (%s): run caps "
                                "live in WinDbg, or decode values you have with caps --msr 0x480=0x..."
                                % (cpu, target.no_msrs_reason or "IA32_FEATURE_CONTROL and IA32_VMX_BASIC are absent"))
         rep = describe(values, absent)
-        reports.append(dict(rep, cpu=cpu))
+        reports.append(dict(rep, cpu=cpu, source="hv.sys's VMM context" if unknown else "processor %d" % cpu))
+        if unknown:
+            r.text(unknown)
         if first is not None and rep["msrs"] == first["msrs"]:
             r.text("processor %d: the same capability MSR values as processor %d" % (cpu, first["cpu"]))
             continue

@@ -8,6 +8,13 @@ hypervisor settings), WARN (the driver itself must act, e.g. lock
 IA32_FEATURE_CONTROL), INFO, UNKNOWN (the target cannot say). A processor's
 verdict is FAIL when a requirement fails, else UNKNOWN when one could not be
 read (e.g. a crash dump holds no MSRs), else PASS.
+
+On a processor hv.sys has virtualized (its vCPU is launched) a debugger's
+view is the guest's: CR0/CR4 read through hv.sys's read shadows (SDM 25.6.6:
+VMXE hidden), MSRs and CPUID as hv.sys lets the guest see them. There the
+machine's truth comes from the VMCS (GUEST_CR0/GUEST_CR4 in hv.sys's
+snapshot, with the snapshot's age said) and from the driver's own records
+(capability MSRs it read at load), and VMX support is a fact, not derived.
 """
 from __future__ import annotations
 
@@ -17,7 +24,9 @@ from windbg_ext.arch import capabilities as caps
 from windbg_ext.arch.registers import CPUID1_ECX_BITS, CR0_BITS, CR4_BITS, bit_names, bit_of
 from windbg_ext.commands.base import CommandError, parse_index
 from windbg_ext.render.report import Link, Report
-from windbg_ext.target.base import TargetError
+from windbg_ext.arch.vmcs_fields import lookup
+from windbg_ext.hv.walker import DESCRIPTOR_SYMBOL, HvWalker
+from windbg_ext.target.base import TargetError, optional_symbol
 
 SUMMARY = "pre-VMXON requirements per processor (CPUID.VMX, FEATURE_CONTROL, CR0/CR4 fixed bits, revision id)"
 NEEDS_TARGET = True
@@ -41,6 +50,23 @@ def _cpus(ctx, args) -> List[int]:
     return [n]
 
 
+def hv_view(target, cpu: int):
+    """(vCPU, snapshot values, VMM) when hv.sys runs processor `cpu` as a guest, else None."""
+    if optional_symbol(target, DESCRIPTOR_SYMBOL) is None:
+        return None
+    try:
+        w = HvWalker(target)
+        d = w.descriptor()
+        if not (d.VmmContextVa and d.VcpuArrayVa) or cpu >= w.vcpu_count():
+            return None
+        v = w.vcpu(cpu)
+        if v.state != "launched":
+            return None
+        return v, dict(v.snapshot().values), w.vmm()
+    except TargetError:
+        return None
+
+
 def check_processor(target, cpu: int) -> List[Row]:
     cpuid1_ecx_vmx = 1 << bit_of(CPUID1_ECX_BITS, "VMX")  # SDM 24.6
     cr4_vmxe = 1 << bit_of(CR4_BITS, "VMXE")              # SDM 24.7
@@ -52,10 +78,28 @@ def check_processor(target, cpu: int) -> List[Row]:
     except TargetError:  # e.g. a crash dump holds the crashing processor's context only
         regs = {}
     rows: List[Row] = []
+    hv = hv_view(target, cpu)
+    reg_source = ""
+    if hv is not None:
+        vcpu, values, vmm = hv
+        snap = vcpu.snapshot()
+        regs = {}
+        for reg, field in (("cr0", "GUEST_CR0"), ("cr4", "GUEST_CR4")):
+            enc = lookup(field)
+            enc = (enc[0] if isinstance(enc, tuple) else enc).encoding
+            if enc in values:
+                regs[reg] = values[enc]
+        # the guest's real CR0/CR4, not the read shadows a debugger sees
+        reg_source = (" (VMCS snapshot: %s)" % snap.reason if regs else
+                      " (hv.sys's VMCS snapshot is empty: vmcs %d --refresh, live)" % cpu)
+        for msr, member in vmm.capability_members(vmm.vmx_basic or msrs.get(caps.IA32_VMX_BASIC, 0)).items():
+            msrs.setdefault(msr, vmm.record.u(member))   # what hv.sys read at load, where the guest cannot
 
     # CPUID.1:ECX.VMX (SDM 24.6)
     leaf1 = target.cpuid(1, 0, cpu)
-    if leaf1 is not None:
+    if hv is not None:
+        rows.append(("CPUID.1:ECX.VMX", "PASS", "supported: hv.sys runs this processor as a guest (VMX non-root)"))
+    elif leaf1 is not None:
         if leaf1[2] & cpuid1_ecx_vmx:
             rows.append(("CPUID.1:ECX.VMX", "PASS", "VMX supported (ECX=0x%08x)" % leaf1[2]))
         else:
@@ -85,7 +129,8 @@ def check_processor(target, cpu: int) -> List[Row]:
             rows.append(("VMXON outside SMX", "WARN", "bit 2 clear but unlocked: the driver must set bit 2 "
                          "before locking"))
     else:
-        rows.append(("IA32_FEATURE_CONTROL", "UNKNOWN", "MSR 0x%x unreadable" % caps.IA32_FEATURE_CONTROL))
+        rows.append(("IA32_FEATURE_CONTROL", "UNKNOWN", "MSR 0x%x unreadable%s" % (
+            caps.IA32_FEATURE_CONTROL, ": " + target.no_msrs_reason if target.no_msrs_reason else "")))
 
     # CR0/CR4 against the fixed-bit MSRs (SDM 24.8, A.7, A.8)
     for reg, fixed0, fixed1, table, assume in (
@@ -93,7 +138,8 @@ def check_processor(target, cpu: int) -> List[Row]:
             ("cr4", caps.IA32_VMX_CR4_FIXED0, caps.IA32_VMX_CR4_FIXED1, CR4_BITS, cr4_vmxe)):
         item = "%s vs FIXED0/FIXED1" % reg.upper()
         if fixed0 not in msrs or fixed1 not in msrs or reg not in regs:
-            rows.append((item, "UNKNOWN", "needs %s and MSRs 0x%x/0x%x" % (reg.upper(), fixed0, fixed1)))
+            rows.append((item, "UNKNOWN", "needs %s and MSRs 0x%x/0x%x%s" % (reg.upper(), fixed0, fixed1,
+                                                                            reg_source)))
             continue
         must1, must0 = caps.fixed_bits(msrs[fixed0], msrs[fixed1])
         value = regs[reg] | assume  # CR4.VMXE is the driver's to set, checked on its own below
@@ -104,12 +150,14 @@ def check_processor(target, cpu: int) -> List[Row]:
                 why.append("must be 1: %s" % bit_names(table, missing))
             if forbidden:
                 why.append("must be 0: %s" % bit_names(table, forbidden))
-            rows.append((item, "FAIL", "%s=0x%x; %s" % (reg.upper(), regs[reg], "; ".join(why))))
+            rows.append((item, "FAIL", "%s=0x%x; %s%s" % (reg.upper(), regs[reg], "; ".join(why), reg_source)))
         else:
-            rows.append((item, "PASS", "%s=0x%x; fixed-1 bits: %s" % (reg.upper(), regs[reg],
-                                                                       bit_names(table, must1))))
+            rows.append((item, "PASS", "%s=0x%x; fixed-1 bits: %s%s" % (reg.upper(), regs[reg],
+                                                                         bit_names(table, must1), reg_source)))
 
-    if "cr4" in regs:
+    if hv is not None:
+        rows.append(("CR4.VMXE", "INFO", "set: hv.sys is in VMX operation here (a debugger reads its CR4 shadow)"))
+    elif "cr4" in regs:
         if regs["cr4"] & cr4_vmxe:
             rows.append(("CR4.VMXE", "PASS", "set: VMX enabled on this processor (a hypervisor may already run)"))
         else:

@@ -10,7 +10,8 @@ SUMMARY = "list the commands, or show one command's arguments"
 NEEDS_TARGET = False
 
 USAGE = ("usage: python -m windbg_ext [--image FILE | --dump FILE] [--json] [--stats] <command> [args]\n"
-         "       in WinDbg: !py -m windbg_ext <command> [args]")
+         "       in WinDbg: !py -m windbg_ext <command> [args]\n"
+         "       a driver that is not hv.sys: --symbols PDB|ISF [--map FILE] [--module-base ADDR] before the command")
 
 
 def add_arguments(p) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 from windbg_ext.arch.msr_bitmap import PAGE_SIZE, decode_msr_bitmap, in_range, msr_exits
 from windbg_ext.arch.msr_names import MSR_NAMES, msr_name
 from windbg_ext.commands.base import CommandError, parse_int
+from windbg_ext.hv.foreign import msr_bitmap_pa as foreign_msr_bitmap_pa, uses_symbols
 from windbg_ext.render.report import Link, Report
 
 SUMMARY = "decode an MSR bitmap page: which MSRs exit on read / write"
@@ -43,6 +44,8 @@ def resolve_bitmap(ctx, text: str, physical: bool) -> Bitmap:
         return Bitmap(ctx.target.symbol(text), False, "symbol %s" % text)
     value = parse_int(text, "address")
     if 0 <= value < VCPU_LIMIT:
+        if uses_symbols(ctx):  # a driver that is not hv.sys: the map names its bitmap
+            return Bitmap(foreign_msr_bitmap_pa(ctx, value), True, "vCPU %d" % value, value)
         from windbg_ext.hv.walker import walker_for  # only a vCPU index pays for the hv walker
 
         return Bitmap(walker_for(ctx).msr_bitmap_pa(value), True, "vCPU %d" % value, value)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Dict, List
 
 from windbg_ext.arch.capabilities import decode_basic
+from windbg_ext.commands import regions_symbols
+from windbg_ext.hv.foreign import uses_symbols
 from windbg_ext.hv.processor import maxphyaddr
 from windbg_ext.hv.regions import Page, distinct_pages, verdict
 from windbg_ext.hv.vcpu_checks import region_checks
@@ -24,6 +26,8 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
+    if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
+        return regions_symbols.run(ctx, args)
     w = walker_for(ctx)
     vmm = w.vmm()
     basic = vmm.vmx_basic

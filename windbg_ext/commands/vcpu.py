@@ -4,7 +4,9 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from windbg_ext.arch.exits import decode_exit_reason, decode_qualification
+from windbg_ext.commands import vcpu_symbols
 from windbg_ext.commands.base import parse_index
+from windbg_ext.hv.foreign import uses_symbols
 from windbg_ext.hv.model import NO_EXIT
 from windbg_ext.hv.processor import maxphyaddr
 from windbg_ext.hv.regions import Check, stack_high_water, verdict
@@ -22,6 +24,8 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
+    if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
+        return vcpu_symbols.run(ctx, args)
     n = parse_index(args.n, "vCPU index")
     w = walker_for(ctx)
     d = w.descriptor()

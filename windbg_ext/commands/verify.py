@@ -9,6 +9,7 @@ guest -> VM exit 0x80000021.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional
 
 from windbg_ext.arch import capabilities as C
@@ -19,7 +20,9 @@ from windbg_ext.arch.entry_checks import EntryState, FAIL, NOT_CHECKED
 from windbg_ext.arch.exits import ENTRY_FAILURE_BIT
 from windbg_ext.arch.msr_names import MSR_NAMES
 from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
-from windbg_ext.commands.base import CommandError, parse_index, parse_int
+from windbg_ext.commands.base import CommandError, add_refresh_argument, fresh_snapshot, parse_index, parse_int
+from windbg_ext.hv.foreign import uses_symbols, walker_for as foreign_walker_for
+from windbg_ext.hv.foreign_views import region_layout
 from windbg_ext.hv.model import NO_EXIT, failure_snapshot
 from windbg_ext.hv.processor import maxphyaddr, sgx_supported
 from windbg_ext.hv.vmcs_source import load_values
@@ -63,6 +66,7 @@ def add_arguments(p) -> None:
                    help="with <n>: snapshot = the driver's VMREAD values (default when it has any), region = the "
                         "VMCS page decoded with the driver's layout map (implementation-specific)")
     p.add_argument("--all", action="store_true", help="list every check with PASS / FAIL / n/a")
+    add_refresh_argument(p)
     p.add_argument("--maxphyaddr", metavar="BITS", help="physical-address width (CPUID.80000008H:EAX[7:0]); "
                    "default: the target's, else 52")
 
@@ -98,7 +102,54 @@ def _check_caps(fields: Dict[int, int], caps: Dict[int, int], where: str) -> Non
 
 
 # -- target mode ----------------------------------------------------------------------
-def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
+def _target_caps(ctx, n: int):
+    """(capability MSRs of processor n as the target holds them, {where from})."""
+    try:  # one batch: over KDNET every processor switch and read is a round trip
+        caps = ctx.target.read_msrs(list(TARGET_CAPS), n)
+    except TargetError:
+        caps = {}
+    caps.update(_wide_caps(ctx, caps, n))
+    return caps, ({"processor %d" % n} if caps else set())
+
+
+def _physical_reader(ctx):
+    def read_physical(addr: int, size: int) -> Optional[bytes]:
+        try:
+            return ctx.target.read_physical(addr, size)
+        except TargetError:  # not in the target (a dump without that page, a bad pointer)
+            return None
+    return read_physical
+
+
+class _NoSnapshot:
+    """A driver walked from its symbols records nothing to compare the verdict with."""
+    count = 0
+
+
+def _foreign_state(ctx, n: int, source: Optional[str]) -> Dict[str, Any]:
+    """vCPU n of a driver walked from its symbols (no snapshot): its VMCS region decoded with the layout
+    file of the same revision id, region-derived; caps from the target."""
+    if source in ("snapshot", "failure"):
+        raise CommandError("a driver walked from its symbols keeps no VMCS snapshot: verify %d checks its VMCS "
+                           "region (drop --source)" % n)
+    w = foreign_walker_for(ctx)
+    v = w.vcpu(n)
+    values, layout_from = region_layout(ctx.target, v)
+    if not values:
+        raise HvError("vCPU %d of %s: no VMCS values to check: %s" % (n, w.table.module, layout_from))
+    caps, sources = _target_caps(ctx, n)
+    note = "region* values: the VMCS page decoded with %s, implementation-specific (SDM 25.11.1)" % (
+        os.path.basename(layout_from))
+    if ctx.target.live:
+        note += "; LIVE: a running processor's VMCS page is stale or scrambled, trust this on an image or a dump"
+    return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphyaddr(ctx.target, n),
+            "read_physical": _physical_reader(ctx), "sgx": sgx_supported(ctx.target, n),
+            "vmcs_address": v.pa.get("vmcs"), "snapshot": _NoSnapshot, "what": "vCPU %d of %s, VMCS region* (%s"
+            % (n, w.table.module, os.path.basename(layout_from)),
+            "caps_source": " and ".join(sorted(sources)) or "nowhere", "driver_state": "walked from its symbols"}
+
+
+def _target_state(ctx, n: int, source: Optional[str] = None, refresh: bool = False) -> Dict[str, Any]:
     """vCPU n's VMCS values: the running driver's per-vCPU snapshot, or, after a
     failed load, the snapshot in the descriptor's last-failure record."""
     w = walker_for(ctx)
@@ -107,11 +158,12 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
     vmm = v = None
     note = ""
     if running:
+        fresh = fresh_snapshot(w, n) if refresh else ""
         v = w.vcpu(n)
         snap = v.snapshot()
         vmm = w.vmm()
         vals = load_values(w, v, source)
-        values, note = vals.values, vals.note
+        values, note = vals.values, (fresh or vals.note)
         if not values:
             raise HvError("vCPU %d has no VMCS snapshot (state: %s, reason: %s): the driver takes one when VMLAUNCH "
                           "or VM entry fails, or at every exit when enabled; try --source region" % (n, v.state, snap.reason))
@@ -121,6 +173,9 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
         else:
             what = "vCPU %d VMCS snapshot (%s" % (n, snap.reason)
     else:
+        if refresh:
+            raise HvError("--refresh: hv.sys is not running (driver state: %s): no vCPU can take a snapshot"
+                          % d.driver_state)
         if source == "region":
             raise HvError("hv.sys is not running (driver state: %s): there is no VMCS region to decode; "
                           "run verify %d without --source" % (d.driver_state, n))
@@ -135,12 +190,7 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
             raise HvError("the failure record of processor %d holds no VMCS fields (no VMCS was current)" % n)
         what = "processor %d failure record (%s" % (n, snap.reason)
         values = dict(snap.values)
-    try:  # one batch: over KDNET every processor switch and read is a round trip
-        caps = ctx.target.read_msrs(list(TARGET_CAPS), n)
-    except TargetError:
-        caps = {}
-    caps.update(_wide_caps(ctx, caps, n))
-    sources = {"processor %d" % n} if caps else set()
+    caps, sources = _target_caps(ctx, n)
     if vmm is not None:
         basic = caps.get(C.IA32_VMX_BASIC) or vmm.vmx_basic
         # What the driver recorded at load (the control MSRs it used: TRUE_* when bit 55 is set).
@@ -148,17 +198,8 @@ def _target_state(ctx, n: int, source: Optional[str] = None) -> Dict[str, Any]:
             if msr not in caps:
                 caps[msr] = vmm.record.u(member)
                 sources.add("the driver's VMM context")
-    maxphy = maxphyaddr(ctx.target, n)
-    sgx = sgx_supported(ctx.target, n)
-
-    def read_physical(addr: int, size: int) -> Optional[bytes]:
-        try:
-            return ctx.target.read_physical(addr, size)
-        except TargetError:  # not in the target (a dump without that page, a bad pointer)
-            return None
-
-    return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphy, "read_physical": read_physical,
-            "sgx": sgx,
+    return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphyaddr(ctx.target, n),
+            "read_physical": _physical_reader(ctx), "sgx": sgx_supported(ctx.target, n),
             "vmcs_address": (v.VmcsRegionPa or None) if v is not None else None, "snapshot": snap,
             "what": what,
             "caps_source": " and ".join(sorted(sources)) or "nowhere", "driver_state": d.driver_state}
@@ -174,7 +215,10 @@ def run(ctx, args) -> Report:
     recorded = None
     if args.n is not None:
         n = parse_index(args.n, "vCPU index")
-        t = _target_state(ctx, n, args.source)
+        if uses_symbols(ctx) and args.refresh:
+            raise CommandError("--refresh makes hv.sys take a snapshot through its hypercall; a driver walked "
+                               "from its symbols has none: drop --refresh (its VMCS region is what can be read)")
+        t = _foreign_state(ctx, n, args.source) if uses_symbols(ctx) else _target_state(ctx, n, args.source, args.refresh)
         fields, caps = t["fields"], t["caps"]
         if not t["caps"]:
             raise CommandError("no capability MSRs for processor %d: the target holds no MSR values (a crash dump "
@@ -192,6 +236,8 @@ def run(ctx, args) -> Report:
                         "exit_reason": None if snap.exit_reason in (0, NO_EXIT) else snap.exit_reason}
         source = "%s, %d fields); caps from %s" % (t["what"], len(fields), t["caps_source"])
     else:
+        if args.refresh:
+            raise CommandError("--refresh applies to `verify <vcpu>` on a live target, not to --fields/--caps")
         if args.source:
             raise CommandError("--source applies to `verify <vcpu>` on a target, not to --fields/--caps")
         if not args.fields or not args.caps:

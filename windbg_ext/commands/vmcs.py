@@ -1,10 +1,14 @@
-"""vmcs <n> [field...] [--all] [--group G] [--source snapshot|region] [--diff M|region]
+"""vmcs <n> [field...] [--all] [--group G] [--source snapshot|region] [--diff M|region] [--refresh]
 
 VMCS fields of vCPU n, grouped like KVM's dump_vmcs, control bits and access
 rights decoded, with the source of every value: "snapshot" (the driver's
 VMREAD values, architectural) or "region*" (the raw VMCS page decoded with
 the driver's layout map: implementation-specific). A live VMREAD from a
-debugger break-in is impossible, and this command does not pretend.
+debugger break-in is impossible, and this command does not pretend: live,
+--refresh makes processor n run hv.sys's snapshot hypercall (hv/refresh.py),
+after which the snapshot is what VMREAD returns now. On a live target the
+region of a launched vCPU is its active VMCS, whose page is not current (SDM
+25.11.1): it is shown only on request, labelled stale.
 
 Reads: descriptor (2), the vCPU (1, its snapshot is inside), the VMCS page
 (1, region source or --diff region), the other vCPU (1, --diff M): at most 5.
@@ -14,7 +18,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Tuple
 
 from windbg_ext.arch.vmcs_fields import BY_ENCODING, FIELDS, FieldLookupError, lookup
-from windbg_ext.commands.base import CommandError, parse_index
+from windbg_ext.commands import vmcs_symbols
+from windbg_ext.commands.base import CommandError, add_refresh_argument, fresh_snapshot, parse_index
+from windbg_ext.hv.foreign import uses_symbols
 from windbg_ext.hv.model import FAILED_STEPS, NO_EXIT, failure_snapshot
 from windbg_ext.hv.state_text import exit_text, vm_error_text
 from windbg_ext.hv.vmcs_source import Values, load_values
@@ -39,6 +45,7 @@ def add_arguments(p) -> None:
                         "failure = the snapshot in the descriptor's last-failure record, kept after a failed load)")
     p.add_argument("--diff", metavar="M|region",
                    help="show only fields that differ from vCPU M, or between snapshot and region of vCPU n")
+    add_refresh_argument(p)
 
 
 def _select(args) -> Tuple[List[Tuple[Any, str]], bool]:
@@ -57,6 +64,11 @@ def _select(args) -> Tuple[List[Tuple[Any, str]], bool]:
 
 
 def run(ctx, args) -> Report:
+    if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
+        if args.refresh:
+            raise CommandError("--refresh makes hv.sys take a snapshot through its hypercall; a driver walked from "
+                               "its symbols has none: drop --refresh (its VMCS region is what can be read)")
+        return vmcs_symbols.run(ctx, args)
     n = parse_index(args.n, "vCPU index")
     selected, explicit = _select(args)
     w = walker_for(ctx)
@@ -65,13 +77,20 @@ def run(ctx, args) -> Report:
     if args.source == "failure" and args.diff is not None:
         raise CommandError("--diff cannot compare the failure record: the descriptor keeps one, of the processor "
                            "that failed; drop --diff, or compare running vCPUs (--source snapshot|region)")
+    if args.refresh and (args.source in ("region", "failure") or not running):
+        raise CommandError("--refresh refreshes a running vCPU's snapshot: %s" % (
+            "drop --source %s" % args.source if running else
+            "hv.sys is not running (driver state: %s), no vCPU can take one" % d.driver_state))
     if args.source == "failure" or (args.source is None and args.diff is None and not running
                                     and d.failure is not None and d.failure.valid):
         return _show(n, failure_values(d, n), selected, explicit, args)
+    fresh = fresh_snapshot(w, n) if args.refresh else ""
     v = w.vcpu(n)
     if args.diff is not None:
         return _run_diff(w, v, args, selected)
     vals = load_values(w, v, args.source)
+    if fresh:
+        vals.note = fresh
     return _show(n, vals, selected, explicit, args)
 
 
@@ -182,4 +201,7 @@ def _run_diff(w, v, args, selected) -> Report:
         r.table(["field", "encoding", labels[0], labels[1]], rows)
     if "region" in (left.source, right.source):
         r.text("note: " + REGION_NOTE)
+        for side in (left, right):   # live: an active VMCS's page is not its values
+            if side.source == "region" and side.note:
+                r.text("note: " + side.note)
     return r

@@ -6,7 +6,9 @@ array: 4 target reads however many vCPUs (3 + N at most, the issue's budget).
 from __future__ import annotations
 
 from windbg_ext.arch.capabilities import decode_basic
+from windbg_ext.commands import vmm_symbols
 from windbg_ext.hv.descriptor import DescriptorError
+from windbg_ext.hv.foreign import uses_symbols
 from windbg_ext.hv.model import failure_snapshot
 from windbg_ext.hv.state_text import failure_summary, hx, vcpu_row_data
 from windbg_ext.hv.walker import walker_for
@@ -21,6 +23,8 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> Report:
+    if uses_symbols(ctx):  # a driver that is not hv.sys, walked from its symbols and a map
+        return vmm_symbols.run(ctx, args)
     w = walker_for(ctx)
     d = w.descriptor()
     desc = {"address": hx(d.address), "found_by": w.found_by, "version": d.Version, "producer": d.producer,

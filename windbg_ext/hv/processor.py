@@ -4,8 +4,9 @@ dumps cannot, and then the answer is None: callers say what they assumed).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
+from windbg_ext.hv.walker import HvWalker
 from windbg_ext.target.base import Target, TargetError
 
 CPUID_ADDRESS_SIZES = 0x80000008      # EAX[7:0] = MAXPHYADDR (SDM 4.1.4)
@@ -31,3 +32,19 @@ def sgx_supported(target: Target, cpu: int = 0) -> Optional[bool]:
     except TargetError:
         return None
     return bool(leaf[1] >> 2 & 1) if leaf else None
+
+
+def recorded_capabilities(target: Target) -> Dict[int, int]:
+    """The capability MSRs hv.sys read at load and keeps in its VMM context
+    ({MSR: value}; the control MSRs it used: TRUE_* when IA32_VMX_BASIC bit 55
+    says they exist), or {} when hv.sys is not running. The fallback when a
+    processor's own MSRs cannot be read (or shown to be that processor's)."""
+    try:
+        w = HvWalker(target)
+        d = w.descriptor()
+        if not (d.VmmContextVa and d.VcpuArrayVa):
+            return {}
+        vmm = w.vmm()
+    except TargetError:
+        return {}
+    return {msr: vmm.record.u(member) for msr, member in vmm.capability_members(vmm.vmx_basic).items()}

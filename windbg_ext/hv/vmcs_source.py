@@ -1,6 +1,10 @@
 """Where a vCPU's VMCS values come from: the driver's snapshot (VMREAD values,
 architectural) or the raw VMCS page decoded with the driver's layout map
 (implementation-specific, SDM 25.11.1). Used by `vmcs` and `verify`.
+
+On a live target the region of a launched vCPU is the VMCS its processor
+holds active: its page is stale or in a private format (SDM 25.11.1), so it
+is never the default there and is labelled as not current.
 """
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from typing import Dict, Optional
 from windbg_ext.hv.model import Vcpu
 from windbg_ext.hv.regions import region_values
 from windbg_ext.hv.walker import HvError, HvWalker
+
+LIVE_REGION_NOTE = ("live: this VMCS is active on its processor; its page is stale or private (SDM 25.11.1): "
+                    "NOT current values (--refresh)")
 
 
 class Values:
@@ -25,13 +32,21 @@ class Values:
 def load_values(w: HvWalker, v: Vcpu, source: Optional[str]) -> Values:
     """vCPU v's values from `source` ("snapshot", "region"; None: the snapshot when it has any)."""
     snap = v.snapshot()
+    live_active = w.target.live and v.state == "launched"
     if source is None:
+        if not snap.count and live_active:
+            raise HvError("vCPU %d's snapshot is empty (reason: %s) and its VMCS region is active on the "
+                          "processor (stale in memory, SDM 25.11.1): run vmcs %d --refresh for current values, "
+                          "or --source region for the stale page" % (v.index, snap.reason, v.index))
         source = "snapshot" if snap.count else "region"
         note = "" if snap.count else ("vCPU %d's snapshot is empty (reason: %s): showing the region; set the "
                                       "descriptor's SnapshotOnEveryExit to 1 for architectural values" %
                                       (v.index, snap.reason))
     else:
         note = ""
+    if source == "snapshot" and snap.count and w.target.live:
+        note = note or ("snapshot taken by hv.sys at: %s (sequence %d); not refreshed: --refresh for current "
+                        "values" % (snap.reason, snap.sequence))
     if source == "snapshot":
         if snap.torn:
             note = "the snapshot was being written when the target stopped (odd sequence %d): values may be torn" \
@@ -44,4 +59,6 @@ def load_values(w: HvWalker, v: Vcpu, source: Optional[str]) -> Values:
     if not v.VmcsRegionPa:
         raise HvError("vCPU %d has no VMCS region (VmcsRegionPa is 0)" % v.index)
     page = w.read_page(v.VmcsRegionPa, "vCPU %d's VMCS region" % v.index)
+    if live_active:
+        note = LIVE_REGION_NOTE
     return Values(region_values(page, d.layout), "region", note)

@@ -206,6 +206,11 @@ class HvWalker:
             self._vcpus[n] = v
         return self._vcpus[n]
 
+    def reload_vcpu(self, n: int) -> Vcpu:
+        """vCPU n read again (e.g. after its snapshot was refreshed)."""
+        self._vcpus.pop(n, None)
+        return self.vcpu(n)
+
     def _check_vcpu(self, v: Vcpu) -> None:
         d = self.descriptor()
         rec = v.record

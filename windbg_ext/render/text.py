@@ -19,8 +19,12 @@ HEADER_PADDING = 2  # a column is at least its header plus this wide
 COLUMN_GAP = "  "
 
 
-def _esc(s: str) -> str:
+def escape_dml(s: str) -> str:
+    """Text inside DML: &, <, > (and " for attributes) as entities, so WinDbg shows them."""
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+_esc = escape_dml
 
 
 def _visible(value: Any) -> str:
@@ -30,16 +34,16 @@ def _visible(value: Any) -> str:
     return str(value.text if isinstance(value, Link) else value).strip()
 
 
-def _wrap(value: Any, line: str, dml: bool) -> str:
+def _wrap(value: Any, line: str, dml: bool, prefix: str = PREFIX) -> str:
     """One visible line of a cell as DML (a link's text becomes an <exec>) or as plain text."""
     if not dml:
         return line
     if isinstance(value, Link) and line:
-        return '<exec cmd="%s%s">%s</exec>' % (PREFIX, _esc(value.command), _esc(line))
+        return '<exec cmd="%s%s">%s</exec>' % (_esc(prefix), _esc(value.command), _esc(line))
     return _esc(line)
 
 
-def _table_lines(block: Table, dml: bool) -> List[str]:
+def _table_lines(block: Table, dml: bool, prefix: str = PREFIX) -> List[str]:
     ncols = max([len(block.headers)] + [len(r) for r in block.rows])
     headers = block.headers + [""] * (ncols - len(block.headers))
     rows: List[Sequence[Any]] = [list(r) + [""] * (ncols - len(r)) for r in block.rows]
@@ -58,21 +62,22 @@ def _table_lines(block: Table, dml: bool) -> List[str]:
     for raw, r in zip(rows, cells):
         for k in range(max(len(lines) for lines in r)):
             visible = [lines[k] if k < len(lines) else "" for lines in r]
-            out.append(line([_wrap(v, s, dml) for v, s in zip(raw, visible)], visible))
+            out.append(line([_wrap(v, s, dml, prefix) for v, s in zip(raw, visible)], visible))
     return out
 
 
-def render_text(report: Report, dml: bool = False) -> str:
+def render_text(report: Report, dml: bool = False, prefix: str = PREFIX) -> str:
+    """`prefix` starts every DML link's command (live: the `!py` options this run was started with)."""
     out: List[str] = []
     for block in report.blocks:
         if isinstance(block, Table):
             if block.title:
                 out.append(_esc(block.title) if dml else block.title)
-            out.extend(_table_lines(block, dml))
+            out.extend(_table_lines(block, dml, prefix))
         elif isinstance(block, Text):
             text = _esc(block.text) if dml else block.text
             if block.links:
-                text += "  " + "  ".join(_wrap(l, str(l.text), dml) for l in block.links)
+                text += "  " + "  ".join(_wrap(l, str(l.text), dml, prefix) for l in block.links)
             out.append(text)
         out.append("")
     return "\n".join(out).rstrip("\n")

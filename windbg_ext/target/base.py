@@ -65,7 +65,8 @@ class Target:
 
     name = "target"
     # What a target can do, asked by callers instead of testing `name`:
-    live = False            # a running system seen through a debugger (memory may be mid-update)
+    live = False            # a running system seen through a debugger (memory may be mid-update;
+                            # an active VMCS's page is not its current values, SDM 25.11.1; run_gadget works)
     no_msrs_reason: Optional[str] = None  # why this kind of target holds no MSR values, when it holds none
 
     def __init__(self) -> None:
@@ -117,6 +118,13 @@ class Target:
 
     def describe(self) -> str:
         return self.name
+
+    def run_gadget(self, cpu: int, address: int, registers: Dict[str, int]) -> List[str]:
+        """Makes processor `cpu` execute the code at `address` with `registers`
+        set, until it breaks back into the debugger, then restores every
+        register it had. Returns the target operations it took (for --stats
+        and benchmarks). Only a live target can."""
+        raise TargetError("%s cannot execute code: it is not a live debugging session" % self.describe())
 
     # -- optional: backends that know more override these -------------------
     def cpuid(self, leaf: int, subleaf: int = 0, cpu: int = 0) -> Optional[Tuple[int, int, int, int]]:

@@ -245,4 +245,16 @@ HvAsmHypercall PROC
     ret
 HvAsmHypercall ENDP
 
+; ---- the debugger's snapshot gadget (docs/debug-descriptor.md) ----------------
+; Exported by name (hv.def) and never called by the driver. A kernel debugger
+; that has broken in on a virtualized processor points RIP here with
+; RAX = HV_HYPERCALL_SIGNATURE and RCX = HV_HYPERCALL_SNAPSHOT, and steps:
+; the VMCALL exits to hv.sys, which VMREADs every field into this vCPU's
+; snapshot (RAX = status, RCX = count) and resumes the guest at the INT3, which
+; breaks back into the debugger. The debugger then restores every register.
+HvSnapshotGadget PROC
+    vmcall
+    int 3
+HvSnapshotGadget ENDP
+
 END

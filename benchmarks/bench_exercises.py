@@ -40,8 +40,7 @@ def main():
         for ex in catalogue.EXERCISES:
             if ex.fault:
                 p = catalogue.params_for(ex, SEED)
-                shutil.rmtree(os.path.dirname(kit.variant_path(ex.fault, p["fault_cpu"], p["fault_arg"])),
-                              ignore_errors=True)
+                shutil.rmtree(kit.variant_dir(ex.fault, p["fault_cpu"], p["fault_arg"]), ignore_errors=True)
             cold, _ = _make(ex, work, "cold")
             warm, solve = _make(ex, work, "warm")
             run = ex.lab(catalogue.params_for(ex, SEED)) if ex.lab else None

@@ -9,7 +9,8 @@
  * mistake -- breaks the driver the way the exercise's story says. The student
  * then finds the cause with the suite, on what the emulated CPU did.
  *
- * The names are read by emulated_lab/exercises (one id per line, below);
+ * The same switches work in driver/examples/sevendays (its faults are named
+ * SEVENDAYS_*). The names are read by emulated_lab/exercises (one id per line, below);
  * adding a fault = one line here + one #if block at its spot + one exercise.
  */
 #ifndef HV_FAULT_H
@@ -32,6 +33,7 @@
 #define HV_FAULT_GUEST_LINK_POINTER 14   /* VMCS link pointer written as ARG instead of ~0 on processor CPU */
 #define HV_FAULT_RIP_NOT_ADVANCED 15     /* the handler of exit reason ARG returns without advancing guest RIP */
 #define HV_FAULT_NO_SECONDARY_CONTROLS 16 /* ARG 0: "activate secondary controls" never set; 1: no "enable RDTSCP" */
+#define HV_FAULT_SEVENDAYS_MSR_BITMAP_DIRTY 17 /* examples/sevendays: processor CPU's MSR bitmap holds bytes ARG */
 
 #ifndef HV_FAULT
 #define HV_FAULT HV_FAULT_NONE

@@ -78,6 +78,7 @@ class Exercise(NamedTuple):
     solve: Callable[[SuiteView, Params], Dict[str, object]]   # gets only the shown params
     files: Optional[Callable[[Params], Dict[str, str]]] = None  # extra files for the student folder
     command: str = ""                          # how to look at the files (worksheet); {name} takes a shown param
+    driver: str = "hv"                         # the driver the fault is built into: hv | sevendays
 
 
 def _lab(**kw) -> Callable[[Params], LabRun]:
@@ -406,6 +407,18 @@ EXERCISES: Tuple[Exercise, ...] = (
          Question("write_exits", "On that vCPU, does WRMSR of MSR {write_msr_hex} cause a VM exit (yes/no)?",
                   "bool")),
         _bitmap_key, _bitmap_solve),
+    Exercise(
+        "d3-sevendays-msr-bitmap", 3, "Your own driver, walked from its PDB", ("--symbols", "msrbitmap", "vmm"),
+        "SEVENDAYS_MSR_BITMAP_DIRTY", _bitmap_params, _lab(),
+        "Not hvlab's hv.sys this time: a student's own 7 Days driver (sevendays.sys, with its "
+        "sevendays.pdb), which has no debug descriptor. On the {cpus}-processor lab machine one "
+        "processor takes VM exits for ordinary RDMSR and WRMSR.",
+        ("cpus", "read_msr_hex", "write_msr_hex"),
+        (Question("vcpu", "Which vCPU's MSR bitmap makes MSR accesses exit?", "int"),
+         Question("read_exits", "On that vCPU, does RDMSR of MSR {read_msr_hex} cause a VM exit (yes/no)?", "bool"),
+         Question("write_exits", "On that vCPU, does WRMSR of MSR {write_msr_hex} cause a VM exit (yes/no)?",
+                  "bool")),
+        _bitmap_key, _bitmap_solve, driver="sevendays"),
     Exercise(
         "d3-skipped-processor", 3, "One processor left behind", ("vmm", "per-processor loop"), "SKIP_PROCESSOR",
         _skip_params, _lab(),

@@ -22,7 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DRIVER_DIR = os.path.join(ROOT, "driver")
 FAULT_HEADER = os.path.join(DRIVER_DIR, "include", "hv_fault.h")
 IMAGE = "lab.hvimg"
-DRIVER = "hv.sys"
+# what a variant build gives the student folder, per driver (the .sys the lab loads first)
+DRIVER_FILES = {"hv": (("hv.sys", "hv.sys"),),
+                "sevendays": (("sevendays.sys", os.path.join("clang", "sevendays.sys")),
+                              ("sevendays.pdb", os.path.join("clang", "sevendays.pdb")))}
 WORKSHEET = "worksheet.md"
 ANSWERS = "ANSWERS.json"
 
@@ -44,34 +47,53 @@ def check_seed(seed: int) -> int:
 
 
 # -- the variant build ------------------------------------------------------------------------
-def variant_path(fault: str, cpu: int, arg: int) -> str:
-    return os.path.join(DRIVER_DIR, "out", "exercises", "%s-c%d-a%d" % (fault, cpu, arg), "hv.sys")
+def variant_dir(fault: str, cpu: int, arg: int) -> str:
+    return os.path.join(DRIVER_DIR, "out", "exercises", "%s-c%d-a%d" % (fault, cpu, arg))
 
 
-def build_variant(fault: str, cpu: int, arg: int) -> str:
-    """driver/out/exercises/<FAULT>-c<cpu>-a<arg>/hv.sys, built by driver/Makefile's exercise target."""
+def variant_path(fault: str, cpu: int, arg: int, driver: str = "hv") -> str:
+    """The variant's .sys (for sevendays the clang build, whose PDB the student gets)."""
+    return os.path.join(variant_dir(fault, cpu, arg), DRIVER_FILES[driver][0][1])
+
+
+def build_variant(fault: str, cpu: int, arg: int, driver: str = "hv") -> str:
+    """driver/out/exercises/<FAULT>-c<cpu>-a<arg>/hv.sys (or sevendays.sys), built by driver/Makefile's
+    exercise target."""
     with open(FAULT_HEADER) as f:
         if fault not in fault_names(f.read()):
             raise ExerciseError("fault %s is not defined in driver/include/hv_fault.h" % fault)
     p = subprocess.run(["make", "-s", "--no-print-directory", "-C", DRIVER_DIR, "exercise", "FAULT=" + fault,
                         "FAULT_CPU=%d" % cpu, "FAULT_ARG=%d" % arg],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
-    path = variant_path(fault, cpu, arg)
+    path = variant_path(fault, cpu, arg, driver)
     if p.returncode != 0 or not os.path.isfile(path):
         last = (p.stdout.strip().splitlines() or ["no output"])[-1]
-        raise ExerciseError("building the %s variant of hv.sys failed: %s (run: make -C driver exercise FAULT=%s "
-                            "FAULT_CPU=%d FAULT_ARG=%d)" % (fault, last, fault, cpu, arg))
+        raise ExerciseError("building the %s variant of %s.sys failed: %s (run: make -C driver exercise FAULT=%s "
+                            "FAULT_CPU=%d FAULT_ARG=%d)" % (fault, driver, last, fault, cpu, arg))
     return path
 
 
-def driver_for(ex: Exercise, p: Params) -> str:
+def driver_files(ex: Exercise, p: Params) -> Dict[str, str]:
+    """{name in the student folder: built file} for the exercise's driver; the first is the .sys."""
     if ex.fault is None:
         # importing the lab costs 0.3 s (measured): `exercises` and `check` never need it
         from emulated_lab.lab import DEFAULT_DRIVER
         if not os.path.isfile(DEFAULT_DRIVER):
             raise ExerciseError("driver/out/hv.sys not found: build it with 'make -C driver'")
-        return DEFAULT_DRIVER
-    return build_variant(ex.fault, int(p["fault_cpu"]), int(p["fault_arg"]))
+        return {"hv.sys": DEFAULT_DRIVER}
+    cpu, arg = int(p["fault_cpu"]), int(p["fault_arg"])
+    build_variant(ex.fault, cpu, arg, ex.driver)
+    return {name: os.path.join(variant_dir(ex.fault, cpu, arg), rel) for name, rel in DRIVER_FILES[ex.driver]}
+
+
+def driver_name(ex: Exercise) -> str:
+    return DRIVER_FILES[ex.driver][0][0]
+
+
+def symbols_name(ex: Exercise) -> Optional[str]:
+    """The PDB a student walks the driver with (`--symbols`), None for hv.sys (its debug descriptor)."""
+    names = [n for n, _ in DRIVER_FILES[ex.driver] if n.endswith(".pdb")]
+    return names[0] if names else None
 
 
 # -- the lab run --------------------------------------------------------------------------
@@ -80,7 +102,7 @@ def run_command(ex: Exercise, p: Params, secret: bool = True) -> str:
     settings an exercise is about (Kd masks, IA32_FEATURE_CONTROL) are the answer: with
     secret=True (the worksheet) they are replaced by a note."""
     run = ex.lab(p)
-    parts = ["python -m emulated_lab run --driver %s --cpus %d" % (DRIVER, p["cpus"])]
+    parts = ["python -m emulated_lab run --driver %s --cpus %d" % (driver_name(ex), p["cpus"])]
     if run.scenario != "baseline":
         parts.append("--scenario " + run.scenario)
     machine = ["--kd-mask %s=0x%x" % kv for kv in sorted((run.kd_masks or {}).items())]
@@ -117,7 +139,7 @@ def run_lab(ex: Exercise, p: Params, driver: str, image: str) -> List[str]:
 # -- the student folder and the key -----------------------------------------------------------
 def folder_files(ex: Exercise, p: Params) -> List[str]:
     """The names in the student folder besides the worksheet and ANSWERS.json."""
-    return sorted(ex.files(p)) if ex.files else [DRIVER, IMAGE]
+    return sorted(ex.files(p)) if ex.files else [n for n, _ in DRIVER_FILES[ex.driver]] + [IMAGE]
 
 
 def worksheet(ex: Exercise, seed: int, p: Params, lab_output: List[str]) -> str:
@@ -126,13 +148,15 @@ def worksheet(ex: Exercise, seed: int, p: Params, lab_output: List[str]) -> str:
              "Seed %d. Skills: %s." % (seed, ", ".join(ex.skills)), "", "## The story", "",
              ex.story.format(**shown), "", "## What you have", ""]
     if ex.lab is not None:
-        lines += ["- `%s`: the driver as the student built it" % DRIVER,
+        lines += ["- %s: the driver as the student built it" % ", ".join(
+                      "`%s`" % n for n, _ in DRIVER_FILES[ex.driver]),
                   "- `%s`: the emulated machine after the run (open it with the suite)" % IMAGE,
                   "- `%s`: fill in your answers here and hand it in" % ANSWERS, "",
                   "The lab ran (in this folder, with hvlab installed):", "", "```",
                   "$ " + run_command(ex, p)] + lab_output + ["```", "",
-                  "Look inside with the suite, e.g. `python -m windbg_ext --image %s vmm`; "
-                  "`python -m windbg_ext help` lists the commands." % IMAGE]
+                  "Look inside with the suite, e.g. `python -m windbg_ext --image %s%s vmm`; "
+                  "`python -m windbg_ext help` lists the commands." % (
+                      IMAGE, " --symbols %s" % symbols_name(ex) if symbols_name(ex) else "")]
     else:
         lines += ["- %s" % ", ".join("`%s`" % n for n in folder_files(ex, p)),
                   "- `%s`: fill in your answers here and hand it in" % ANSWERS, "",
@@ -173,13 +197,14 @@ def make_exercise(ex_id: str, seed: int, out_dir: str, key_path: Optional[str] =
         if not os.path.isdir(os.path.dirname(key_path)):
             raise ExerciseError("cannot write the key %s: its directory does not exist" % key_path)
     p = params_for(ex, seed)
-    driver = driver_for(ex, p) if ex.lab is not None else ""
+    drivers = driver_files(ex, p) if ex.lab is not None else {}
     tmp = tempfile.mkdtemp(prefix=".hvlab-exercise-", dir=parent)
     try:
         out: List[str] = []
-        if driver:
-            shutil.copyfile(driver, os.path.join(tmp, DRIVER))
-            out = run_lab(ex, p, driver, os.path.join(tmp, IMAGE))
+        for name, path in drivers.items():
+            shutil.copyfile(path, os.path.join(tmp, name))
+        if drivers:
+            out = run_lab(ex, p, drivers[driver_name(ex)], os.path.join(tmp, IMAGE))
         for name, text in (ex.files(p) if ex.files else {}).items():
             with open(os.path.join(tmp, name), "w", newline="") as f:
                 f.write(text)
@@ -235,7 +260,7 @@ class SelftestResult:
 
 def solve_folder(ex: Exercise, seed: int, folder: str) -> Tuple[Dict[str, object], List[str]]:
     """What the suite says the answers are, for a folder made by make_exercise."""
-    view = SuiteView(folder, IMAGE)
+    view = SuiteView(folder, IMAGE, symbols_name(ex))
     answers = ex.solve(view, shown_params(ex, params_for(ex, seed)))
     return answers, view.calls
 

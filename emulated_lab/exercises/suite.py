@@ -24,17 +24,21 @@ class SuiteError(Exception):
 
 
 class SuiteView:
-    def __init__(self, folder: str, image: str = "lab.hvimg") -> None:
+    def __init__(self, folder: str, image: str = "lab.hvimg", symbols: Optional[str] = None) -> None:
         self.folder = folder
         self.image = os.path.join(folder, image)
+        # a driver without hvlab's debug descriptor is walked from its PDB (--symbols)
+        self.symbols = ["--symbols", os.path.join(folder, symbols)] if symbols else []
         self.calls: List[str] = []    # the command lines run, for the selftest report
 
     def run(self, *argv: str) -> Tuple[int, object]:
         """(exit code, parsed JSON) of `windbg_ext --image IMAGE --json ARGV`."""
         out: List[str] = []
         err: List[str] = []
-        self.calls.append("windbg_ext --image %s --json %s" % (os.path.basename(self.image), " ".join(argv)))
-        code = cli.run(["--image", self.image, "--json"] + list(argv), out.append, err.append)
+        self.calls.append("windbg_ext --image %s %s--json %s" % (
+            os.path.basename(self.image), "--symbols %s " % os.path.basename(self.symbols[1]) if self.symbols else "",
+            " ".join(argv)))
+        code = cli.run(["--image", self.image] + self.symbols + ["--json"] + list(argv), out.append, err.append)
         if not out:
             raise SuiteError("%s gave no JSON (exit %d): %s" % (self.calls[-1], code, " ".join(err)))
         return code, json.loads("\n".join(out))

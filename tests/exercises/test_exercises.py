@@ -74,8 +74,9 @@ def test_the_student_folder(folders):
     """worksheet, the variant driver, the image and a blank ANSWERS.json; no key inside."""
     for (ex_id, seed), (folder, key_file) in folders.items():
         ex = catalogue.BY_ID[ex_id]
-        made = ["hv.sys", "lab.hvimg"] if ex.lab else sorted(ex.files(catalogue.params_for(ex, seed)))
+        made = kit.folder_files(ex, catalogue.params_for(ex, seed))
         assert sorted(os.listdir(folder)) == sorted(["worksheet.md", "ANSWERS.json"] + made)
+        assert ("lab.hvimg" in made) == (ex.lab is not None)
         with open(os.path.join(folder, "ANSWERS.json")) as f:
             blank = json.load(f)
         assert blank == {"exercise": ex_id, "seed": seed, "answers": {q.id: None for q in ex.questions}}
@@ -92,13 +93,15 @@ def test_the_student_folder(folders):
 
 
 def test_variant_drivers_are_real_builds(folders, hv_sys):
-    """Each faulty hv.sys is its own build of the same sources, not the reference driver."""
-    with open(hv_sys, "rb") as f:
-        reference = f.read()
+    """Each faulty driver is its own build of the same sources, not the reference driver."""
+    references = {"hv": hv_sys, "sevendays": os.path.join(kit.DRIVER_DIR, "out", "clang", "sevendays.sys")}
     for (ex_id, _), (folder, _) in folders.items():
-        if catalogue.BY_ID[ex_id].lab is None:
+        ex = catalogue.BY_ID[ex_id]
+        if ex.lab is None:
             continue
-        with open(os.path.join(folder, "hv.sys"), "rb") as f:
+        with open(references[ex.driver], "rb") as f:
+            reference = f.read()
+        with open(os.path.join(folder, kit.driver_name(ex)), "rb") as f:
             data = f.read()
         assert data[:2] == b"MZ"
         if catalogue.BY_ID[ex_id].fault is not None:

@@ -327,6 +327,18 @@ def _secondary_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
             "rdtscp_allowed": bool(int(s.caps(k)["controls"]["proc2"]["may_be_one"], 16) >> 3 & 1)}
 
 
+def _bitmap_exercise(ex_id: str, title: str, skills: Tuple[str, ...], fault: str, driver: str,
+                     story: str) -> Exercise:
+    """Processor k's MSR bitmap holds a stale byte (SDM 25.6.9: a set bit makes the access exit)."""
+    return Exercise(
+        ex_id, 3, title, skills, fault, _bitmap_params, _lab(), story, ("cpus", "read_msr_hex", "write_msr_hex"),
+        (Question("vcpu", "Which vCPU's MSR bitmap makes MSR accesses exit?", "int"),
+         Question("read_exits", "On that vCPU, does RDMSR of MSR {read_msr_hex} cause a VM exit (yes/no)?", "bool"),
+         Question("write_exits", "On that vCPU, does WRMSR of MSR {write_msr_hex} cause a VM exit (yes/no)?",
+                  "bool")),
+        _bitmap_key, _bitmap_solve, driver=driver)
+
+
 def _host_state_exercise(ex_id: str, title: str, fault: str, check: str, story: str) -> Exercise:
     """A host-state field wrong on processor k: VMfailValid 8 and one host check (SDM 27.2.2-27.2.4)."""
     return Exercise(
@@ -395,30 +407,17 @@ EXERCISES: Tuple[Exercise, ...] = (
          Question("revision_id", "Which value must the first dword of the VMCS region hold on this CPU?", "int")),
         lambda p: {"processor": p["fault_cpu"], "step": "VMPTRLD", "revision_id": LAB_REVISION_ID},
         lambda s, shown: dict(_failure(s, "processor", "step"), revision_id=s.caps(0)["basic"]["revision_id"])),
-    Exercise(
-        "d3-msr-bitmap", 3, "A storm of MSR exits", ("msrbitmap", "regions", "MSR bitmap"), "MSR_BITMAP_DIRTY",
-        _bitmap_params, _lab(),
+    _bitmap_exercise(
+        "d3-msr-bitmap", "A storm of MSR exits", ("msrbitmap", "regions", "MSR bitmap"), "MSR_BITMAP_DIRTY", "hv",
         "hv.sys loads on the {cpus}-processor lab machine, but one processor spends its life in the "
         "VM-exit handler: RDMSR and WRMSR of ordinary MSRs exit there (and the handler injects #GP). "
-        "The other processors are fine.",
-        ("cpus", "read_msr_hex", "write_msr_hex"),
-        (Question("vcpu", "Which vCPU's MSR bitmap makes MSR accesses exit?", "int"),
-         Question("read_exits", "On that vCPU, does RDMSR of MSR {read_msr_hex} cause a VM exit (yes/no)?", "bool"),
-         Question("write_exits", "On that vCPU, does WRMSR of MSR {write_msr_hex} cause a VM exit (yes/no)?",
-                  "bool")),
-        _bitmap_key, _bitmap_solve),
-    Exercise(
-        "d3-sevendays-msr-bitmap", 3, "Your own driver, walked from its PDB", ("--symbols", "msrbitmap", "vmm"),
-        "SEVENDAYS_MSR_BITMAP_DIRTY", _bitmap_params, _lab(),
+        "The other processors are fine."),
+    _bitmap_exercise(
+        "d3-sevendays-msr-bitmap", "Your own driver, walked from its PDB", ("--symbols", "msrbitmap", "vmm"),
+        "SEVENDAYS_MSR_BITMAP_DIRTY", "sevendays",
         "Not hvlab's hv.sys this time: a student's own 7 Days driver (sevendays.sys, with its "
         "sevendays.pdb), which has no debug descriptor. On the {cpus}-processor lab machine one "
-        "processor takes VM exits for ordinary RDMSR and WRMSR.",
-        ("cpus", "read_msr_hex", "write_msr_hex"),
-        (Question("vcpu", "Which vCPU's MSR bitmap makes MSR accesses exit?", "int"),
-         Question("read_exits", "On that vCPU, does RDMSR of MSR {read_msr_hex} cause a VM exit (yes/no)?", "bool"),
-         Question("write_exits", "On that vCPU, does WRMSR of MSR {write_msr_hex} cause a VM exit (yes/no)?",
-                  "bool")),
-        _bitmap_key, _bitmap_solve, driver="sevendays"),
+        "processor takes VM exits for ordinary RDMSR and WRMSR."),
     Exercise(
         "d3-skipped-processor", 3, "One processor left behind", ("vmm", "per-processor loop"), "SKIP_PROCESSOR",
         _skip_params, _lab(),

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import struct
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -43,8 +44,9 @@ from emulated_lab.memory import DIRECT_MAP, PAGE, GuestMemory
 from emulated_lab.bochs_loader import Watchdog, load_bochscpu
 from emulated_lab.records import BoundedLog, ExitLog
 from emulated_lab.x64 import (ATTR_R0_CODE, ATTR_R0_DATA, ATTR_R3_CMTEB, ATTR_R3_DATA, ATTR_TSS_BUSY, CMTEB_LIMIT,
-                              CR0_INIT, CR4_INIT, CR4_VMXE, EFER_INIT, EXCEPTION_NAMES, FAULT_STUB_SIZE, GDT_LIMIT,
-                              GPRS, IDT_LIMIT, PAT_INIT, RFLAGS_CF, RFLAGS_INIT, RFLAGS_ZF, SEL_R0_CODE, SEL_R0_DATA,
+                              CR0_INIT, CR4_INIT, CR4_VMXE, EFER_INIT, ERROR_CODE_VECTORS, EXCEPTION_NAMES,
+                              FAULT_STUB_SIZE, GDT_LIMIT, GPRS, IDT_LIMIT, PAT_INIT, RFLAGS_CF, RFLAGS_IF,
+                              RFLAGS_INIT, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF, RFLAGS_ZF, SEL_R0_CODE, SEL_R0_DATA,
                               SEL_R3_CMCODE, SEL_R3_CMTEB, SEL_R3_CODE, SEL_R3_DATA, SEL_TSS, THREAD_REGS, TSS_LIMIT,
                               XCR0_INIT, fault_stubs_page, gdt_image, idt_image, tss_image)
 
@@ -59,6 +61,7 @@ DRIVER_BASE = 0xFFFF_F806_1000_0000    # where a loaded driver image goes
 USER_BASE = 0x0000_0000_0001_0000      # ring-3 workload code and stack
 
 MSR_FEATURE_CONTROL = caps.IA32_FEATURE_CONTROL
+VECTOR_GP = 13                                  # SDM Vol.3 Table 6-1
 FC_LOCKED_VMXON_ENABLED = 0x5   # lock | enable VMXON outside SMX (SDM Vol.3 24.7)
 FC_LOCKED_VMXON_DISABLED = 0x1  # lock only: VMXON #GPs
 
@@ -227,6 +230,8 @@ class Machine(GuestMemory):
         self._request = None
         self._hook_list = None
         self._hide_vmx = False
+        # MSRs this CPU model does not implement: RDMSR/WRMSR of them raise #GP(0) (SDM Vol.2 RDMSR/WRMSR)
+        self.absent_msrs: frozenset = frozenset()
         self._await_capture = False
         self.capture_on_entry_failure: List[int] = []   # encodings to VMREAD when a VM entry fails
         # (processor, {encoding: value}) at failed VM entries: the first and last ones
@@ -295,10 +300,18 @@ class Machine(GuestMemory):
         self.sites.update(scan(code, va))
 
     def hide_vmx(self) -> None:
-        """Makes the CPU report no VMX: CPUID.1:ECX[5] reads 0 (SDM Vol.3 24.6)."""
+        """Makes the CPU a processor without VMX: CPUID.1:ECX[5] reads 0 (SDM Vol.3 24.6),
+        and the VMX capability MSRs (0x480-0x493) do not exist: they are "available only
+        if CPUID.1:ECX.VMX = 1" (SDM Vol.3 App. A.1, Vol.4 Table 2-2), so RDMSR/WRMSR of
+        them raise #GP(0) (SDM Vol.2 RDMSR: "#GP(0) if ECX specifies a reserved or
+        unimplemented MSR address"). The lab's own firmware steps are not affected."""
         if self._hook_list is not None:
             raise MachineError("hide_vmx() must be called before the first run")
         self._hide_vmx = True
+        self.absent_msrs = frozenset(caps.VMX_MSRS)
+        # IA32_FEATURE_CONTROL bits 1 and 2 are defined only with VMX or SMX (SDM Vol.4 Table 2-2; this
+        # model has no SMX): firmware can lock the MSR but not enable VMXON
+        self.feature_control = FC_LOCKED_VMXON_DISABLED
 
     def _cr4_of(self, k: int) -> int:
         if self.current == k and self.sess is not None:
@@ -328,6 +341,14 @@ class Machine(GuestMemory):
                 pa = None    # the CPU faults on it; nothing to record
             regs["revision"] = rev if pa is not None else None
         del c
+        # an MSR the model lacks: #GP(0). Not at CPL > 0 (the CPU's own #GP), and not in VMX non-root, where
+        # the MSR bitmap may turn it into a VM exit first (SDM Vol.3 26.1.1; a no-VMX machine has no guest)
+        if (insn.kind in ("rdmsr", "wrmsr") and (regs["rcx"] & 0xFFFFFFFF) in self.absent_msrs
+                and not self._firmware and self.truth.processors[self.current].vmx != "guest"
+                and sess.cpu.state.cs.selector & 3 == 0):
+            self._pending = None
+            self.request(lambda: self._raise_fault(VECTOR_GP, 0, rip))
+            return
         self._pending = (rip, insn, pa, regs)
         if insn.kind in ("vmlaunch", "vmresume"):
             self._entry_exited = False
@@ -337,6 +358,24 @@ class Machine(GuestMemory):
             if out is not None:
                 self._pending = None
                 self.request(lambda: self._emulated(rip + insn.length, out))
+
+    def _raise_fault(self, vector: int, error: int, rip: int) -> None:
+        """Delivers exception `vector` with an error code at `rip` (CPL 0, 64-bit mode) as the CPU
+        does (SDM Vol.3 6.14.2): through the IDT gate (6.14.1; IST stack when the gate names one,
+        6.14.5), frame SS, RSP, RFLAGS, CS, RIP, error code on a 16-byte aligned stack; an interrupt
+        gate clears IF, and TF, NT, RF are cleared (6.12.1.3)."""
+        st = self.sess.cpu.state
+        lo, hi = struct.unpack("<QQ", self.read_virt(st.idtr.base + 16 * vector, 16))
+        handler = (lo & 0xFFFF) | ((lo >> 48) & 0xFFFF) << 16 | (hi & 0xFFFFFFFF) << 32
+        ist = (lo >> 32) & 7
+        rsp = self.read_u64(st.tr.base + 0x24 + 8 * (ist - 1)) if ist else st.rsp   # TSS.ISTn (7.7)
+        rsp &= ~0xF
+        frame = (error, rip, st.cs.selector, st.rflags, st.rsp, st.ss.selector)
+        rsp -= 8 * len(frame)
+        self.write_virt(rsp, struct.pack("<6Q", *frame))
+        flags = st.rflags & ~(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | (RFLAGS_IF if (lo >> 40) & 0xF == 0xE else 0))
+        self._pending_fault = (vector, error, rip)
+        self.set_thread_regs({"rsp": rsp, "rip": handler, "rflags": flags})
 
     def _emulated(self, next_rip: int, regs: Dict[str, int]) -> None:
         regs = dict(regs, rip=next_rip)
@@ -510,7 +549,11 @@ class Machine(GuestMemory):
                                    % (k, r, self.sess.cpu.rax))
         else:
             code = self.place_code(snippets.FW_LOCK)
-            r = self._call_raw(code, {"rax": self.feature_control}, p.idle_stack_top)
+            self._firmware = True
+            try:
+                r = self._call_raw(code, {"rax": self.feature_control}, p.idle_stack_top)
+            finally:
+                self._firmware = False
             if r != "return":
                 raise MachineError("processor %d: firmware start-up failed (%s)" % (k, r))
             self.vmx_revision = self.sess.cpu.rax & 0x7FFF_FFFF
@@ -550,7 +593,11 @@ class Machine(GuestMemory):
         vec = self.read_u64(rsp) & 0xFF
         pending = self._pending_fault
         if pending is None or pending[0] != vec:
-            self._pending_fault = (vec, 0, self.read_u64(rsp + 8))   # frame: vector, RIP, ...
+            # frame: vector, [error code,] RIP, ... (SDM Vol.3 6.14.2)
+            if vec in ERROR_CODE_VECTORS:
+                self._pending_fault = (vec, self.read_u64(rsp + 8) & 0xFFFFFFFF, self.read_u64(rsp + 16))
+            else:
+                self._pending_fault = (vec, 0, self.read_u64(rsp + 8))
         self.sess.stop()
 
     def _on_branch(self, sess, cpu_id, what, branch_ip, new_ip) -> None:

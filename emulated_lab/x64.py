@@ -23,6 +23,9 @@ PAT_INIT = 0x0007_0106_0007_0106
 CR4_VMXE = 1 << 13
 RFLAGS_INIT = 0x202
 RFLAGS_CF, RFLAGS_ZF = 1 << 0, 1 << 6
+RFLAGS_TF, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF = 1 << 8, 1 << 9, 1 << 14, 1 << 16   # SDM Vol.1 3.4.3
+# exceptions that push an error code (SDM Vol.3 Table 6-1): #DF #TS #NP #SS #GP #PF #AC #CP
+ERROR_CODE_VECTORS = frozenset((8, 10, 11, 12, 13, 14, 17, 21))
 
 # Segment attributes in bochscpu's form: descriptor bits 40..55
 # (access byte, limit 19:16, AVL, L, D/B, G).

@@ -8,7 +8,8 @@ execution happen there), context_cpu (whose registers are seen),
 read_physical/read_virtual(address, size) -> bytes, symbol(name) -> int,
 register(name) -> int, set_register(name, value), rdmsr(msr) -> int,
 switch_processor(k) (`~Ns`), set_context(k) (setCurrentThreadId),
-execute(single_step) -> what stopped it; optionally `dump` (a dump session).
+execute(single_step) -> what stopped it, modules() -> [(name, base, size)]
+(the kernel's loaded-module list, `lm`); optionally `dump` (a dump session).
 """
 from __future__ import annotations
 

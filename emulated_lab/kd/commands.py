@@ -5,12 +5,14 @@
     r                    the general registers (WinDbg x64 layout)
     r rax, rip           the named registers
     r rax=1, rip=...     set registers (hex, as kd reads them)
+    lm [m PATTERN]       the loaded modules: start, end, name (the kernel's module list)
     rdmsr 0x480          msr[480] = 00d81000`00000004
     t / p                trace one instruction
     g                    go (until the processor breaks in again or is idle)
 """
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import Optional
 
@@ -52,6 +54,21 @@ def _registers(stub, spec: str) -> Optional[str]:
     return " ".join("%s=%s" % (n, _hex(stub.register(n))) for n in items)
 
 
+def module_list(stub, rest: str) -> str:
+    """`lm` / `lm m PATTERN` as kd prints them (symbol state: the emulated kd loads none itself)."""
+    words = rest.split()
+    if not (words == [] or (len(words) == 2 and words[0].lower() == "m")):
+        raise KdError("Syntax error in 'lm %s' (the emulated kd knows lm and lm m PATTERN)" % rest.strip())
+    pattern = words[1].lower() if words else "*"
+    lines = ["start             end                 module name"]
+    for name, base, size in sorted(stub.modules(), key=lambda m: m[1]):
+        if fnmatch.fnmatchcase(name.lower(), pattern):
+            end = base + size
+            lines.append("%08x`%08x %08x`%08x   %-11s (deferred)" % (base >> 32, base & 0xFFFFFFFF,
+                                                                    end >> 32, end & 0xFFFFFFFF, name))
+    return "\n".join(lines)
+
+
 def run_command(stub, command: str) -> Optional[str]:
     """Runs one kd command; returns its output (None when it prints nothing)."""
     cmd = str(command).strip()
@@ -67,10 +84,12 @@ def run_command(stub, command: str) -> Optional[str]:
         msr = _number(rest)
         v = stub.rdmsr(msr)
         return "msr[%x] = %08x`%08x" % (msr, v >> 32, v & 0xFFFFFFFF)
+    if word == "lm":
+        return module_list(stub, rest)
     if word in ("t", "p"):
         what = stub.execute(True)
         return "%s: rip=%s" % (what, _hex(stub.register("rip")))
     if word == "g":
         what = stub.execute(False)
         return "%s: rip=%s" % (what, _hex(stub.register("rip")))
-    raise KdError("Unknown command '%s' (the emulated kd knows ~Ns, r, rdmsr, t, p, g)" % cmd)
+    raise KdError("Unknown command '%s' (the emulated kd knows ~Ns, r, rdmsr, lm, t, p, g)" % cmd)

@@ -27,7 +27,7 @@ from emulated_lab.kd.base import KdError
 from emulated_lab.kd.stub import KdStub
 
 _TAG = re.compile(r"<[^>]*>")
-PROMPT_HELP = ("commands: !py [-g] [-3.N] -m windbg_ext ARGS | ~Ns | r [regs] | rdmsr MSR | t | g | q "
+PROMPT_HELP = ("commands: !py [-g] [-3.N] -m windbg_ext ARGS | ~Ns | r [regs] | rdmsr MSR | lm [m PATTERN] | t | g | q "
                "(g and q end the session; the scenario then unloads the driver)")
 
 
@@ -150,7 +150,7 @@ def kd_session(scenario: str, cpus: int, driver: Optional[str], break_cpu: int, 
         symbols = {"%s!%s" % (img.name, n): va for n, va in img.exports.items()}
         symbols.update({n: va for n, va in kern.symbols.items() if n.startswith("nt!")})
         try:
-            stub = KdStub(m, symbols, msrs, break_cpu)
+            stub = KdStub(m, symbols, msrs, break_cpu, modules=[kern.module, (img.name, img.base, img.size)])
         except KdError as e:
             raise ScenarioError(str(e))
         vmxon = _vmxon_pas(m)

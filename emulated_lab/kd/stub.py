@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from windbg_ext.arch import capabilities as caps
 from windbg_ext.arch.registers import cr_seen_by_guest
@@ -39,6 +39,7 @@ from windbg_ext.arch.vmcs_fields import FIELDS, lookup
 from emulated_lab import snippets
 from emulated_lab.kd.base import GPR_NAMES, KdError, read_register, write_register
 from emulated_lab.machine import PAGE, Machine, MachineError
+from emulated_lab.x64 import ERROR_CODE_VECTORS
 
 # driver/include/hv_hypercall.h (the lab sees the suite through its public pieces only;
 # tests/kd/test_kd_session.py holds both copies equal to the header)
@@ -70,11 +71,12 @@ class KdStub:
     """The frozen machine as the debugger engine sees it."""
 
     def __init__(self, m: Machine, symbols: Dict[str, int], msrs_before: List[Dict[int, int]],
-                 break_cpu: int = 0) -> None:
+                 break_cpu: int = 0, modules: Sequence[Tuple[str, int, int]] = ()) -> None:
         if not 0 <= break_cpu < len(m.processors):
             raise KdError("--break-cpu %d: the machine has processors 0-%d" % (break_cpu, len(m.processors) - 1))
         self.m = m
         self.symbols = dict(symbols)
+        self._modules = [(str(n), int(b), int(z)) for n, b, z in modules]   # the kernel's module list (`lm`)
         self.debugger_cpu = break_cpu      # runs the debugger loop: MSR reads and execution happen here
         self.context_cpu = break_cpu       # whose registers reg()/setReg() see
         self.contexts: Dict[int, Dict[str, int]] = {}
@@ -194,6 +196,10 @@ class KdStub:
             return low[name.lower()]
         raise KdError("%s is not found" % name, "symbol")
 
+    def modules(self) -> List[Tuple[str, int, int]]:
+        """(name, base, size) of each loaded module, as the kernel's PsLoadedModuleList has them."""
+        return list(self._modules)
+
     # -- processors -----------------------------------------------------------------
     def switch_processor(self, k: int) -> None:
         """`~Ns`: the debugger loop moves to processor k (and its registers)."""
@@ -253,7 +259,7 @@ class KdStub:
             rsp = r.regs["rsp"]
             v = r.fault.vector
             # the IDT stub pushed the vector over the CPU's frame (no error code for #DB/#BP)
-            frame = rsp + 8 + (8 if v in (8, 10, 11, 12, 13, 14, 17, 21) else 0)
+            frame = rsp + 8 + (8 if v in ERROR_CODE_VECTORS else 0)
             rip, rflags, old_rsp = m.read_u64(frame), m.read_u64(frame + 16), m.read_u64(frame + 24)
             if v == VECTOR_BP:
                 rip -= 1          # KD reports a breakpoint at the INT3 itself

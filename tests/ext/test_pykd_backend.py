@@ -39,6 +39,25 @@ def test_same_bytes_as_the_image_backend(live):
     assert t.stats.as_dict() == {"reads": 3, "bytes": 4096 + 0x40 + KPCR_SPAN, "msr_reads": 2, "symbol_lookups": 1}
 
 
+def test_modules_come_from_the_debuggers_lm(live):
+    pykd, img = live
+    t, ref = PykdTarget(pykd), ImageTarget(img)
+    assert t.modules() == ref.modules() and t.modules()
+    assert t.modules() == ref.modules() and pykd._calls.count("dbgCommand") == 1   # one round trip, kept
+
+
+def test_lm_text_as_windbg_prints_it():
+    from windbg_ext.target.kd_text import parse_module_list
+    text = ("start             end                 module name\n"
+            "fffff806`10000000 fffff806`10008000   sevendays   (private pdb symbols)  C:\\sym\\sevendays.pdb\n"
+            "fffff800`12a00000 fffff800`13a46000   nt         (pdb symbols)          c:\\sym\\ntkrnlmp.pdb\n"
+            "\nUnloaded modules:\n"
+            "fffff806`20000000 fffff806`20010000   old.sys\n")
+    assert parse_module_list(text) == [{"name": "sevendays", "base": 0xfffff80610000000, "size": 0x8000},
+                                       {"name": "nt", "base": 0xfffff80012a00000, "size": 0x1046000}]
+    assert parse_module_list(None) == [] and parse_module_list("start end module name\n") == []
+
+
 def test_registers_map_windbg_names(live):
     pykd, img = live
     regs = PykdTarget(pykd).registers(1)

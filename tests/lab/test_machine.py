@@ -87,6 +87,34 @@ def test_hide_vmx_clears_cpuid_vmx_bit():
         m.close()
 
 
+def test_without_vmx_the_capability_msrs_raise_gp():
+    """SDM Vol.3 App. A.1: the VMX capability MSRs exist only when CPUID.1:ECX.VMX = 1; RDMSR/WRMSR of
+    an MSR that does not exist raise #GP(0) (Vol.2 RDMSR/WRMSR), through the IDT, at the instruction."""
+    from windbg_ext.arch.capabilities import VMX_MSRS, VMX_MSRS_BEFORE_WIDE
+    rdmsr = assemble("rdmsr\nshl rdx, 32\nor rax, rdx\nret")
+    wrmsr = assemble("xor eax, eax\nxor edx, edx\nwrmsr\nret")
+    m = Machine(cpus=2)
+    try:   # the machine with VMX: 0x480-0x491 read (the control; this model has no 0x492/0x493)
+        assert sorted(m.read_msrs(1, VMX_MSRS)) == sorted(VMX_MSRS_BEFORE_WIDE)
+    finally:
+        m.close()
+    m = Machine(cpus=2)
+    m.hide_vmx()
+    try:
+        assert m.read_msrs(1, list(VMX_MSRS) + [0x3A]) == {0x3A: FC_LOCKED_VMXON_DISABLED}   # lock, no VMXON
+        for k in (0, 1):
+            for msr, code in ((0x480, rdmsr), (0x491, rdmsr), (0x48B, wrmsr)):
+                at = m.place_code(code)
+                r = m.run(k, at, regs={"rcx": msr})
+                assert r.stop == "fault" and (r.fault.vector, r.fault.error) == (13, 0), (k, hex(msr))
+                assert r.fault.rip == at + (4 if code is wrmsr else 0), hex(msr)   # at RDMSR/WRMSR itself
+            # the processor goes on: an MSR that exists still reads
+            r = m.run(k, m.place_code(rdmsr), regs={"rcx": 0x3A})
+            assert r.stop == "return" and r.regs["rax"] == FC_LOCKED_VMXON_DISABLED
+    finally:
+        m.close()
+
+
 def test_page_walk_and_bad_processor(machine):
     va, pa = machine.alloc_page()
     assert machine.translate(va + 0x123) == pa + 0x123

@@ -81,6 +81,9 @@ class _ImageStub:
         except TargetSymbolError:
             raise _KdError("%s is not found" % name, "symbol")
 
+    def modules(self):
+        return [(m["name"], m["base"], m["size"]) for m in self.image.modules()]
+
     def register(self, name):
         return _read_register(self._context(self.context_cpu), name)
 

@@ -133,9 +133,10 @@ def test_live_walk_through_pykd_with_the_pdb_file(standin, lab_images, sevendays
     assert any(n.startswith("LIVE:") for n in json.loads(out)["notes"])
 
 
-def _with_driver_symbols(image_path, out_path, pdb):
+def _with_driver_symbols(image_path, out_path, pdb, symbols=True, listed=True):
     """The lab image, plus what WinDbg knows once it loaded the driver's PDB: every sevendays!symbol at
-    base + RVA (the lab records exports only). Memory, processors and modules are the lab's."""
+    base + RVA (the lab records exports only). Memory, processors and modules are the lab's; without
+    `listed`, sevendays is left out of the module list (what `lm` shows)."""
     from windbg_ext.hv.symbols import load_symbol_file
     from windbg_ext.target.image import ImageTarget, ImageWriter
 
@@ -144,11 +145,12 @@ def _with_driver_symbols(image_path, out_path, pdb):
     for pa, n in t.memory_ranges():
         w.add_memory(pa, t.read_physical(pa, n))
     for m in t.modules():
-        w.add_module(m["name"], m["base"], m["size"])
+        if listed or m["name"] != "sevendays":
+            w.add_module(m["name"], m["base"], m["size"])
     for name, va in t.symbols().items():
         w.add_symbol(name, va)
     base = [m["base"] for m in t.modules() if m["name"] == "sevendays"][0]
-    for name, rva in load_symbol_file(pdb).symbols.items():
+    for name, rva in load_symbol_file(pdb).symbols.items() if symbols else ():
         w.add_symbol("sevendays!%s" % name, base + rva)
     for i in range(t.processor_count()):
         c = t._cpus[i]
@@ -160,17 +162,22 @@ def _with_driver_symbols(image_path, out_path, pdb):
     return out_path
 
 
-def test_live_module_base_from_the_debuggers_symbols(standin, lab_images, sevendays, tmp_path):
+def test_live_module_base_from_the_debuggers_module_list_or_symbols(standin, lab_images, sevendays, tmp_path):
     image, res = lab_images("baseline", cpus=2, driver=sevendays["clang"])
-    standin._attach(_with_driver_symbols(image, str(tmp_path / "syms.hvimg"), sevendays["pdb"]))
-    code, out, err = run_cli(["--symbols", sevendays["pdb"], "--json", "vmm"], live=True)
-    assert code == 0, err
-    data = json.loads(out)
-    assert data["driver"]["module_base_from"] == "the debugger's sevendays!DriverEntry less its RVA"
-    assert int(data["driver"]["module_base"], 16) == res.driver_base
-    assert [(v["vmxon_pa"], v["vmcs_pa"]) for v in data["vcpus"]] == truth(res)
-    # without the driver's symbols in the debugger, live says what to do in one line
-    standin._attach(image)
+    for attach, how in ((image, "the target's module list"),   # `lm`, as WinDbg lists loaded modules
+                        (_with_driver_symbols(image, str(tmp_path / "syms.hvimg"), sevendays["pdb"], listed=False),
+                         "the debugger's sevendays!DriverEntry less its RVA")):
+        standin._attach(attach)
+        code, out, err = run_cli(["--symbols", sevendays["pdb"], "--json", "vmm"], live=True)
+        assert code == 0, err
+        data = json.loads(out)
+        assert data["driver"]["module_base_from"] == how
+        assert int(data["driver"]["module_base"], 16) == res.driver_base
+        assert [(v["vmxon_pa"], v["vmcs_pa"]) for v in data["vcpus"]] == truth(res)
+    assert "dbgCommand" in standin._calls    # lm, one round trip
+    # neither in the module list nor in the debugger's symbols: live says what to do in one line
+    standin._attach(_with_driver_symbols(image, str(tmp_path / "none.hvimg"), sevendays["pdb"], symbols=False,
+                                         listed=False))
     code, out, err = run_cli(["--symbols", sevendays["pdb"], "vmm"], live=True)
     assert code == 2 and err.count("\n") == 0 and "--module-base" in err
 

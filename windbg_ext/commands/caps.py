@@ -89,6 +89,9 @@ def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
                 title="%s%s = %s" % (label, _name(C.IA32_FEATURE_CONTROL), value(C.IA32_FEATURE_CONTROL)))
         if not fc["lock"]:
             r.text("  not locked: VMXON raises #GP until firmware (or the driver) sets bits 0 and 2")
+        elif not fc["vmx_outside_smx"] and "missing" in rep["basic"]:
+            # VT-x off in the firmware setup leaves IA32_VMX_BASIC readable; a CPU without VMX #GPs (SDM A.1)
+            r.text("  locked with VMX outside SMX disabled, IA32_VMX_BASIC unreadable: likely no VMX at all (hidden?)")
         elif not fc["vmx_outside_smx"]:
             r.text("  locked with VMX outside SMX disabled: VMXON raises #GP; enable VT-x in the firmware setup")
     basic = rep["basic"]

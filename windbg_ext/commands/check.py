@@ -109,7 +109,9 @@ def check_processor(target, cpu: int) -> List[Row]:
         rows.append(("CPUID.1:ECX.VMX", "PASS", "derived: IA32_VMX_BASIC is readable, which needs "
                      "CPUID.1:ECX.VMX=1 (SDM A.1); the target records no CPUID"))
     else:
-        rows.append(("CPUID.1:ECX.VMX", "UNKNOWN", "the target records no CPUID and IA32_VMX_BASIC is unreadable"))
+        rows.append(("CPUID.1:ECX.VMX", "UNKNOWN", "no CPUID recorded; IA32_VMX_BASIC unreadable%s"
+                     % (": " + target.no_msrs_reason if target.no_msrs_reason else
+                        " (#GP without VMX, SDM A.1, or a failed read)")))
 
     # IA32_FEATURE_CONTROL (SDM 24.7): VMXON #GPs unless locked with the outside-SMX bit set
     if caps.IA32_FEATURE_CONTROL in msrs:
@@ -122,6 +124,11 @@ def check_processor(target, cpu: int) -> List[Row]:
                          "writes lock (bit 0) together with bit 2" % fc))
         if d["vmx_outside_smx"]:
             rows.append(("VMXON outside SMX", "PASS", "IA32_FEATURE_CONTROL bit 2 set"))
+        elif d["lock"] and caps.IA32_VMX_BASIC not in msrs and not target.no_msrs_reason:
+            # VT-x disabled in the firmware setup leaves CPUID.1:ECX.VMX and the capability MSRs in place;
+            # without VMX (and SMX) bit 2 does not exist (SDM Vol.4 Table 2-2) and 0x480 raises #GP (A.1)
+            rows.append(("VMXON outside SMX", "FAIL", "bit 2 clear and locked, IA32_VMX_BASIC unreadable: "
+                         "likely no VMX at all (hidden?)"))
         elif d["lock"]:
             rows.append(("VMXON outside SMX", "FAIL", "bit 2 clear and locked: VT-x is disabled in the "
                          "firmware setup; enable it there (a reset is needed)"))

@@ -83,6 +83,14 @@ def assess(page: bytes, pa: int, revision_id: int, layout: Optional[List[LayoutE
         evidence.append("no layout map for revision id 0x%x: fields not checked (see: layout load)" % revision_id)
         return Candidate(pa, revision_id, score, evidence, {})
     v = region_values(page, layout)
+    more, why = field_evidence(v)
+    return Candidate(pa, revision_id, min(score + more, 1.0), evidence + why, v)
+
+
+def field_evidence(v: Dict[int, int]) -> Tuple[float, List[str]]:
+    """(score, evidence) of region-derived VMCS values (encoding -> value) that a VMCS in use
+    holds: the link pointer, host state and guest CR0 checks of `assess`."""
+    score, evidence = 0.0, []
     link = v.get(LINK)
     if link == 0xFFFFFFFFFFFFFFFF:
         score += 0.25
@@ -105,7 +113,7 @@ def assess(page: bytes, pa: int, revision_id: int, layout: Optional[List[LayoutE
     if cr0 is not None and cr0 & CR0_PE and cr0 & CR0_PG:
         score += 0.10
         evidence.append("guest CR0.PE and CR0.PG set (25.4.1)")
-    return Candidate(pa, revision_id, min(score, 1.0), evidence, v)
+    return score, evidence
 
 
 # -- the one function here that reads the target --------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from windbg_ext.target.base import Target, TargetError, TargetMemoryError, TargetMsrError, TargetSymbolError
-from windbg_ext.target.kd_text import RESTORED_REGISTERS, parse_registers, set_registers_command
+from windbg_ext.target.kd_text import RESTORED_REGISTERS, parse_module_list, parse_registers, set_registers_command
 from windbg_ext.target.kpcr import IA32_GS_BASE, KPCR_SPAN, kpcr_processor
 
 # our name -> the WinDbg x64 register name that `reg()` understands
@@ -84,6 +84,7 @@ class PykdTarget(Target):
         if self.dump:
             self.no_msrs_reason = "a kernel dump opened in WinDbg holds no MSRs (isDumpAnalyzing)"
         self._debugger_cpu: Optional[int] = None   # verified processor of the debugger loop
+        self._modules: Optional[List[Dict[str, Any]]] = None
 
     def describe(self) -> str:
         if self.dump:
@@ -142,6 +143,15 @@ class PykdTarget(Target):
                 raise TargetSymbolError(name, "check the symbol path and `.reload /f %s` (.sympath, !sym noisy)"
                                         % (module + (".sys" if module not in ("nt", "the module") else "")))
             raise
+
+    def modules(self) -> List[Dict[str, Any]]:
+        """The debugger's module list (`lm`: one round trip, read once); [] when it has none."""
+        if self._modules is None:
+            try:
+                self._modules = parse_module_list(self._call(self._pykd.dbgCommand, "lm") or "")
+            except TargetError:
+                self._modules = []
+        return [dict(m) for m in self._modules]
 
     # -- processors -----------------------------------------------------------
     def processor_count(self) -> int:

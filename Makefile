@@ -1,16 +1,20 @@
 # hvlab: the two commands.
 #   make demo   -- build hv.sys, run it on the emulated VMX CPU, show the suite's view
 #   make test   -- every test (installs what it needs first)
+#   make mutants -- mutation testing of the pure layers, on demand (docs/testing.md)
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# The build is quiet unless it fails (then its output is shown); V=1 shows every command.
+V      ?= 0
+QUIET  := @V=$(V) bash tools/quiet.sh
 
-.PHONY: bootstrap driver demo test bench clean
+.PHONY: bootstrap driver demo test bench mutants clean
 
 bootstrap:
-	@bash tools/bootstrap.sh
+	$(QUIET) "installing what the lab needs (tools/bootstrap.sh)" bash tools/bootstrap.sh
 
 driver: bootstrap
-	@$(MAKE) --no-print-directory -C driver
+	$(QUIET) "building hv.sys (make -C driver)" $(MAKE) --no-print-directory -C driver
 
 demo: driver
 	@$(PY) -m emulated_lab demo
@@ -20,6 +24,12 @@ test: driver
 
 bench: driver
 	@$(PY) -m benchmarks
+
+# scope and settings: [mutmut] in setup.cfg; a fresh copy each run (mutants/ is a scratch tree)
+mutants: driver
+	@rm -rf mutants
+	@$(VENV)/bin/mutmut run --max-children 2
+	@$(VENV)/bin/mutmut results
 
 clean:
 	@$(MAKE) --no-print-directory -C driver clean

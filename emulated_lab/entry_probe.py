@@ -27,16 +27,22 @@ import sys
 from typing import Dict, List, NamedTuple, Optional
 
 from windbg_ext.arch import capabilities as caps
+from windbg_ext.arch.controls import bit_name
 from windbg_ext.arch.vmcs_fields import by_name
+from windbg_ext.paths import PathError, write_atomically
 from windbg_ext.state_files import StateFileError, load_fields
 
 from emulated_lab.asm import assemble
+from emulated_lab.errors import MachineError
 from emulated_lab.machine import Machine
 from emulated_lab.memory import DIRECT_MAP
 from emulated_lab.x64 import CR0_INIT, CR4_INIT, CR4_VMXE, GDT_LIMIT, SEL_R0_CODE, SEL_R0_DATA, SEL_TSS
 
 VMX_MSRS = caps.VMX_MSRS_BEFORE_WIDE  # IA32_VMX_BASIC .. IA32_VMX_VMFUNC (SDM App. A)
 HOST_RSP_ENC, HOST_RIP_ENC = 0x6C14, 0x6C16  # SDM App. B.4.4
+PIN_CONTROLS_ENC = by_name("PIN_BASED_VM_EXEC_CONTROL").encoding
+GUEST_RIP_ENC = by_name("GUEST_RIP").encoding
+_PREEMPTION_TIMER_BIT = 6  # SDM 25.6.1, Table 25-5: activate VMX-preemption timer
 MAX_FIELDS = 240
 
 # Parameter block layout (one page): see _PROBE.
@@ -149,8 +155,11 @@ class LaunchResult(NamedTuple):
     vm_instruction_error: Optional[int]
     exit_reason: Optional[int]
     qualification: Optional[int]
+    note: str = ""                   # e.g. VM entry succeeded but the guest never exited
 
     def short(self) -> str:
+        if self.note:
+            return "%s (%s)" % (self.result, self.note)
         if self.result == "vmfail_valid":
             return "vmfail_valid %d" % self.vm_instruction_error
         if self.result == "entry_failure":
@@ -164,6 +173,8 @@ class EntryProbe:
     def __init__(self, machine: Optional[Machine] = None) -> None:
         self.m = machine or Machine(cpus=1)
         self._own = machine is None
+        if self._own:  # a learner's VMCS may point anywhere: RAM (zeros) below 4 GiB, as on hardware
+            self.m.zero_fill_below = 1 << 32
         self.params_va, self.params_pa = self.m.alloc_page()
         self.vmxon_pa = self.m.alloc_phys(1)
         self.vmcs_pa = self.m.alloc_phys(1)
@@ -176,6 +187,11 @@ class EntryProbe:
         self.m.write_phys(self.vmxon_pa, rev)
         self.m.write_phys(self.vmcs_pa, rev)
         self.revision = basic & 0x7FFFFFFF
+
+    def _launched(self) -> bool:
+        """The launch state of the probe's VMCS, which the emulator keeps in the dword at +8
+        (docs/lab.md; on hardware the format is implementation-specific, SDM 25.11.1)."""
+        return struct.unpack_from("<I", self.m.read_phys(self.vmcs_pa + 8, 4))[0] != 0
 
     def close(self) -> None:
         if self._own:
@@ -221,6 +237,10 @@ class EntryProbe:
         # HOST_RIP that passes the host checks are the probe's own. A HOST_RIP that fails
         # them (not canonical, SDM 27.2.4) is launched as given: the entry fails before any exit.
         fields = dict(fields)
+        if fields.get(PIN_CONTROLS_ENC, 0) >> _PREEMPTION_TIMER_BIT & 1:
+            raise ProbeError("pin-based control bit %d (%s) is set: the emulator aborts the whole process when the "
+                             "VMX-preemption timer runs, so the probe refuses it; check the state with verify"
+                             % (_PREEMPTION_TIMER_BIT, bit_name("pin", _PREEMPTION_TIMER_BIT)))
         fields.pop(HOST_RSP_ENC, None)
         rip = fields.get(HOST_RIP_ENC)
         if rip is not None and (rip >> 47) in (0, 0x1FFFF):
@@ -233,10 +253,24 @@ class EntryProbe:
         for i, (enc, value) in enumerate(items):
             struct.pack_into("<QQ", block, P_TABLE + 16 * i, enc, value & 0xFFFFFFFFFFFFFFFF)
         self.m.write_phys(self.params_pa, bytes(block))
-        r = self.m.run(0, self.m.place_code(_PROBE), regs={"rdi": self.params_va})
+        try:
+            r = self.m.run(0, self.m.place_code(_PROBE), regs={"rdi": self.params_va})
+        except MachineError as e:
+            # e.g. a VMCS link pointer or guest CR3 where this lab machine has no memory: a real
+            # machine would read RAM (or all ones) there; the emulator stops instead
+            self._broken = "the emulated CPU stopped: %s" % e
+            raise ProbeError("the emulated CPU stopped (%s): this lab machine has memory only where it put "
+                             "something, so the probe cannot answer for this state; check it with verify" % e)
         if r.fault is not None or r.stop != "return":
             # The processor may be left anywhere (even in VMX non-root): never reuse it.
             self._broken = "the previous probe did not return (%s%s)" % (r.stop, ", %s" % r.fault if r.fault else "")
+            # (the VMCS is launched, or the processor halted at the guest's RIP: HLT activity state)
+            if self._launched() or r.regs.get("rip") == fields.get(GUEST_RIP_ENC, -1):
+                # VM entry succeeded (the VMCS is launched) but the guest never exited back to the
+                # probe: HLT activity state, an injected #GP / NMI delivered through the guest IDT, ...
+                return LaunchResult("success", None, None, None,
+                                    "VM entry succeeded; the guest then stopped without a VM exit (%s%s)"
+                                    % (r.stop, ": %s" % r.fault if r.fault else ""))
             raise ProbeError(self._broken)
         status, error, reason, qual = struct.unpack_from("<QQQQ", self.m.read_phys(self.params_pa + P_STATUS, 32))
         if status == ST_VMXON_FAILED:
@@ -314,12 +348,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     """python -m emulated_lab.entry_probe [--write-baseline DIR] [F.json]:
     write a valid fields/caps pair (a starting point for `verify --fields`
     experiments), and/or launch F.json on the emulated CPU."""
-    p = argparse.ArgumentParser(prog="python -m emulated_lab.entry_probe", description=main.__doc__)
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            sys.stderr.write("error: %s (see: python -m emulated_lab.entry_probe --help)\n" % message)
+            raise SystemExit(2)
+
+    p = Parser(prog="python -m emulated_lab.entry_probe", description=main.__doc__)
     p.add_argument("fields", nargs="?", help='F.json as verify reads it: {"0x681e": "0x...", ...}')
-    p.add_argument("--write-baseline", metavar="DIR", help="write DIR/fields.json and DIR/caps.json (a valid state)")
-    args = p.parse_args(argv)
-    if not args.fields and not args.write_baseline:
-        p.error("give F.json to launch, or --write-baseline DIR")
+    p.add_argument("--write-baseline", metavar="DIR", help="write DIR/fields.json and DIR/caps.json (a valid "
+                   "state); DIR is created if missing")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:  # argparse printed usage and its one-line error (or the help)
+        return 0 if e.code == 0 else 2
+    if args.fields is None and args.write_baseline is None:
+        sys.stderr.write("error: give F.json to launch, or --write-baseline DIR (see: python -m "
+                         "emulated_lab.entry_probe --help)\n")
+        return 2
     try:
         fields = None
         if args.fields:
@@ -327,26 +372,45 @@ def main(argv: Optional[List[str]] = None) -> int:
                 fields = load_fields(args.fields)
             except StateFileError as e:
                 raise ProbeError(str(e))
+        if args.write_baseline is not None:
+            _baseline_directory(args.write_baseline)
         with EntryProbe() as probe:
-            if args.write_baseline:
-                if not os.path.isdir(args.write_baseline):
-                    raise ProbeError("%s is not a directory" % args.write_baseline)
+            if args.write_baseline is not None:
                 base = probe.baseline()
                 caps_doc = {"0x%x" % k: "0x%x" % v for k, v in probe.caps().items()}
                 caps_doc["maxphyaddr"] = probe.maxphyaddr()
                 for name, doc in (("fields.json", {"0x%x" % k: "0x%x" % v for k, v in sorted(base.items())}),
                                   ("caps.json", caps_doc)):
                     path = os.path.join(args.write_baseline, name)
-                    with open(path + ".tmp", "w") as f:
-                        json.dump(doc, f, indent=1)
-                    os.replace(path + ".tmp", path)  # nothing half-written
+                    text = (json.dumps(doc, indent=1) + "\n").encode("utf-8")
+                    write_atomically(path, "--write-baseline file", lambda f: f.write(text))  # whole or nothing
                     print("wrote %s" % path)
             if fields is not None:
                 print("the emulated CPU: %s" % probe.launch(fields).short())
         return 0
-    except ProbeError as e:
-        sys.stderr.write("error: %s\n" % e)
+    except (ProbeError, PathError, MachineError) as e:
+        sys.stderr.write("error: %s\n" % " ".join(str(e).split()))
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 2
+    except Exception as e:  # last resort: one line, never a traceback
+        sys.stderr.write("error: internal error (%s: %s); please report it with the command line\n"
+                         % (type(e).__name__, e))
+        return 2
+
+
+def _baseline_directory(path: str) -> None:
+    """--write-baseline DIR: an existing directory, or one created here (with its parents)."""
+    if not path:
+        raise ProbeError("--write-baseline: no directory given")
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ProbeError("--write-baseline %s exists and is not a directory: give a directory (it is created "
+                         "if missing)" % path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ProbeError("--write-baseline %s: cannot create the directory: %s" % (path, e.strerror or e))
 
 
 def launch(fields: Dict[int, int]) -> LaunchResult:

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional
 
 from windbg_ext.arch import capabilities as caps
 from windbg_ext.arch.vmcs_fields import FIELDS
+from windbg_ext.paths import PathError, readable_file, writable_file
 from windbg_ext.target.image import ImageWriter
 
 from emulated_lab import guest_checks as gc
@@ -113,8 +114,18 @@ class ScenarioResult:
         return self.load_status is not None and self.load_status < 0x8000_0000
 
     def summary(self) -> List[str]:
-        lines = ["scenario %s on %d processors: DriverEntry returned 0x%08x"
-                 % (self.scenario, self.cpus, (self.load_status or 0) & 0xFFFFFFFF)]
+        lines = ["scenario %s on %d processor%s: DriverEntry returned 0x%08x"
+                 % (self.scenario, self.cpus, "" if self.cpus == 1 else "s", (self.load_status or 0) & 0xFFFFFFFF)]
+        kind, k = parse_scenario(self.scenario)
+        n = self.allocation_calls
+        if kind == "alloc-fail" and k not in self.failed_allocations:
+            lines.append("alloc-fail:%d: allocation %d never happened (the driver made %d): a plain baseline run; "
+                         "use alloc-fail:1..%d" % (k, k, n, max(n, 1)))
+        elif kind == "alloc-fail":
+            lines.append("alloc-fail:%d: the driver's allocation %d failed, as asked" % (k, k))
+        else:
+            lines.append("allocations by the driver: %d (alloc-fail:K, K = 1..%d, makes the K-th one fail)"
+                         % (n, max(n, 1)))
         counts = self.exit_counts
         lines.append("VM exits seen by the emulator: %d (%s)" % (
             sum(counts.values()), ", ".join("0x%x x%d" % (r, counts[r]) for r in sorted(counts)) or "none"))
@@ -235,13 +246,14 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     if not 1 <= nodes <= cpus:
         raise ScenarioError("--nodes must be between 1 and the processor count (%d), got %d" % (cpus, nodes))
     path = driver or DEFAULT_DRIVER
-    if not os.path.isfile(path):
+    if driver is None and not os.path.exists(path):
         raise ScenarioError("driver %s not found: build it with 'make -C driver' (or 'make demo')" % path)
-    if image:
-        where = os.path.dirname(os.path.abspath(image))
-        if not os.path.isdir(where) or not os.access(where, os.W_OK):
-            raise ScenarioError("cannot write the image %s: directory %s does not exist or is not writable"
-                                % (image, where))
+    try:
+        readable_file(path, "--driver")
+        if image is not None:  # checked before the run; written whole, or not at all, after it
+            writable_file(image, "--out")
+    except PathError as e:
+        raise ScenarioError(str(e))
     fc = FC_LOCKED_VMXON_DISABLED if kind == "feature-locked" else FC_LOCKED_VMXON_ENABLED
     if feature_control is not None:
         fc = feature_control
@@ -283,7 +295,7 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
             res.truth = m.truth.as_dict()
             if isinstance(e, BugCheck):
                 res.bugcheck = (e.code, list(e.params))
-            if image and not res.image_path:
+            if image is not None and not res.image_path:
                 try:
                     _write_image(image, m, kern, img, res, msrs, cpuid, crash=str(e))
                     e.args = ("%s; the machine's state at the crash is in %s" % (e, image),)
@@ -382,7 +394,7 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
         for i in range(cpus):
             res.vmreads[i] = m.vmread_all(i, encs)
     _collect(m, kern, res)
-    if image:
+    if image is not None:
         _write_image(image, m, kern, img, res, msrs, cpuid)
         res.image_path = image
     if res.loaded:
@@ -455,4 +467,4 @@ def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult
         "crash": crash,
     })
     w.current_cpu = 0
-    w.write(path)
+    w.write(path, "--out")

@@ -564,7 +564,15 @@ class Machine(GuestMemory):
             self.sess = None   # keep no reference to the old sess.cpu
             self.current = None
 
+    # RAM everywhere (below 4 GiB), as on a real machine: a read where nothing was put gives
+    # zeros instead of stopping. Off by default (a driver touching such memory is a lab finding);
+    # the entry probe turns it on, since a learner's VMCS may point anywhere.
+    zero_fill_below = 0
+
     def _missing_page(self, gpa: int) -> None:
+        if gpa < self.zero_fill_below:
+            self._new_page(gpa & ~0xFFF)
+            return
         raise MachineError("the emulated CPU accessed physical address 0x%x, which has no memory" % gpa)
 
     def thread_regs(self) -> Dict[str, int]:

@@ -5,9 +5,9 @@ docs/lab.md "Report for scripts"; keys are only ever added, never changed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Dict
+
+from windbg_ext.paths import PathError, write_atomically, writable_file
 
 SCHEMA_VERSION = 1
 
@@ -52,25 +52,16 @@ def build(res) -> Dict[str, object]:
 
 
 def check_writable(path: str) -> str:
-    """One line saying why `path` cannot be written, or '' when it can."""
-    where = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        return "cannot write the report %s: it is a directory" % path
-    if not os.path.isdir(where) or not os.access(where, os.W_OK):
-        return "cannot write the report %s: directory %s does not exist or is not writable" % (path, where)
+    """One line saying why `path` cannot be written, or '' when it can: a new name or a regular,
+    writable file (a device, FIFO, symlink, directory or read-only file is refused untouched)."""
+    try:
+        writable_file(path, "--report")
+    except PathError as e:
+        return str(e)
     return ""
 
 
 def write(path: str, report: Dict[str, object]) -> None:
-    """Writes the report whole or not at all (a temporary file renamed over path)."""
-    where = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=where)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes the report whole or not at all (windbg_ext/paths.py: a temporary file renamed over path)."""
+    text = (json.dumps(report, indent=1, sort_keys=False) + "\n").encode("utf-8")
+    write_atomically(path, "--report", lambda f: f.write(text))

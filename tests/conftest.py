@@ -6,6 +6,11 @@ import os
 import sys
 
 import pytest
+from hypothesis import settings
+
+# `make mutants` runs the tests once per mutant on a loaded machine: no time limit per example, and
+# the same examples every run, so that a mutant is killed or not for a reason, not by chance.
+settings.register_profile("mutants", deadline=None, derandomize=True)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:

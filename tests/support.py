@@ -79,3 +79,69 @@ class LabImages:
         return self._done[key]
 
     __call__ = get
+
+
+# -- path kinds: what a user may pass where a file is expected -----------------------------------
+PATH_KINDS = ("regular", "missing", "directory", "fifo", "device", "symlink", "readonly", "empty")
+
+
+def make_path_kinds(directory: str) -> Dict[str, str]:
+    """One path of each kind in `directory` (a tmp dir). "device" is a character device node of
+    our own (the null device, made with mknod) when allowed, else a symlink to /dev/null:
+    tests never touch the real /dev nodes by name."""
+    import stat
+
+    d = str(directory)
+    paths = {k: os.path.join(d, k) for k in PATH_KINDS}
+    with open(paths["regular"], "wb") as f:
+        f.write(b"not an image\n" * 8)
+    os.mkdir(paths["directory"])
+    os.mkfifo(paths["fifo"])
+    try:
+        os.mknod(paths["device"], 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except (OSError, AttributeError):
+        os.symlink("/dev/null", paths["device"])
+    target = os.path.join(d, "symlink-target")
+    with open(target, "wb") as f:
+        f.write(b"the file a symlink points to\n")
+    os.symlink(target, paths["symlink"])
+    with open(paths["readonly"], "wb") as f:
+        f.write(b"read-only contents\n")
+    os.chmod(paths["readonly"], 0o444)
+    paths["empty"] = ""
+    return paths
+
+
+def tree_state(directory: str) -> Dict[str, tuple]:
+    """{name: (kind, content or link target)} of every entry under `directory` (not following links)."""
+    import hashlib
+    import stat
+
+    out: Dict[str, tuple] = {}
+    for root, dirs, files in os.walk(str(directory)):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[p] = ("link", os.readlink(p))
+            elif stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    out[p] = ("file", hashlib.sha256(f.read()).hexdigest(), stat.S_IMODE(st.st_mode))
+            else:
+                out[p] = (stat.S_IFMT(st.st_mode),)
+    return out
+
+
+def changes(before: Dict[str, tuple], after: Dict[str, tuple]) -> List[str]:
+    """What a command did to a tree that it must not: an entry removed, or changed into another kind,
+    a read-only file changed, a new entry that is not a regular file. (Writing a regular file is fine.)"""
+    bad = []
+    for p, was in before.items():
+        now = after.get(p)
+        rewritten = now is not None and was[0] == now[0] == "file" and os.path.basename(p) != "readonly"
+        if now != was and not rewritten:
+            bad.append("%s: %r -> %r" % (p, was, now))
+    for p, now in after.items():
+        if p not in before and now[0] != "file":
+            bad.append("%s: new non-regular entry %r" % (p, now))
+    return bad

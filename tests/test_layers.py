@@ -10,17 +10,21 @@ from typing import Dict, List, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # package prefix -> the windbg_ext modules it may import (by prefix)
+# the foundation under every layer: bad-input errors, the number syntax, checked paths
+FOUNDATION = ("windbg_ext.errors", "windbg_ext.number_syntax", "windbg_ext.paths")
 ALLOWED = {
-    "windbg_ext.arch": ("windbg_ext.arch",),
+    "windbg_ext.arch": ("windbg_ext.arch", "windbg_ext.number_syntax", "windbg_ext.errors"),
     "windbg_ext.errors": (),
+    "windbg_ext.number_syntax": ("windbg_ext.errors",),
+    "windbg_ext.paths": ("windbg_ext.errors",),
     "windbg_ext.render": ("windbg_ext.render",),
-    "windbg_ext.target": ("windbg_ext.target", "windbg_ext.arch"),
-    "windbg_ext.hv": ("windbg_ext.hv", "windbg_ext.target", "windbg_ext.arch"),
-    "windbg_ext.state_files": ("windbg_ext.arch", "windbg_ext.errors"),
+    "windbg_ext.target": ("windbg_ext.target", "windbg_ext.arch") + FOUNDATION,
+    "windbg_ext.hv": ("windbg_ext.hv", "windbg_ext.target", "windbg_ext.arch") + FOUNDATION,
+    "windbg_ext.state_files": ("windbg_ext.arch",) + FOUNDATION,
     "windbg_ext.commands": ("windbg_ext.commands.base", "windbg_ext.commands", "windbg_ext.hv", "windbg_ext.target",
-                            "windbg_ext.arch", "windbg_ext.render", "windbg_ext.errors", "windbg_ext.state_files",
-                            "windbg_ext.cli"),
-    "emulated_lab": ("windbg_ext.arch", "windbg_ext.target.image", "windbg_ext.state_files", "windbg_ext.errors"),
+                            "windbg_ext.arch", "windbg_ext.render", "windbg_ext.state_files",
+                            "windbg_ext.cli") + FOUNDATION,
+    "emulated_lab": ("windbg_ext.arch", "windbg_ext.target.image", "windbg_ext.state_files") + FOUNDATION,
 }
 # the exceptions, and why: `python -m emulated_lab demo` shows the suite's view by running its front end;
 # `exercise selftest` answers each exercise from the suite's --json output by running its front end too
@@ -86,6 +90,6 @@ def test_every_module_imports_only_what_its_layer_may():
 
 def test_the_rule_check_can_fail():
     """The checker sees a forbidden import (so the test above means something)."""
-    assert _rule("windbg_ext.arch.exits") == ("windbg_ext.arch",)
+    assert _rule("windbg_ext.arch.exits") == ("windbg_ext.arch", "windbg_ext.number_syntax", "windbg_ext.errors")
     assert not any("windbg_ext.hv.walker".startswith(a) for a in _rule("windbg_ext.arch.exits"))
     assert "windbg_ext.commands.verify" not in _rule("emulated_lab.lab")

@@ -14,11 +14,12 @@ from typing import Callable, List, Optional
 from windbg_ext.commands import COMMANDS
 from windbg_ext.commands.base import CommandError
 from windbg_ext.errors import InputError
-from windbg_ext.render.text import escape_dml, render_json, render_text
+from windbg_ext.render.text import PREFIX, escape_dml, render_json, render_text
 from windbg_ext.target.base import Target, TargetError
 from windbg_ext.target.pykd_target import in_windbg
 
 EXIT_OK, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
+WIDTH = 120  # default output width: the kd console wraps anything longer
 
 
 class ArgumentError(Exception):
@@ -39,11 +40,15 @@ class _Parser(argparse.ArgumentParser):
 class Context:
     """What a command gets: the target (opened on first use) and options."""
 
-    def __init__(self, opener: Optional[Callable[[], Target]], dml: bool, json_out: bool) -> None:
+    def __init__(self, opener: Optional[Callable[[], Target]], dml: bool, json_out: bool,
+                 wide: bool = False, source_args: Optional[List[str]] = None) -> None:
         self._opener = opener
         self._target: Optional[Target] = None
         self.dml = dml
         self.json = json_out
+        self.wide = wide  # --wide: every column, no wrapping (default: fit WIDTH columns)
+        # the global options that name the target (--image F / --dump F), for "next:" hints that can be pasted
+        self.source_args = list(source_args or [])
         self.symbols_path: Optional[str] = None   # --symbols / --map / --module-base (hv/foreign.py)
         self.map_path: Optional[str] = None
         self.module_base: Optional[int] = None
@@ -56,8 +61,8 @@ class Context:
     def target(self) -> Target:
         if self._target is None:
             if self._opener is None:
-                raise CommandError("this command reads a target: run it in WinDbg (!py -m windbg_ext ...) "
-                                   "or give --image FILE or --dump FILE before the command")
+                raise CommandError("this command reads a target: run it in WinDbg, or give --image FILE or "
+                                   "--dump FILE before it")
             self._target = self._opener()
         return self._target
 
@@ -75,7 +80,7 @@ def load_command(name: str):
     try:
         return importlib.import_module(COMMANDS[name])
     except ImportError as e:  # a registered command whose module (or a dependency of it) is missing
-        raise CommandError("command %r is unavailable in this installation (%s)" % (name, e))
+        raise CommandError("command %r is unavailable: %s" % (name, missing_dependency(e)))
 
 
 def command_parser(name: str, module) -> argparse.ArgumentParser:
@@ -91,6 +96,7 @@ def _global_parser() -> argparse.ArgumentParser:
     src.add_argument("--dump", metavar="FILE", help="a Windows kernel crash dump (MEMORY.DMP)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--stats", action="store_true", help="print target reads and bytes")
+    p.add_argument("--wide", action="store_true", help="every column, no wrapping (default: fit %d columns)" % WIDTH)
     # a driver that is not hv.sys, walked from its symbols (docs/walk.md)
     p.add_argument("--symbols", metavar="FILE", help="the driver's .pdb or ISF .json: walk it without a descriptor")
     p.add_argument("--map", metavar="FILE", help="map of roles (JSON) for --symbols; default: a built-in one")
@@ -171,23 +177,33 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
     be read as DML (JSON); offline both are stdout."""
     plain = out_plain or out
     ctx = None
+    # until the options are parsed: an error is JSON too when --json was asked (offline: stdout is for scripts)
+    json_out = "--json" in argv and not live
     try:
         gopts = _global_parser().parse_args(argv)
         name = gopts.command or "help"
         args_list = list(gopts.args)
+        for flag in ("--json", "--wide", "--stats"):  # global flags are also accepted after the command
+            if flag in args_list:
+                args_list = [a for a in args_list if a != flag]
+                setattr(gopts, flag[2:], True)
+        json_out = gopts.json and not live
         if gopts.help or (name != "help" and ("-h" in args_list or "--help" in args_list)):
             args_list, name = [name] if gopts.command else [], "help"
         module = load_command(name)
         # intermixed: `vmcs 0 --source region GUEST_RIP HOST_RIP` gives the fields after an option too
         args = command_parser(name, module).parse_intermixed_args(args_list)
-        ctx = Context(_opener(gopts, live), dml=live and not gopts.json, json_out=gopts.json)
+        source = _source_args(gopts)
+        ctx = Context(_opener(gopts, live), dml=live and not gopts.json, json_out=gopts.json, wide=gopts.wide,
+                      source_args=source)
         _symbol_options(ctx, gopts)
         report = module.run(ctx, args)
         if gopts.json:
             plain(render_json(report))
         else:
-            text = render_text(report, dml=ctx.dml, prefix=link_prefix) if link_prefix \
-                else render_text(report, dml=ctx.dml)
+            pasteable = "" if live else " ".join(["python -m windbg_ext"] + [_quote(a) for a in ctx.source_args]) + " "
+            text = render_text(report, dml=ctx.dml, width=None if gopts.wide else WIDTH, command_prefix=pasteable,
+                               prefix=link_prefix or PREFIX)
             if text:
                 out(text)
         if gopts.stats:  # stderr offline (stdout stays clean for --json); plain text in WinDbg
@@ -195,28 +211,60 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
                                 else "0 reads (no target was read)")
             (plain if live else err)(line)
         return report.exit_code
-    except (InputError, TargetError, ArgumentError) as e:  # CommandError is an InputError
-        msg = str(e).strip() or "invalid arguments"
-        err("error: " + msg)
-        return EXIT_ERROR
+    except (InputError, TargetError, ArgumentError) as e:  # CommandError and PathError are InputErrors
+        return _error(str(e).strip() or "invalid arguments", json_out, err, plain)
+    except ImportError as e:  # a dependency missing from this Python: how to install it, not "internal error"
+        return _error(missing_dependency(e), json_out, err, plain)
     except KeyboardInterrupt:
-        err("error: interrupted")
-        return EXIT_ERROR
+        return _error("interrupted", json_out, err, plain)
     except SystemExit as e:
         if str(e.code) != CTRL_BREAK:
             raise
         # every processor switch and register change was undone on the way out (finally blocks)
-        err("error: interrupted (Ctrl+Break); the debugger's processor and registers were restored")
-        return EXIT_ERROR
+        return _error("interrupted (Ctrl+Break); the debugger's processor and registers were restored", json_out,
+                      err, plain)
     except Exception as e:  # last resort: one line, never a traceback
-        err("error: internal error (%s: %s); please report it with the command line" % (type(e).__name__, e))
-        return EXIT_ERROR
+        return _error("internal error (%s: %s); please report it with the command line" % (type(e).__name__, e),
+                      json_out, err, plain)
     finally:
         if ctx is not None:
             try:
                 ctx.close()
             except (TargetError, OSError):  # the answer is out; a failing close changes nothing
                 pass
+
+
+def missing_dependency(e: ImportError) -> str:
+    """One line: which package this Python lacks and how to get it."""
+    name = getattr(e, "name", None) or str(e)
+    return ("Python package %s is missing from %s: run inside hvlab's venv (source .venv/bin/activate) or "
+            "install hvlab into this Python (python -m pip install -e <hvlab folder>)" % (name, sys.executable))
+
+
+def _source_args(gopts) -> List[str]:
+    """The global options that name the target, for "next:" hints that can be pasted offline."""
+    out = ["--image", gopts.image] if gopts.image else ["--dump", gopts.dump] if gopts.dump else []
+    for option, value in (("--symbols", gopts.symbols), ("--map", gopts.map), ("--module-base", gopts.module_base)):
+        if value is not None:
+            out += [option, value]
+    return out
+
+
+def _quote(arg: str) -> str:
+    import shlex
+    return shlex.quote(arg)
+
+
+def _error(msg: str, json_out: bool, err: Callable[[str], None], plain: Callable[[str], None]) -> int:
+    """One line on stderr (WinDbg: one red line); offline with --json also {"error", "exit_code"} on
+    stdout, so that a script reading stdout always gets a JSON object (docs/json.md). In WinDbg
+    there is one output window: the red line alone (json_out is False there)."""
+    msg = " ".join(msg.split())  # one line, whatever the message held
+    err("error: " + msg)
+    if json_out:
+        import json
+        plain(json.dumps({"error": msg, "exit_code": EXIT_ERROR}))
+    return EXIT_ERROR
 
 
 def main(argv: Optional[List[str]] = None, global_interpreter: bool = False) -> int:

@@ -14,6 +14,8 @@ from typing import Any, Dict, Optional, Tuple
 from windbg_ext.arch import capabilities as C
 from windbg_ext.arch.vmcs_fields import FieldLookupError, lookup
 from windbg_ext.errors import InputError
+from windbg_ext.number_syntax import NumberError, parse_number
+from windbg_ext.paths import open_for_reading
 
 
 class StateFileError(InputError):
@@ -21,8 +23,8 @@ class StateFileError(InputError):
 
 
 def _load_json(path: str, what: str) -> Dict[str, Any]:
-    try:
-        with open(path, "r") as f:
+    try:  # a directory, FIFO or device is refused with what it is (a FIFO never blocks)
+        with open_for_reading(path, what, "r") as f:
             data = json.load(f)
     except OSError as e:
         raise StateFileError("cannot read %s %s: %s" % (what, path, e.strerror or e))
@@ -35,18 +37,20 @@ def _load_json(path: str, what: str) -> Dict[str, Any]:
     return data
 
 
-def _number(value: Any, what: str) -> int:
+def _number(value: Any, what: str, kind: str = "hex") -> int:
+    """A JSON number, or a string in WinDbg syntax (windbg_ext/number_syntax.py): a bare string
+    is hex, as the suite's own JSON writes values; maxphyaddr (a bit count) is decimal."""
     if isinstance(value, bool):
         raise StateFileError("%s: %r is not a number" % (what, value))
     if isinstance(value, int):
         n = value
     elif isinstance(value, str):
         try:
-            n = int(value.strip().replace("`", ""), 0)
-        except ValueError:
-            raise StateFileError("%s: %r is not a number (use \"0x...\" hex or decimal)" % (what, value))
+            n = parse_number(value, kind, what)
+        except NumberError as e:
+            raise StateFileError(str(e))
     else:
-        raise StateFileError("%s: %r is not a number (use \"0x...\" hex or decimal)" % (what, value))
+        raise StateFileError("%s: %r is not a number (write a JSON string such as \"0x1c\")" % (what, value))
     if not 0 <= n <= 0xFFFFFFFFFFFFFFFF:
         raise StateFileError("%s: %r does not fit in 64 bits" % (what, value))
     return n
@@ -84,7 +88,7 @@ def load_caps(path: str) -> Tuple[Dict[int, int], Optional[int]]:
                 in C.VMX_MSRS}
     for key, value in data.items():
         if key.lower() == "maxphyaddr":
-            maxphy = _number(value, "caps file %s, maxphyaddr" % path)
+            maxphy = _number(value, "caps file %s, maxphyaddr" % path, "decimal")
             continue
         msr = _number(key, "caps file %s: key" % path)
         if msr not in C.VMX_MSRS:

@@ -187,8 +187,9 @@ static void HvHandleXsetbv(HV_GUEST_REGISTERS *regs)
 
 /* Leave VMX operation on this processor and let the asm stub continue the
  * guest as a plain processor: GUEST_RIP/RSP/RFLAGS, CR0/3/4, GDTR/IDTR
- * (VM exits set their limits to 0xFFFF, 28.5.2), FS/GS base, DR7, DEBUGCTL
- * (cleared by VM exits, 28.5.1) all go back to the guest's values. */
+ * (VM exits set their limits to 0xFFFF, 28.5.2), the DS/ES/FS/GS selectors
+ * (VM exits load the host's, whose RPL must be 0, 27.2.3), FS/GS base, DR7,
+ * DEBUGCTL (cleared by VM exits, 28.5.1) all go back to the guest's values. */
 static void HvDevirtualize(HV_VCPU *vcpu, HV_GUEST_REGISTERS *regs)
 {
     DESCRIPTOR_TABLE_REGISTER gdtr, idtr;
@@ -201,6 +202,8 @@ static void HvDevirtualize(HV_VCPU *vcpu, HV_GUEST_REGISTERS *regs)
     uint64_t gs_base = hv_vmread(VMCS_GUEST_GS_BASE);
     uint64_t dr7 = hv_vmread(VMCS_GUEST_DR7);
     uint64_t debugctl = hv_vmread(VMCS_GUEST_IA32_DEBUGCTL);
+    uint16_t ds = (uint16_t)hv_vmread(VMCS_GUEST_DS_SELECTOR), es = (uint16_t)hv_vmread(VMCS_GUEST_ES_SELECTOR);
+    uint16_t fs = (uint16_t)hv_vmread(VMCS_GUEST_FS_SELECTOR), gs = (uint16_t)hv_vmread(VMCS_GUEST_GS_SELECTOR);
 
     gdtr.Base = hv_vmread(VMCS_GUEST_GDTR_BASE);
     gdtr.Limit = (uint16_t)hv_vmread(VMCS_GUEST_GDTR_LIMIT);
@@ -217,6 +220,7 @@ static void HvDevirtualize(HV_VCPU *vcpu, HV_GUEST_REGISTERS *regs)
     hv_write_cr3(cr3);
     HvAsmLgdt(&gdtr);
     HvAsmLidt(&idtr);
+    HvAsmLoadDataSelectors(ds, es, fs, gs); /* before the base MSRs: loading FS/GS resets the bases */
     hv_wrmsr(IA32_FS_BASE, fs_base);
     hv_wrmsr(IA32_GS_BASE, gs_base);
     hv_wrmsr(IA32_DEBUGCTL, debugctl);

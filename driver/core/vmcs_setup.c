@@ -60,8 +60,11 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     cpu2 = (cpu & CPU_ACTIVATE_SECONDARY_CONTROLS)
                ? HvAdjustControls(vmm->CapProcbased2, CPU2_ENABLE_RDTSCP | CPU2_ENABLE_INVPCID | CPU2_ENABLE_XSAVES_XRSTORS)
                : 0;
-    exitc = HvAdjustControls(vmm->CapExit, EXIT_HOST_ADDRESS_SPACE_SIZE);
-    entry = HvAdjustControls(vmm->CapEntry, ENTRY_IA32E_MODE_GUEST);
+    /* Save and load the debug controls (DR7, IA32_DEBUGCTL) at every exit and entry
+     * (25.7.1, 25.8.1): otherwise each exit leaves the guest DR7 = 400H and DEBUGCTL = 0
+     * (28.5.1), losing hardware breakpoints, and unload restores stale values. */
+    exitc = HvAdjustControls(vmm->CapExit, EXIT_HOST_ADDRESS_SPACE_SIZE | EXIT_SAVE_DEBUG_CONTROLS);
+    entry = HvAdjustControls(vmm->CapEntry, ENTRY_IA32E_MODE_GUEST | ENTRY_LOAD_DEBUG_CONTROLS);
     (void)proc;
     if (!(exitc & EXIT_HOST_ADDRESS_SPACE_SIZE) || !(entry & ENTRY_IA32E_MODE_GUEST) ||
         (pin & PIN_ACTIVATE_PREEMPTION_TIMER)) {

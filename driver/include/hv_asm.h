@@ -31,6 +31,8 @@ void HvAsmSgdt(DESCRIPTOR_TABLE_REGISTER *gdtr);
 void HvAsmSidt(DESCRIPTOR_TABLE_REGISTER *idtr);
 void HvAsmLgdt(const DESCRIPTOR_TABLE_REGISTER *gdtr);
 void HvAsmLidt(const DESCRIPTOR_TABLE_REGISTER *idtr);
+/* Loads DS, ES, FS, GS (FS/GS bases come from the GDT: write the base MSRs after). */
+void HvAsmLoadDataSelectors(uint16_t ds, uint16_t es, uint16_t fs, uint16_t gs);
 
 /* Saves the non-volatile state, calls HvCoreLaunchFromStub(vcpu, rsp, rip)
  * with the resume point; returns 1 when the processor now runs as a guest

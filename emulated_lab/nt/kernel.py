@@ -20,15 +20,14 @@ from emulated_lab.nt.allocation import Allocation
 from emulated_lab.nt.callbacks import Callbacks, notify
 from emulated_lab.nt.pe_loader import LoadError, LoadedImage, load_pe
 from emulated_lab.nt.printf import format_message
-from emulated_lab.nt.services import DPFLTR_DEFAULT_ID, SERVICES, STATUS_SUCCESS
+from emulated_lab.nt import print_filter
+from emulated_lab.nt.services import SERVICES, STATUS_SUCCESS
 from emulated_lab.records import BoundedLog
-from windbg_ext.arch import dbgprint
 
 STUB_AREA = NT_BASE + 0x1000          # 16 bytes per stub
 DATA_AREA = NT_BASE + 0x20000         # nt's global variables (Kd_*_Mask)
 KD_MASKS = ("WIN2000", "DEFAULT", "IHVDRIVER")
 KD_MASK_DEFAULTS = {"WIN2000": 1, "DEFAULT": 0, "IHVDRIVER": 0}   # a stock Windows install
-COMPONENT_MASK = {dbgprint.DPFLTR_IHVDRIVER_ID: "IHVDRIVER", DPFLTR_DEFAULT_ID: "DEFAULT"}
 
 
 class BugCheck(MachineError):
@@ -274,9 +273,7 @@ class NtKernel:
     def _print(self, component: int, level: int, fmt_va: int, next_arg: Callable[[], int]) -> int:
         fmt = self.read_cstring(fmt_va)
         text = format_message(fmt, next_arg, self.read_cstring, self.read_wstring, self.read_unicode_string)
-        mask_name = COMPONENT_MASK.get(component)
-        comp_mask = self.kd_mask(mask_name) if mask_name else 0
-        shown = dbgprint.is_printed(level, comp_mask, self.kd_mask("WIN2000"))
+        shown = print_filter.shown(component, level, self.kd_mask)
         self.messages.append(DbgMessage(self.cpu, component, level, text, shown))
         return STATUS_SUCCESS
 

@@ -9,14 +9,13 @@ import struct
 from typing import TYPE_CHECKING, Callable, Dict
 
 from emulated_lab.memory import DIRECT_MAP
-from windbg_ext.arch import dbgprint
+from emulated_lab.nt.print_filter import DEFAULT_ID, INFO_LEVEL
 
 if TYPE_CHECKING:
     from emulated_lab.nt.kernel import Call, NtKernel
 
 STATUS_SUCCESS = 0
 STATUS_INVALID_PARAMETER = 0xC000000D
-DPFLTR_DEFAULT_ID = 101          # dpfilter.h
 POOL_FLAG_UNINITIALIZED = 0x2    # ExAllocatePool2 flags
 
 SERVICES: Dict[str, Callable[["NtKernel", "Call"], int]] = {}
@@ -61,7 +60,7 @@ def _dbgprint(self: "NtKernel", c: Call) -> int:
         v = c.arg(i[0])
         i[0] += 1
         return v
-    return self._print(DPFLTR_DEFAULT_ID, dbgprint.DPFLTR_INFO_LEVEL, c.arg(0), nxt)
+    return self._print(DEFAULT_ID, INFO_LEVEL, c.arg(0), nxt)  # Vista and later: DEFAULT, INFO
 
 
 @service("vDbgPrintEx")

@@ -35,12 +35,12 @@ def test_field_by_name_and_encoding():
 
 
 def test_field_json_per_field():
-    data = json.loads(ok(["--json", "field", "guest_rip", "0x2001"]))
-    assert data[0] == {"name": "GUEST_RIP", "field": "GUEST_RIP", "encoding": "0x681e", "width": "natural",
+    data = json.loads(ok(["--json", "field", "guest_rip", "0x2001"]))["fields"]
+    assert data[0] == {"name": "GUEST_RIP", "field": "GUEST_RIP", "encoding": "0x681e", "width": 64, "natural_width": True,
                        "type": "guest", "access": "full", "index": 15, "readonly": False, "meaning": "guest RIP",
                        "sdm": "B.4.3"}
     assert data[1]["name"] == "IO_BITMAP_A_HIGH" and data[1]["access"] == "high" and data[1]["encoding"] == "0x2001"
-    assert data[1]["width"] == "64" and data[1]["index"] == 0
+    assert data[1]["width"] == 64 and not data[1]["natural_width"] and data[1]["index"] == 0
 
 
 def test_field_all_and_filters():
@@ -53,15 +53,23 @@ def test_field_all_and_filters():
     assert "EXIT_QUALIFICATION" in text and "GUEST_RIP" not in text
 
 
-def test_field_invalid_encoding_is_decoded_and_exits_2():
+def test_field_invalid_encoding_is_decoded_as_a_finding():
     code, out, err = run_cli(["field", "0x1234"])
-    assert code == 2 and "reserved bit 12" in out and "index" in out and "Traceback" not in out + err
+    assert code == 1 and "reserved bit 12" in out and "index" in out and "Traceback" not in out + err
     code, out, _ = run_cli(["--json", "field", "0x6801"])
-    d = json.loads(out)[0]
-    assert code == 2 and d["valid"] is False and d["width"] == "natural" and "only for 64-bit" in d["problems"][0]
+    d = json.loads(out)["not_fields"][0]
+    assert code == 1 and d["valid"] is False and d["natural_width"] and "only for 64-bit" in d["problems"][0]
     code, out, _ = run_cli(["--json", "field", "0x4830"])
-    d = json.loads(out)[0]
-    assert code == 2 and d["valid"] is True and d["name"] is None and d["index"] == 24
+    d = json.loads(out)["not_fields"][0]
+    assert code == 1 and d["valid"] is True and d["name"] is None and d["index"] == 24
+
+
+def test_field_numbers_are_hex_as_windbg_shows_encodings():
+    # before: 681e failed and 6820 (read as decimal 0x1aa4) printed a table and returned 2
+    assert json.loads(ok(["--json", "field", "681e"]))["fields"][0]["name"] == "GUEST_RIP"
+    assert json.loads(ok(["--json", "field", "6820"]))["fields"][0]["name"] == "GUEST_RFLAGS"
+    assert json.loads(ok(["--json", "field", "0n26654"]))["fields"][0]["name"] == "GUEST_RIP"
+    assert json.loads(ok(["--json", "field", "681eh"]))["fields"][0]["name"] == "GUEST_RIP"
 
 
 def test_field_bad_input():
@@ -93,7 +101,54 @@ def test_exit_interruption_info_and_list():
     data = json.loads(ok(["--json", "exit", "0", "--intr-info", "0x80000b0e"]))
     assert data["interruption_info"]["exception"] == "#PF" and data["interruption_info"]["error_code_valid"]
     listing = json.loads(ok(["--json", "exit"]))["exit_reasons"]
-    assert [r["basic"] for r in listing][:3] == [0, 1, 2] and listing[-1]["name"] == "UWRMSR"
+    assert [r["basic"] for r in listing][:3] == [0, 1, 2] and listing[-1]["name"] == "WRMSRNS_IMM"
+
+
+def test_exit_reasons_84_and_85_are_the_immediate_msr_forms():
+    assert json.loads(ok(["--json", "exit", "84"]))["reason"]["name"] == "RDMSR_IMM"
+    assert json.loads(ok(["--json", "exit", "85"]))["reason"]["name"] == "WRMSRNS_IMM"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["exit", "0x8000000a"], "bit 31 (VM-entry failure) comes only with basic reasons 33, 34 and 41"),
+    (["exit", "28", "--qual", "0xc"], "CR12: MOV-CR exits report only CR0, CR3, CR4 or CR8"),
+    (["exit", "30", "--qual", "0x2"], "size encoding 2 in bits 2:0"),
+    (["exit", "28", "--qual", "0x1000"], "bit 12 set: the SDM defines no such bits for this exit (Table 28-3)"),
+    (["exit", "0x80000021", "--qual", "9"], "exit qualification 9 is not defined for a VM-entry failure"),
+    (["exit", "0x00100030"], "bit 20 set: reserved in the exit-reason field"),
+])
+def test_exit_says_what_no_processor_reports(argv, needle):
+    # before: decoded without a word (and "CR12" printed as if it existed)
+    code, out, err = run_cli(argv)
+    assert code == 1 and "impossible: " + needle in out.replace("\n  ", " "), out
+    code, out, _ = run_cli(["--json"] + argv)
+    assert code == 1 and any(needle in p for p in json.loads(out)["problems"])
+
+
+def test_exit_plausible_values_have_no_problems():
+    data = json.loads(ok(["--json", "exit", "30", "--qual", "0x3f80003"]))
+    assert data["problems"] == [] and {f["name"]: f["value"] for f in data["qualification"]["fields"]}["size"] == 4
+    out = ok(["exit", "30", "--qual", "0x3f80010"])  # booleans read yes/no, not Python's True/False
+    assert "True" not in out and "False" not in out and "yes" in out
+
+
+def test_entry_failures_and_vm_errors_point_at_verify():
+    assert "next: verify <n>" in ok(["exit", "0x80000021"])
+    for n in ("7", "8"):
+        assert "next: verify <n>" in ok(["vmerror", n])
+
+
+def test_bare_numbers_follow_one_rule_per_kind():
+    # before: `exit 00000030` was decimal 30, `exit 1c` hex, `vmerror a` 10, `0n48` refused
+    assert json.loads(ok(["--json", "exit", "00000030"]))["reason"]["basic"] == 48  # 8 digits: the field as shown
+    assert json.loads(ok(["--json", "exit", "0n48"]))["reason"]["basic"] == 48
+    assert json.loads(ok(["--json", "exit", "30h"]))["reason"]["basic"] == 48
+    bad(["exit", "1c"], "not a decimal number", "0x1c")
+    bad(["vmerror", "a"], "not a decimal number", "0xa")
+    bad(["verify", "--maxphyaddr", "abc", "--fields", "f", "--caps", "c"], "not a decimal number")
+    out = ok(["exit", "30"])  # both readings are exit reasons: say which one was used
+    assert "30 read as decimal 30 (0x1e); as hex (0x30) it would be 48 (EPT_VIOLATION)" in out
+    assert "read as" not in ok(["exit", "60"]) and "read as" not in ok(["exit", "9"])  # 0x60 = 96: no reason
 
 
 def test_exit_bad_input():
@@ -152,7 +207,7 @@ def test_caps_bad_input():
 
 def test_caps_on_image_reads_only_existing_msrs(tmp_path):
     img = write_caps_image(tmp_path / "caps.hvimg", [BOCHS_MSRS, BOCHS_MSRS])
-    code, out, err = run_cli(["--image", img, "--stats", "caps", "--all"])
+    code, out, err = run_cli(["--wide", "--image", img, "--stats", "caps", "--all"])
     assert code == 0, err
     assert "processor 1: the same capability MSR values as processor 0" in out
     assert "not supported: primary control bit 17 (activate tertiary controls) cannot be 1" in out
@@ -170,7 +225,7 @@ def test_caps_image_without_secondary_controls_and_differing_cpus(tmp_path):
     cpu1[0x48E] &= ~(1 << 63)
     cpu1[0x3A] = 0x1                 # locked, VMXON outside SMX disabled
     img = write_caps_image(tmp_path / "c.hvimg", [BOCHS_MSRS, cpu1])
-    out = ok(["--image", img, "caps", "--all"])
+    out = ok(["--wide", "--image", img, "caps", "--all"])
     assert "processor 1 differs from processor 0 in 0x3a, 0x482, 0x48b, 0x48c, 0x48e, 0x491" in out
     assert "not supported: primary control bit 31 (activate secondary controls) cannot be 1" in out
     assert "VMXON raises #GP" in out
@@ -181,7 +236,7 @@ def test_caps_image_without_secondary_controls_and_differing_cpus(tmp_path):
 def test_caps_image_without_msrs_says_so(tmp_path):
     img = write_caps_image(tmp_path / "none.hvimg", [{}])
     code, out, err = run_cli(["--image", img, "caps"])  # one line, not a page of "could not be read"
-    assert code == 2 and out == "" and "no VMX capability MSR of processor 0 could be read" in err
+    assert code == 2 and out == "" and "no capability MSRs for processor 0" in err
 
 
 def test_caps_through_pykd_standin_matches_image(tmp_path, standin):

@@ -7,8 +7,9 @@ from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
 
 
 def test_exit_reason_table_covers_appendix_c():
-    # App. C numbers 0..81 with 35, 38, 42 and 71 unassigned
-    assert set(E.EXIT_REASONS) == set(range(82)) - {35, 38, 42, 71}
+    # App. C numbers 0..81 with 35, 38, 42 and 71 unassigned, then 84 and 85 (RDMSR / WRMSRNS with an
+    # immediate MSR index)
+    assert set(E.EXIT_REASONS) == (set(range(82)) - {35, 38, 42, 71}) | {84, 85}
     names = [r.name for r in E.EXIT_REASONS.values()]
     assert len(set(names)) == len(names)
 
@@ -130,3 +131,17 @@ def test_instruction_info_other_formats():
 def test_displacement_qualification_is_signed():
     assert E.decode_qualification(21, 2 ** 64 - 16)[0][1].startswith("-16 ")
     assert E.decode_qualification(50, 0x20)[0][1] == "32 (0x20)"
+
+
+def test_debug_exception_qualification_bits():
+    """SDM Table 28-1 (#DB): B3:B0 in bits 3:0, BD bit 13, BS bit 14, RTM bit 16; each bit alone."""
+    def q(value):
+        return dict((n, v) for n, v, _ in E.decode_qualification(0, value))
+    flags = ("bd", "bs", "rtm")
+    assert [q(0)[f] for f in flags] == [False, False, False] and q(0)["b0_b3"] == "0x0"
+    assert [q(1 << 13)[f] for f in flags] == [True, False, False]
+    assert [q(1 << 14)[f] for f in flags] == [False, True, False]
+    assert [q(1 << 16)[f] for f in flags] == [False, False, True]
+    assert [q(1 << 12 | 1 << 15)[f] for f in flags] == [False, False, False]   # neighbours of BD/BS mean nothing
+    assert q(0b1010)["b0_b3"] == "0xa" and q(1 << 4)["b0_b3"] == "0x0"
+    assert q(0xFFFFF800_00001000)["pf_linear_address"] == "0xfffff80000001000"

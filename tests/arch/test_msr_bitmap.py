@@ -55,3 +55,16 @@ def test_msr_names():
     assert MSR_NAMES[0xC0000080] == "IA32_EFER" and MSR_NAMES[0x3A] == "IA32_FEATURE_CONTROL"
     assert MSR_NAMES[0x480] == "IA32_VMX_BASIC" and msr_name(0x12345) == "MSR_0x12345"
     assert len(set(MSR_NAMES.values())) == len(MSR_NAMES)
+
+
+def test_build_refuses_msrs_a_bitmap_cannot_select_in_one_line():
+    with pytest.raises(ValueError) as e:
+        B.build_msr_bitmap(write=[0x40000100])
+    assert str(e.value) == ("MSR 0x40000100 is outside 0x0-0x1FFF and 0xC0000000-0xC0001FFF: it always exits, "
+                            "a bitmap cannot select it")
+
+
+def test_wrong_size_message():
+    with pytest.raises(ValueError) as e:
+        B.msr_exits(bytes(100), 0x10)
+    assert str(e.value) == "an MSR bitmap is exactly 4096 bytes, got 100"

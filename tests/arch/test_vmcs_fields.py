@@ -84,7 +84,8 @@ def test_lookup_accepts_spellings(f, pattern):
 
 @given(FIELD)
 def test_lookup_by_number_in_any_notation(f):
-    for text in (f.encoding, "0x%x" % f.encoding, "0x%08X" % f.encoding, str(f.encoding)):
+    for text in (f.encoding, "0x%x" % f.encoding, "0x%08X" % f.encoding, "%x" % f.encoding, "%xh" % f.encoding,
+                 "0n%d" % f.encoding):
         assert V.lookup(text) == (f, "full")
 
 

@@ -59,7 +59,7 @@ def test_controls_valid_rejects(host_core):
 
 
 def test_true_control_msrs_only_with_basic_bit_55(host_core):
-    bochs_basic = 0x00D8100000000004  # measured (DESIGN.md): bit 55 set
+    bochs_basic = 0x00D8100000000004  # measured (docs/lab.md): bit 55 set
     assert [host_core.HvControlCapabilityMsr(bochs_basic, m) for m in (0x481, 0x482, 0x483, 0x484)] == \
         [0x48D, 0x48E, 0x48F, 0x490]
     no_true = bochs_basic & ~(1 << 55)

@@ -57,7 +57,7 @@ def test_descriptor_run_time_state(lab_run):
     assert _field(vmm, members, "VMM.VirtualizedCount") == CPUS
     assert _field(vmm, members, "VMM.Vcpus") == h["VcpuArrayVa"]
     basic = _field(vmm, members, "VMM.CapBasic")
-    assert basic == 0x00D8100000000004  # DESIGN.md: measured on the emulator
+    assert basic == 0x00D8100000000004  # docs/lab.md, measured facts
     assert h["LayoutStatus"] == LAYOUT_DISCOVERED and h["LayoutRevisionId"] == basic & 0x7FFFFFFF
     # the controls the driver wrote obey the capability MSRs it read (App. A.3-A.5)
     for cap, ctl in (("CapPinbased", "PinbasedControls"), ("CapProcbased", "ProcbasedControls"),

@@ -20,7 +20,7 @@ BITMAP_VA = 0xFFFFF80000020000
 KPCR_PA = 0x00400000            # one page per processor: KPCR.Self at +0x18, its number at +0x184
 KPCR_VA = 0xFFFFF80000070000
 
-# SDM Appendix A values a Bochs-like CPU reports (DESIGN.md: measured BASIC)
+# SDM Appendix A values a Bochs-like CPU reports (docs/lab.md: measured BASIC)
 CAPS = {
     0x480: 0x00D8100000000004,  # IA32_VMX_BASIC: revision 4, 4 KiB regions, WB, true controls
     0x486: 0x80000021,          # IA32_VMX_CR0_FIXED0: PE, NE, PG must be 1

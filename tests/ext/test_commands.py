@@ -196,7 +196,9 @@ def test_msrbitmap_vcpu_index_goes_through_the_hv_walker(std_image, monkeypatch)
     code, doc, _ = _json(["--image", std_image, "msrbitmap", "3"])
     assert code == 0 and seen == [3] and doc["source"] == "vCPU 3" and doc["physical"] is True
     code, out, _ = run_cli(["--image", std_image, "msrbitmap", "3"])
-    assert "MSR bitmap at physical 0x300000 (vCPU 3)" in out and out.endswith("next:  vcpu 3")
+    # offline, a "next:" hint is a whole command line that can be pasted (before: "next:  vcpu 3")
+    assert "MSR bitmap at physical 0x300000 (vCPU 3)" in out
+    assert out.endswith("next:\n  python -m windbg_ext --image %s vcpu 3" % std_image)
 
 
 def test_msrbitmap_vcpu_index_without_hv_sys(std_image):

@@ -178,7 +178,7 @@ def test_malformed_metadata_with_valid_crc(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(TargetError) as e:
         ImageTarget(str(tmp_path / "nope.hvimg"))
-    assert "cannot open image" in str(e.value)
+    assert "nope.hvimg does not exist" in str(e.value)
 
 
 def test_writer_validates_and_is_atomic(tmp_path):

@@ -85,13 +85,19 @@ def test_non_canonical():
     assert e.value.level == "canonical"
 
 
-def test_5_level():
-    va = 0xFF5F800000003000  # canonical for 57 bits
+def build_5_level(va, frame):
+    """Tables at 0x1000..0x5000 mapping va through PML5E..PTE to a 4 KiB frame."""
     m = Memory()
     tables = [0x1000, 0x2000, 0x3000, 0x4000, 0x5000]
     for level, shift in enumerate([48, 39, 30, 21]):
         m.write_q(tables[level] + idx(va, shift) * 8, tables[level + 1] | 3)
-    m.write_q(0x5000 + idx(va, 12) * 8, 0x77000 | 3)
+    m.write_q(0x5000 + idx(va, 12) * 8, frame | 3)
+    return m
+
+
+def test_5_level():
+    va = 0xFF5F800000003000  # canonical for 57 bits
+    m = build_5_level(va, 0x77000)
     assert translate(va, 0x1000, m.read, cr4=1 << 12) == (0x77000, 0x1000)
 
 
@@ -101,3 +107,70 @@ def test_range_splits_at_pages_and_merges_contiguous():
     m.write_q(0x4000 + (idx(va, 12) + 1) * 8, 0xA000 | 3)   # next page contiguous
     m.write_q(0x4000 + (idx(va, 12) + 2) * 8, 0x20000 | 3)  # then elsewhere
     assert translate_range(va, 0x2000, 0x1000, m.read) == [(0x9800, 0x1800), (0x20000, 0x800)]
+
+
+def test_paging_error_says_where_the_walk_stopped():
+    va = 0xFFFFF80000201000
+    m = build(va, 12, 0x5000)
+    entry_pa = 0x3000 + idx(va, 21) * 8
+    m.write_q(entry_pa, 0xABC000)
+    with pytest.raises(PagingError) as e:
+        translate(va, 0x1000, m.read)
+    assert str(e.value) == ("virtual address 0xfffff80000201000 does not translate: PDE at physical 0x%x is not "
+                            "present (entry 0xabc000)" % entry_pa)
+    assert (e.value.address, e.value.level, e.value.entry, e.value.entry_address) == (va, "PDE", 0xABC000, entry_pa)
+    assert e.value.why == "PDE at physical 0x%x is not present (entry 0xabc000)" % entry_pa
+    with pytest.raises(PagingError) as c:
+        translate(0x0000800000000000, 0x1000, Memory().read)
+    assert str(c.value) == "virtual address 0x800000000000 does not translate: not a canonical address"
+    assert (c.value.entry, c.value.entry_address, c.value.why) == (0, 0, "not a canonical address")
+
+
+def test_entry_bits_outside_51_12_are_not_address():
+    """XD (bit 63), bits 62:52 and the flag bits 11:0 of every level are ignored (SDM Tables 4-15..4-20)."""
+    va = 0xFFFFF80000001234
+    m = Memory()
+    high = (1 << 63) | (0x7FF << 52)
+    for level, (table, shift) in enumerate(zip([0x1000, 0x2000, 0x3000, 0x4000], [39, 30, 21, 12])):
+        nxt = [0x2000, 0x3000, 0x4000, 0x123456789000][level]
+        m.write_q(table + idx(va, shift) * 8, high | nxt | 0x63)   # present, R/W, accessed, dirty; PS clear
+    assert translate(va, 0x1000, m.read) == (0x123456789234, 0x1000)
+    assert translate(va | (1 << 64), 0x1000 | high, m.read)[0] == 0x123456789234   # 64-bit address, CR3 high bits
+
+
+def test_5_level_addresses_beyond_48_bits():
+    va = 0x00FF800000003000      # canonical for 57 bits only (bit 56 = 0, bits 55:47 set)
+    assert is_canonical(va, True) and not is_canonical(va)
+    assert is_canonical(0xFF00000000000000, True) and not is_canonical(0x0100000000000000, True)
+    with pytest.raises(PagingError):
+        translate(va, 0x1000, Memory().read)     # 4-level: not canonical
+    m = build_5_level(va, 0x77000)
+    assert translate(va, 0x1000, m.read, cr4=1 << 12) == (0x77000, 0x1000)
+    m.write_q(0x1000 + idx(va, 48) * 8, 0)
+    with pytest.raises(PagingError) as e:
+        translate(va, 0x1000, m.read, cr4=1 << 12)
+    assert e.value.level == "PML5E"
+
+
+def test_range_of_one_byte_and_across_a_large_page():
+    va = 0xFFFFF80000000FFF
+    m = build(va, 12, 0x9000)
+    assert translate_range(va, 1, 0x1000, m.read) == [(0x9FFF, 1)]
+    assert translate_range(va, 0, 0x1000, m.read) == []
+    big = 0xFFFFF800001FF000                           # the last 4 KiB of a 2 MiB page
+    m2 = build(big, 21, 0x40000000)
+    m2.write_q(0x3000 + (idx(big, 21) + 1) * 8, 0x80000000 | 0x83)
+    assert translate_range(big, 0x2000, 0x1000, m2.read) == [(0x401FF000, 0x1000), (0x80000000, 0x1000)]
+
+
+def test_range_crossing_pages_from_an_odd_address():
+    va = 0xFFFFF80000000FFF                    # last byte of a page; the next page is elsewhere
+    m = build(va, 12, 0x9000)
+    m.write_q(0x4000 + (idx(va, 12) + 1) * 8, 0x20000 | 3)
+    assert translate_range(va, 2, 0x1000, m.read) == [(0x9FFF, 1), (0x20000, 1)]
+
+
+def test_range_under_5_level_paging():
+    va = 0x00FF800000003000                    # needs 57-bit linear addresses
+    m = build_5_level(va, 0x77000)
+    assert translate_range(va, 0x10, 0x1000, m.read, cr4=1 << 12) == [(0x77000, 0x10)]

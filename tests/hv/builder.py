@@ -22,7 +22,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 NATIVE_SRC = os.path.join(os.path.dirname(__file__), "native", "hv_state_writer.c")
 PAGE = 0x1000
 RW = 1 << 1
-IA32_VMX_BASIC_BOCHS = 0x00D8100000000004   # measured on the emulator (DESIGN.md): revision id 4
+IA32_VMX_BASIC_BOCHS = 0x00D8100000000004   # measured on the emulator (docs/lab.md): revision id 4
 HOST_STACK_PATTERN = 0x214B434154535648      # hv_debug.h HV_HOST_STACK_PATTERN
 KERNEL_BASE = 0xFFFFF80000000000
 
@@ -110,7 +110,7 @@ class AddressSpace:
 
 def default_layout(fields) -> List[Tuple[int, int, int, int]]:
     """A Bochs-like layout map: every field in its own 8-byte slot after the
-    header; access rights stored rotated left by 8 (DESIGN.md, measured)."""
+    header; access rights stored rotated left by 8 (docs/lab.md, measured)."""
     out = []
     for k, f in enumerate(fields):
         width = {"16": 2, "32": 4, "64": 8, "natural": 8}[f.width]
@@ -292,7 +292,8 @@ class HvState:
         return json.loads(res.stdout), blob
 
     # -- outputs ----------------------------------------------------------------
-    def write_image(self, path: str, meta: Optional[Dict] = None) -> str:
+    def write_image(self, path: str, meta: Optional[Dict] = None, msrs: Optional[Dict[int, int]] = None) -> str:
+        """msrs: every processor's recorded MSRs (default: IA32_VMX_BASIC only)."""
         from windbg_ext.target.image import ImageWriter
 
         assert self.mem is not None, "build() first"
@@ -302,7 +303,7 @@ class HvState:
         if self.symbol:
             w.add_symbol("hv!HvDebugDescriptor", self.va["desc"])
         for _ in range(self.count):
-            w.add_cpu({"cr3": self.aspace.cr3, "cr4": 0x3506F8, "cr0": 0x80050033}, {0x480: self.basic})
+            w.add_cpu({"cr3": self.aspace.cr3, "cr4": 0x3506F8, "cr0": 0x80050033}, msrs or {0x480: self.basic})
         w.meta = meta or {}
         w.write(path)
         return path

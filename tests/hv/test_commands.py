@@ -36,6 +36,7 @@ def test_vmm_lists_every_vcpu(target_args, state2):
     data = _json(target_args + ["vmm"])
     assert data["descriptor"]["version"] == 1 and data["descriptor"]["vcpu_count"] == 2
     assert data["vmm"]["ia32_vmx_basic"] == "0x%x" % state2.basic
+    assert len(state2.regions) == 2 and [row["vcpu"] for row in data["vcpus"]] == [0, 1]  # every vCPU, in order
     for i, row in enumerate(data["vcpus"]):
         r = state2.regions[i]
         assert row["vmcs_pa"] == "0x%x" % r["vmcs_pa"] and row["vmxon_va"] == "0x%x" % r["vmxon_va"]
@@ -169,7 +170,7 @@ def test_vcpu_reports_wrong_revision_abort_and_failed_launch(tmp_path):
     assert "corrupted" in checks[("VMCS", "VMX-abort indicator")]["detail"]
     assert data["state_text"] == "failed at VMLAUNCH (error 7 ENTRY_INVALID_CONTROL_FIELD)"
     assert data["vm_instruction_error_name"] == "7 ENTRY_INVALID_CONTROL_FIELD"
-    code, out, err = run_cli(["--image", path, "vmm"])
+    code, out, err = run_cli(["--wide", "--image", path, "vmm"])
     assert code == 1 and "failed at VMLAUNCH" in out
 
 
@@ -231,7 +232,8 @@ def test_failed_load_shows_the_failure_record(tmp_path):
     assert code == 1 and "hv.sys is not running (driver state: failed" in out
     assert "processor 1 at VMLAUNCH, VM-instruction error 7 ENTRY_INVALID_CONTROL_FIELD" in out
     code, out, err = run_cli(["--image", path, "vcpu", "1"])
-    assert code == 2 and "processor 1 at VMLAUNCH" in err
+    # one line that fits the console and names commands that work (before: 274 columns)
+    assert code == 2 and "see: vmm, vmcs 1 --source failure, verify 1" in err and len(err) <= 120
     data = _json(["--image", path, "vmcs", "1"])       # auto: the failure snapshot
     assert data["source"] == "failure"
     got = {int(f["encoding"], 16): int(f["value"], 16) for f in data["fields"]}

@@ -96,5 +96,5 @@ def test_image_to_dump_command_bad_input(tmp_path, capsys):
     assert main([str(tmp_path / "missing.hvimg"), str(tmp_path / "out.dmp")]) == 2
     assert main(["only-one-arg"]) == 2
     err = capsys.readouterr().err
-    assert "cannot open image" in err and "usage:" in err
+    assert "missing.hvimg does not exist" in err and "usage:" in err
     assert not (tmp_path / "out.dmp").exists()

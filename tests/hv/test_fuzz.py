@@ -26,6 +26,26 @@ def state() -> HvState:
     return _state["s"]
 
 
+def sizes() -> Dict[str, int]:
+    """Bytes of each area, from the driver's own descriptor (its sizes come from offsetof/sizeof):
+    the whole descriptor with its tables and failure record, the VMM context, the vCPU array."""
+    s = state()
+    d = hd.parse(s.blob, s.va["desc"])
+    return {"desc": d.DescriptorSize, "vmm": d.VmmContextSize, "vcpus": d.VcpuSize * d.VcpuCount}
+
+
+def test_fuzzed_areas_cover_the_driver_structures():
+    """The fuzzer's areas are the structures the driver built, end to end (a stale hand-typed size
+    would leave the failure record or the vCPU array unfuzzed)."""
+    s = state()
+    got = sizes()
+    assert got == {"desc": s.facts["sizeof"]["HV_DEBUG_DESCRIPTOR"], "vmm": s.facts["sizeof"]["HV_VMM_CONTEXT"],
+                   "vcpus": 2 * s.facts["sizeof"]["HV_VCPU"]}
+    assert sum(got.values()) == len(s.blob)
+    d = hd.parse(s.blob, s.va["desc"])
+    assert d.FailureOffset and d.FailureOffset < got["desc"]  # the failure record is inside the fuzzed bytes
+
+
 class PagesTarget(Target):
     """A target over a dict of physical pages (bytes), page tables included."""
 
@@ -83,13 +103,14 @@ mutations = st.lists(st.tuples(st.integers(min_value=0, max_value=1 << 20), st.i
 
 
 @SETTINGS
-@given(mutations, st.integers(min_value=0, max_value=6047))
+@given(mutations, st.integers(min_value=0, max_value=1 << 16))
 def test_descriptor_parser_on_corrupted_bytes(muts, cut):
     s = state()
-    blob = bytearray(s.blob[:6048])
+    blob = bytearray(s.blob[:sizes()["desc"]])
     for off, val in muts:
         blob[off % len(blob)] = val
-    data = bytes(blob[:cut]) if cut < 0xA0 else bytes(blob)
+    cut %= len(blob)
+    data = bytes(blob[:cut]) if cut < hd.HEADER_SIZE else bytes(blob)
     try:
         d = hd.parse(data, 0x1000)
     except hd.DescriptorError as e:
@@ -102,7 +123,7 @@ def _corrupted_pages(muts, area: str) -> Dict[int, bytes]:
     s = state()
     pages = {pa: bytearray(p) for pa, p in s.mem.pages.items()}
     base = s.pa[area]
-    size = {"desc": 6048, "vmm": 152, "vcpus": len(s.blob) - 6048 - 152}[area]
+    size = sizes()[area]
     for off, val in muts:
         pa = base + off % size
         pages[pa & ~0xFFF][pa & 0xFFF] = val

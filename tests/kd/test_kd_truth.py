@@ -60,7 +60,7 @@ def assert_processor_truth(run, base: int, n: int) -> None:
     assert checks["CR4.VMXE"]["status"] == "INFO" and "hv.sys" in checks["CR4.VMXE"]["detail"]
     # verify N --refresh: the VMCS hv.sys runs passes every VM-entry check
     v = run.json(base + 3)
-    assert v["result"] == "success" and v["note"].startswith("fresh:"), v
+    assert v["result"] == "success" and v["notes"][0].startswith("fresh:"), v
     # the debugger's registers are the guest's: CR4 through the read shadow
     regs = dict(p.split("=") for p in run.outputs[base + 5].split())
     assert int(regs["cr4"], 16) == int(truth["cr4_seen_by_guest"], 16)

@@ -87,7 +87,7 @@ def test_bad_scenario_names_are_one_line_errors(testdrv):
     for bad in ("nope", "alloc-fail:0", "alloc-fail:x"):
         with pytest.raises(ScenarioError):
             run_scenario(bad, cpus=1, driver=testdrv)
-    with pytest.raises(ScenarioError, match="not found"):
+    with pytest.raises(ScenarioError, match="does not exist"):
         run_scenario("baseline", cpus=1, driver="/nonexistent/hv.sys")
 
 

@@ -307,6 +307,9 @@ GUEST_CASES = [
 
 SUCCESS_CASES = [
     ("the baseline", setf(), None),
+    # SDM 27.3.1.4 checks bits 63:48 only (identical): bit 47 set alone passes VM entry (it was
+    # pinned as a Bochs deviation while the checker read the rule as "canonical")
+    ("64-bit guest RIP with only bit 47 set", setf(GUEST_RIP=NONCANON), None),
     ("MSR bitmap in use", seq(orf(PROC, 1 << 28), scratch("MSR_BITMAP")), None),
     ("usable LDTR", setf(GUEST_LDTR_SELECTOR=0x48, GUEST_LDTR_AR_BYTES=0x82), None),
     ("VPID 1", seq(secondary(1 << 5), setf(VIRTUAL_PROCESSOR_ID=1)), None),
@@ -322,7 +325,9 @@ SUCCESS_CASES = [
 
 # (name, mutate, SDM check id, what Bochs does instead)
 DIVERGENCES = [
-    ("guest RIP non-canonical in 64-bit mode", setf(GUEST_RIP=NONCANON), "guest.rip.canonical", "success"),
+    # SDM 27.3.1.4: bits 63:N identical (N = 48 here); bit 47 alone is not checked (see SUCCESS_CASES)
+    ("64-bit guest RIP with bits 63:48 not identical", setf(GUEST_RIP=0x0001_0000_0000_0000),
+     "guest.rip.canonical", "success"),
     ("virtual NMI injected while NMIs are blocked",
      seq(orf(PIN, (1 << 3) | (1 << 5)), setf(GUEST_INTERRUPTIBILITY_INFO=8), inject(VALID | NMI_T | 2)),
      "guest.interruptibility.virtual_nmi", "success"),
@@ -509,4 +514,162 @@ DIVERGENCES += [
     ("BS set under MOV-SS blocking without single-step", setf(GUEST_INTERRUPTIBILITY_INFO=2,
                                                               GUEST_PENDING_DBG_EXCEPTIONS=1 << 14),
      "guest.pending_dbg.bs_clear", "success"),
+]
+
+
+# -- from the SDM's text where the Bochs CPU model lacks the control ----------------------
+# The checker alone decides these (the model cannot launch them: it lacks the feature, or the
+# probe runs on a 64-bit host outside SMM). Each case changes the capability MSRs the way a
+# processor with the feature reports it (SDM App. A) and, where needed, the processor facts.
+# (name, mutate fields, mutate caps, EntryState keyword arguments, the check the SDM names)
+MSR_BASIC, MSR_PROC, MSR_EXIT, MSR_ENTRY, MSR_MISC, MSR_CR4_FIXED1, MSR_PROC2, MSR_EPT_VPID, MSR_PROC3, MSR_EXIT2 = (
+    0x480, 0x482, 0x483, 0x484, 0x485, 0x489, 0x48B, 0x48C, 0x492, 0x493)
+TRUE_OF = {MSR_PROC: 0x48E, MSR_EXIT: 0x48F, MSR_ENTRY: 0x490}   # SDM A.3.1, A.4, A.5: the TRUE_* twins
+WP, CR4_CET = 1 << 16, 1 << 23
+
+
+def allow(msr, bits):
+    """The control MSR (and its TRUE_* twin) report `bits` as allowed-1 (bits 63:32, SDM A.3-A.5)."""
+    def m(caps):
+        for n in (msr, TRUE_OF.get(msr)):
+            if n is not None and n in caps:
+                caps[n] |= bits << 32
+    return m
+
+
+def require(msr, bits):
+    """The control MSR reports `bits` as allowed-0 = 1 (must be 1) and allowed-1."""
+    def m(caps):
+        caps[msr] |= bits | (bits << 32)
+    return m
+
+
+def set_cap(msr, value):
+    def m(caps):
+        caps[msr] = value
+    return m
+
+
+def clear_cap(msr, bits):
+    def m(caps):
+        caps[msr] &= ~bits
+    return m
+
+
+def caps_seq(*ms):
+    def m(caps):
+        for x in ms:
+            x(caps)
+    return m
+
+
+LOAD_CET_EXIT, LOAD_PKRS_EXIT = 1 << 28, 1 << 29                           # VM-exit controls (SDM 25.7.1)
+LOAD_BNDCFGS, LOAD_RTIT_CTL, LOAD_CET_ENTRY, LOAD_PKRS_ENTRY, ENTRY_TO_SMM = (  # VM-entry controls (25.8.1)
+    1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 10)
+HOST_CET = seq(orf(EXIT, LOAD_CET_EXIT), setf(HOST_S_CET=0, HOST_SSP=0, HOST_INTR_SSP_TABLE=0))
+GUEST_CET = seq(orf(ENTRY, LOAD_CET_ENTRY), setf(GUEST_S_CET=0, GUEST_SSP=0, GUEST_INTR_SSP_TABLE=0))
+LEGACY_HOST = {"host_in_ia32e": False}
+
+
+def host32(v, ctx):
+    """A 32-bit host (host address-space size 0) and a 32-bit guest, as a legacy OS would launch."""
+    legacy(v, ctx)
+    v[EXIT] &= ~(1 << 9)
+    v["HOST_RIP"] &= 0xFFFFFFFF
+    v["HOST_RSP"] &= 0xFFFFFFFF
+    v["HOST_CR4"] &= ~(1 << 17)
+
+
+SDM_CASES = [
+    ("secondary controls: an allowed-0 bit left 0", secondary(0), require(MSR_PROC2, 1 << 5), {},
+     "control.proc2.allowed0"),
+    ("tertiary controls: a bit that is not allowed-1", seq(orf(PROC, 1 << 17), setf(TERTIARY_VM_EXEC_CONTROL=1)),
+     caps_seq(allow(MSR_PROC, 1 << 17), set_cap(MSR_PROC3, 0)), {}, "control.proc3.allowed1"),
+    ("secondary VM-exit controls: a bit that is not allowed-1",
+     seq(orf(EXIT, 1 << 31), setf(SECONDARY_VM_EXIT_CONTROLS=1)),
+     caps_seq(allow(MSR_EXIT, 1 << 31), set_cap(MSR_EXIT2, 0)), {}, "control.exit2.allowed1"),
+    ("EPT accessed/dirty flags the processor lacks",
+     seq(ept(), lambda v, c: v.update(EPT_POINTER=c.scratch | EPTP_WB_4LEVEL | (1 << 6))),
+     clear_cap(MSR_EPT_VPID, 1 << 21), {}, "control.ept.accessed_dirty"),
+    ("Intel PT guest-physical addresses without EPT", secondary(1 << 24), allow(MSR_PROC2, 1 << 24), {},
+     "control.pt_guest_physical.ept"),
+    ("host CR4.CET without CR0.WP", seq(orf("HOST_CR4", CR4_CET), andf("HOST_CR0", WP)),
+     caps_seq(lambda caps: caps.__setitem__(MSR_CR4_FIXED1, caps[MSR_CR4_FIXED1] | CR4_CET)), {},
+     "host.cr4.cet_needs_wp"),
+    ("host IA32_S_CET non-canonical", seq(HOST_CET, setf(HOST_S_CET=NONCANON)), allow(MSR_EXIT, LOAD_CET_EXIT), {},
+     "host.s_cet.canonical"),
+    ("host IA32_S_CET reserved bit 6", seq(HOST_CET, setf(HOST_S_CET=1 << 6)), allow(MSR_EXIT, LOAD_CET_EXIT), {},
+     "host.s_cet.reserved"),
+    ("host IA32_S_CET SUPPRESS and TRACKER", seq(HOST_CET, setf(HOST_S_CET=(1 << 10) | (1 << 11))),
+     allow(MSR_EXIT, LOAD_CET_EXIT), {}, "host.s_cet.suppress_tracker"),
+    ("host SSP non-canonical", seq(HOST_CET, setf(HOST_SSP=NONCANON)), allow(MSR_EXIT, LOAD_CET_EXIT), {},
+     "host.ssp.canonical"),
+    ("host SSP not 4-byte aligned", seq(HOST_CET, setf(HOST_SSP=0x1002)), allow(MSR_EXIT, LOAD_CET_EXIT), {},
+     "host.ssp.aligned"),
+    ("host interrupt SSP table non-canonical", seq(HOST_CET, setf(HOST_INTR_SSP_TABLE=NONCANON)),
+     allow(MSR_EXIT, LOAD_CET_EXIT), {}, "host.ssp_table.canonical"),
+    ("host IA32_PKRS bit 32", seq(orf(EXIT, LOAD_PKRS_EXIT), setf(HOST_IA32_PKRS=1 << 32)),
+     allow(MSR_EXIT, LOAD_PKRS_EXIT), {}, "host.pkrs.reserved"),
+    ("32-bit host with an IA-32e guest", seq(host32, orf(ENTRY, 1 << 9)), None, LEGACY_HOST,
+     "host.size.guest_needs_64bit_host"),
+    ("64-bit host controls on a processor outside IA-32e mode", setf(), None, LEGACY_HOST,
+     "host.size.legacy_processor"),
+    ("32-bit host with CR4.PCIDE", seq(host32, orf("HOST_CR4", 1 << 17)), None, LEGACY_HOST, "host.size.pcide_32bit"),
+    ("32-bit host with RIP bits 63:32", seq(host32, setf(HOST_RIP=1 << 32)), None, LEGACY_HOST,
+     "host.size.rip_32bit"),
+    ("guest CR4.CET without CR0.WP", seq(orf("GUEST_CR4", CR4_CET), andf("GUEST_CR0", WP)),
+     lambda caps: caps.__setitem__(MSR_CR4_FIXED1, caps[MSR_CR4_FIXED1] | CR4_CET), {}, "guest.cr4.cet_needs_wp"),
+    ("guest IA32_S_CET non-canonical", seq(GUEST_CET, setf(GUEST_S_CET=NONCANON)), allow(MSR_ENTRY, LOAD_CET_ENTRY),
+     {}, "guest.s_cet.canonical"),
+    ("guest IA32_S_CET reserved bit 9", seq(GUEST_CET, setf(GUEST_S_CET=1 << 9)), allow(MSR_ENTRY, LOAD_CET_ENTRY),
+     {}, "guest.s_cet.reserved"),
+    ("guest IA32_S_CET SUPPRESS and TRACKER", seq(GUEST_CET, setf(GUEST_S_CET=(1 << 10) | (1 << 11))),
+     allow(MSR_ENTRY, LOAD_CET_ENTRY), {}, "guest.s_cet.suppress_tracker"),
+    ("guest SSP non-canonical", seq(GUEST_CET, setf(GUEST_SSP=NONCANON)), allow(MSR_ENTRY, LOAD_CET_ENTRY), {},
+     "guest.ssp.canonical"),
+    ("guest SSP not 4-byte aligned", seq(GUEST_CET, setf(GUEST_SSP=0x1001)), allow(MSR_ENTRY, LOAD_CET_ENTRY), {},
+     "guest.ssp.aligned"),
+    ("guest interrupt SSP table non-canonical", seq(GUEST_CET, setf(GUEST_INTR_SSP_TABLE=NONCANON)),
+     allow(MSR_ENTRY, LOAD_CET_ENTRY), {}, "guest.ssp_table.canonical"),
+    ("guest IA32_BNDCFGS reserved bit 2", seq(orf(ENTRY, LOAD_BNDCFGS), setf(GUEST_BNDCFGS=1 << 2)),
+     allow(MSR_ENTRY, LOAD_BNDCFGS), {}, "guest.bndcfgs.reserved"),
+    ("guest IA32_BNDCFGS base non-canonical", seq(orf(ENTRY, LOAD_BNDCFGS), setf(GUEST_BNDCFGS=NONCANON)),
+     allow(MSR_ENTRY, LOAD_BNDCFGS), {}, "guest.bndcfgs.canonical"),
+    ("guest IA32_RTIT_CTL reserved bit 18", seq(orf(ENTRY, LOAD_RTIT_CTL), setf(GUEST_IA32_RTIT_CTL=1 << 18)),
+     allow(MSR_ENTRY, LOAD_RTIT_CTL), {}, "guest.rtit_ctl.reserved"),
+    ("guest IA32_PKRS bit 32", seq(orf(ENTRY, LOAD_PKRS_ENTRY), setf(GUEST_IA32_PKRS=1 << 32)),
+     allow(MSR_ENTRY, LOAD_PKRS_ENTRY), {}, "guest.pkrs.reserved"),
+    ("entry to SMM into wait-for-SIPI", seq(orf(ENTRY, ENTRY_TO_SMM), setf(GUEST_ACTIVITY_STATE=3,
+                                                                           GUEST_INTERRUPTIBILITY_INFO=4)),
+     caps_seq(allow(MSR_ENTRY, ENTRY_TO_SMM), lambda caps: caps.__setitem__(MSR_MISC, caps[MSR_MISC] | (1 << 8))),
+     {"in_smm": True}, "guest.activity.smm_not_wait_sipi"),
+    ("entry to SMM without blocking by SMI", orf(ENTRY, ENTRY_TO_SMM), allow(MSR_ENTRY, ENTRY_TO_SMM),
+     {"in_smm": True}, "guest.interruptibility.smi_entry_to_smm"),
+]
+
+def v8086_segments_in_ia32e(v, ctx):
+    """RFLAGS.VM = 1 in the 64-bit baseline, with segments that pass the virtual-8086 checks
+    (which come first) and a RIP within 32 bits: what is left to fail is RFLAGS.VM itself."""
+    kept = {k: v[k] for k in ("GUEST_CR0", "GUEST_CR3", "GUEST_CR4", "GUEST_RSP", "GUEST_GDTR_BASE",
+                              "GUEST_IDTR_BASE", "GUEST_TR_BASE")}
+    v8086(v, ctx)
+    v.update(kept)
+    v[ENTRY] |= 1 << 9
+    v["GUEST_RIP"] = 0x1000
+
+
+def ia32e_unpaged(v, ctx):
+    """An unrestricted IA-32e guest with CR0.PE but not CR0.PG (64-bit code segment)."""
+    unrestricted(0x30)(v, ctx)
+    v[ENTRY] |= 1 << 9
+    v["GUEST_CS_AR_BYTES"] = 0xA09B
+
+
+GUEST_CASES += [
+    ("RFLAGS.VM in an IA-32e guest (past the virtual-8086 segment checks)", v8086_segments_in_ia32e,
+     "guest.rflags.vm"),
+    ("IA-32e guest without CR0.PG (unrestricted)", ia32e_unpaged, "guest.ia32e.pg"),
+]
+HOST_CASES += [
+    ("host SS 0 with host address-space size 0", seq(andf(EXIT, 1 << 9), setf(HOST_SS_SELECTOR=0)), "host.ss.nonzero"),
 ]

@@ -59,7 +59,7 @@ def test_json_schema_per_group(tmp_path, lab_state, change, result, error, reaso
 
 def test_text_names_field_value_and_section(tmp_path, lab_state):
     fp, cp = _write(tmp_path, *lab_state, GUEST_TR_AR_BYTES=0x89)
-    code, out, _ = run_cli(["verify", "--fields", fp, "--caps", cp])
+    code, out, _ = run_cli(["--wide", "verify", "--fields", fp, "--caps", cp])
     assert code == 1
     assert "VM entry fails: VM exit 0x80000021 (invalid guest state), exit qualification 0" in out
     assert ("first failure (what the processor reports): GUEST_TR_AR_BYTES = 0x0089: type must be 11 "
@@ -131,10 +131,69 @@ def test_true_msrs_required_when_basic_says_so(tmp_path, lab_state):
     (["verify"], "say what to check"),
     (["verify", "--fields", "x.json"], "say what to check"),
     (["verify", "1", "--fields", "a", "--caps", "b"], "not both"),
-    (["verify", "--fields", "/nonexistent/f.json", "--caps", "/nonexistent/c.json"], "cannot read fields file"),
+    (["verify", "--fields", "/nonexistent/f.json", "--caps", "/nonexistent/c.json"], "fields file /nonexistent/f.json does not exist"),
     (["verify", "--maxphyaddr", "99", "--fields", "a", "--caps", "b"], "out of range"),
     (["verify", "0"], "give --image FILE or --dump FILE"),
 ])
 def test_usage_errors(argv, needle):
     code, out, err = run_cli(argv)
     assert code == 2 and out == "" and needle in err and "\n" not in err, err
+
+
+def test_skipped_checks_are_a_distinct_outcome(tmp_path, lab_state):
+    """A link pointer of 0 (the classic beginner bug): the revision check needs memory that a fields
+    file does not give. Before: "VM entry passes every check" and exit code 0."""
+    fp, cp = _write(tmp_path, *lab_state, VMCS_LINK_POINTER=0)
+    code, out, err = run_cli(["verify", "--fields", fp, "--caps", cp])
+    assert code == 1 and "passes every check" not in out
+    assert "UNVERIFIED: no check fails, but 2 checks could not run" in out
+    assert "not checked: guest.link.revision (SDM 27.3.1.5): needs memory" in out.replace("\n  ", " ")
+    assert "warning: VMCS_LINK_POINTER = 0x0000000000000000 with VMCS shadowing off almost always fails" in out
+    code, out, _ = run_cli(["--json", "verify", "--fields", fp, "--caps", cp])
+    d = json.loads(out)
+    assert code == 1 and d["result"] == "unverified" and d["failures"] == []
+    assert [c["id"] for c in d["not_checked"]] == ["guest.link.revision", "guest.link.not_current"]
+    assert d["not_checked"][0]["why"].startswith("needs memory") and len(d["warnings"]) == 1
+
+
+def _image_with_link_pointer(tmp_path, link):
+    from tests.arch.bochs_caps import BOCHS_MSRS
+    from tests.hv.builder import HvState
+
+    s = HvState(vcpus=2)
+    s.region_revision = [4, 5]
+    s.snapshots[0][by_name("VMCS_LINK_POINTER").encoding] = link(s)
+    s.build()
+    return s.write_image(str(tmp_path / "lp.hvimg"), msrs=BOCHS_MSRS)
+
+
+def test_on_a_target_the_link_pointer_is_read(tmp_path):
+    # the link pointer names vCPU 1's VMCS region, whose revision id is 5 (the processor's is 4);
+    # the builder lays regions out the same way every time: a first build gives the address
+    from tests.hv.builder import HvState
+    vmcs1 = HvState(vcpus=2).build().regions[1]["vmcs_pa"]
+    path = _image_with_link_pointer(tmp_path, lambda s: vmcs1)
+    code, out, _ = run_cli(["--json", "--image", path, "verify", "0", "--all"])
+    checks = {c["id"]: c for c in json.loads(out)["checks"]}
+    assert checks["guest.link.revision"]["status"] == "FAIL"
+    assert "the linked VMCS has revision 0x5, the processor's is 0x4" in checks["guest.link.revision"]["message"]
+    path = _image_with_link_pointer(tmp_path, lambda s: 0)  # physical 0 is not in the image
+    code, out, _ = run_cli(["--json", "--image", path, "verify", "0"])
+    d = json.loads(out)
+    assert d["not_checked"][0]["why"] == "needs memory: physical 0x0 (the link pointer) is not in the target"
+    assert "shadowing off almost always fails" in d["warnings"][0]
+
+
+def test_a_forbidden_activate_bit_is_error_7_not_a_missing_msr(tmp_path, lab_state):
+    """Primary bit 17 (activate tertiary controls) on a CPU whose capability MSR forbids it: the
+    verdict is the primary-control violation, which needs no 0x492. Before: "caps file lacks MSR 0x492"."""
+    fields, caps, maxphy = lab_state
+    proc = by_name("CPU_BASED_VM_EXEC_CONTROL").encoding
+    f = dict(fields)
+    f[proc] |= 1 << 17
+    assert not (caps[0x48e] >> 32) >> 17 & 1  # the emulated CPU cannot activate tertiary controls
+    fp, cp = _write(tmp_path, f, {k: v for k, v in caps.items() if k != 0x492}, maxphy)
+    code, out, err = run_cli(["--json", "verify", "--fields", fp, "--caps", cp])
+    d = json.loads(out)
+    assert code == 1 and d["result"] == "vmfail_valid" and d["vm_instruction_error"] == 7, err
+    assert d["failures"][0]["id"].startswith("control.proc")

@@ -145,3 +145,41 @@ def test_documented_bochs_divergence(probe, name, mutate, check_id, bochs):
         assert verdict.failures and verdict.failures[0].check.id == check_id
     assert cpu.short() == bochs
     assert not same(verdict, cpu)
+
+
+def sdm_state(probe, mutate, change_caps, kwargs):
+    """An SDM-only case as the checker sees it: the probe's baseline, changed, with capability MSRs
+    changed the way a processor with the feature reports them."""
+    ctx = Ctx(probe)
+    probe.m.write_phys(probe.scratch_pa, bytes(4096))
+    v = _named(probe.baseline())
+    mutate(v, ctx)
+    caps = probe.caps()
+    if change_caps is not None:
+        change_caps(caps)
+    return ec.EntryState(_encoded(v), caps, maxphyaddr=probe.maxphyaddr(),
+                         read_physical=lambda pa, n: _read_or_none(probe, pa, n), vmcs_address=probe.vmcs_pa,
+                         sgx=probe.sgx(), **kwargs)
+
+
+@pytest.mark.parametrize("name,mutate,change_caps,kwargs,check_id", C.SDM_CASES, ids=[c[0] for c in C.SDM_CASES])
+def test_sdm_only_case(probe, name, mutate, change_caps, kwargs, check_id):
+    """Rules the CPU model cannot show (it lacks the feature, or the probe's host is 64-bit and
+    outside SMM): the checker names the check the SDM's text says fails, and the changed
+    capabilities alone leave the baseline valid (the case's field change is what breaks it)."""
+    verdict = ec.evaluate(sdm_state(probe, mutate, change_caps, kwargs))
+    assert verdict.failures and verdict.failures[0].check.id == check_id, [o.check.id for o in verdict.failures]
+    if not kwargs:
+        clean = ec.evaluate(sdm_state(probe, C.setf(), change_caps, kwargs))
+        assert clean.result == "success", [o.message for o in clean.failures]
+
+
+def test_every_check_is_the_first_failure_of_some_case():
+    """No VM-entry check can be deleted without a test failing: each one is the first failure
+    the checker must report for at least one case (CPU-backed, a documented divergence, or SDM-only)."""
+    pinned = {c[2] for c in C.CONTROL_CASES + C.HOST_CASES + C.GUEST_CASES}
+    pinned |= {c[2] for c in C.DIVERGENCES if c[2]} | {c[4] for c in C.SDM_CASES}
+    assert [c.id for c in ec.CHECKS if c.id not in pinned] == []
+    assert pinned <= set(ec.BY_ID)
+    names = [c[0] for c in ALL + C.DIVERGENCES + C.SDM_CASES]
+    assert len(names) == len(set(names))

@@ -129,7 +129,7 @@ def test_bad_map_one_line_naming_what_is_missing(sevendays, tmp_path, change, me
 
 def test_unreadable_maps(sevendays, tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
-    for path, message in ((str(tmp_path / "missing.json"), "cannot read the map"),
+    for path, message in ((str(tmp_path / "missing.json"), "missing.json does not exist"),
                           (str(tmp_path / "broken.json"), "is not valid JSON")):
         code, out, err = run_cli(["--symbols", sevendays["pdb"], "--map", path, "map"])
         assert code == 2 and err.count("\n") == 0 and message in err, err

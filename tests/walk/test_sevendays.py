@@ -225,7 +225,7 @@ def test_verify_checks_the_region_of_a_driver_without_snapshot(lab_images, seven
     code, out, err = run_cli(["--image", image, "--symbols", sevendays["pdb"], "--json", "verify", "1"])
     assert code == 0, err
     data = json.loads(out)
-    assert data["result"] == "success" and "region*" in data["note"]
+    assert data["result"] == "success" and "region*" in data["notes"][0]
     crash = str(tmp_path / "lf.hvimg")
     run_scenario("launch-failure", cpus=2, driver=sevendays["clang"], image=crash, raise_on_crash=False)
     code, out, err = run_cli(["--image", crash, "--symbols", sevendays["pdb"], "--json", "verify", "1"])

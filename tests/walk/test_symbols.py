@@ -84,7 +84,7 @@ def test_isf_json_is_read_as_it_is(sevendays, tmp_path):
 
 
 @pytest.mark.parametrize("content,message", [
-    (None, "not found"),
+    (None, "does not exist"),  # windbg_ext/paths.py: which kind of path, not "not found" for a directory too
     (b"\x00\x01garbage", "neither a PDB nor ISF JSON"),
     (b'{"hello": 1}', "is not an ISF symbol file"),
     (b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\x00\x00\x00" + bytes(64), "cannot convert"),

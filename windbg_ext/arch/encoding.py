@@ -35,7 +35,7 @@ def decode_encoding(value: int) -> EncodingParts:
     """Splits a 32-bit value into its encoding parts and says what is invalid."""
     problems: List[str] = []
     if value < 0 or value > 0xFFFFFFFF:
-        problems.append("0x%x does not fit in 32 bits" % value)
+        problems.append("%s0x%x does not fit in 32 bits" % ("-" if value < 0 else "", abs(value)))
         value &= 0xFFFFFFFF
     access = ACCESS_NAMES[value & 1]
     index = (value >> 1) & 0x1FF

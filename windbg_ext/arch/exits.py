@@ -96,7 +96,12 @@ EXIT_REASONS: Dict[int, ExitReason] = {
     79: _r("WRMSRLIST", "guest executed WRMSRLIST"),
     80: _r("URDMSR", "guest executed URDMSR"),
     81: _r("UWRMSR", "guest executed UWRMSR"),
+    84: _r("RDMSR_IMM", "guest executed RDMSR with an immediate MSR index (the immediate form)"),
+    85: _r("WRMSRNS_IMM", "guest executed WRMSRNS with an immediate MSR index (the immediate form)"),
 }
+
+# 28.2.1 / 27.8: bit 31 (VM-entry failure) comes only with these basic reasons
+ENTRY_FAILURE_REASONS = (33, 34, 41)
 
 ENTRY_FAILURE_BIT = 31  # 28.2.1: "VM-entry failure (0 = true VM exit; 1 = VM-entry failure)"
 
@@ -158,7 +163,8 @@ def _dr_access(q: int) -> Qual:  # Table 28-4
 
 
 def _io(q: int) -> Qual:  # Table 28-5
-    return [("size", _bits(q, 0, 2) + 1, "access size in bytes (bits 2:0 + 1)"),
+    return [("size", IO_SIZE_ENCODINGS.get(_bits(q, 0, 2), "not used (%d)" % _bits(q, 0, 2)),
+             "access size in bytes (bits 2:0: 0, 1, 3 = 1, 2, 4)"),
             ("direction", "IN" if q >> 3 & 1 else "OUT", "bit 3"),
             ("string", bool(q >> 4 & 1), "string instruction (INS/OUTS)"),
             ("rep", bool(q >> 5 & 1), "REP prefixed"),
@@ -248,6 +254,66 @@ def decode_qualification(basic_reason: int, qual: int) -> Qual:
     if decoder is None:
         return [("qualification", "0x%x" % qual, "no structured qualification for this exit reason")]
     return decoder(qual)
+
+
+# What an exit qualification can hold: the bits each table defines (the rest are not defined
+# by the SDM and a processor writes 0 there) and the values a field can take.
+QUALIFICATION_DEFINED_BITS: Dict[int, Tuple[int, str]] = {
+    9: (0xC000FFFF, "Table 28-2"),     # task switch: 15:0 selector, 31:30 source
+    28: (0xFFFF0F7F, "Table 28-3"),    # CR access: 3:0, 5:4, 6, 11:8, 31:16
+    29: (0x00000F17, "Table 28-4"),    # DR access: 2:0, 4, 11:8
+    30: (0xFFFF007F, "Table 28-5"),    # I/O: 2:0, 3, 4, 5, 6, 31:16
+    44: (0x0001FFFF, "Table 28-6"),    # APIC access: 11:0, 15:12, 16
+    48: (0x0001FFFF, "Table 28-7"),    # EPT violation: bits 16:0
+}
+MOV_CR_REGISTERS = (0, 3, 4, 8)        # Table 28-3: CR0, CR3, CR4, CR8 (CLTS and LMSW report 0)
+IO_SIZE_ENCODINGS = {0: 1, 1: 2, 3: 4}  # Table 28-5 bits 2:0: 1, 2 or 4 bytes; other values are not used
+APIC_ACCESS_TYPES = (0, 1, 2, 3, 10, 15)  # Table 28-6 bits 15:12
+
+
+def _bit_list(mask: int) -> str:
+    """0x1008 -> "bits 12, 3"."""
+    bits = [str(b) for b in range(63, -1, -1) if mask >> b & 1]
+    return "bit%s %s" % ("s" if len(bits) > 1 else "", ", ".join(bits))
+
+
+def exit_reason_problems(value: int) -> List[str]:
+    """What no processor reports in an exit-reason field (SDM 28.2.1), as sentences."""
+    out = []
+    basic = value & 0xFFFF
+    reserved = decode_exit_reason(value)["reserved_bits"]
+    if reserved:
+        out.append("%s set: reserved in the exit-reason field, a processor writes 0 there (SDM 28.2.1)"
+                   % _bit_list(reserved))
+    if value >> ENTRY_FAILURE_BIT & 1 and basic not in ENTRY_FAILURE_REASONS:
+        out.append("bit 31 (VM-entry failure) comes only with basic reasons 33, 34 and 41 (SDM 28.2.1), not %d"
+                   % basic)
+    return out
+
+
+def qualification_problems(basic_reason: int, qual: int) -> List[str]:
+    """Values a processor never writes into the exit qualification of this
+    basic reason (SDM 28.2.1 tables), as sentences; [] when it is plausible."""
+    basic = basic_reason & 0xFFFF
+    out = []
+    defined = QUALIFICATION_DEFINED_BITS.get(basic)
+    undefined = qual & ~defined[0] & 0xFFFFFFFFFFFFFFFF if defined is not None else 0
+    if undefined:
+        out.append("%s set: the SDM defines no such bits for this exit (%s)" % (_bit_list(undefined), defined[1]))
+    if basic == 28:
+        cr, access = _bits(qual, 0, 3), _bits(qual, 4, 5)
+        if access in (0, 1) and cr not in MOV_CR_REGISTERS:
+            out.append("CR%d: MOV-CR exits report only CR0, CR3, CR4 or CR8 (Table 28-3)" % cr)
+        if access in (2, 3) and cr != 0:
+            out.append("CLTS and LMSW exits report CR0, not CR%d (Table 28-3)" % cr)
+    if basic == 30 and _bits(qual, 0, 2) not in IO_SIZE_ENCODINGS:
+        out.append("size encoding %d in bits 2:0: only 0, 1 and 3 (1, 2, 4 bytes) are used (Table 28-5)"
+                   % _bits(qual, 0, 2))
+    if basic == 44 and _bits(qual, 12, 15) not in APIC_ACCESS_TYPES:
+        out.append("access type %d in bits 15:12 is not defined (Table 28-6)" % _bits(qual, 12, 15))
+    if basic == 33 and qual not in _ENTRY_FAIL:
+        out.append("exit qualification %d is not defined for a VM-entry failure (SDM 27.8)" % qual)
+    return out
 
 
 # -- interruption information (25.8.3 entry, 25.9.2 exit, 25.9.3 IDT vectoring)

@@ -378,20 +378,18 @@ def _unknown_name_message(text: str) -> str:
 
 
 def _parse_number(text: str):
-    s = text.strip().replace("`", "").replace("_", "")
+    """An encoding in WinDbg syntax (bare numbers are hex, as WinDbg shows
+    encodings: 681e; 0n26654 is decimal), or None if `text` is not a number."""
+    from windbg_ext.number_syntax import NumberError, parse_number
     try:
-        if s.lower().startswith("0x"):
-            return int(s, 16)
-        if s.isdigit():
-            return int(s, 10)
-    except ValueError:
+        return parse_number(text, "hex", "encoding")
+    except NumberError:
         return None
-    return None
 
 
 def lookup(text) -> Tuple[Field, str]:
     """A name (any case, with/without VMCS_ prefixes, *_HIGH suffix) or an
-    encoding (int, decimal or 0x hex) -> (Field, access "full"|"high").
+    encoding (int, or WinDbg syntax: 681e, 0x681e, 0n26654) -> (Field, access "full"|"high").
     Raises FieldLookupError with a one-line message."""
     if isinstance(text, int):
         value = text

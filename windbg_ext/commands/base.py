@@ -21,31 +21,20 @@ class CommandError(InputError):
     """Bad input or an unusable target: a one-line message for the user."""
 
 
-def parse_int(text: str, what: str = "number") -> int:
-    """Accepts 0x-prefixed hex, plain hex with a trailing h/`, and decimal.
-    WinDbg users type `fffff801`12345678`: backticks are dropped."""
-    s = str(text).strip().replace("`", "").replace("_", "")
+def parse_int(text: str, what: str = "number", kind: str = "hex") -> int:
+    """A number in WinDbg syntax (windbg_ext/number_syntax.py): 0x / h suffix /
+    backticks = hex, 0n = decimal, a bare number by the rule of `kind`."""
+    from windbg_ext.number_syntax import NumberError, parse_number
     try:
-        if s.lower().startswith("0x"):
-            return int(s, 16)
-        if s.lower().endswith("h"):
-            return int(s[:-1], 16)
-        return int(s, 10)
-    except ValueError:
-        try:
-            return int(s, 16)  # WinDbg's default radix is 16
-        except ValueError:
-            raise CommandError("%s %r is not a number (use decimal or 0x-prefixed hex)" % (what, text))
+        return parse_number(text, kind, what)
+    except NumberError as e:
+        raise CommandError(str(e))
 
 
 def parse_index(text: str, what: str = "vCPU index") -> int:
-    """A vCPU or processor number: decimal or 0x-prefixed hex only. Bare hex
-    (`abc`) is refused here: `vcpu abc` is a typo, not vCPU 2748."""
-    s = str(text).strip()
-    try:
-        return int(s, 16) if s.lower().startswith(("0x", "-0x")) else int(s, 10)
-    except ValueError:
-        raise CommandError("%s %r is not a number (use decimal, e.g. 0, 1, 2)" % (what, text))
+    """A vCPU or processor number: bare numbers are decimal (`vcpu abc` is a
+    typo, not vCPU 2748); 0x.. and 0n.. work too."""
+    return parse_int(text, what, "decimal")
 
 
 Json = Dict[str, Any]

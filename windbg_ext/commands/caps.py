@@ -46,6 +46,24 @@ def _parse_msr_args(items: List[str]) -> Dict[int, int]:
     return values
 
 
+def _given_but_unused(values: Dict[int, int], rep: Dict[str, Any]) -> List[Tuple[int, str]]:
+    """(msr, why) for each --msr value that no section decoded: a TRUE_* MSR is read in place of
+    the original control MSR only when IA32_VMX_BASIC bit 55 says it exists (SDM A.1, A.2)."""
+    from windbg_ext.arch import capabilities as C
+
+    used = {int(str(c["msr"]), 16) for c in rep["controls"].values() if "missing" not in c}
+    true_msrs = [m for m, (name, _) in C.VMX_MSRS.items() if name.startswith("IA32_VMX_TRUE_")]
+    out = []
+    for msr in sorted(values):
+        if msr in true_msrs and msr not in used:
+            if C.IA32_VMX_BASIC not in values:
+                why = "a TRUE_* MSR is used only when IA32_VMX_BASIC bit 55 is 1: give --msr 0x480=... too"
+            else:
+                why = "IA32_VMX_BASIC bit 55 is 0: this processor has no TRUE_* MSRs"
+            out.append((msr, why))
+    return out
+
+
 def read_capabilities(target, cpu: int) -> Tuple[Dict[int, int], Dict[int, str]]:
     """Reads the first batch, then only the MSRs the first batch says exist
     (reading an absent MSR faults on real hardware). Returns (values, why absent)."""
@@ -75,14 +93,24 @@ def _name(msr: int) -> str:
     return "%s (0x%x)" % (msr_name(msr), msr)
 
 
-def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
+def _render(r: Report, rep: Dict[str, Any], label: str, given: bool = False) -> None:
+    """given: the values came from --msr: an MSR not given gets no section of its own
+    (one line lists them at the end), not a "not given" paragraph each."""
+    skipped: List[str] = []
+
+    def absent(name: str, why: str, short: str) -> None:
+        if given:
+            skipped.append(short)
+        else:
+            r.text("%s: %s" % (name, why))
+
     fc = rep["feature_control"]
 
     def value(msr: int) -> str:  # describe() keys its "msrs" by "0x%x"
         return rep["msrs"]["0x%x" % msr]
 
     if "missing" in fc:
-        r.text("%s: %s" % (_name(C.IA32_FEATURE_CONTROL), fc["missing"]))
+        absent(_name(C.IA32_FEATURE_CONTROL), fc["missing"], "0x%x" % C.IA32_FEATURE_CONTROL)
     else:
         rows = [[bit, key, _yn(fc[key]), meaning] for bit, (key, meaning) in sorted(C.FEATURE_CONTROL_BITS.items())]
         r.table(["bit", "name", "set", "meaning"], rows,
@@ -96,7 +124,9 @@ def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
             r.text("  locked with VMX outside SMX disabled: VMXON raises #GP; enable VT-x in the firmware setup")
     basic = rep["basic"]
     if "missing" in basic:
-        r.text("%s: %s; without it nothing else can be decoded" % (_name(C.IA32_VMX_BASIC), basic["missing"]))
+        absent(_name(C.IA32_VMX_BASIC), "%s; without it the TRUE_* MSRs (0x48d-0x490) are not used and the region "
+                                       "size and revision id are unknown" % basic["missing"],
+               "0x%x" % C.IA32_VMX_BASIC)
     else:
         rows = [["30:0", "VMCS revision identifier", "%d (0x%x)" % (basic["revision_id"], basic["revision_id"])],
                 ["44:32", "VMXON/VMCS region size", "%d bytes" % basic["region_size"]],
@@ -109,7 +139,7 @@ def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
         r.table(["bit(s)", "meaning", "value"], rows, title="%s = %s" % (_name(C.IA32_VMX_BASIC), value(C.IA32_VMX_BASIC)))
     for kind, c in rep["controls"].items():
         if "missing" in c:
-            r.text("%s (%s %s): %s" % (c["title"], c["msr_name"], c["msr"], c["missing"]))
+            absent("%s (%s %s)" % (c["title"], c["msr_name"], c["msr"]), c["missing"], c["msr"])
             continue
         rows = [[b["bit"], b["name"], _yn(b["allowed0"]), _yn(b["allowed1"]), b["setting"]] for b in c["bits"]]
         r.table(["bit", "control", "can be 0", "can be 1", "your driver"], rows,
@@ -129,7 +159,7 @@ def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
     for reg in ("cr0", "cr4"):
         f = rep[reg]
         if "missing" in f:
-            r.text("%s fixed bits: %s" % (f["register"], f["missing"]))
+            absent("%s fixed bits" % f["register"], f["missing"], "%s fixed bits" % f["register"])
             continue
         rows = [[b["bit"], b["name"], _yn(b["fixed0"]), _yn(b["fixed1"]), b["setting"]] for b in f["bits"]]
         r.table(["bit", "name", "FIXED0", "FIXED1", "in VMX operation"], rows,
@@ -139,20 +169,25 @@ def _render(r: Report, rep: Dict[str, Any], label: str) -> None:
             " ".join(f["must_clear_names"]) or "no named bit", f["must_be_zero"]))
     misc = rep["misc"]
     if "missing" in misc:
-        r.text("%s: %s" % (_name(C.IA32_VMX_MISC), misc["missing"]))
+        absent(_name(C.IA32_VMX_MISC), misc["missing"], "0x%x" % C.IA32_VMX_MISC)
     else:
         rows = [[k.replace("_", " "), v if not isinstance(v, bool) else _yn(v)] for k, v in misc.items()]
         r.table(["capability", "value"], rows, title="%s = %s" % (_name(C.IA32_VMX_MISC), value(C.IA32_VMX_MISC)))
     enum = rep["vmcs_enum"]
-    r.text("%s: %s" % (_name(C.IA32_VMX_VMCS_ENUM), enum["missing"] if "missing" in enum else
-                       "highest VMCS field index = %d (0x%x)" % (enum["max_index"], enum["max_index"])))
+    if "missing" in enum:
+        absent(_name(C.IA32_VMX_VMCS_ENUM), enum["missing"], "0x%x" % C.IA32_VMX_VMCS_ENUM)
+    else:
+        r.text("%s: highest VMCS field index = %d (0x%x)" % (_name(C.IA32_VMX_VMCS_ENUM), enum["max_index"],
+                                                             enum["max_index"]))
     for key, msr in (("ept_vpid", C.IA32_VMX_EPT_VPID_CAP), ("vmfunc", C.IA32_VMX_VMFUNC)):
         d = rep[key]
         if "missing" in d:
-            r.text("%s: %s" % (_name(msr), d["missing"]))
+            absent(_name(msr), d["missing"], "0x%x" % msr)
             continue
         rows = [[k, _yn(v) if isinstance(v, bool) else v] for k, v in d.items()]
         r.table(["capability", "supported"], rows, title="%s = %s" % (_name(msr), value(msr)))
+    if skipped:
+        r.text("not given, so not decoded: " + ", ".join(skipped))
 
 
 def run(ctx, args) -> Report:
@@ -161,8 +196,12 @@ def run(ctx, args) -> Report:
             raise CommandError("--msr decodes the values you give; --cpu/--all read a target: use one or the other")
         values = _parse_msr_args(args.msr)
         rep = describe(values)
-        r = Report(data={"source": "given", "cpus": [dict(rep, cpu=None)]})
-        _render(r, rep, "")
+        unused = _given_but_unused(values, rep)
+        r = Report(data={"source": "given", "cpus": [dict(rep, cpu=None)],
+                         "not_decoded": [{"msr": "0x%x" % m, "why": why} for m, why in unused]})
+        _render(r, rep, "", given=True)
+        for msr, why in unused:  # before: silently ignored (e.g. --msr 0x48d=... alone)
+            r.text("%s was given but not decoded: %s" % (_name(msr), why))
         return r
     if args.cpu is not None and args.all:
         raise CommandError("give --cpu N or --all, not both")
@@ -189,8 +228,7 @@ def run(ctx, args) -> Report:
             absent = {m: "unknown on this processor; hv.sys did not record it" for m in FIRST_READ if m not in values}
             unknown = "%s: showing the capability MSRs hv.sys read at load instead" % e
         if not values:
-            raise CommandError("no VMX capability MSR of processor %d could be read on this target (%s): run caps "
-                               "live in WinDbg, or decode values you have with caps --msr 0x480=0x..."
+            raise CommandError("no capability MSRs for processor %d (%s): run caps live, or caps --msr 0x480=0x..."
                                % (cpu, target.no_msrs_reason or "IA32_FEATURE_CONTROL and IA32_VMX_BASIC are absent"))
         rep = describe(values, absent)
         reports.append(dict(rep, cpu=cpu, source="hv.sys's VMM context" if unknown else "processor %d" % cpu))

@@ -44,7 +44,7 @@ def run(ctx, args) -> Report:
         if named in dict(dbgprint.LEVELS):
             raise CommandError("level %s: ERROR, WARNING, TRACE and INFO are always shown; --level adds a numeric "
                                "Level (0..31 = bit index, larger = explicit mask)" % text)
-        value = parse_int(text, "level")
+        value = parse_int(text, "level", "decimal")
         if not 0 <= value <= 0xFFFFFFFF:
             raise CommandError("level %s is outside 0..0xffffffff (DbgPrintEx takes a ULONG)" % text)
         extra.append(("explicit", value))

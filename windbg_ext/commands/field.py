@@ -16,7 +16,7 @@ NEEDS_TARGET = False
 def add_arguments(p) -> None:
     p.add_argument("fields", nargs="*", metavar="NAME|ENCODING",
                    help="field name (GUEST_RIP, vmcs_guest_rip, GUEST_ES_AR_BYTES, IO_BITMAP_A_HIGH) "
-                        "or encoding (0x681e, 26654)")
+                        "or encoding in WinDbg syntax (681e, 0x681e, 0n26654)")
     p.add_argument("--all", action="store_true", help="list every field of the catalogue")
     p.add_argument("--type", choices=("guest", "host", "control", "exit"),
                    help="with --all: only fields of this type (exit = read-only VM-exit information)")
@@ -26,13 +26,21 @@ def add_arguments(p) -> None:
 def field_json(field, access: str) -> Dict[str, Any]:
     enc = field.encoding | (1 if access == "high" else 0)
     return {"name": field.name + ("_HIGH" if access == "high" else ""), "field": field.name,
-            "encoding": "0x%04x" % enc, "width": field.width, "type": field.type, "access": access,
+            "encoding": "0x%04x" % enc, "width": _bits(field.width), "natural_width": field.width == "natural",
+            "type": field.type, "access": access,
             "index": decode_encoding(enc).index, "readonly": field.readonly, "meaning": field.meaning, "sdm": field.sdm}
 
 
 def _row(d: Dict[str, Any], dml_link: bool) -> List[Any]:
     name = Link(d["name"], "field " + d["name"]) if dml_link else d["name"]
-    return [name, d["encoding"], d["width"], d["type"], d["access"], d["index"], d["meaning"]]
+    width = "natural" if d["natural_width"] else d["width"]
+    return [name, d["encoding"], width, d["type"], d["access"], d["index"], d["meaning"]]
+
+
+def _bits(width: str) -> int:
+    """A field width in bits, a number in JSON: natural-width fields are 64 bits wide on a
+    processor that supports Intel 64 (SDM 25.11.2); "natural_width" says which ones they are."""
+    return 64 if width == "natural" else int(width)
 
 
 HEADERS = ["name", "encoding", "width", "type", "access", "index", "meaning"]
@@ -68,17 +76,18 @@ def run(ctx, args) -> Report:
             parts = decode_encoding(value)
             invalid.append({"input": text, "encoding": "0x%04x" % value, "valid": parts.valid,
                             "problems": list(parts.problems) or ["no SDM Appendix B field has this encoding"],
-                            "access": parts.access, "index": parts.index, "type": parts.type, "width": parts.width,
+                            "access": parts.access, "index": parts.index, "type": parts.type, "width": _bits(parts.width),
+                            "natural_width": parts.width == "natural",
                             "name": None, "message": str(e)})
 
-    r = Report(data=found + invalid)
+    r = Report(data={"fields": found, "not_fields": invalid, "count": len(found)})
     if found:
         r.table(HEADERS, [_row(d, False) for d in found])
     for d in invalid:
         r.table(["encoding", "access (bit 0)", "index (9:1)", "type (11:10)", "width (14:13)"],
-                [[d["encoding"], d["access"], d["index"], d["type"], d["width"]]],
+                [[d["encoding"], d["access"], d["index"], d["type"], "natural" if d["natural_width"] else d["width"]]],
                 title="%s decoded as a VMCS encoding (SDM 25.11.2):" % d["encoding"])
         r.text("not a field: " + "; ".join(d["problems"]))
-    if invalid:
-        r.exit_code = 2
+    if invalid:  # a finding (documented exit code 1): the number was read, it names no field
+        r.exit_code = 1
     return r

@@ -9,7 +9,7 @@ from windbg_ext.render.report import Link, Report
 SUMMARY = "list the commands, or show one command's arguments"
 NEEDS_TARGET = False
 
-USAGE = ("usage: python -m windbg_ext [--image FILE | --dump FILE] [--json] [--stats] <command> [args]\n"
+USAGE = ("usage: python -m windbg_ext [--image FILE | --dump FILE] [--json] [--wide] [--stats] <command> [args]\n"
          "       in WinDbg: !py -m windbg_ext <command> [args]\n"
          "       a driver that is not hv.sys: --symbols PDB|ISF [--map FILE] [--module-base ADDR] before the command")
 
@@ -41,5 +41,7 @@ def run(ctx, args) -> Report:
     r = Report(data={"commands": data, "usage": USAGE})
     r.text(USAGE)
     r.table(["command", "reads", "what it does"], rows)
-    r.text("help <command> shows its arguments; global options go before the command.")
+    r.text("help <command> shows its arguments; global options go before the command (--json, --wide and --stats "
+           "also after it). Numbers: 0x1c, 1ch, fffff801`12345678 are hex, 0n28 decimal; a bare number is decimal "
+           "for exit reasons, VM errors, indices and counts, hex for addresses, encodings and values.")
     return r

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 
-from windbg_ext.commands.base import CommandError, Report
+from windbg_ext.commands.base import CommandError
 from windbg_ext.hv import layouts
 from windbg_ext.hv.walker import walker_for
+from windbg_ext.render.report import Report
 
 SUMMARY = "save hv.sys's VMCS layout map to a file, install one (load), or list them"
 NEEDS_TARGET = False

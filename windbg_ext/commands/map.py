@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List
 
-from windbg_ext.commands.base import Report
 from windbg_ext.hv.foreign import load_table
 from windbg_ext.hv.rolemap import choose, suggest
 from windbg_ext.hv.symbols import describe_type
+from windbg_ext.render.report import Report
 
 SUMMARY = "the map of roles for --symbols (which member is the VMCS PA, ...); --suggest writes a starter map"
 NEEDS_TARGET = False

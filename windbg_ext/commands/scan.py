@@ -13,9 +13,10 @@ import struct
 from typing import Any, Dict, List, Optional, Tuple
 
 from windbg_ext.arch.capabilities import IA32_VMX_BASIC
-from windbg_ext.commands.base import CommandError, Report, parse_int
+from windbg_ext.commands.base import CommandError, parse_int
 from windbg_ext.hv import layouts
 from windbg_ext.hv.scan import HOST_RIP, HOST_RSP, LIVE_NOTE, LIVE_THRESHOLD, REPORT_THRESHOLD, find_candidates
+from windbg_ext.render.report import Report
 from windbg_ext.target.base import TargetError
 
 SUMMARY = "find VMCS regions in physical memory by revision id, with evidence and a confidence (no symbols needed)"

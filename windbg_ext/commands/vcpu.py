@@ -82,7 +82,7 @@ def run(ctx, args) -> Report:
         exit_rows.append(["guest RIP", hx(v.record.get("LastGuestRip")), ""])
         counts = sorted(v.exit_counts().items(), key=lambda kv: -kv[1])
         if counts:
-            exit_rows.append(["exits by reason", "", ", ".join("%s %d" % (exit_text(k), c) for k, c in counts[:6])])
+            exit_rows.append(["exits by reason", "", ", ".join("%s %d" % (exit_text(k), c) for k, c in counts)])
         data["last_exit_qualification"] = hx(qual)
         data["exit_counts"] = {hx(k): c for k, c in counts}  # keys: exit reasons as hex strings, like last_exit_reason
         r.table(["last exit", "value", "meaning"], exit_rows, title="last VM exit (SDM 28.2)")

@@ -17,6 +17,7 @@ from windbg_ext.arch import entry_checks as ec
 from windbg_ext.arch.capability_report import dependent_msrs
 from windbg_ext.arch.controls import CAPABILITY_MSR
 from windbg_ext.arch.entry_checks import EntryState, FAIL, NOT_CHECKED
+from windbg_ext.arch.entry_checks.model import CANONICAL_48, control_bit
 from windbg_ext.arch.exits import ENTRY_FAILURE_BIT
 from windbg_ext.arch.msr_names import MSR_NAMES
 from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
@@ -25,7 +26,7 @@ from windbg_ext.hv.foreign import uses_symbols, walker_for as foreign_walker_for
 from windbg_ext.hv.foreign_views import region_layout
 from windbg_ext.hv.scan import LIVE_THRESHOLD, REPORT_THRESHOLD, field_evidence
 from windbg_ext.hv.model import NO_EXIT, failure_snapshot
-from windbg_ext.hv.processor import maxphyaddr, sgx_supported
+from windbg_ext.hv.processor import linear_address_bits, maxphyaddr, sgx_supported
 from windbg_ext.hv.vmcs_source import load_values
 from windbg_ext.hv.walker import HvError, walker_for
 from windbg_ext.render.report import Link, Report, Text
@@ -82,15 +83,27 @@ def required_caps(fields: Dict[int, int], caps: Dict[int, int]) -> List[tuple]:
         need += [(m, "IA32_VMX_BASIC bit 55 says the TRUE_* controls exist") for m in TRUE_CAPS]
     else:
         need = [(m, "the checks always read it") for m in REQUIRED_CAPS]
-    if s.ctl("proc", "ACTIVATE_SECONDARY_CONTROLS"):
+
+    def activates(kind: str, name: str) -> bool:
+        """The state sets an activate control that its capability MSR allows. When the MSR forbids
+        it, the control check fails first (VM-instruction error 7, SDM 27.2.1.1) and the next
+        level's MSR is never read; when the capability MSR itself is absent, it is reported first."""
+        if not s.ctl(kind, name):
+            return False
+        if s.allowed_msr(kind) not in caps:
+            return True
+        return bool(s.allowed(kind)[1] >> control_bit(kind, name) & 1)
+
+    secondary = activates("proc", "ACTIVATE_SECONDARY_CONTROLS")
+    if secondary:
         need.append((C.IA32_VMX_PROCBASED_CTLS2, "the state activates secondary controls"))
-    if s.ctl("proc2", "ENABLE_EPT") or s.ctl("proc2", "ENABLE_VPID"):
+    if secondary and (activates("proc2", "ENABLE_EPT") or activates("proc2", "ENABLE_VPID")):
         need.append((C.IA32_VMX_EPT_VPID_CAP, "the state enables EPT or VPID"))
-    if s.ctl("proc2", "ENABLE_VM_FUNCTIONS"):
+    if secondary and activates("proc2", "ENABLE_VM_FUNCTIONS"):
         need.append((C.IA32_VMX_VMFUNC, "the state enables VM functions"))
-    if s.ctl("proc", "ACTIVATE_TERTIARY_CONTROLS"):
+    if activates("proc", "ACTIVATE_TERTIARY_CONTROLS"):
         need.append((C.IA32_VMX_PROCBASED_CTLS3, "the state activates tertiary controls"))
-    if s.ctl("exit", "ACTIVATE_SECONDARY_CONTROLS"):
+    if activates("exit", "ACTIVATE_SECONDARY_CONTROLS"):
         need.append((C.IA32_VMX_EXIT_CTLS2, "the state activates secondary VM-exit controls"))
     return need
 
@@ -147,6 +160,7 @@ def _foreign_state(ctx, n: int, source: Optional[str]) -> Dict[str, Any]:
         note += "; LIVE: a running processor's VMCS page is stale or scrambled, trust this on an image or a dump"
     return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphyaddr(ctx.target, n),
             "read_physical": _physical_reader(ctx), "sgx": sgx_supported(ctx.target, n),
+            "linear_address_bits": linear_address_bits(ctx.target, n),
             "vmcs_address": v.pa.get("vmcs"), "snapshot": _NoSnapshot, "what": "vCPU %d of %s, VMCS region* (%s"
             % (n, w.table.module, os.path.basename(layout_from)),
             "caps_source": " and ".join(sorted(sources)) or "nowhere", "driver_state": "walked from its symbols"}
@@ -216,6 +230,7 @@ def _target_state(ctx, n: int, source: Optional[str] = None, refresh: bool = Fal
                 sources.add("the driver's VMM context")
     return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphyaddr(ctx.target, n),
             "read_physical": _physical_reader(ctx), "sgx": sgx_supported(ctx.target, n),
+            "linear_address_bits": linear_address_bits(ctx.target, n),
             "vmcs_address": (v.VmcsRegionPa or None) if v is not None else None, "snapshot": snap,
             "what": what,
             "caps_source": " and ".join(sorted(sources)) or "nowhere", "driver_state": d.driver_state}
@@ -225,7 +240,7 @@ def _target_state(ctx, n: int, source: Optional[str] = None, refresh: bool = Fal
 def run(ctx, args) -> Report:
     if args.n is not None and (args.fields or args.caps):
         raise CommandError("give either a vCPU index or --fields/--caps, not both")
-    maxphy_opt = parse_int(args.maxphyaddr, "--maxphyaddr") if args.maxphyaddr is not None else None
+    maxphy_opt = parse_int(args.maxphyaddr, "--maxphyaddr", "decimal") if args.maxphyaddr is not None else None
     if maxphy_opt is not None and not 32 <= maxphy_opt <= 52:
         raise CommandError("--maxphyaddr %d is out of range: a physical-address width is 32-52 bits" % maxphy_opt)
     recorded = None
@@ -244,7 +259,8 @@ def run(ctx, args) -> Report:
         _check_caps(fields, caps, "the target (caps from %s)" % t["caps_source"])
         maxphy = maxphy_opt or t["maxphyaddr"]
         state = ec.EntryState(fields, caps, maxphyaddr=maxphy or ec.DEFAULT_MAXPHYADDR,
-                              read_physical=t["read_physical"], vmcs_address=t["vmcs_address"], sgx=t["sgx"])
+                              read_physical=t["read_physical"], vmcs_address=t["vmcs_address"], sgx=t["sgx"],
+                              linear_address_bits=t["linear_address_bits"] or CANONICAL_48)
         snap = t["snapshot"]
         recorded = None
         if snap.count:  # what the driver recorded with its snapshot (compared with the verdict)
@@ -268,15 +284,19 @@ def run(ctx, args) -> Report:
         source = "%s (%d fields), caps %s" % (args.fields, len(fields), args.caps)
     verdict = ec.evaluate(state)
     report = _report(verdict, source, maxphy, recorded, args.all)
-    if args.n is not None and t["note"]:
+    report.data["notes"] = [t["note"]] if args.n is not None and t["note"] else []  # "notes", as vmcs/msrbitmap
+    if report.data["notes"]:
         report.blocks.insert(1, Text("note: " + t["note"]))
-        report.data["note"] = t["note"]
     return report
 
 
 def _verdict_line(v) -> str:
     if v.result == "success":
         return "VM entry passes every check: the processor would enter the guest"
+    if v.result == "unverified":
+        n = len(v.not_checked)
+        return ("UNVERIFIED: no check fails, but %d check%s could not run (below): the processor may still refuse "
+                "this state" % (n, "" if n == 1 else "s"))
     if v.result == "vmfail_valid":
         name, meaning = VM_INSTRUCTION_ERRORS.get(v.vm_instruction_error, ("?", "?"))
         return "VMLAUNCH fails: VMfailValid, VM-instruction error %d (%s)" % (v.vm_instruction_error, meaning)
@@ -297,7 +317,9 @@ def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> 
         "source": source,
         "maxphyaddr": maxphy,
         "checks_run": len(v.outcomes),
-        "not_checked": [{"id": o.check.id, "why": o.message} for o in not_checked],
+        "not_checked": [{"id": o.check.id, "sdm": o.check.sdm, "why": o.message, "warning": o.warning or None}
+                        for o in not_checked],
+        "warnings": [o.warning for o in not_checked if o.warning],
         "missing_fields": v.missing_fields,
     }
     r = Report(data=data)
@@ -319,8 +341,13 @@ def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> 
     notes = []
     if maxphy is None:
         notes.append("physical-address width unknown: assumed 52 bits (give --maxphyaddr)")
-    if not_checked:
-        notes.append("not checked (need memory): " + ", ".join(o.check.id for o in not_checked))
+    for o in not_checked:
+        notes.append("not checked: %s (SDM %s): %s" % (o.check.id, o.check.sdm, o.message))
+    for o in not_checked:
+        if o.warning:
+            r.text("warning: " + o.warning)
+    if not_checked and not failures:
+        r.exit_code = 1  # not a pass: the verdict is incomplete
     if v.missing_fields:
         shown = ", ".join(v.missing_fields[:8]) + (" ..." if len(v.missing_fields) > 8 else "")
         notes.append("%d field(s) read as 0 because the input lacks them: %s" % (len(v.missing_fields), shown))

@@ -101,8 +101,8 @@ def failure_values(d, n: int) -> Values:
         raise CommandError("the hv debug descriptor holds no failure record (nothing failed, or hv.sys is too old)")
     step = FAILED_STEPS.get(f.failed_step, str(f.failed_step))
     if not snap.count:  # it failed before a VMCS was current (allocation, VMXON, ...): nothing to show
-        raise CommandError("hv.sys failed on processor %d at %s, before any VMCS was current: the failure record "
-                           "holds no VMCS fields (see: vmm)" % (f.processor, step))
+        raise CommandError("hv.sys failed at %s on processor %d, before any VMCS: no fields recorded; see: vmm, "
+                           "check" % (step, f.processor))
     if f.processor != n:
         raise CommandError("the last failure was on processor %d, not %d: run vmcs %d --source failure"
                            % (f.processor, n, f.processor))

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS, vm_error_meaning
-from windbg_ext.commands.base import CommandError, parse_int
+from windbg_ext.commands.base import CommandError
+from windbg_ext.number_syntax import NumberError, parse_with_other, reading_note
 from windbg_ext.render.report import Report
 
 SUMMARY = "explain a VM-instruction error number (VM_INSTRUCTION_ERROR, SDM 31.4); no number lists them all"
@@ -10,7 +11,8 @@ NEEDS_TARGET = False
 
 
 def add_arguments(p) -> None:
-    p.add_argument("number", nargs="?", help="the VM_INSTRUCTION_ERROR value (decimal or 0x hex)")
+    p.add_argument("number", nargs="?", help="the VM_INSTRUCTION_ERROR value (decimal as in SDM 31.4; 0x.. or "
+                                             "..h for hex)")
 
 
 def run(ctx, args) -> Report:
@@ -20,7 +22,11 @@ def run(ctx, args) -> Report:
                 for n, (name, _) in sorted(VM_INSTRUCTION_ERRORS.items())]
         return Report(data={"errors": data}).table(["n", "name", "meaning"], rows,
                                                    title="VM-instruction errors (SDM 31.4)")
-    n = parse_int(args.number, "VM-instruction error")
+    try:
+        n, other, radix = parse_with_other(args.number, "decimal", "VM-instruction error")
+    except NumberError as e:
+        raise CommandError(str(e))
+    note = reading_note(args.number, n, other, radix) if other in VM_INSTRUCTION_ERRORS else ""
     if n == 0:
         data = {"number": 0, "name": None, "meaning": "no error recorded: the field is only meaningful after a VMX "
                                                       "instruction failed with VMfailValid (ZF=1)", "sdm": "31.4"}
@@ -29,7 +35,13 @@ def run(ctx, args) -> Report:
         raise CommandError("VM-instruction error %s is not defined: SDM 31.4 numbers them 1..28" % args.number)
     name, meaning = VM_INSTRUCTION_ERRORS[n][0], vm_error_meaning(n)
     data = {"number": n, "name": name, "meaning": meaning, "sdm": "31.4"}
-    r = Report(data=data).table(["n", "name", "meaning"], [[n, name, meaning]])
+    r = Report(data=data)
+    if note:
+        data["reading"] = note
+        r.text(note)
+    r.table(["n", "name", "meaning"], [[n, name, meaning]])
     if n in (7, 8):
-        r.text("next: compare the controls and host state with 'caps' (allowed settings) and the SDM 27.2 checks")
+        what = "control" if n == 7 else "host-state"
+        r.text("next: verify <n> names the %s check that fails (SDM 27.2), or verify --fields F.json --caps "
+               "C.json offline; caps shows the allowed control settings" % what)
     return r

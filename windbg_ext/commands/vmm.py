@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from windbg_ext.arch.capabilities import decode_basic
 from windbg_ext.commands import vmm_symbols
-from windbg_ext.hv.descriptor import DescriptorError
+from windbg_ext.hv.descriptor import DRIVER_STATES
 from windbg_ext.hv.foreign import uses_symbols
 from windbg_ext.hv.model import failure_snapshot
 from windbg_ext.hv.state_text import failure_summary, hx, vcpu_row_data
-from windbg_ext.hv.walker import walker_for
+from windbg_ext.hv.walker import failure_commands, walker_for
 from windbg_ext.render.report import Link, Report
 
 SUMMARY = "hv.sys's VMM context and vCPU table (finds the debug descriptor by symbol or by scanning)"
@@ -39,20 +39,15 @@ def run(ctx, args) -> Report:
     failure = failure_summary(d)
     if failure is not None:
         f = d.failure
+        commands = failure_commands(d)
+        fields = commands != ["check"]  # a VMCS was current: its fields and the check that fails
         desc["last_failure"] = {"processor": f.processor, "failed_step": f.failed_step,
-                                "vm_instruction_error": f.vm_instruction_error, "status": hx(f.status)}
+                                "vm_instruction_error": f.vm_instruction_error, "status": hx(f.status),
+                                "snapshot_fields": failure_snapshot(d).count if fields else 0}
         desc["last_failure"]["step"] = failure.step   # the step's name, as the text shows it
-        try:
-            snap = failure_snapshot(d)
-        except DescriptorError:
-            snap = None
-        if snap is not None and snap.count:  # a VMCS was current: its fields and the check that fails
-            desc["last_failure"]["snapshot_fields"] = snap.count
-            links = [Link("vmcs %d --source failure" % f.processor, "vmcs %d --source failure" % f.processor),
-                     Link("verify %d" % f.processor, "verify %d" % f.processor)]
-            r.text("recorded failure: %s; see:" % failure.text(), links)
+        if fields:
+            r.text("recorded failure: %s; see:" % failure.text(), [Link(c, c) for c in commands])
         else:
-            desc["last_failure"]["snapshot_fields"] = 0
             r.text("recorded failure: %s (no VMCS was current: no fields recorded)" % failure.text())
     if not (d.VmmContextVa and d.VcpuArrayVa):
         if desc.get("last_failure", {}).get("snapshot_fields"):  # the failed VMCS is the lead: verify N above
@@ -68,7 +63,7 @@ def run(ctx, args) -> Report:
     basic = vmm.vmx_basic
     b = decode_basic(basic)
     vmm_data = {"address": hx(vmm.record.address), "processor_count": vmm.record.get("ProcessorCount"),
-                "virtualized_count": vmm.record.get("VirtualizedCount"), "state": vmm.record.get("State"),
+                "virtualized_count": vmm.record.get("VirtualizedCount"), "state": _driver_state(vmm.record.get("State")),
                 "status": hx(vmm.status) if vmm.record.has("Status") else None,
                 "ia32_vmx_basic": hx(basic), "revision_id": hx(b["revision_id"]),
                 "true_controls": b["true_controls"]}
@@ -86,10 +81,15 @@ def run(ctx, args) -> Report:
                      item["last_exit"]])
     r.data["vcpus"] = items
     r.table(["vCPU", "state", "VMXON VA", "VMXON PA", "VMCS VA", "VMCS PA", "MSR bitmap PA", "host stack",
-             "exits", "last exit"], rows)
+             "exits", "last exit"], rows, wide_only=["VMXON VA", "VMCS VA"])
     failed = [i["vcpu"] for i in items if i["state"] == "failed"]
     if failed:
         r.text("vCPU %s failed: see vcpu N" % ", ".join(map(str, failed)),
                [Link("vcpu %d" % n, "vcpu %d" % n) for n in failed])
         r.exit_code = 1
     return r
+
+
+def _driver_state(code) -> str:
+    """HV_VMM_CONTEXT.State (HV_DRIVER_STATE_*) as a word, like a vCPU's state in the same JSON."""
+    return DRIVER_STATES.get(code, "unknown (%s)" % code)

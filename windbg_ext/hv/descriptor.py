@@ -170,8 +170,8 @@ def parse_header(data: bytes, address: int = 0) -> Dict[str, object]:
     if len(data) >= 12:
         version = struct.unpack_from("<I", data, 8)[0]
         if version not in SUPPORTED_VERSIONS:
-            raise DescriptorError("hv debug descriptor %s has version %d; this windbg_ext reads version %s "
-                                  "(update windbg_ext to match hv.sys)"
+            raise DescriptorError("hv debug descriptor %s: version %d, but this windbg_ext reads version %s "
+                                  "(update it to match hv.sys)"
                                   % (where, version, "/".join(map(str, SUPPORTED_VERSIONS))))
     if len(data) < HEADER_SIZE:
         raise DescriptorError("hv debug descriptor %s is truncated: %d bytes, the version 1 header is %d"
@@ -181,7 +181,7 @@ def parse_header(data: bytes, address: int = 0) -> Dict[str, object]:
     h["Producer"] = h["Producer"].split(b"\0", 1)[0].decode("ascii", "replace")  # type: ignore[union-attr]
 
     def bad(what: str) -> DescriptorError:
-        return DescriptorError("hv debug descriptor %s is corrupt: %s" % (where, what))
+        return DescriptorError("hv debug descriptor %s (corrupt): %s" % (where, what))
 
     size = h["DescriptorSize"]
     if not HEADER_SIZE <= size <= MAX_DESCRIPTOR_SIZE:  # type: ignore[operator]

@@ -25,6 +25,17 @@ def maxphyaddr(target: Target, cpu: int = 0) -> Optional[int]:
     return bits if MIN_MAXPHYADDR <= bits <= MAX_MAXPHYADDR else None
 
 
+def linear_address_bits(target: Target, cpu: int = 0) -> Optional[int]:
+    """CPUID.80000008H:EAX[15:8], the linear-address width (48, or 57 with 5-level paging), when
+    the target recorded it, else None (SDM 27.3.1.4 checks bits 63:N of the guest RIP)."""
+    try:
+        leaf = target.cpuid(CPUID_ADDRESS_SIZES, 0, cpu)
+    except TargetError:
+        return None
+    bits = (leaf[0] >> 8 & 0xFF) if leaf else 0
+    return bits if bits in (48, 57, 64) else None
+
+
 def sgx_supported(target: Target, cpu: int = 0) -> Optional[bool]:
     """CPUID.(EAX=07H,ECX=0):EBX[2] when the target recorded leaf 7, else None."""
     try:

@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Dict, List, NamedTuple, Optional
 
+from windbg_ext.paths import PathError, readable_file
 from windbg_ext.target.base import TargetError
 
 POINTER_SIZE = 8
@@ -148,9 +149,12 @@ def from_isf(doc: Dict[str, Any], source: str, module: Optional[str] = None) -> 
 def read_json(path: str, what: str, error=None):
     """A JSON file for the user: `what` names it in the one-line error (class `error`, default SymbolsError)."""
     error = error or SymbolsError
-    try:
+    try:  # a directory, FIFO or device is refused with what it is (a FIFO never blocks)
+        readable_file(path, what)
         with open(path, "r", encoding="utf-8") as f:
             return json.load(f)
+    except PathError as e:
+        raise error(str(e))
     except OSError as e:
         raise error("cannot read %s %s: %s" % (what, path, e.strerror or e))
     except (ValueError, UnicodeDecodeError) as e:
@@ -165,8 +169,10 @@ def cache_dir() -> str:
 
 def load_symbol_file(path: str, module: Optional[str] = None) -> SymbolTable:
     """An ISF JSON file, or a PDB converted to ISF (once; the result is cached by the PDB's content)."""
-    if not os.path.isfile(path):
-        raise SymbolsError("symbol file %s not found (give the driver's .pdb or an ISF .json)" % path)
+    try:
+        readable_file(path, "symbol file")
+    except PathError as e:
+        raise SymbolsError("%s (give the driver's .pdb or an ISF .json)" % e)
     with open(path, "rb") as f:
         head = f.read(32)
     if head.startswith(b"Microsoft C/C++ MSF 7.00"):

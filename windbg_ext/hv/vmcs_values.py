@@ -1,6 +1,6 @@
 """VMCS values of one vCPU, by source, and their one-line decodings (pure).
 
-Sources (DESIGN.md): "snapshot" = VMREAD values the driver stored
+Sources (docs/walk.md): "snapshot" = VMREAD values the driver stored
 (architectural), "region" = the raw VMCS page decoded with the driver's
 layout map (implementation-specific: the processor may cache the VMCS and
 its memory format is undocumented, SDM 25.11.1).

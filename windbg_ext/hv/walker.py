@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 from windbg_ext.hv import descriptor as hd
 from windbg_ext.hv.descriptor import Descriptor, DescriptorError
-from windbg_ext.hv.model import Record, Vcpu, Vmm, vcpus_from_array
+from windbg_ext.hv.model import Record, Vcpu, Vmm, failure_snapshot, vcpus_from_array
 from windbg_ext.hv.state_text import failure_summary
 from windbg_ext.target.base import Target, TargetError, TargetMemoryError, TargetSymbolError
 
@@ -130,12 +130,14 @@ class HvWalker:
     def _require_loaded(self) -> Descriptor:
         d = self.descriptor()
         if not d.VmmContextVa or not d.VcpuArrayVa:
-            raise HvError("hv.sys is not running (driver state: %s, load status 0x%08x): the descriptor has no "
-                          "VMM context%s" % (d.driver_state, d.LoadStatus & 0xFFFFFFFF, failure_hint(d)))
+            # short: one line that fits the console, naming commands that work
+            see = ", ".join(["vmm"] + failure_commands(d))
+            raise HvError("hv.sys is not running (%s, load status 0x%08x): no vCPUs; see: %s"
+                          % (d.driver_state, d.LoadStatus & 0xFFFFFFFF, see))
         for what, va in (("VmmContextVa", d.VmmContextVa), ("VcpuArrayVa", d.VcpuArrayVa)):
             if va % 8:
-                raise HvError("hv debug descriptor's %s 0x%x is misaligned (structures are 8-byte aligned): "
-                              "corrupt descriptor" % (what, va))
+                raise HvError("hv debug descriptor's %s 0x%x is misaligned (structures are 8-byte aligned): corrupt"
+                              % (what, va))
         if d.VcpuCount == 0:
             raise HvError("hv debug descriptor says VcpuCount 0 with a VMM context at 0x%x: corrupt descriptor"
                           % d.VmmContextVa)
@@ -173,7 +175,7 @@ class HvWalker:
         try:
             return self.target.read_virtual(va, size)
         except TargetMemoryError as e:
-            raise HvError("cannot read %s at 0x%x: %s" % (what, va, e))
+            raise HvError("cannot read %s at 0x%x (%d bytes): %s" % (what, va, size, e.why))
 
     def vcpu_count(self) -> int:
         return self._require_loaded().VcpuCount
@@ -235,7 +237,7 @@ class HvWalker:
         try:
             return self.target.read_physical(pa & ~0xFFF, 0x1000)
         except TargetMemoryError as e:
-            raise HvError("cannot read %s at physical 0x%x: %s" % (what, pa, e))
+            raise HvError("cannot read %s at physical 0x%x: %s" % (what, pa, e.why))
 
     def read_host_stack(self, v: Vcpu) -> bytes:
         base, size = v.host_stack()
@@ -249,12 +251,20 @@ def _torn(v: Vcpu) -> bool:
         return False
 
 
-def failure_hint(d: Descriptor) -> str:
-    """"; last failure: ... (vmcs N --source failure)" for error messages, "" when nothing failed."""
+def failure_commands(d: Descriptor) -> List[str]:
+    """The commands that show more of the recorded failure, only ones that work: `vmcs N --source
+    failure` and `verify N` need a VMCS that was current (fields recorded); a failure before any
+    VMCS points at `check` (can these processors enter VMX operation at all?)."""
     summary = failure_summary(d)
     if summary is None:
-        return ""
-    return "; last failure: %s (vmcs %d --source failure)" % (summary.text(), summary.processor)
+        return []
+    try:
+        snap = failure_snapshot(d)
+    except DescriptorError:
+        snap = None
+    if snap is not None and snap.count:
+        return ["vmcs %d --source failure" % summary.processor, "verify %d" % summary.processor]
+    return ["check"]
 
 
 def _overlap(a: Tuple[int, int], b: Tuple[int, int]) -> bool:

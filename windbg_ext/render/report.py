@@ -21,10 +21,15 @@ class Link:
 
 
 class Table:
-    def __init__(self, headers: Sequence[str], rows: List[Sequence[Any]], title: Optional[str] = None) -> None:
+    """`wide_only`: headers of columns the renderer may leave out when the table
+    does not fit the output width (it says so; --wide shows every column)."""
+
+    def __init__(self, headers: Sequence[str], rows: List[Sequence[Any]], title: Optional[str] = None,
+                 wide_only: Sequence[str] = ()) -> None:
         self.headers = list(headers)
         self.rows = [list(r) for r in rows]
         self.title = title
+        self.wide_only = list(wide_only)
 
 
 class Text:
@@ -41,8 +46,9 @@ class Report:
         self.blocks = blocks if blocks is not None else []
         self.exit_code = 0  # a command may report a finding (e.g. FAIL) with 1
 
-    def table(self, headers: Sequence[str], rows: List[Sequence[Any]], title: Optional[str] = None) -> "Report":
-        self.blocks.append(Table(headers, rows, title))
+    def table(self, headers: Sequence[str], rows: List[Sequence[Any]], title: Optional[str] = None,
+              wide_only: Sequence[str] = ()) -> "Report":
+        self.blocks.append(Table(headers, rows, title, wide_only))
         return self
 
     def text(self, text: str, links: Optional[List[Link]] = None) -> "Report":

@@ -19,6 +19,7 @@ class TargetMemoryError(TargetError):
     def __init__(self, address: int, size: int, physical: bool, why: str = "not present in the target"):
         kind = "physical" if physical else "virtual"
         super().__init__("cannot read %d bytes at %s address 0x%x: %s" % (size, kind, address, why))
+        self.why = why  # the reason alone, for a caller that names the address itself
         self.address = address
         self.size = size
         self.physical = physical

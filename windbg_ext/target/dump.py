@@ -191,8 +191,11 @@ class DumpTarget(Target):
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
-        if not os.path.isfile(path):
-            raise TargetFormatError("dump %s does not exist (give the path of a MEMORY.DMP)" % path)
+        from windbg_ext.paths import PathError, readable_file
+        try:
+            readable_file(path, "dump")
+        except PathError as e:
+            raise TargetFormatError("%s (give the path of a MEMORY.DMP)" % e)
         self.layout = check_dump_file(path)
         try:
             import kdmp_parser
@@ -331,14 +334,8 @@ def write_dump(path: str, pages: Mapping[int, bytes], kind: str = "full", dtb: i
         body = b"".join(bytes(pages[a]) for a in order)
         struct.pack_into("<Q", header, OFF_REQUIRED_SPACE, first + len(body))
         blob = bytes(header) + bytes(bmp) + body
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from windbg_ext.paths import write_atomically
+    write_atomically(path, "dump", lambda f: f.write(blob))
 
 
 def image_to_dump(image_path: str, dump_path: str, kind: str = "full", cpu: int = 0) -> int:
@@ -370,11 +367,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     kind = "bitmap" if "--bitmap" in args else "full"
     args = [a for a in args if a != "--bitmap"]
     if len(args) != 2:
-        sys.stderr.write("usage: python -m windbg_ext.target.dump IMAGE OUT.DMP [--bitmap]\n")
+        sys.stderr.write("error: give two paths, IMAGE and OUT.DMP, not %d (usage: python -m "
+                         "windbg_ext.target.dump IMAGE OUT.DMP [--bitmap])\n" % len(args))
         return 2
+    from windbg_ext.paths import PathError
     try:
         n = image_to_dump(args[0], args[1], kind)
-    except (TargetError, ValueError, OSError) as e:
+    except (TargetError, PathError, ValueError, OSError) as e:
         sys.stderr.write("error: %s\n" % e)
         return 2
     sys.stdout.write("%s: %s kernel dump, %d pages\n" % (args[1], kind, n))

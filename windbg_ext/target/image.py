@@ -140,44 +140,34 @@ class ImageWriter:
         except (TypeError, ValueError) as e:
             raise ValueError("image meta must be JSON-serialisable: %s" % e)
 
-    def write(self, path: str) -> None:
-        import tempfile  # writer only: readers (each `!py` call) do not pay for it
+    def write(self, path: str, what: str = "image") -> None:
+        """Writes the image to `path` whole or not at all. A path that is not a
+        regular file or a new name (a device, FIFO, symlink, directory) is
+        refused untouched with PathError (see windbg_ext/paths.py)."""
+        from windbg_ext.paths import write_atomically
 
         metadata = self._metadata()
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".hvlab-image-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(b"\0" * HEADER.size)
-                table = bytearray()
-                offset = HEADER.size
-                runs = [(pa + at, data[at:at + RUN_PIECE]) for pa, data in self._runs()
-                        for at in range(0, len(data), RUN_PIECE)]
-                for pa, run in runs:
-                    f.write(run)
-                    table += RUN.pack(pa, len(run), offset, zlib.crc32(run), 0)
-                    offset += len(run)
-                run_table_offset = offset
-                f.write(table)
-                meta_offset = offset + len(table)
-                f.write(metadata)
-                file_size = meta_offset + len(metadata)
-                f.seek(0)
-                f.write(_pack_header(len(runs), run_table_offset, zlib.crc32(table),
-                                     meta_offset, len(metadata), zlib.crc32(metadata), file_size))
-                f.flush()
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; an image is an ordinary file
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+
+        def fill(f) -> None:
+            f.write(b"\0" * HEADER.size)
+            table = bytearray()
+            offset = HEADER.size
+            runs = [(pa + at, data[at:at + RUN_PIECE]) for pa, data in self._runs()
+                    for at in range(0, len(data), RUN_PIECE)]
+            for pa, run in runs:
+                f.write(run)
+                table += RUN.pack(pa, len(run), offset, zlib.crc32(run), 0)
+                offset += len(run)
+            run_table_offset = offset
+            f.write(table)
+            meta_offset = offset + len(table)
+            f.write(metadata)
+            file_size = meta_offset + len(metadata)
+            f.seek(0)
+            f.write(_pack_header(len(runs), run_table_offset, zlib.crc32(table),
+                                 meta_offset, len(metadata), zlib.crc32(metadata), file_size))
+
+        write_atomically(os.fspath(path), what, fill)
 
 
 def _pack_header(run_count: int, run_table_offset: int, run_table_crc: int, meta_offset: int,
@@ -208,10 +198,11 @@ class ImageTarget(Target):
         self.path = os.fspath(path)
         self._file = None
         self._map: Optional[mmap.mmap] = None
+        from windbg_ext.paths import PathError, open_for_reading
         try:
-            self._file = open(self.path, "rb")
-        except OSError as e:
-            raise TargetError("cannot open image %s: %s" % (self.path, e.strerror or e))
+            self._file = open_for_reading(self.path, "image")
+        except PathError as e:
+            raise TargetError(str(e))
         try:
             self._load()
         except BaseException:

@@ -62,6 +62,15 @@ HvAsmLidt PROC
     lidt fword ptr [rcx]
     ret
 HvAsmLidt ENDP
+; DS, ES, FS, GS <- cx, dx, r8w, r9w. Loading FS/GS reloads their bases from
+; the GDT: the caller writes IA32_FS_BASE / IA32_GS_BASE afterwards.
+HvAsmLoadDataSelectors PROC
+    mov ds, cx
+    mov es, dx
+    mov fs, r8w
+    mov gs, r9w
+    ret
+HvAsmLoadDataSelectors ENDP
 
 ; ---- launch (Day 4): the guest continues where the driver left off --------
 ; Saves RFLAGS, the non-volatile GPRs and XMM6-15 (MS x64 ABI), then calls

@@ -28,10 +28,13 @@ class Outcome(NamedTuple):
     status: str        # PASS | FAIL | n/a | not checked
     message: str       # failure message (with the SDM section) or why not checked; "" otherwise
     field: str = ""    # on FAIL: the first of the check's fields its message names (the one to fix), else ""
+    warning: str = ""  # not checked, but the value almost always fails on hardware
 
 
 class Verdict(NamedTuple):
-    result: str                      # success | vmfail_valid | entry_failure
+    # success: every check ran and passed; unverified: none failed, but some could not run
+    # (they need memory, CPUID, ... that the input lacks); vmfail_valid | entry_failure
+    result: str
     vm_instruction_error: Optional[int]
     exit_reason: Optional[int]
     exit_qualification: Optional[int]
@@ -42,6 +45,10 @@ class Verdict(NamedTuple):
     def failures(self) -> List[Outcome]:
         return [o for o in self.outcomes if o.status == FAIL]
 
+    @property
+    def not_checked(self) -> List[Outcome]:
+        return [o for o in self.outcomes if o.status == NOT_CHECKED]
+
 
 def run_check(check: Check, state: EntryState) -> Outcome:
     state.named = []
@@ -51,7 +58,7 @@ def run_check(check: Check, state: EntryState) -> Outcome:
     if r is NOT_APPLICABLE:
         return Outcome(check, NA, "")
     if isinstance(r, NotChecked):
-        return Outcome(check, NOT_CHECKED, r.why)
+        return Outcome(check, NOT_CHECKED, r.why, warning=r.warning)
     named = next((n for n in state.named if n in check.fields), "")
     return Outcome(check, FAIL, "%s, SDM %s" % (r, check.sdm), named)
 
@@ -61,7 +68,8 @@ def evaluate(state: EntryState) -> Verdict:
     first = next((o for o in outcomes if o.status == FAIL), None)
     missing = sorted(set(state.missing))
     if first is None:
-        return Verdict("success", None, None, None, outcomes, missing)
+        unchecked = any(o.status == NOT_CHECKED for o in outcomes)
+        return Verdict("unverified" if unchecked else "success", None, None, None, outcomes, missing)
     group = first.check.group
     if group in VM_ERROR_BY_GROUP:
         return Verdict("vmfail_valid", VM_ERROR_BY_GROUP[group], None, None, outcomes, missing)

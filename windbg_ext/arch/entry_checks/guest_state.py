@@ -11,7 +11,7 @@ import struct
 
 from windbg_ext.arch import capabilities as cm
 from windbg_ext.arch.entry_checks.model import (INVALID_LINK_POINTER, NOT_APPLICABLE, NotChecked, Registry, bits_text,
-                                                canonical, hexv)
+                                                hexv)
 from windbg_ext.arch.registers import decode_access_rights
 
 R = Registry("guest")
@@ -50,14 +50,23 @@ def _rip_high(s):
 
 
 @R.rule("guest.rip.canonical", RIPF, ["GUEST_RIP", "VM_ENTRY_CONTROLS", "GUEST_CS_AR_BYTES"],
-        "If 'IA-32e mode guest' is 1 and CS.L is 1, the guest RIP must be canonical (bits 63:N identical).")
+        "If 'IA-32e mode guest' is 1 and CS.L is 1, bits 63:N of the guest RIP must be identical "
+        "(N = the processor's linear-address width).")
 def _rip_canonical(s):
+    # SDM 27.3.1.4 says "bits 63:N must be identical" where the processor supports N < 64
+    # linear-address bits: N is the processor's width (48, or 57 with 5-level paging support),
+    # not the guest's CR4.LA57, and bit N-1 is not part of it (unlike a canonical address,
+    # Vol. 1 3.3.7.1): 0x0000800000000000 passes with N = 48.
     if not (s.ia32e_guest and _cs(s)["l"]):
         return NOT_APPLICABLE
-    n = s.guest_linear_bits()
-    if not canonical(s.f("GUEST_RIP"), n):
-        return "%s: not canonical (bits 63:%d must equal bit %d)" % (hexv(s, "GUEST_RIP"), n - 1, n - 1)
-    return None
+    n = s.linear_address_bits
+    if n >= 64:
+        return None
+    top = s.f("GUEST_RIP") >> n
+    if top in (0, (1 << (64 - n)) - 1):
+        return None
+    return "%s: bits 63:%d must be identical (a processor with %d linear-address bits)" % (
+        hexv(s, "GUEST_RIP"), n, n)
 
 
 @R.rule("guest.rflags.reserved", RIPF, ["GUEST_RFLAGS"], "Guest RFLAGS bits 63:22, 15, 5 and 3 are reserved and must be 0.")
@@ -286,12 +295,23 @@ R.add("guest.link.width", NONREG, [LP],
       qualification=QUAL_LINK)
 
 
+def _link_warning(s) -> str:
+    """A link pointer other than ~0 without VMCS shadowing is the classic beginner bug (0 from a
+    zeroed VMCS): the processor reads the page it names, which almost never holds its revision id."""
+    if s.ctl("proc2", "VMCS_SHADOWING"):
+        return ""
+    return ("%s with VMCS shadowing off almost always fails (exit qualification 4): write "
+            "0xffffffffffffffff unless you use a shadow VMCS" % hexv(s, LP))
+
+
 def _link_revision(s):
     if s.read_physical is None:
-        return NotChecked("needs the VMCS the link pointer names")
+        return NotChecked("needs memory: the first 4 bytes of the VMCS at the link pointer (give an image, a "
+                          "dump or a live target)", _link_warning(s))
     data = s.read(s.f(LP), 4)
     if data is None:
-        return NotChecked("the linked VMCS is not readable")
+        return NotChecked("needs memory: physical 0x%x (the link pointer) is not in the target" % s.f(LP),
+                          _link_warning(s))
     rev = struct.unpack("<I", data)[0]
     want = s.cap(cm.IA32_VMX_BASIC) & 0x7FFFFFFF
     shadow = s.ctl("proc2", "VMCS_SHADOWING")
@@ -311,7 +331,7 @@ R.add("guest.link.revision", NONREG, [LP, "SECONDARY_VM_EXEC_CONTROL"],
 
 def _link_current(s):
     if s.vmcs_address is None:
-        return NotChecked("the current-VMCS address is unknown")
+        return NotChecked("needs the address of the current VMCS (verify <n> on a target knows it)")
     return "%s: must not point at the current VMCS" % hexv(s, LP) if s.f(LP) == s.vmcs_address else None
 
 

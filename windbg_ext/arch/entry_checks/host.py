@@ -170,16 +170,8 @@ def _size_ia32e(s):
     return None
 
 
-@R.rule("host.size.legacy_processor", SIZE, [X, "VM_ENTRY_CONTROLS"],
-        "If the processor is not in IA-32e mode, 'IA-32e mode guest' and 'host address-space size' must be 0.")
-def _size_legacy(s):
-    if s.host_in_ia32e:
-        return NOT_APPLICABLE
-    if s.host_64 or s.ia32e_guest:
-        return "HOST_ADDRESS_SPACE_SIZE and IA32E_MODE_GUEST must be 0 outside IA-32e mode"
-    return None
-
-
+# Before legacy_processor (which implies it on a legacy host), so that each is the first failure of some
+# state; the order inside the host group does not change the verdict (every host check gives error 8).
 @R.rule("host.size.guest_needs_64bit_host", SIZE, [X, "VM_ENTRY_CONTROLS"],
         "If 'host address-space size' is 0, the 'IA-32e mode guest' VM-entry control must be 0.")
 def _size_guest(s):
@@ -188,6 +180,16 @@ def _size_guest(s):
     if s.ia32e_guest:
         return "%s: IA32E_MODE_GUEST = 1 needs HOST_ADDRESS_SPACE_SIZE = 1 (%s = 0x%08x)" % (
             hexv(s, "VM_ENTRY_CONTROLS"), X, s.f(X))
+    return None
+
+
+@R.rule("host.size.legacy_processor", SIZE, [X, "VM_ENTRY_CONTROLS"],
+        "If the processor is not in IA-32e mode, 'IA-32e mode guest' and 'host address-space size' must be 0.")
+def _size_legacy(s):
+    if s.host_in_ia32e:
+        return NOT_APPLICABLE
+    if s.host_64 or s.ia32e_guest:
+        return "HOST_ADDRESS_SPACE_SIZE and IA32E_MODE_GUEST must be 0 outside IA-32e mode"
     return None
 
 

@@ -28,10 +28,13 @@ NOT_APPLICABLE = _NotApplicable()
 
 
 class NotChecked(object):
-    """Returned by a check that needs something the state does not have (memory)."""
+    """Returned by a check that needs something the state does not have (memory).
+    `warning`: set when the value almost always fails the check on real
+    hardware (e.g. a VMCS link pointer other than ~0 with VMCS shadowing off)."""
 
-    def __init__(self, why: str) -> None:
+    def __init__(self, why: str, warning: str = "") -> None:
         self.why = why
+        self.warning = warning
 
     def __repr__(self) -> str:
         return "NotChecked(%r)" % self.why
@@ -82,7 +85,7 @@ class EntryState:
     def __init__(self, fields: Dict[int, int], caps: Dict[int, int], maxphyaddr: int = DEFAULT_MAXPHYADDR,
                  read_physical: Optional[Callable[[int, int], Optional[bytes]]] = None,
                  vmcs_address: Optional[int] = None, host_in_ia32e: bool = True, in_smm: bool = False,
-                 sgx: Optional[bool] = None) -> None:
+                 sgx: Optional[bool] = None, linear_address_bits: int = CANONICAL_48) -> None:
         self.fields = dict(fields)
         self.caps = dict(caps)
         self.maxphyaddr = maxphyaddr
@@ -91,6 +94,8 @@ class EntryState:
         self.host_in_ia32e = host_in_ia32e  # VMLAUNCH executed with EFER.LMA=1 (a 64-bit OS)
         self.in_smm = in_smm
         self.sgx = sgx  # CPUID.(EAX=07H,ECX=0):EBX[2]; None = unknown
+        # the processor's linear-address width (CPUID.80000008H:EAX[15:8]): 48, or 57 with 5-level paging
+        self.linear_address_bits = linear_address_bits
         self.missing: List[str] = []
         self.named: List[str] = []  # fields hexv() wrote into the current check's message, in order
         self._cache: Dict[str, int] = {}

@@ -3,7 +3,7 @@ by that kind before it is compared with the key. Pure: no I/O.
 
 ANSWERS.json (what a student hands in, and what `exercise make --key` writes):
     {"exercise": "d4-host-tr", "seed": 7, "answers": {"processor": 2, "check": "host.tr.nonzero"}}
-Numbers may be given as JSON numbers or strings in C/WinDbg style ("0x10",
+Numbers may be given as JSON numbers or strings in windbg_ext's number syntax ("0x10",
 "10h", "0n16", "16"); choices and names are compared case-insensitively;
 yes/no questions take true/false/"yes"/"no".
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from windbg_ext.number_syntax import NumberError, parse_number
 
 
 class AnswerError(Exception):
@@ -25,21 +27,17 @@ class Question(NamedTuple):
 
 
 def parse_int(value: object) -> Optional[int]:
-    """8, "8", "0x8", "8h", "0n8" -> 8; None when it is not a number."""
+    """8, "8", "0x8", "8h", "0n8", "0x8000`0021" -> the number (windbg_ext's number syntax, a bare
+    number is decimal); None when it is not a number."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
     if not isinstance(value, str):
         return None
-    t = value.strip().lower().replace("`", "").replace("_", "")
     try:
-        if t.startswith("0n"):
-            return int(t[2:], 10)
-        if t.endswith("h") and len(t) > 1:
-            return int(t[:-1], 16)
-        return int(t, 0)
-    except ValueError:
+        return parse_number(value.strip(), "decimal", "answer")
+    except NumberError:
         return None
 
 

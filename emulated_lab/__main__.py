@@ -1,10 +1,11 @@
-"""python -m emulated_lab {run,scenarios,demo,kd}
+"""python -m emulated_lab {run,scenarios,demo,kd,exercises,exercise}
 
   run --cpus N --scenario NAME [--out FILE] [--report FILE.json] [--driver PATH]
   scenarios                      list the scenarios
   demo                           baseline on 2 processors, then the suite's view of the image
   kd --cpus N --scenario NAME [--report FILE] [--script FILE] [-- windbg_ext ARGS]
                                  a kernel-debugging session on the running machine (docs/windbg.md)
+  exercises / exercise ...       the lab exercises (emulated_lab/exercises/cli.py, docs/exercises.md)
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import tempfile
 import textwrap
 from typing import List, Optional
 
+from emulated_lab.exercises.cli import add_parsers as add_exercise_parsers
+from emulated_lab.exercises.cli import main as exercises_main
+from emulated_lab.exercises.kit import ExerciseError
 from windbg_ext.number_syntax import NumberError, parse_number
 
 
@@ -64,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="stop a step after N instructions, nested runs included (default 0: no limit)")
     r.add_argument("--kd-mask", metavar="NAME=VALUE", action="append", default=[],
                    help="preset nt!Kd_NAME_Mask, e.g. IHVDRIVER=0xffff (NAME: IHVDRIVER, DEFAULT, WIN2000)")
+    r.add_argument("--feature-control", metavar="VALUE",
+                   help="the IA32_FEATURE_CONTROL value firmware leaves (default 0x5; feature-locked: 0x1)")
     sub.add_parser("scenarios", help="list the scenarios")
     d = sub.add_parser("demo", help="baseline, then the suite's view")
     d.add_argument("--cpus", type=_count("--cpus"), default=2, help="logical processors, 1..16 (default 2)")
@@ -82,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--script", metavar="FILE", help="kd command lines to run (e.g. !py -m windbg_ext vmm, ~1s, r)")
     k.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                    help="longest one emulator run may take (default 60)")
+    add_exercise_parsers(sub)
     return p
 
 
@@ -153,6 +160,19 @@ def _kd_masks(items: List[str]):
     return out
 
 
+def _feature_control(text: Optional[str]) -> Optional[int]:
+    from emulated_lab.lab import ScenarioError
+    if text is None:
+        return None
+    try:
+        v = parse_number(text, "hex", "--feature-control")   # an MSR value: hex by default, as in WinDbg
+    except NumberError:
+        v = -1
+    if not 0 <= v <= 0xFFFFFFFFFFFFFFFF:
+        raise ScenarioError("--feature-control %r: give the MSR value, e.g. 0x5 (locked, VMXON outside SMX)" % text)
+    return v
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     suite_args: List[str] = []
@@ -172,6 +192,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             for name, what in SCENARIOS.items():  # 120 columns, as windbg_ext's output
                 print(textwrap.fill(what, 120, initial_indent="%-16s " % name, subsequent_indent=" " * 17))
             return 0
+        if args.cmd in ("exercises", "exercise"):
+            return exercises_main(args, print)
         if args.cmd == "demo":
             return demo(args.cpus, args.out, args.driver)
         if args.cmd == "kd":
@@ -185,7 +207,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             res = run_scenario(args.scenario, cpus=args.cpus, driver=args.driver, image=args.out,
                                kd_masks=_kd_masks(args.kd_mask), run_timeout=args.timeout,
                                instruction_limit=args.max_instructions, nodes=args.nodes,
-                               raise_on_crash=args.report is None)
+                               raise_on_crash=args.report is None,
+                               feature_control=_feature_control(args.feature_control))
             print("\n".join(res.summary()))
             if args.report is not None:
                 report.write(args.report, report.build(res))
@@ -193,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 1 if res.crash else 0
         _parser().print_help()
         return 2
-    except (ScenarioError, MachineError, NativeError, PathError) as e:
+    except (ScenarioError, MachineError, NativeError, PathError, ExerciseError) as e:
         sys.stderr.write("error: %s\n" % e)
         return 2
     except OSError as e:

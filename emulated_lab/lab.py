@@ -193,6 +193,8 @@ WORKLOAD_CPL0 = [
     ("wrmsr-outside-bitmap", "xor eax, eax\nxor edx, edx\nwrmsr\nret", {"rcx": 0x40000100}),
     ("xsetbv", "xor ecx, ecx\nxgetbv\nxsetbv\nret", {}),
     ("invd", "invd\nret", {}),
+    # with "enable RDTSCP" (secondary controls, SDM 25.6.2) no exit; without it #UD
+    ("rdtscp", "rdtscp\nret", {}),
     ("vmcall-ping", "vmcall\nret", {"rax": 0x4D4D5662616C7668, "rcx": 1}),
     ("vmcall-snapshot", "vmcall\nret", {"rax": 0x4D4D5662616C7668, "rcx": 2}),
     ("vmxon-in-guest", "push rax\nvmxon [rsp]\npop rax\nret", {"rax": 0}),
@@ -236,7 +238,8 @@ def run_workload(m: Machine, k: int) -> Dict[str, object]:
 def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: Optional[str] = None,
                  workload: bool = True, kd_masks: Optional[Dict[str, int]] = None,
                  run_timeout: float = 60.0, instruction_limit: int = 0, nodes: int = 1,
-                 raise_on_crash: bool = True, on_break: Optional[Callable[..., None]] = None) -> ScenarioResult:
+                 raise_on_crash: bool = True, on_break: Optional[Callable[..., None]] = None,
+                 feature_control: Optional[int] = None) -> ScenarioResult:
     """Runs one scenario on a fresh machine. kd_masks presets nt!Kd_<NAME>_Mask
     (e.g. {"IHVDRIVER": 0xF}); by default they are a stock install's. A step of
     the scenario (e.g. DriverEntry, with every run nested in it) that takes longer
@@ -248,7 +251,8 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     on_break(machine, kernel, image, result, msrs, cpuid) is called once
     DriverEntry returned and the workload and the scenario's own events ran,
     before the image and the unload (a kernel debugger breaking in:
-    `python -m emulated_lab kd`)."""
+    `python -m emulated_lab kd`). feature_control: the IA32_FEATURE_CONTROL
+    value firmware leaves (default: the scenario's, 0x5 or 0x1 for feature-locked)."""
     kind, k = parse_scenario(name)
     if cpus < 1 or cpus > 16:
         raise ScenarioError("--cpus must be between 1 and 16, got %d" % cpus)
@@ -264,6 +268,8 @@ def run_scenario(name: str, cpus: int = 2, driver: Optional[str] = None, image: 
     except PathError as e:
         raise ScenarioError(str(e))
     fc = FC_LOCKED_VMXON_DISABLED if kind == "feature-locked" else FC_LOCKED_VMXON_ENABLED
+    if feature_control is not None:
+        fc = feature_control
     res = ScenarioResult()
     res.scenario, res.cpus = name, cpus
     if not run_timeout > 0:

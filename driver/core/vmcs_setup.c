@@ -9,6 +9,7 @@
 #include "hv_vmcs.h"
 #include "hv_intrin.h"
 #include "hv_asm.h"
+#include "hv_fault.h"
 
 /* Writes stop at the first failure; the failing encoding is remembered. */
 typedef struct HV_VMCS_WRITER {
@@ -71,6 +72,34 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
         HvCoreRecordFailure(vcpu, HV_STEP_CAPABILITY, HV_STATUS_NOT_SUPPORTED, 0);
         return HV_STATUS_NOT_SUPPORTED;
     }
+    /* (the exercises' control faults come after the driver's own refusal checks) */
+#if HV_FAULT == HV_FAULT_CONTROL_RAW
+    /* exercise: one control written as desired, without the capability MSR's must-be-1 bits */
+#if HV_FAULT_ARG == 0
+    pin = 0;
+#elif HV_FAULT_ARG == 1
+    cpu = CPU_USE_MSR_BITMAPS | CPU_ACTIVATE_SECONDARY_CONTROLS;
+#elif HV_FAULT_ARG == 2
+    exitc = EXIT_HOST_ADDRESS_SPACE_SIZE;
+#else
+    entry = ENTRY_IA32E_MODE_GUEST;
+#endif
+#endif
+#if HV_FAULT == HV_FAULT_CONTROL_AFTER_MASK
+    { /* exercise: a bit or-ed in after the capability mask was applied */
+        uint32_t *ctl[4] = { &pin, &cpu, &exitc, &entry };
+        *ctl[(HV_FAULT_ARG / 32) & 3] |= 1u << (HV_FAULT_ARG % 32);
+    }
+#endif
+#if HV_FAULT == HV_FAULT_NO_SECONDARY_CONTROLS
+    /* exercise: ARG 0 -- "activate secondary controls" never set; ARG 1 -- "enable RDTSCP" left out */
+#if HV_FAULT_ARG == 0
+    cpu &= ~CPU_ACTIVATE_SECONDARY_CONTROLS;
+    cpu2 = 0;
+#else
+    cpu2 &= ~CPU2_ENABLE_RDTSCP;
+#endif
+#endif
     vmm->PinbasedControls = pin;
     vmm->ProcbasedControls = cpu;
     vmm->Procbased2Controls = cpu2;
@@ -105,6 +134,10 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     if (cpu & CPU_USE_MSR_BITMAPS)
         HvWrite(&w, VMCS_MSR_BITMAP_ADDRESS, vcpu->MsrBitmapPa); /* all zero: no MSR exits (25.6.9) */
     HvWrite(&w, VMCS_VMCS_LINK_POINTER, ~0ull);                    /* no shadow VMCS (25.4.2) */
+#if HV_FAULT == HV_FAULT_GUEST_LINK_POINTER
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: "no link" written as ARG, not ~0 */
+        HvWrite(&w, VMCS_VMCS_LINK_POINTER, HV_FAULT_ARG);
+#endif
     /* CR4.VMXE is owned by the VMM: the guest reads it as it was before the
      * driver loaded; writes that change it exit (26.3, 25.6.6). CR0: no mask. */
     HvWrite(&w, VMCS_CR0_GUEST_HOST_MASK, 0);
@@ -128,6 +161,10 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
             HvCoreRecordFailure(vcpu, HV_STEP_SEGMENT, HV_STATUS_UNSUCCESSFUL, 0);
             return HV_STATUS_UNSUCCESSFUL;
         }
+#if HV_FAULT == HV_FAULT_GUEST_SEGMENT_NOT_PRESENT
+        if (n == HV_FAULT_ARG && vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: P bit dropped */
+            HvWrite(&w, VMCS_GUEST_ES_ACCESS_RIGHTS + 2u * n, seg.AccessRights & ~0x80u);
+#endif
     }
     /* In 64-bit mode FS/GS bases live in MSRs, not in the descriptors. */
     HvWrite(&w, VMCS_GUEST_FS_BASE, hv_rdmsr(IA32_FS_BASE));
@@ -137,6 +174,14 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     HvWrite(&w, VMCS_GUEST_IDTR_BASE, idtr.Base);
     HvWrite(&w, VMCS_GUEST_IDTR_LIMIT, idtr.Limit);
     HvWrite(&w, VMCS_GUEST_CR0, hv_read_cr0());
+#if HV_FAULT == HV_FAULT_GUEST_CR0_BIT
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: guest CR0 with bit ARG cleared */
+        HvWrite(&w, VMCS_GUEST_CR0, hv_read_cr0() & ~(1ull << HV_FAULT_ARG));
+#endif
+#if HV_FAULT == HV_FAULT_GUEST_TR_AVAILABLE
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: TR access rights typed in from a tutorial */
+        HvWrite(&w, VMCS_GUEST_TR_ACCESS_RIGHTS, 0x89);
+#endif
     HvWrite(&w, VMCS_GUEST_CR3, hv_read_cr3());
     HvWrite(&w, VMCS_GUEST_CR4, cr4);
     HvWrite(&w, VMCS_GUEST_DR7, hv_read_dr7());
@@ -170,6 +215,18 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     HvWrite(&w, VMCS_HOST_IA32_SYSENTER_EIP, hv_rdmsr(IA32_SYSENTER_EIP));
     HvWrite(&w, VMCS_HOST_RSP, HvCoreHostStackPointer(vcpu));
     HvWrite(&w, VMCS_HOST_RIP, (uint64_t)(uintptr_t)&HvAsmVmExit);
+#if HV_FAULT == HV_FAULT_HOST_CR4_NO_VMXE
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: host CR4 as read before VMXE was set */
+        HvWrite(&w, VMCS_HOST_CR4, vcpu->OriginalCr4);
+#endif
+#if HV_FAULT == HV_FAULT_HOST_TR_ZERO
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: host TR "not needed" */
+        HvWrite(&w, VMCS_HOST_TR_SELECTOR, 0);
+#endif
+#if HV_FAULT == HV_FAULT_HOST_RIP_NONCANONICAL
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: a bit of the handler's address lost */
+        HvWrite(&w, VMCS_HOST_RIP, (uint64_t)(uintptr_t)&HvAsmVmExit ^ (1ull << HV_FAULT_ARG));
+#endif
 
     if (w.Failed) {
         /* VMfailValid on VMWRITE: error 12 = unsupported field, 13 = read-only (31.4). */

@@ -6,6 +6,7 @@
 #include "hv_arch.h"
 #include "hv_vmcs.h"
 #include "hv_intrin.h"
+#include "hv_fault.h"
 
 int HvCoreVmxSupported(void)
 {
@@ -91,8 +92,23 @@ int32_t HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scratch
     /* 25.11.5: revision identifier in the first dword of both regions. */
     *(volatile uint32_t *)vcpu->VmxonRegion = HvRevisionId(vmm);
     *(volatile uint32_t *)vcpu->VmcsRegion = HvRevisionId(vmm);
+#if HV_FAULT == HV_FAULT_VMXON_REVISION
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: the author's laptop's revision id, hard-coded */
+        *(volatile uint32_t *)vcpu->VmxonRegion = HV_FAULT_ARG;
+#endif
+#if HV_FAULT == HV_FAULT_VMCS_REVISION
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: the VMCS revision id is never written */
+        *(volatile uint32_t *)vcpu->VmcsRegion = 0;
+#endif
 
+#if HV_FAULT == HV_FAULT_VMXON_UNALIGNED
+    { /* exercise: the VMXON operand points ARG bytes into the region */
+        uint64_t pa = vcpu->VmxonRegionPa + (vcpu->ProcessorIndex == HV_FAULT_CPU ? HV_FAULT_ARG : 0);
+        rc = __vmx_on(&pa);
+    }
+#else
     rc = __vmx_on(&vcpu->VmxonRegionPa);
+#endif
     if (rc != HV_VMX_OK) {
         /* VMXON reports VMfailInvalid (CF) for a bad region; VMfailValid
          * only when already in VMX root (31.3 VMXON). */

@@ -160,6 +160,7 @@ def test_launch_failure_on_the_lab(lab_images):
     assert data["descriptor"]["driver_state"] == "failed"
     failure = data["descriptor"]["last_failure"]
     assert failure["processor"] == 1  # the lab broke the last processor's TSS descriptor
+    assert failure["step"] == "VMLAUNCH" and failure["failed_step"] == 8  # the name and HV_STEP_VMLAUNCH
     data = _json(["--image", path, "vmcs", "1", "GUEST_TR_AR_BYTES", "VM_EXIT_REASON"])
     assert data["source"] == "failure"
     rows = {f["name"]: f for f in data["fields"]}

@@ -39,6 +39,7 @@ def test_baseline_virtualizes_every_processor_and_handles_exits(baseline):
         assert w["cpuid-1"]["regs"]["rcx"] & (1 << 31)          # hypervisor present
         assert XSETBV in _reasons(w["xsetbv"]) and w["xsetbv"]["stop"] == "return"
         assert INVD in _reasons(w["invd"]) and w["invd"]["stop"] == "return"
+        assert w["rdtscp"]["exits"] == [] and w["rdtscp"]["fault"] is None   # "enable RDTSCP" set
         p = w["vmcall-ping"]
         assert VMCALL in _reasons(p) and p["stop"] == "return"
         assert p["regs"]["rax"] == 0 and p["regs"]["rcx"] == PING_REPLY and p["regs"]["rdx"] == k

@@ -44,6 +44,7 @@ def run(ctx, args) -> Report:
         desc["last_failure"] = {"processor": f.processor, "failed_step": f.failed_step,
                                 "vm_instruction_error": f.vm_instruction_error, "status": hx(f.status),
                                 "snapshot_fields": failure_snapshot(d).count if fields else 0}
+        desc["last_failure"]["step"] = failure.step   # the step's name, as the text shows it
         if fields:
             r.text("recorded failure: %s; see:" % failure.text(), [Link(c, c) for c in commands])
         else:

@@ -9,6 +9,7 @@
 #include "vmm.h"
 #include "hv_arch.h"
 #include "hv_intrin.h"
+#include "hv_fault.h"
 
 DRIVER_INITIALIZE DriverEntry;
 static DRIVER_UNLOAD driver_unload;
@@ -53,6 +54,10 @@ static struct __vcpu_t *init_vcpu(struct __vmm_context_t *vmm, uint32_t number)
     vcpu->vmxon = alloc_page(&vcpu->vmxon_physical);
     vcpu->vmcs = alloc_page(&vcpu->vmcs_physical);
     vcpu->msr_bitmap = alloc_page(&vcpu->msr_bitmap_physical);
+#if HV_FAULT == HV_FAULT_SEVENDAYS_MSR_BITMAP_DIRTY
+    if (number == HV_FAULT_CPU && vcpu->msr_bitmap != NULL) /* exercise: the bitmap keeps stale bytes */
+        RtlFillMemory(vcpu->msr_bitmap, PAGE_SIZE, HV_FAULT_ARG);
+#endif
     vcpu->stack = ExAllocatePoolWithTag(NonPagedPool, VMM_STACK_SIZE, VMM_TAG);
     return vcpu;
 }

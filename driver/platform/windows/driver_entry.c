@@ -12,6 +12,7 @@
 #include "hv_hypercall.h"
 #include "hv_platform.h"
 #include "hv_log.h"
+#include "hv_fault.h"
 
 #define HV_POOL_TAG 0x62614C48u /* 'HLab' */
 #define HV_PAGE 4096u
@@ -74,6 +75,10 @@ static NTSTATUS HvAllocVcpuResources(HV_VCPU *vcpu)
         HvCoreRecordFailure(vcpu, HV_STEP_ALLOCATION, HV_STATUS_INSUFFICIENT_RESOURCES, 0);
         return STATUS_INSUFFICIENT_RESOURCES;
     }
+#if HV_FAULT == HV_FAULT_MSR_BITMAP_DIRTY
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: never zeroed: stale bytes */
+        RtlFillMemory(vcpu->MsrBitmap, HV_PAGE, HV_FAULT_ARG);
+#endif
     return STATUS_SUCCESS;
 }
 
@@ -150,6 +155,12 @@ static NTSTATUS HvVirtualizeOne(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, void *contex
     KIRQL old;
     NTSTATUS status;
 
+#if HV_FAULT == HV_FAULT_SKIP_PROCESSOR
+    /* exercise: ARG 0 -- processor 0 left out ("DriverEntry runs there, it is ours already");
+     * ARG 1 -- the last one (an off-by-one against the processor count) */
+    if (vcpu->ProcessorIndex == (HV_FAULT_ARG == 0 ? 0u : vmm->ProcessorCount - 1u))
+        return STATUS_SUCCESS;
+#endif
     KeRaiseIrql(DISPATCH_LEVEL, &old); /* no preemption between VMXON and VMLAUNCH */
     status = HvCoreEnterVmxRoot(vmm, vcpu, scratch ? scratch->Va : NULL, scratch ? scratch->Pa : 0);
     if (NT_SUCCESS(status)) {

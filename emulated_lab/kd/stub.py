@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from windbg_ext.arch import capabilities as caps
 from windbg_ext.arch.registers import cr_seen_by_guest
@@ -38,7 +38,7 @@ from windbg_ext.arch.vmcs_fields import FIELDS, lookup
 
 from emulated_lab import snippets
 from emulated_lab.kd.base import GPR_NAMES, KdError, read_register, write_register
-from emulated_lab.machine import PAGE, Machine, MachineError
+from emulated_lab.machine import PAGE, Machine
 from emulated_lab.x64 import ERROR_CODE_VECTORS
 
 # driver/include/hv_hypercall.h (the lab sees the suite through its public pieces only;

@@ -289,10 +289,10 @@ def _ipi(self: "NtKernel", c: Call) -> int:
 @service("KeGenericCallDpc")
 def _gdpc(self: "NtKernel", c: Call) -> int:
     routine, ctx = c.arg(0), c.arg(1)
-    dpc, _ = self.m.alloc_page()
+    kdpc, _ = self.m.alloc_page()
     self.dpc_done = 0
     # SystemArgument1/2 carry the processor index so the barrier calls know who they are
-    self._broadcast(c, routine, lambda k: (dpc, ctx, 0x1000 + k, 0x2000 + k), False)
+    self._broadcast(c, routine, lambda k: (kdpc, ctx, 0x1000 + k, 0x2000 + k), False)
     return 0
 
 

@@ -25,7 +25,7 @@ it is the OEM code page: `decode` handles both.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 _ELEMENT = re.compile(r"^([a-z][a-z0-9]*(?::[0-9a-fA-F]{8})?)\s+(\S.*?)\s*$")
 _IDENTIFIER = re.compile(r"^(\S.*?)\s+(\{[^{}\s]+\})\s*$")

@@ -126,7 +126,7 @@ def test_a_copy_without_windbg_ext_says_what_is_missing(system, monkeypatch, cap
     # `from windbg_ext.arch import dbgprint` returns the package attribute if an earlier test imported it.
     import windbg_ext.arch
     monkeypatch.delattr(windbg_ext.arch, "dbgprint", raising=False)
-    rc = cli.main(["--hive", system], on_windows=False)
+    cli.main(["--hive", system], on_windows=False)
     out, err = capsys.readouterr()
     assert err == ""
     lines = out.splitlines()

@@ -10,11 +10,8 @@ from typing import Any, Dict
 
 from windbg_ext.errors import InputError
 from windbg_ext.hv.refresh import RefreshError, refresh_snapshot
-# The report model moved to the renderer's side; re-exported so code written against the old home still imports.
-from windbg_ext.render.report import Link, Report, Table, Text  # noqa: F401  (re-export)
 
-__all__ = ["CommandError", "Link", "Report", "Table", "Text", "add_refresh_argument", "fresh_snapshot", "parse_index",
-           "parse_int"]
+__all__ = ["CommandError", "add_refresh_argument", "fresh_snapshot", "parse_index", "parse_int"]
 
 
 class CommandError(InputError):

@@ -19,6 +19,7 @@ from typing import List, Optional
 
 from emulated_lab.exercises.cli import add_parsers as add_exercise_parsers
 from emulated_lab.exercises.cli import main as exercises_main
+from windbg_ext.stdout_pipe import exit_code_quiet_on_broken_pipe
 from emulated_lab.exercises.kit import ExerciseError
 from windbg_ext.number_syntax import NumberError, parse_number
 
@@ -216,6 +217,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 1 if res.crash else 0
         _parser().print_help()
         return 2
+    except BrokenPipeError:  # the reader went away (| head): exit quietly (windbg_ext/stdout_pipe.py)
+        raise
     except (ScenarioError, MachineError, NativeError, PathError, ExerciseError) as e:
         sys.stderr.write("error: %s\n" % e)
         return 2
@@ -232,4 +235,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code_quiet_on_broken_pipe(main))

@@ -11,12 +11,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # package prefix -> the windbg_ext modules it may import (by prefix)
 # the foundation under every layer: bad-input errors, the number syntax, checked paths
-FOUNDATION = ("windbg_ext.errors", "windbg_ext.number_syntax", "windbg_ext.paths")
+FOUNDATION = ("windbg_ext.errors", "windbg_ext.number_syntax", "windbg_ext.paths", "windbg_ext.stdout_pipe")
 ALLOWED = {
     "windbg_ext.arch": ("windbg_ext.arch", "windbg_ext.number_syntax", "windbg_ext.errors"),
     "windbg_ext.errors": (),
     "windbg_ext.number_syntax": ("windbg_ext.errors",),
     "windbg_ext.paths": ("windbg_ext.errors",),
+    "windbg_ext.stdout_pipe": (),
     "windbg_ext.render": ("windbg_ext.render",),
     "windbg_ext.target": ("windbg_ext.target", "windbg_ext.arch") + FOUNDATION,
     "windbg_ext.hv": ("windbg_ext.hv", "windbg_ext.target", "windbg_ext.arch") + FOUNDATION,

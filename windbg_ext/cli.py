@@ -211,6 +211,8 @@ def run(argv: List[str], out: Callable[[str], None], err: Callable[[str], None],
                                 else "0 reads (no target was read)")
             (plain if live else err)(line)
         return report.exit_code
+    except BrokenPipeError:  # the reader went away (| head): the edge exits quietly (stdout_pipe.py)
+        raise
     except (InputError, TargetError, ArgumentError) as e:  # CommandError and PathError are InputErrors
         return _error(str(e).strip() or "invalid arguments", json_out, err, plain)
     except ImportError as e:  # a dependency missing from this Python: how to install it, not "internal error"

@@ -1,6 +1,6 @@
 """python -m debuggee (from scripts/): same as scripts/check-debuggee."""
 import sys
 
-from debuggee.cli import main
+from debuggee.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

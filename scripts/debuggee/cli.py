@@ -154,6 +154,15 @@ def render(results: List[Dict[str, Any]], sources: Sources) -> str:
     return "\n".join(out)
 
 
+def console_main() -> int:
+    """main() for the command line: a reader that stops early (| head) ends it quietly."""
+    try:
+        from windbg_ext.stdout_pipe import exit_code_quiet_on_broken_pipe
+    except ImportError:  # scripts/ copied without windbg_ext: Python's own behaviour
+        return main()
+    return exit_code_quiet_on_broken_pipe(main)
+
+
 def main(argv: Optional[List[str]] = None, on_windows: Optional[bool] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     on_windows = (sys.platform == "win32") if on_windows is None else on_windows
@@ -177,6 +186,8 @@ def main(argv: Optional[List[str]] = None, on_windows: Optional[bool] = None) ->
     except (UsageError, settings.SettingsError, HiveError, bcdedit.BcdOutputError, bcd_store.BcdStoreError) as e:
         sys.stderr.write("check-debuggee: %s\n" % e)
         return EXIT_ERROR
+    except BrokenPipeError:  # the reader went away (| head): console_main exits quietly
+        raise
     except KeyboardInterrupt:
         sys.stderr.write("check-debuggee: interrupted\n")
         return EXIT_ERROR
@@ -198,4 +209,4 @@ def main(argv: Optional[List[str]] = None, on_windows: Optional[bool] = None) ->
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -9,6 +9,7 @@ SYSTEM\\Select\\Current, as Windows does.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any, Dict, Optional, Tuple
 
 Value = Tuple[Any, str]
@@ -35,12 +36,26 @@ class HiveError(Exception):
     """A hive file that cannot be used: one line for the user, exit 2."""
 
 
+def _not_a_file(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def open_hive_file(path: str, option: str, marker: str, how: str, kind: str, error=HiveError):
     """A regf file opened with regipy and checked to have the key `marker`, which
     every hive of the wanted kind has. Every failure is one `error` line: no file,
     not a hive, another kind of hive (`kind` names the wanted one), damaged."""
-    if not os.path.isfile(path):
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
         raise error("%s %s: no such file (%s)" % (option, path, how))
+    except OSError as e:
+        raise error("%s %s: cannot examine it (%s)" % (option, path, e.strerror or e))
+    if not stat.S_ISREG(mode):  # a FIFO or a device would block or read forever: refuse before opening
+        raise error("%s %s: %s, not a hive file (%s)" % (option, path, _not_a_file(mode), how))
     try:
         with open(path, "rb") as f:
             magic = f.read(4)

@@ -43,6 +43,15 @@ def test_missing_hive(tmp_path):
     one_line_error(*check("--hive", tmp_path / "nope"), "no such file", "reg save")
 
 
+def test_hive_that_is_not_a_file(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(str(fifo))   # opening it would block: it must be refused before that
+    one_line_error(*check("--hive", fifo), "a FIFO (named pipe), not a hive file", "reg save")
+    one_line_error(*check("--hive", tmp_path), "a directory, not a hive file", "reg save")
+    one_line_error(*check("--hive", os.devnull), "a character device, not a hive file", "reg save")
+    one_line_error(*check("--bcd-hive", fifo), "a FIFO (named pipe), not a hive file", "bcdedit /export")
+
+
 def test_not_a_hive(tmp_path):
     p = tmp_path / "text"
     p.write_text("hello")

@@ -64,18 +64,20 @@ class LabImages:
         self.default_driver = default_driver      # called on first use (builds hv.sys if needed)
         self._done: Dict[tuple, tuple] = {}
 
-    def get(self, scenario: str, cpus: int = 2, driver: Optional[str] = None, workload: bool = True):
+    def get(self, scenario: str, cpus: int = 2, driver: Optional[str] = None, workload: bool = True,
+            crash_ok: bool = False):
+        """crash_ok: a scenario that ends in a bugcheck (resume-failure) gives the image written at the crash."""
         from emulated_lab.lab import run_scenario
 
         driver = os.path.abspath(driver or self.default_driver())
-        key = (scenario, cpus, driver, workload)
+        key = (scenario, cpus, driver, workload, crash_ok)
         if key not in self._done:
             name = "%d-%s-%d-%s%s.hvimg" % (len(self._done), scenario.replace(":", "_"), cpus,
                                            os.path.basename(os.path.dirname(driver)),
                                            "" if workload else "-noworkload")
             path = os.path.join(self.directory, name)
             self._done[key] = (path, run_scenario(scenario, cpus=cpus, driver=driver, image=path,
-                                                  workload=workload))
+                                                  workload=workload, raise_on_crash=not crash_ok))
         return self._done[key]
 
     __call__ = get

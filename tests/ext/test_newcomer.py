@@ -18,10 +18,11 @@ COMMANDS = [["check"], ["caps"], ["caps", "--all"], ["dbgfilter"], ["vmm"], ["vc
 
 @pytest.fixture(scope="module")
 def images(lab_images):
-    return {s: lab_images(s, cpus=2)[0] for s in ("baseline", "launch-failure", "feature-locked", "alloc-fail:3")}
+    return {s: lab_images(s, cpus=2, crash_ok=(s == "resume-failure"))[0]
+            for s in ("baseline", "launch-failure", "feature-locked", "alloc-fail:3", "resume-failure", "no-vmx")}
 
 
-@pytest.mark.parametrize("scenario", ["baseline", "launch-failure"])
+@pytest.mark.parametrize("scenario", ["baseline", "launch-failure", "resume-failure", "no-vmx"])
 def test_every_command_fits_120_columns_and_wide_shows_everything(images, scenario):
     """Before: lines of 385 (caps), 252 (verify --all), 157 (vmm), 151 (vmcs) columns; errors of 274."""
     widest_wide = 0

@@ -73,6 +73,7 @@ def test_state_text_of_a_failed_vcpu(tmp_path):
     try:
         v0, v1 = w.vcpu(0), w.vcpu(1)
         assert state_text(v0) == "failed at VMLAUNCH (error 7 ENTRY_INVALID_CONTROL_FIELD)"
+        assert state_text(v0, error_name=False) == "failed at VMLAUNCH (error 7)"
         assert state_text(v1) == "failed at VMXON"
         row = vcpu_row_data(v0)
         assert (row["state"], row["failed_step"], row["vm_instruction_error"], row["status"]) == \

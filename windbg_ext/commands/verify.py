@@ -212,8 +212,8 @@ def _target_state(ctx, n: int, source: Optional[str] = None, refresh: bool = Fal
         f = d.failure
         snap = failure_snapshot(d)
         if snap is None or f is None:
-            raise HvError("hv.sys is not running (driver state: %s) and its descriptor holds no failure record: "
-                          "there is no VMCS snapshot to verify" % d.driver_state)
+            raise HvError("hv.sys is not running (driver state: %s) and left no failure record, so no VMCS to "
+                          "verify: run check" % d.driver_state)
         if f.processor != n:
             raise HvError("the recorded failure is on processor %d, not %d: run verify %d" % (f.processor, n, f.processor))
         if snap.count == 0:

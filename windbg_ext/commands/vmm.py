@@ -10,7 +10,7 @@ from windbg_ext.commands import vmm_symbols
 from windbg_ext.hv.descriptor import DRIVER_STATES
 from windbg_ext.hv.foreign import uses_symbols
 from windbg_ext.hv.model import failure_snapshot
-from windbg_ext.hv.state_text import failure_summary, hx, vcpu_row_data
+from windbg_ext.hv.state_text import failure_summary, hx, state_text, vcpu_row_data
 from windbg_ext.hv.walker import failure_commands, walker_for
 from windbg_ext.render.report import Link, Report
 
@@ -76,12 +76,13 @@ def run(ctx, args) -> Report:
         item = vcpu_row_data(v)
         items.append(item)
         stack = "%s-%s" % tuple(item["host_stack"]) if item["host_stack"] else None
-        rows.append([Link(v.index, "vcpu %d" % v.index), item["state_text"], item["vmxon_va"], item["vmxon_pa"],
+        # the error's name is in the recorded-failure line and `vcpu N`: the column stays narrow
+        rows.append([Link(v.index, "vcpu %d" % v.index), state_text(v, error_name=False), item["vmxon_va"], item["vmxon_pa"],
                      item["vmcs_va"], item["vmcs_pa"], item["msr_bitmap_pa"], stack, item["exit_count"],
                      item["last_exit"]])
     r.data["vcpus"] = items
     r.table(["vCPU", "state", "VMXON VA", "VMXON PA", "VMCS VA", "VMCS PA", "MSR bitmap PA", "host stack",
-             "exits", "last exit"], rows, wide_only=["VMXON VA", "VMCS VA"])
+             "exits", "last exit"], rows, wide_only=["VMXON VA", "VMCS VA", "host stack"])
     failed = [i["vcpu"] for i in items if i["state"] == "failed"]
     if failed:
         r.text("vCPU %s failed: see vcpu N" % ", ".join(map(str, failed)),

@@ -27,14 +27,15 @@ def vm_error_text(n: int) -> str:
     return "%d %s" % (n, name)
 
 
-def state_text(v: Vcpu) -> str:
-    """"launched", or "failed at VMLAUNCH (error 7 ENTRY_INVALID_CONTROL_FIELD)"."""
+def state_text(v: Vcpu, error_name: bool = True) -> str:
+    """"launched", or "failed at VMLAUNCH (error 7 ENTRY_INVALID_CONTROL_FIELD)"; without error_name
+    "failed at VMLAUNCH (error 7)", for a table column that must fit 120 columns."""
     text = v.state
     if v.state == "failed":
         text = "failed at %s" % v.failed_step
         err = v.record.get("VmInstructionError", 0)
         if err:
-            text += " (error %s)" % vm_error_text(err)
+            text += " (error %s)" % (vm_error_text(err) if error_name else err)
     return text
 
 

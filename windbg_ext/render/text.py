@@ -86,19 +86,20 @@ def _layout(headers: List[str], rows: List[Sequence[Any]], width: Optional[int])
 
 
 def _columns(block: Table, width: Optional[int]) -> Tuple[List[str], List[Sequence[Any]], List[str]]:
-    """(headers, rows, left out): without its wide_only columns when the table would not fit."""
+    """(headers, rows, left out): without as many of its wide_only columns (in their order) as it takes to fit."""
     ncols = max([len(block.headers)] + [len(r) for r in block.rows])
     headers = block.headers + [""] * (ncols - len(block.headers))
     rows: List[Sequence[Any]] = [list(r) + [""] * (ncols - len(r)) for r in block.rows]
-    wide_only = getattr(block, "wide_only", [])
-    if width is None or not wide_only:
-        return headers, rows, []
-    _, widths = _layout(headers, rows, width)
-    if sum(widths) + len(COLUMN_GAP) * (ncols - 1) <= width:
-        return headers, rows, []
-    keep = [j for j, h in enumerate(headers) if h not in wide_only]
-    return ([headers[j] for j in keep], [[r[j] for j in keep] for r in rows],
-            [h for h in headers if h in wide_only])
+    wide_only = [h for h in getattr(block, "wide_only", []) if h in headers]
+    left_out: List[str] = []
+    while width is not None:
+        keep = [j for j, h in enumerate(headers) if h not in left_out]
+        kept_headers, kept_rows = [headers[j] for j in keep], [[r[j] for j in keep] for r in rows]
+        _, widths = _layout(kept_headers, kept_rows, width)
+        if sum(widths) + len(COLUMN_GAP) * (len(keep) - 1) <= width or len(left_out) == len(wide_only):
+            return kept_headers, kept_rows, left_out
+        left_out.append(wide_only[len(left_out)])
+    return headers, rows, []
 
 
 def _table_lines(block: Table, dml: bool, width: Optional[int] = None, prefix: str = PREFIX) -> List[str]:

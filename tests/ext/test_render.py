@@ -6,7 +6,7 @@ import html
 import json
 import re
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from windbg_ext.render.report import Link, Report
@@ -53,6 +53,10 @@ def test_plain_tables_are_laid_out_as_tabulate_does(rows, headers):
     "simple" format is the independent oracle for the plain layout, multi-line cells included."""
     from tabulate import tabulate
 
+    # with a multi-line cell anywhere tabulate drops rows whose cells are all blank (its quirk, not a layout rule:
+    # rows=[["", "", ""], ["", "", "a\nb"]]); we keep such a row, so the oracle is not asked about it
+    multiline = any("\n" in c for r in rows for c in r if isinstance(c, str))
+    assume(not (multiline and any(all(isinstance(c, str) and not c.strip() for c in r) for r in rows)))
     want = tabulate([["-" if c is None else str(c) for c in r] for r in rows], headers=headers,
                     tablefmt="simple", disable_numparse=True)
     assert render_text(Report().table(headers, rows)) == want.rstrip("\n")

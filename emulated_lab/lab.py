@@ -23,6 +23,7 @@ from windbg_ext.target.image import ImageWriter
 from emulated_lab import guest_checks as gc
 from emulated_lab import hardware
 from emulated_lab.asm import assemble
+from emulated_lab.debugger_view import StaleVmcs, active_vmcs_pages, guest_context
 from emulated_lab.machine import (CR4_VMXE, DRIVER_BASE, FC_LOCKED_VMXON_DISABLED, FC_LOCKED_VMXON_ENABLED, SEL_TSS,
                                   Machine, MachineError)
 from emulated_lab.nt.callbacks import PO_CB_SYSTEM_STATE_LOCK, POWER_STATE
@@ -105,6 +106,8 @@ class ScenarioResult:
         self.failed_allocations: List[int] = []
         self.allocation_calls = 0
         self.vmreads: Dict[int, Dict[int, int]] = {}    # per processor, read while parked (= the image)
+        # per processor, its VMCS page as the emulator holds it then (exact; the image's copy is stale)
+        self.vmcs_pages: Dict[int, bytes] = {}
         self.failure_vmreads = []                          # (processor, {encoding: value}) at failed VM entries
         self.failure_vmreads_total = 0                     # failed VM entries read (the first and last are kept)
         self.image_path: Optional[str] = None
@@ -414,9 +417,11 @@ def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, e
     if res.loaded:
         for i in range(cpus):
             res.vmreads[i] = m.vmread_all(i, encs)
+            if m.processors[i].parked_in_exit:
+                res.vmcs_pages[i] = m.read_phys(m.processors[i].vmcs_pa & ~0xFFF, 0x1000)
     _collect(m, kern, res)
     if image is not None:
-        _write_image(image, m, kern, img, res, msrs, cpuid)
+        _write_image(image, m, kern, img, res, msrs, cpuid, guest_vmcs=res.vmreads)
         res.image_path = image
     if res.loaded:
         if kind == "devirt-failure":
@@ -464,10 +469,14 @@ def _arm_launch_failure(m: Machine, img) -> None:
 
 
 def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult, msrs, cpuid,
-                 crash: str = "") -> None:
+                 crash: str = "", guest_vmcs: Optional[Dict[int, Dict[int, int]]] = None) -> None:
+    """The machine as a crash dump would hold it (debugger_view.py): active VMCS pages stale, a
+    virtualized processor's registers the guest's. `guest_vmcs` (processor -> VMREAD values taken
+    now) gives the guest state; a parked processor without it keeps its VMX-root registers, labelled."""
     w = ImageWriter()
+    stale = StaleVmcs(active_vmcs_pages(m), b"hvlab image")
     for pa, size in m.phys_ranges():
-        w.add_memory(pa, m.read_phys(pa, size))
+        w.add_memory(pa, stale.range(pa, m.read_phys(pa, size)))
     for name, va in kern.symbols.items():
         if name.startswith("nt!Kd_"):
             w.add_symbol(name, va)
@@ -475,16 +484,25 @@ def _write_image(path: str, m: Machine, kern: NtKernel, img, res: ScenarioResult
     w.add_module(img.name, img.base, img.size)
     for name, va in img.exports.items():
         w.add_symbol("%s!%s" % (img.name, name), va)
-    for i in range(len(m.processors)):
-        w.add_cpu(m.saved_registers(i), msrs[i], cpuid=cpuid[i])
+    contexts = []
+    for i, p in enumerate(m.processors):
+        saved = m.saved_registers(i)
+        vmcs = (guest_vmcs or {}).get(i) if p.parked_in_exit else None
+        if vmcs:
+            regs = dict(saved)
+            regs.update(guest_context(vmcs, p.guest_gprs or {}, saved))
+            contexts.append("guest (VMCS guest state; CR0/CR4 through the read shadows)")
+        else:
+            regs = saved
+            contexts.append("vmx-root (driver VM-exit handler)" if p.parked_in_exit else "os")
+        w.add_cpu(regs, msrs[i], cpuid=cpuid[i])
     w.meta.update({
         "scenario": res.scenario, "driver": os.path.basename(img.name), "driver_base": "0x%x" % img.base,
         "load_status": "0x%08x" % (res.load_status or 0),
         "vmx_state": [p.vmx for p in m.processors],
-        # a virtualized processor is parked in VMX root, in the driver's VM-exit
-        # handler: its registers are that context; the guest's are in its VMCS
-        "register_context": ["vmx-root (driver VM-exit handler)" if p.parked_in_exit else "os"
-                             for p in m.processors],
+        # whose registers each processor's context holds (a crash image may keep VMX-root ones)
+        "register_context": contexts,
+        "stale_vmcs_pages": ["0x%x" % pa for pa in sorted(stale.active_pages)],
         "vmcs_pa": ["0x%x" % p.vmcs_pa for p in m.processors],
         "vmread": {str(i): {"0x%x" % e: "0x%x" % v for e, v in vals.items()} for i, vals in res.vmreads.items()},
         "vmread_at_entry_failure": [{"cpu": c, "fields": {"0x%x" % e: "0x%x" % v for e, v in vals.items()}}

@@ -187,6 +187,7 @@ class Processor:
         self.vmx = "off"             # "off" | "root" | "guest" (VMX non-root)
         self.parked_in_exit = False  # parked inside the driver's VM-exit handler (resume -> guest)
         self.vmcs_pa = 0             # the current VMCS at park time (VMPTRST)
+        self.guest_gprs = None       # the guest's GPRs at the lab's exit that parked it (debugger_view.py)
         self.fw_vmxon_pa = 0         # the lab's ("firmware") VMXON region for re-establishment
         self.gdt = self.idt = self.tss = self.kpcr = 0
         self.stack_top = 0           # per-processor stack for calls into code on this processor
@@ -694,6 +695,8 @@ class Machine(GuestMemory):
             self.truth.vm_exit(self.current)
         if self._lab_induced:
             self._await_root = True
+            regs = self.registers()   # the guest's, as the debugger (or a dump) would see them
+            self.processors[self.current].guest_gprs = {r: regs[r] for r in GPRS}
         elif e.entry_failure and self.capture_on_entry_failure:
             self.capture_in_handler(self.capture_on_entry_failure, self.failure_vmreads)
         for o in self.exit_observers:

@@ -28,15 +28,13 @@ CR0/CR4, per processor, at the break-in.
 """
 from __future__ import annotations
 
-import hashlib
-import struct
 from typing import Dict, List, Sequence, Tuple
 
 from windbg_ext.arch import capabilities as caps
-from windbg_ext.arch.registers import cr_seen_by_guest
-from windbg_ext.arch.vmcs_fields import FIELDS, lookup
+from windbg_ext.arch.vmcs_fields import FIELDS
 
 from emulated_lab import snippets
+from emulated_lab.debugger_view import StaleVmcs, active_vmcs_pages, encoding, guest_context
 from emulated_lab.kd.base import GPR_NAMES, KdError, read_register, write_register
 from emulated_lab.machine import PAGE, Machine
 from emulated_lab.x64 import ERROR_CODE_VECTORS
@@ -50,21 +48,6 @@ RFLAGS_TF = 1 << 8                         # SDM Vol.1 3.4.3.3: single-step trap
 VECTOR_DB, VECTOR_BP = 1, 3
 # capability MSRs the report records (SDM App. A; 0x3A: Vol.4 Table 2-2)
 REPORT_MSRS = (caps.IA32_FEATURE_CONTROL,) + tuple(caps.VMX_MSRS)
-
-# the guest-state fields a virtualized processor's debugger context comes from (SDM 25.4)
-_GUEST_FIELDS = {
-    "rip": "GUEST_RIP", "rsp": "GUEST_RSP", "rflags": "GUEST_RFLAGS", "cr3": "GUEST_CR3", "dr7": "GUEST_DR7",
-    "cs": "GUEST_CS_SELECTOR", "ss": "GUEST_SS_SELECTOR", "ds": "GUEST_DS_SELECTOR", "es": "GUEST_ES_SELECTOR",
-    "fs": "GUEST_FS_SELECTOR", "gs": "GUEST_GS_SELECTOR", "tr": "GUEST_TR_SELECTOR", "ldtr": "GUEST_LDTR_SELECTOR",
-    "gdtr_base": "GUEST_GDTR_BASE", "gdtr_limit": "GUEST_GDTR_LIMIT", "idtr_base": "GUEST_IDTR_BASE",
-    "idtr_limit": "GUEST_IDTR_LIMIT", "fs_base": "GUEST_FS_BASE", "gs_base": "GUEST_GS_BASE",
-    "efer": "GUEST_IA32_EFER",
-}
-
-
-def _enc(name: str) -> int:
-    f = lookup(name)
-    return (f[0] if isinstance(f, tuple) else f).encoding
 
 
 class KdStub:
@@ -82,8 +65,7 @@ class KdStub:
         self.contexts: Dict[int, Dict[str, int]] = {}
         self.refresh_truth: List[Tuple[int, Dict[int, int]]] = []   # VMREAD when hv.sys took a hypercall snapshot
         self.operations: List[str] = []    # what reached the target, in order (benchmarks count them)
-        self._key = hashlib.blake2b(b"hvlab kd %d" % len(m.processors), digest_size=16).digest()
-        self._streams: Dict[int, bytes] = {}
+        self._stale = StaleVmcs({}, b"hvlab kd %d" % len(m.processors))
         self._truth = self._freeze(msrs_before)
 
     # -- the break-in ---------------------------------------------------------------
@@ -91,35 +73,16 @@ class KdStub:
         """Stops every processor where it is (a virtualized one in its guest) and
         records the debugger's register context and the emulator's ground truth."""
         m = self.m
-        gprs: Dict[int, Dict[str, int]] = {}
-
-        def seen(e) -> None:  # the guest's GPRs, at the VM exit that parks it
-            if e.lab_induced:
-                regs = m.registers()
-                gprs[e.cpu] = {r: regs[r] for r in GPR_NAMES}
-
-        m.exit_observers.append(seen)
-        try:
-            for k in range(len(m.processors)):
-                m.switch_to(k)
-                m.park()
-        finally:
-            m.exit_observers.remove(seen)
+        for k in range(len(m.processors)):
+            m.switch_to(k)
+            m.park()
         encs = [f.encoding for f in FIELDS]
         truth = []
         for k, p in enumerate(m.processors):
             vmcs = m.vmread_all(k, encs) if p.parked_in_exit else {}
             if vmcs:
-                ctx = {name: vmcs[_enc(field)] for name, field in _GUEST_FIELDS.items() if _enc(field) in vmcs}
-                ctx.update(gprs.get(k, {}))
-                ctx["rsp"] = vmcs[_enc("GUEST_RSP")]
-                real_cr0, real_cr4 = vmcs[_enc("GUEST_CR0")], vmcs[_enc("GUEST_CR4")]
-                ctx["cr0"] = cr_seen_by_guest(real_cr0, vmcs.get(_enc("CR0_GUEST_HOST_MASK"), 0),
-                                              vmcs.get(_enc("CR0_READ_SHADOW"), 0))
-                ctx["cr4"] = cr_seen_by_guest(real_cr4, vmcs.get(_enc("CR4_GUEST_HOST_MASK"), 0),
-                                              vmcs.get(_enc("CR4_READ_SHADOW"), 0))
-                saved = m.saved_registers(k)   # not in the VMCS guest area: unchanged by VMX
-                ctx.update(cr2=saved.get("cr2", 0), cr8=saved.get("cr8", 0))
+                ctx = guest_context(vmcs, p.guest_gprs or {}, m.saved_registers(k))
+                real_cr0, real_cr4 = vmcs[encoding("GUEST_CR0")], vmcs[encoding("GUEST_CR4")]
             else:
                 ctx = m.saved_registers(k)
                 real_cr0, real_cr4 = ctx["cr0"], ctx["cr4"]
@@ -145,26 +108,8 @@ class KdStub:
         return len(self.m.processors)
 
     # -- memory ---------------------------------------------------------------------
-    def _active_vmcs_pages(self) -> Dict[int, int]:
-        """Pages of the VMCS each processor in VMX operation holds current (the CPU's truth)."""
-        return {t.vmcs_pa & ~0xFFF: t.index for t in self.m.truth.processors
-                if t.vmx != "off" and t.vmcs_pa is not None}
-
-    def _scrambled(self, pa: int, data: bytes) -> bytes:
-        """Bytes of an active VMCS page as a real CPU leaves them: bytes 0-7
-        (revision id, abort indicator) as in memory, the rest not the values."""
-        page, off = pa & ~0xFFF, pa & 0xFFF
-        stream = self._streams.get(page)
-        if stream is None:
-            stream = b"".join(hashlib.blake2b(self._key + struct.pack("<QH", page, i), digest_size=64).digest()
-                              for i in range(PAGE // 64))
-            stream = bytes(8) + bytes(b | 1 for b in stream[8:])   # every byte after the header changes
-            self._streams[page] = stream
-        ks = int.from_bytes(stream[off:off + len(data)], "little")
-        return (int.from_bytes(data, "little") ^ ks).to_bytes(len(data), "little")
-
     def read_physical(self, pa: int, size: int) -> bytes:
-        active = self._active_vmcs_pages()
+        self._stale.update(active_vmcs_pages(self.m))
         out = bytearray()
         while len(out) < size:
             cur = pa + len(out)
@@ -172,9 +117,7 @@ class KdStub:
             if not self.m.is_backed(cur):
                 raise KdError("Memory exception at 0x%x target physical address" % cur, "memory")
             chunk = self.m.read_phys(cur, n)
-            if (cur & ~0xFFF) in active:
-                chunk = self._scrambled(cur, chunk)
-            out += chunk
+            out += self._stale.read(cur, chunk)
         return bytes(out)
 
     def read_virtual(self, va: int, size: int) -> bytes:

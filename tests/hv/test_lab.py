@@ -97,13 +97,20 @@ def _shown(image: str, cpu: int, source: str):
 
 
 @pytest.mark.parametrize("cpu", [0, 1])
-def test_region_values_equal_the_emulators_vmread(baseline, cpu):
-    """Bochs keeps the VMCS in guest memory: the raw region decoded with the driver's
-    layout map (rotated access rights included) must equal every VMREAD."""
+def test_an_active_vmcs_page_is_stale_in_the_image_and_said_so(baseline, cpu):
+    """The image holds an active VMCS's page as a dump would (emulated_lab/debugger_view.py: stale, SDM
+    25.11.1): `--source region` still decodes it, says these are NOT the VMCS's values, and they are not
+    (the exact decode is tested on the emulator's own copy: tests/driver/test_on_emulated_cpu.py)."""
+    from windbg_ext.hv.vmcs_source import STALE_REGION_NOTE
+
     vmread = _vmread(baseline, cpu)
-    shown = _shown(baseline, cpu, "region")
-    assert len(shown) >= 100
-    assert shown == {e: v for e, v in vmread.items() if e in shown}
+    code, out, err = run_cli(["--image", baseline, "--json", "vmcs", str(cpu), "--source", "region"])
+    assert code == 0, err
+    data = json.loads(out)
+    assert STALE_REGION_NOTE in data["notes"]
+    shown = {int(f["encoding"], 16): int(f["value"], 16) for f in data["fields"] if f["value"] is not None}
+    same = [e for e, v in shown.items() if vmread.get(e) == v]
+    assert len(shown) >= 100 and len(same) < 10, same
 
 
 @pytest.mark.parametrize("cpu", [0, 1])
@@ -121,11 +128,25 @@ def test_debugger_flag_gives_a_snapshot_at_every_exit(with_snapshots):
     assert data["snapshot"]["reason"] == "every exit" and data["snapshot"]["count"] >= 100
 
 
-def test_snapshot_and_region_differ_only_in_the_moment(with_snapshots):
-    from windbg_ext.arch.vmcs_fields import by_name
+def test_a_diff_against_a_stale_region_says_it_is_stale(with_snapshots):
+    from windbg_ext.hv.vmcs_source import STALE_REGION_NOTE
 
-    data = _json(["--image", with_snapshots, "vmcs", "1", "--diff", "region"])
-    assert all(_moment(by_name(d["name"]).encoding) for d in data["differences"]), data["differences"]
+    code, out, err = run_cli(["--image", with_snapshots, "vmcs", "1", "--diff", "region"])
+    assert code == 0, err
+    assert " ".join(STALE_REGION_NOTE.split()[:6]) in " ".join(out.split())
+
+
+def test_an_empty_snapshot_does_not_fall_back_to_a_stale_region(hv_sys, tmp_path):
+    """Offline, with no snapshot, the region used to be the default: a dump's stale page shown as values."""
+    from emulated_lab.lab import run_scenario
+
+    image = str(tmp_path / "noworkload.hvimg")
+    run_scenario("baseline", cpus=1, driver=hv_sys, image=image, workload=False)
+    snap = _json(["--image", image, "vcpu", "0"])["snapshot"]
+    if snap["count"]:
+        pytest.fail("this image was meant to have no snapshot: %s" % snap)
+    code, out, err = run_cli(["--image", image, "vmcs", "0"])
+    assert code == 2 and err.count("\n") == 0 and "SnapshotOnEveryExit" in err and "stale" in err, err
 
 
 def test_regions_and_vcpu_checks_pass(baseline):

@@ -13,7 +13,7 @@ VENDOR = (0x616C7668, 0x6C766862, 0x76686261)
 # SDM Vol.3 App. C basic exit reasons
 CPUID, INVD, VMCALL, VMXON, RDMSR, WRMSR, XSETBV = 10, 13, 18, 27, 31, 32, 55
 ENTRY_FAIL_GUEST_STATE = 0x80000021
-GUEST_CR3, HOST_CR3, EXIT_REASON, GUEST_TR_AR = 0x6802, 0x6C02, 0x4402, 0x4822
+GUEST_CR3, HOST_CR3, EXIT_REASON, GUEST_TR_AR, GUEST_CR4 = 0x6802, 0x6C02, 0x4402, 0x4822, 0x6804
 ENTRY_EVENT_INJECTION = (0x4016, 0x4018, 0x401A)
 CPUS = 2
 
@@ -92,7 +92,9 @@ def test_baseline_image_agrees_with_vmread(baseline):
             vr = baseline.vmreads[k]
             assert vr[GUEST_CR3] == t.registers(k)["cr3"]        # the guest is the OS we booted
             assert vr[HOST_CR3] != 0
-            assert t.registers(k)["cr4"] & (1 << 13)
+            # the image holds the guest's registers, as a dump would: CR4 through its read shadow (SDM 25.6.6)
+            assert t.meta["register_context"][k].startswith("guest")
+            assert vr[GUEST_CR4] & (1 << 13) and not t.registers(k)["cr4"] & (1 << 13)
     finally:
         t.close()
     out = []
@@ -110,12 +112,10 @@ def _suite_fields(image, *args):
     return {int(f["encoding"], 16): int(f["value"], 16) for f in json.loads(out[0])["fields"]}
 
 
-def test_image_region_and_snapshot_agree_with_vmread(baseline):
+def test_image_snapshot_agrees_with_vmread(baseline):
+    """(The image's region is stale, as a dump's: tests/hv/test_lab.py; its exact decode:
+    tests/driver/test_on_emulated_cpu.py.)"""
     for k in range(CPUS):
-        region = _suite_fields(baseline.image_path, str(k), "--source", "region")
-        assert len(region) > 100
-        assert {e: v for e, v in region.items() if e in baseline.vmreads[k]} == \
-            {e: baseline.vmreads[k][e] for e in region if e in baseline.vmreads[k]}
         # the snapshot was taken by the VMCALL-snapshot exit: controls and host state stay,
         # except the VM-entry event-injection fields the driver writes per exit (SDM 25.8.3)
         snap = _suite_fields(baseline.image_path, str(k), "--source", "snapshot")

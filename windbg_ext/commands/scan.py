@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from windbg_ext.arch.capabilities import IA32_VMX_BASIC
 from windbg_ext.commands.base import CommandError, parse_int
 from windbg_ext.hv import layouts
-from windbg_ext.hv.scan import HOST_RIP, HOST_RSP, LIVE_NOTE, LIVE_THRESHOLD, REPORT_THRESHOLD, find_candidates
+from windbg_ext.hv.scan import (HOST_RIP, HOST_RSP, LIVE_NOTE, LIVE_THRESHOLD, REPORT_THRESHOLD, STALE_NOTE,
+                                find_candidates)
 from windbg_ext.render.report import Report
 from windbg_ext.target.base import TargetError
 
@@ -99,7 +100,8 @@ def run(ctx, args) -> Report:
     r = Report(data={"candidates": items, "revision_ids": ["0x%x" % v for v in revisions],
                      "revision_ids_from": rev_from, "scanned_bytes": scanned, "unreadable_bytes": unreadable,
                      "threshold": threshold,
-                     "pages_with_revision_id": len(found)})
+                     "pages_with_revision_id": len(found),
+                     "pages_without_vmcs_values": len([c for c in found if STALE_NOTE in c.evidence])})
     r.text("scanned %d KiB of physical memory for VMCS revision id %s\n(revision id from %s): %d page(s) carry it, "
            "%d shown%s" % (scanned >> 10, ", ".join("0x%x" % v for v in revisions), rev_from, len(found), len(shown),
               "" if args.all else " (confidence >= %.2f; --all for the rest)" % threshold))
@@ -107,8 +109,14 @@ def run(ctx, args) -> Report:
         r.text("%d KiB of the ranges could not be read (not present in the target)" % (unreadable >> 10))
     if ctx.target.live:
         r.text(LIVE_NOTE.replace(": its", ":\nits", 1))
+    stale = [c for c in found if STALE_NOTE in c.evidence]
+    if stale and not args.all:
+        r.text("%d page(s) carry the revision id but hold no VMCS values: a VMCS active on its processor when the\n"
+               "dump was taken has a stale page (SDM 25.11.1), and VMXON regions carry the id too (--all lists them)"
+               % len(stale))
     if rows:
         r.table(["VMCS PA", "revision", "confidence", "HOST_RIP", "HOST_RSP", "[HOST_RSP]"], rows)
+    if any(c.fields for c in shown):
         r.text("HOST_RIP / HOST_RSP are region-derived (layout map of the same revision id; stale while a\n"
                "processor holds the VMCS on real hardware, SDM 25.11.1); --json lists every piece of evidence")
     return r

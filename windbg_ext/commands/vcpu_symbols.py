@@ -8,6 +8,7 @@ from windbg_ext.commands.base import parse_index
 from windbg_ext.hv.foreign import walker_for
 from windbg_ext.hv.foreign_views import region_checks, region_consistency, region_layout, vcpu_data
 from windbg_ext.hv.regions import verdict
+from windbg_ext.hv.scan import plausible
 from windbg_ext.render.report import Link, Report
 
 
@@ -17,10 +18,13 @@ def run(ctx, args) -> Report:
     v = w.vcpu(n)
     data = vcpu_data(v)
     r = Report(data=data)
-    r.text("vCPU %d of %s at 0x%x (%s)" % (n, w.table.module, v.address, w.map.vcpu_type),
-           [Link("vmcs %d" % n, "vmcs %d" % n), Link("msrbitmap %d" % n, "msrbitmap %d" % n)])
-    checks, basic, basic_from = region_checks(ctx.target, v)
     values, layout_from = region_layout(ctx.target, v)
+    # `vmcs N` has nothing to show for a stale page (an active VMCS, SDM 25.11.1) unless the driver stored fields
+    shows_vmcs = (values and plausible(values)) or v.stored_vmcs_fields()
+    links = [Link("vmcs %d" % n, "vmcs %d" % n)] if shows_vmcs else []
+    r.text("vCPU %d of %s at 0x%x (%s)" % (n, w.table.module, v.address, w.map.vcpu_type),
+           links + [Link("msrbitmap %d" % n, "msrbitmap %d" % n)])
+    checks, basic, basic_from = region_checks(ctx.target, v)
     checks += region_consistency(v, values, ctx.target.live)
     r.table(["region", "check", "result", "detail", "SDM"],
             [[c.region, c.name, verdict(c.ok), c.detail, c.sdm] for c in checks], title="regions")

@@ -24,7 +24,7 @@ from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
 from windbg_ext.commands.base import CommandError, add_refresh_argument, fresh_snapshot, parse_index, parse_int
 from windbg_ext.hv.foreign import uses_symbols, walker_for as foreign_walker_for
 from windbg_ext.hv.foreign_views import region_layout
-from windbg_ext.hv.scan import LIVE_THRESHOLD, REPORT_THRESHOLD, field_evidence
+from windbg_ext.hv.scan import field_evidence, plausible
 from windbg_ext.hv.model import NO_EXIT, failure_snapshot
 from windbg_ext.hv.processor import linear_address_bits, maxphyaddr, sgx_supported
 from windbg_ext.hv.vmcs_source import load_values
@@ -151,13 +151,12 @@ def _foreign_state(ctx, n: int, source: Optional[str]) -> Dict[str, Any]:
     values, layout_from = region_layout(ctx.target, v)
     if not values:
         raise HvError("vCPU %d of %s: no VMCS values to check: %s" % (n, w.table.module, layout_from))
-    if ctx.target.live:
-        _live_region_usable(w.table.module, n, v.pa.get("vmcs"), values)
+    _region_usable(w.table.module, n, v.pa.get("vmcs"), values)
     caps, sources = _target_caps(ctx, n)
     note = "region* values: the VMCS page decoded with %s, implementation-specific (SDM 25.11.1)" % (
         os.path.basename(layout_from))
-    if ctx.target.live:
-        note += "; LIVE: a running processor's VMCS page is stale or scrambled, trust this on an image or a dump"
+    # they look like a VMCS in use (_region_usable), yet an active VMCS's page may lag its processor
+    note += "; the page of an active VMCS may be older than the processor's copy (25.11.1)"
     return {"fields": values, "note": note, "caps": caps, "maxphyaddr": maxphyaddr(ctx.target, n),
             "read_physical": _physical_reader(ctx), "sgx": sgx_supported(ctx.target, n),
             "linear_address_bits": linear_address_bits(ctx.target, n),
@@ -166,17 +165,19 @@ def _foreign_state(ctx, n: int, source: Optional[str]) -> Dict[str, Any]:
             "caps_source": " and ".join(sorted(sources)) or "nowhere", "driver_state": "walked from its symbols"}
 
 
-def _live_region_usable(module: str, n: int, pa: Optional[int], values: Dict[int, int]) -> None:
-    """Live, the page of a VMCS a running processor holds is stale or in a private format (SDM 25.11.1).
-    Values that do not look like a VMCS in use (scan's field evidence) are not checked at all: a verdict
-    on them would be about scrambled bytes (e.g. 'secondary exit controls active, caps lack 0x493')."""
-    score, evidence = field_evidence(values)
-    if score < REPORT_THRESHOLD - LIVE_THRESHOLD:   # the header is all a live page is trusted for
-        why = next((e for e in evidence if "not ~0" in e), "its host and guest fields are implausible")
-        raise HvError("verify %d live: the VMCS page of vCPU %d of %s (0x%x) does not hold its values (%s): a "
-                      "running processor keeps its current VMCS on chip, the page stale or scrambled (SDM 25.11.1), "
-                      "and %s keeps no snapshot; verify it on an image or a dump (.dump /f)"
-                      % (n, n, module, pa or 0, why, module))
+def _region_usable(module: str, n: int, pa: Optional[int], values: Dict[int, int]) -> None:
+    """A processor may keep its current VMCS on chip, the page stale or in a private format (SDM 25.11.1):
+    live, and in a dump taken while it was active, alike. Values that do not look like a VMCS in use
+    (scan's field evidence) are not checked at all: a verdict on them would be about scrambled bytes
+    (e.g. 'secondary exit controls active, caps lack 0x493')."""
+    if plausible(values):
+        return
+    evidence = field_evidence(values)[1]
+    why = next((e for e in evidence if "not ~0" in e), "its host and guest fields are implausible")
+    raise HvError("verify %d: the VMCS page of vCPU %d of %s (0x%x) does not hold its values (%s): a processor "
+                  "keeps its current VMCS on chip, the page stale (SDM 25.11.1), live and in a dump alike; without "
+                  "a snapshot from %s (VMREAD) there is nothing to verify"
+                  % (n, n, module, pa or 0, why, module))
 
 
 def _target_state(ctx, n: int, source: Optional[str] = None, refresh: bool = False) -> Dict[str, Any]:
@@ -198,6 +199,7 @@ def _target_state(ctx, n: int, source: Optional[str] = None, refresh: bool = Fal
             raise HvError("vCPU %d has no VMCS snapshot (state: %s, reason: %s): the driver takes one when VMLAUNCH "
                           "or VM entry fails, or at every exit when enabled; try --source region" % (n, v.state, snap.reason))
         if vals.source == "region":
+            _region_usable("hv.sys", n, v.VmcsRegionPa, values)
             what = "vCPU %d VMCS region* (decoded with the driver's layout map" % n
             note = note or "region* values are the processor's implementation-specific VMCS memory (SDM 25.11.1)"
         else:

@@ -11,6 +11,7 @@ from windbg_ext.hv import layouts
 from windbg_ext.hv.processor import maxphyaddr
 from windbg_ext.hv.regions import PAGE, Check, msr_bitmap_checks, region_values, vmx_region_checks
 from windbg_ext.hv.rolemap import BUILTIN_MAPS
+from windbg_ext.hv.scan import plausible
 from windbg_ext.hv.state_text import hx
 from windbg_ext.target.base import TargetError
 
@@ -86,21 +87,24 @@ def region_layout(target, v) -> Tuple[Dict[int, int], str]:
 
 
 STALE_LIVE = "not checked live: the VMCS page is stale while the processor holds it (25.11.1)"
+STALE_PAGE = "not checked: the page holds no VMCS values (stale while the VMCS was active, 25.11.1)"
 
 
 def region_consistency(v, values: Dict[int, int], live: bool = False) -> List[Check]:
     """What the driver's VMCS region says against what its own structures say (region-derived):
     MSR_BITMAP is the bitmap page the map names (SDM 25.6.9), HOST_RSP lies in its host stack (25.5).
-    Live the region of a running processor's VMCS is stale or private (25.11.1): n/a."""
+    Live the region of a running processor's VMCS is stale or private (25.11.1): n/a; in a dump too
+    when the page does not look like a VMCS in use (it was active when the dump was taken)."""
     out: List[Check] = []
+    stale = STALE_LIVE if live else (STALE_PAGE if values and not plausible(values) else "")
     bitmap, pa = values.get(MSR_BITMAP), v.pa.get("msr_bitmap")
     if bitmap is not None and pa is not None:
-        out.append(Check("MSR bitmap", "VMCS MSR_BITMAP field (region*)", None if live else bitmap == pa,
-                         STALE_LIVE if live else "region 0x%x, the map's bitmap 0x%x" % (bitmap, pa), "25.6.9"))
+        out.append(Check("MSR bitmap", "VMCS MSR_BITMAP field (region*)", None if stale else bitmap == pa,
+                         stale or "region 0x%x, the map's bitmap 0x%x" % (bitmap, pa), "25.6.9"))
     stack = v.host_stack()
     rsp = values.get(HOST_RSP)
     if rsp is not None and stack and stack[1]:
-        out.append(Check("host stack", "HOST_RSP inside (region*)", None if live else
+        out.append(Check("host stack", "HOST_RSP inside (region*)", None if stale else
                          stack[0] < rsp <= stack[0] + stack[1],
-                         STALE_LIVE if live else "0x%x in 0x%x-0x%x" % (rsp, stack[0], stack[0] + stack[1]), "25.5"))
+                         stale or "0x%x in 0x%x-0x%x" % (rsp, stack[0], stack[0] + stack[1]), "25.5"))
     return out

@@ -15,7 +15,11 @@ Evidence and weights (confidence = sum, at most 1.0):
 Without a layout map for the revision id only the first two can be checked.
 Live, neither can the fields: a processor may hold its current VMCS on chip in
 a private format, its page stale (SDM 25.11.1; the lab's kd session models
-this), so a live scan checks the first 8 bytes only and says so.
+this), so a live scan checks the first 8 bytes only and says so. A dump
+holds the same stale pages for every VMCS that was active when it was taken
+(the lab's images model this too): offline the fields are checked, and a page
+whose fields do not look like a VMCS in use is said to be stale or not a VMCS
+(`plausible`, also what `vmcs`/`verify` use before trusting a region).
 """
 from __future__ import annotations
 
@@ -83,37 +87,56 @@ def assess(page: bytes, pa: int, revision_id: int, layout: Optional[List[LayoutE
         evidence.append("no layout map for revision id 0x%x: fields not checked (see: layout load)" % revision_id)
         return Candidate(pa, revision_id, score, evidence, {})
     v = region_values(page, layout)
-    more, why = field_evidence(v)
+    if not plausible(v):   # scrambled bytes are no evidence either way, and their "HOST_RIP" leads nowhere
+        return Candidate(pa, revision_id, score, evidence + [STALE_NOTE], {})
+    more, why, _ = field_evidence(v)
     return Candidate(pa, revision_id, min(score + more, 1.0), evidence + why, v)
 
 
-def field_evidence(v: Dict[int, int]) -> Tuple[float, List[str]]:
-    """(score, evidence) of region-derived VMCS values (encoding -> value) that a VMCS in use
-    holds: the link pointer, host state and guest CR0 checks of `assess`."""
-    score, evidence = 0.0, []
+PLAUSIBLE = 3   # of the 5 field checks below: a stale (scrambled) page passes at most 2 by chance
+STALE_NOTE = ("its fields do not look like a VMCS in use: a VMCS active on its processor when the dump was taken "
+              "has a stale page (SDM 25.11.1), or this is not a VMCS")
+
+
+def plausible(v: Dict[int, int]) -> bool:
+    """Region-derived values hold what a VMCS in use holds (at least PLAUSIBLE of field_evidence's
+    five checks): a VMCS broken on purpose still passes most; a stale page passes a random few
+    (link pointer ~0: 2^-64; kernel-half host RIP and RSP, an aligned host CR3: about 2^-17 each)."""
+    return len(field_evidence(v)[2]) >= PLAUSIBLE
+
+
+def field_evidence(v: Dict[int, int]) -> Tuple[float, List[str], List[str]]:
+    """(score, evidence, the checks passed) of region-derived VMCS values (encoding -> value) that a
+    VMCS in use holds: the link pointer, host state and guest CR0 checks of `assess`."""
+    score, evidence, passed = 0.0, [], []
     link = v.get(LINK)
     if link == 0xFFFFFFFFFFFFFFFF:
         score += 0.25
+        passed.append("link pointer")
         evidence.append("VMCS link pointer ~0 (25.4.2)")
     elif link is not None:
         evidence.append("VMCS link pointer 0x%x, not ~0" % link)
     cr4 = v.get(HOST_CR4)
     if cr4 is not None and cr4 & CR4_VMXE:
         score += 0.15
+        passed.append("host CR4")
         evidence.append("host CR4.VMXE set (27.2.2)")
     rip, rsp = v.get(HOST_RIP), v.get(HOST_RSP)
     if rip is not None and rsp is not None and rip >= KERNEL_HALF and rsp >= KERNEL_HALF:
         score += 0.15
+        passed.append("host RIP/RSP")
         evidence.append("host RIP 0x%x and RSP 0x%x in kernel space (27.2.3)" % (rip, rsp))
     cr3 = v.get(HOST_CR3)
     if cr3 and cr3 >> 52 == 0 and cr3 & 0xFFF == 0:
         score += 0.10
+        passed.append("host CR3")
         evidence.append("host CR3 0x%x page-aligned physical (27.2.2)" % cr3)
     cr0 = v.get(GUEST_CR0)
     if cr0 is not None and cr0 & CR0_PE and cr0 & CR0_PG:
         score += 0.10
+        passed.append("guest CR0")
         evidence.append("guest CR0.PE and CR0.PG set (25.4.1)")
-    return score, evidence
+    return score, evidence, passed
 
 
 # -- the one function here that reads the target --------------------------------------

@@ -4,7 +4,10 @@ architectural) or the raw VMCS page decoded with the driver's layout map
 
 On a live target the region of a launched vCPU is the VMCS its processor
 holds active: its page is stale or in a private format (SDM 25.11.1), so it
-is never the default there and is labelled as not current.
+is never the default there and is labelled as not current. A dump taken
+while the VMCS was active holds the same stale page: a region whose fields do
+not look like a VMCS in use (scan.plausible) is never the default either, and
+is labelled as not the VMCS's values.
 """
 from __future__ import annotations
 
@@ -12,10 +15,13 @@ from typing import Dict, Optional
 
 from windbg_ext.hv.model import Vcpu
 from windbg_ext.hv.regions import region_values
+from windbg_ext.hv.scan import plausible
 from windbg_ext.hv.walker import HvError, HvWalker
 
 LIVE_REGION_NOTE = ("live: this VMCS is active on its processor; its page is stale or private (SDM 25.11.1): "
                     "NOT current values (--refresh)")
+STALE_REGION_NOTE = ("this page does not hold a VMCS's values (link pointer, host state): the VMCS was active when "
+                     "the target stopped, its page stale (SDM 25.11.1): NOT the VMCS's values")
 
 
 class Values:
@@ -32,6 +38,7 @@ class Values:
 def load_values(w: HvWalker, v: Vcpu, source: Optional[str]) -> Values:
     """vCPU v's values from `source` ("snapshot", "region"; None: the snapshot when it has any)."""
     snap = v.snapshot()
+    source_given = source
     live_active = w.target.live and v.state == "launched"
     if source is None:
         if not snap.count and live_active:
@@ -59,6 +66,13 @@ def load_values(w: HvWalker, v: Vcpu, source: Optional[str]) -> Values:
     if not v.VmcsRegionPa:
         raise HvError("vCPU %d has no VMCS region (VmcsRegionPa is 0)" % v.index)
     page = w.read_page(v.VmcsRegionPa, "vCPU %d's VMCS region" % v.index)
+    values = region_values(page, d.layout)
     if live_active:
         note = LIVE_REGION_NOTE
-    return Values(region_values(page, d.layout), "region", note)
+    elif not plausible(values):
+        if source_given is None:
+            raise HvError("vCPU %d: empty snapshot (reason: %s) and a stale VMCS page (active when the target "
+                          "stopped, SDM 25.11.1): set SnapshotOnEveryExit to 1 for values at every exit, or "
+                          "--source region for the page" % (v.index, snap.reason))
+        note = STALE_REGION_NOTE
+    return Values(values, "region", note)

@@ -38,6 +38,7 @@ from windbg_ext.arch import capabilities as caps
 
 from emulated_lab import snippets
 from emulated_lab.cpu_truth import CpuTruth
+from emulated_lab.debugctl import IA32_DEBUGCTL, DebugctlModel
 from emulated_lab.errors import MachineError
 from emulated_lab.insn import Insn, effective_address, scan
 from emulated_lab.memory import DIRECT_MAP, PAGE, GuestMemory
@@ -272,6 +273,8 @@ class Machine(GuestMemory):
         # needs them, so `truth` is not kept (benchmarks/bench_lab.py)
         self.observe = observe
         self.truth = CpuTruth(cpus, self._cr4_of, lambda: self.vmx_revision)
+        # IA32_DEBUGCTL kept per processor by the lab (Bochs drops its writes): emulated_lab/debugctl.py
+        self.debugctl = DebugctlModel(cpus)
         for p in self.processors:
             self._build_processor(p)
 
@@ -431,6 +434,7 @@ class Machine(GuestMemory):
             # exited at once)
             if insn.kind in ("vmlaunch", "vmresume") and not self._entry_exited and not self._firmware:
                 self.truth.entered_guest(k, insn.kind)
+                self.debugctl.vm_entered(self, k, self.truth.processors[k].vmcs_pa)
             return
         if insn.kind == "cpuid":
             leaf, sub = regs["rax"] & 0xFFFFFFFF, regs["rcx"] & 0xFFFFFFFF
@@ -442,6 +446,12 @@ class Machine(GuestMemory):
                 new = self.cpuid_filter(k, leaf, sub, new)
             if new != out:
                 c.rax, c.rbx, c.rcx, c.rdx = new
+        elif insn.kind in ("rdmsr", "wrmsr") and regs["rcx"] & 0xFFFFFFFF == IA32_DEBUGCTL:
+            if insn.kind == "wrmsr":
+                self.debugctl.wrmsr(k, (regs["rdx"] & 0xFFFFFFFF) << 32 | (regs["rax"] & 0xFFFFFFFF))
+            else:
+                v = self.debugctl.rdmsr(k)
+                c.rax, c.rdx = v & 0xFFFFFFFF, v >> 32
         elif insn.kind == "rdmsr" and self.rdmsr_filter is not None:
             v = (c.rdx & 0xFFFFFFFF) << 32 | (c.rax & 0xFFFFFFFF)
             nv = self.rdmsr_filter(k, regs["rcx"] & 0xFFFFFFFF, v)
@@ -652,6 +662,8 @@ class Machine(GuestMemory):
         self.sess.stop()
 
     def _on_branch(self, sess, cpu_id, what, branch_ip, new_ip) -> None:
+        if self.debugctl.save_pending:
+            self.debugctl.exit_completed(self)
         if self._await_root:
             # first branch after a lab-induced VM exit: the CPU is in VMX root.
             self._await_root = False
@@ -688,6 +700,9 @@ class Machine(GuestMemory):
         e = VmExit(self.current, reason, qual, sess.cpu.rip, self._lab_induced)
         self.exits.append(e)
         self._entry_exited = True
+        if self._watch_cb is not None:
+            self.debugctl.vm_exit(self, self.current, self.truth.processors[self.current].vmcs_pa or 0, reason,
+                                  self._lab_induced)
         if not self._lab_induced:
             # the lab's parking exits are invisible on a real machine: the
             # processor keeps running its guest there
@@ -1022,6 +1037,7 @@ class Machine(GuestMemory):
             p.state = self._initial_state(p)
             p.vmx, p.parked_in_exit, p.vmcs_pa = "off", False, 0
             self.truth.lost_vmx(p.index)
+        self.debugctl.reset()
 
     def _capture_failure(self) -> None:
         p = self.processors[self.current]

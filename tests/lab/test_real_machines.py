@@ -8,7 +8,7 @@ import pytest
 
 from emulated_lab import report
 from emulated_lab.lab import HV_BUGCHECK_CODE, HV_BUGCHECK_VMRESUME_FAILED, run_scenario
-from tests.support import run_cli
+from tests.support import build_reverted_hv, run_cli
 
 CLEAN = ("hyperv-parent", "sleep", "debug-registers", "modern-guest", "poisoned-vmcs")
 CASES = [(s, c) for s in CLEAN for c in (1, 2, 8)]
@@ -156,3 +156,15 @@ def test_a_processor_that_cannot_leave_vmx_keeps_its_vmm_memory(hv_sys, cpus):
     # VMM context, vCPU array, host stack (pool) + VMXON, VMCS, MSR bitmap (contiguous) of that processor
     assert sorted(a.kind for a in res.leaks) == ["contiguous"] * 3 + ["pool"] * 3
     assert any("could not leave VMX" in m.text for m in res.messages)
+
+
+def test_debug_controls_left_out_lose_dr7_and_debugctl_at_every_exit(hv_sys):
+    """The lab keeps IA32_DEBUGCTL per processor and clears it at VM exit (SDM Vol.3 28.5.1), as DR7 is
+    set to 0x400: the driver built without "save/load debug controls" (the driver before issue #10) fails
+    both checks on every processor; the driver as it is passes them."""
+    old = run_scenario("debug-registers", cpus=2, driver=build_reverted_hv("DEBUG_CONTROLS"))
+    failed = {c.name: c.detail for c in old.checks if not c.ok}
+    assert set(failed) == {"cpu%d:%s-survives-exit" % (k, r) for k in (0, 1) for r in ("dr7", "debugctl")}
+    assert "IA32_DEBUGCTL after CPUID 0x0 (set 0x2)" in failed["cpu1:debugctl-survives-exit"]
+    new = run_scenario("debug-registers", cpus=2, driver=hv_sys)
+    assert all(c.ok for c in new.checks) and len(new.checks) == 6

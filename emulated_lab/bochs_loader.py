@@ -183,6 +183,17 @@ def set_watch(callback) -> None:
         raise NativeError("the interposer does not know where bx_cpu.async_event is")
 
 
+def deliver_init() -> None:
+    """The INIT signal reaches the emulated CPU (bochs_stubs.cpp hvlab_deliver_init): call it
+    from a watched instruction's callback, in VMX non-root (anywhere else Bochs resets the CPU)."""
+    load_bochscpu()
+    ext = ctypes.CDLL(_module._bochscpu.__file__)
+    f = _handle.hvlab_deliver_init
+    f.restype, f.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    if f(ctypes.cast(ext["_ZN8BX_CPU_C12deliver_INITEv"], ctypes.c_void_p)) != 0:
+        raise NativeError("INIT can only be delivered from a watched instruction's callback")
+
+
 def instructions() -> int:
     """Instructions the emulated CPU has executed in this process so far."""
     load_bochscpu()

@@ -171,6 +171,17 @@ def modern_checks(m, k: int, features: Dict[str, bool]) -> List[Check]:
     return out
 
 
+INIT_SITE = "mov ecx, 0x10\nrdmsr\n"     # IA32_TIME_STAMP_COUNTER: in the MSR bitmap, no exit
+
+
+def init_check(m, k: int) -> Check:
+    """INIT arrives at the RDMSR (hardware.send_init): the INIT VM exit follows it
+    (SDM Vol.3 26.2). A VMM that cannot emulate a reset must stop the machine; the
+    check fails if the guest just carries on."""
+    r = _run(m, k, INIT_SITE + "ret")
+    return Check("cpu%d:init-stops-the-machine" % k, False, "the guest went on after INIT: %s" % _outcome(r))
+
+
 def page_fault_check(m, k: int) -> Check:
     """A guest #PF with the exception bitmap's bit 14 clear must reach the guest's
     IDT, unless PFEC & mask != match (SDM Vol.3 26.2): junk there makes it exit."""

@@ -22,6 +22,9 @@ do that the lab now models"):
   never reaches it (a layer in between answers "unknown function"), so that
   processor cannot leave VMX at unload: what the driver frees must not
   include what that processor's next VM exit uses.
+- `send_init`: another processor sends INIT (an INIT IPI, e.g. at a reset or
+  restart) to a processor in our VMX non-root: a VM exit with reason 3 (SDM Vol.3
+  26.2; INIT is blocked in VMX root, 25.2).
 - `break_host_state`: a host-state field made invalid on a parked processor,
   so its next VMRESUME fails with VMfailValid (SDM Vol.3 27.2.3, 31.4 error 8).
 """
@@ -140,6 +143,22 @@ def intercept_devirtualize(m, k: int, signature: int, function: int, status: int
         if (cpu == k and insn.kind == "vmcall" and m.truth.processors[cpu].vmx == "guest"
                 and regs["rax"] == signature and regs["rcx"] == function):
             return {"rax": status}
+        return previous(cpu, insn, regs) if previous is not None else None
+    m.emulate = emulate
+
+
+def send_init(m, k: int) -> None:
+    """At processor k's next watched instruction (CPUID, RDMSR, ...) in our VMX non-root the INIT
+    signal arrives; the CPU takes the INIT VM exit at the next instruction boundary (SDM Vol.3 26.2),
+    right after that instruction unless the instruction exits first."""
+    from emulated_lab.bochs_loader import deliver_init
+    previous = m.emulate
+    armed = [True]
+
+    def emulate(cpu: int, insn: Insn, regs: Dict[str, int]) -> Optional[Dict[str, int]]:
+        if armed[0] and cpu == k and m.truth.processors[cpu].vmx == "guest":
+            armed[0] = False
+            deliver_init()
         return previous(cpu, insn, regs) if previous is not None else None
     m.emulate = emulate
 

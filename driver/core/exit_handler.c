@@ -365,6 +365,16 @@ uint8_t HvCoreHandleExit(HV_GUEST_REGISTERS *regs, HV_VCPU *vcpu)
     case EXIT_REASON_TRIPLE_FAULT:
         vcpu->TripleFault = 1;
         HvFatalExit(vcpu, reason, HV_SNAPSHOT_REASON_TRIPLE_FAULT, HV_BUGCHECK_TRIPLE_FAULT);
+#ifndef HV_REVERT_INIT_BUGCHECK
+    case EXIT_REASON_INIT:
+    case EXIT_REASON_SIPI:
+        /* INIT always exits in VMX non-root (26.2; blocked in root, 25.2) and SIPI
+         * exits in wait-for-SIPI. Emulating the reset needs unrestricted guest and
+         * EPT (the guest restarts in real mode at F000:FFF0, 10.4.3 / 9.1.4), which
+         * this driver does not use: stop the machine, saying which signal it was. */
+        HvFatalExit(vcpu, reason, HV_SNAPSHOT_REASON_UNEXPECTED_EXIT,
+                    basic == EXIT_REASON_INIT ? HV_BUGCHECK_INIT_SIGNAL : HV_BUGCHECK_SIPI);
+#endif
     default:
         vcpu->UnexpectedExitCount++;
         vcpu->LastUnexpectedExitReason = reason;

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from emulated_lab import report
-from emulated_lab.lab import HV_BUGCHECK_CODE, HV_BUGCHECK_VMRESUME_FAILED, run_scenario
+from emulated_lab.guest_checks import INIT_SITE
+from emulated_lab.lab import HV_BUGCHECK_CODE, HV_BUGCHECK_INIT_SIGNAL, HV_BUGCHECK_VMRESUME_FAILED, run_scenario
 from tests.support import build_reverted_hv, run_cli
 
 CLEAN = ("hyperv-parent", "sleep", "debug-registers", "modern-guest", "poisoned-vmcs")
@@ -83,6 +84,32 @@ def test_resume_failure_ends_in_the_drivers_bugcheck_with_the_error(hv_sys, cpus
     assert rc == 0 and "failed at VMRESUME (error 8" in out, err
     rc, out, _ = run_cli(["--image", image, "vmm"])
     assert "error 8" in out
+
+
+EXIT_REASON_INIT, HV_BUGCHECK_UNEXPECTED_EXIT = 3, 2
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 8])
+def test_init_signal_ends_in_the_bugcheck_that_names_init(hv_sys, cpus):
+    """INIT in VMX non-root is a VM exit (SDM Vol.3 26.2), not a reset. The CPU model delivers it to the
+    last processor right after an RDMSR; hv.sys cannot emulate the reset and stops the machine with
+    P1 = 5 (INIT), P2 = the exit reason, P4 = the guest RIP (past the RDMSR)."""
+    res = run_scenario("init-signal", cpus=cpus, driver=hv_sys, raise_on_crash=False)
+    code, params = res.bugcheck
+    assert (code, params[0], params[1]) == (HV_BUGCHECK_CODE, HV_BUGCHECK_INIT_SIGNAL, EXIT_REASON_INIT)
+    assert res.exit_counts.get(EXIT_REASON_INIT) == 1
+    assert "on processor %d" % (cpus - 1) in res.crash
+    assert res.checks == []                  # the guest did not go on after INIT
+    last = [e for e in res.exits if e.reason == EXIT_REASON_INIT][0]
+    assert params[3] == last.guest_rip and last.cpu == cpus - 1
+    from emulated_lab.asm import assemble
+    assert (last.guest_rip - len(assemble(INIT_SITE))) % 16 == 0     # placed code is 16-byte aligned
+
+
+def test_init_signal_fell_into_the_unexpected_exit_bugcheck_before():
+    """The driver before (HV_REVERT_INIT_BUGCHECK): the same INIT exit, the generic bugcheck."""
+    res = run_scenario("init-signal", cpus=2, driver=build_reverted_hv("INIT_BUGCHECK"), raise_on_crash=False)
+    assert res.bugcheck[1][:2] == [HV_BUGCHECK_UNEXPECTED_EXIT, EXIT_REASON_INIT]
 
 
 def test_report_schema_and_cli(hv_sys, tmp_path):

@@ -32,7 +32,7 @@ BOCHSCPU_VERSION = "0.3.1"
 WATCHED_HANDLERS = (
     ("VMXON", ("vmxon",)), ("VMPTRLD", ("vmptrld",)), ("VMCLEAR", ("vmclear",)), ("VMPTRST", ("vmptrst",)),
     ("VMLAUNCH", ("vmlaunch", "vmresume")), ("VMXOFF", ("vmxoff",)), ("VMCALL", ("vmcall",)),
-    ("CPUID", ("cpuid",)), ("RDMSR", ("rdmsr",)), ("WRMSR", ("wrmsr",)),
+    ("CPUID", ("cpuid",)), ("RDMSR", ("rdmsr",)), ("WRMSR", ("wrmsr",)), ("MOV_CR4Rq", ("mov_cr4",)),
 )
 
 # watch(which, after) -> int: `which` indexes WATCHED_HANDLERS; after = 0 before the

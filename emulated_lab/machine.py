@@ -385,6 +385,13 @@ class Machine(GuestMemory):
             self._pending = None
             self.request(lambda: self._raise_fault(VECTOR_GP, 0, rip))
             return True
+        # no VMX: CR4.VMXE is a reserved bit, and setting a reserved CR4 bit raises #GP(0) (SDM Vol.3 2.5,
+        # Vol.2 MOV to CR: "#GP(0) if an attempt is made to write a 1 to any reserved bit in CR4"; 24.7)
+        if (insn.kind == "mov_cr4" and self._hide_vmx and not self._firmware
+                and getattr(self.sess.cpu, insn.src) & CR4_VMXE and self.sess.cpu.state.cs.selector & 3 == 0):
+            self._pending = None
+            self.request(lambda: self._raise_fault(VECTOR_GP, 0, rip))
+            return True
         self._pending = (rip, insn, pa, regs)
         if insn.kind in ("vmlaunch", "vmresume"):
             self._entry_exited = False

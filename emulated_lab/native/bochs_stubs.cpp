@@ -96,10 +96,11 @@ class BX_CPU_C {
   void CPUID(bxInstruction_c *);
   void RDMSR(bxInstruction_c *);
   void WRMSR(bxInstruction_c *);
+  void MOV_CR4Rq(bxInstruction_c *);  // MOV CR4, r64
 };
 
 namespace {
-const int kWatched = 10;
+const int kWatched = 11;
 typedef void (*handler_fn)(BX_CPU_C *, bxInstruction_c *);
 typedef int (*watch_fn)(int which, int after);
 handler_fn original_handler[kWatched];
@@ -134,6 +135,7 @@ HVLAB_WATCHED(VMCALL, 6)
 HVLAB_WATCHED(CPUID, 7)
 HVLAB_WATCHED(RDMSR, 8)
 HVLAB_WATCHED(WRMSR, 9)
+HVLAB_WATCHED(MOV_CR4Rq, 10)
 #undef HVLAB_WATCHED
 
 // Returns 0, or -1 for an index out of range.

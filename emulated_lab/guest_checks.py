@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional
 
 from emulated_lab.asm import assemble
-from emulated_lab.hardware import HV_MSR_GUEST_OS_ID, HV_MSR_VP_INDEX, HV_VENDOR
+from emulated_lab.hardware import (HC_FAST, HC_REP_SHIFT, HV_CALL_GET_VP_REGISTERS, HV_MSR_GUEST_OS_ID, HV_MSR_VP_INDEX,
+                                   HV_REGISTER_GUEST_OS_ID, HV_REGISTER_VP_INDEX, HV_VENDOR)
 
 SIGNATURE, PING, PING_REPLY = 0x4D4D5662616C7668, 1, 0x474E4F5042414C48    # driver/include/hv_hypercall.h
 VECTOR_DB, VECTOR_PF = 1, 14
@@ -73,8 +74,42 @@ def parent_checks(m, k: int, parent) -> List[Check]:
           and parent.hypercalls[k] == before + 2 and seen == (0x10008, 7 + k, 0))
     out.append(Check("cpu%d:parent-hypercalls" % k, ok, "the parent's status codes came back" if ok else
                      "%s / %s" % (_outcome(r), _outcome(r2))))
+    out.append(xmm_fast_hypercall(m, k, parent, value))
     out.append(ping(m, k))
     return out
+
+
+# XMM0-5 loaded from [rdi], VMCALL, RAX and XMM0-5 stored back to [rdi] (16-byte slots)
+XMM_CALL = "".join("movdqu xmm%d, [rdi + %d]\n" % (n, 16 * n) for n in range(6)) + "vmcall\n" + \
+    "mov [rdi + 96], rax\n" + "".join("movdqu [rdi + %d], xmm%d\n" % (16 * n, n) for n in range(6)) + "ret"
+
+
+def xmm_fast_hypercall(m, k: int, parent, guest_os_id: int) -> Check:
+    """HvCallGetVpRegisters as an XMM fast hypercall (TLFS 3.7.8) from the guest: the register names
+    go in XMM0, the values come back in XMM1 and XMM2; XMM3-5 carry the guest's own values, which
+    nothing may change. The parent sees the XMM registers of the VMCALL hv.sys makes for the guest,
+    so they pass through hv.sys's exit stub both ways."""
+    buf, pa = m.alloc_page()
+    mark = [0x5A5A_0000_0000_0000_0000_0000_0000_0000 | (n << 8) | k for n in range(6)]
+    mark[0] = HV_REGISTER_VP_INDEX | HV_REGISTER_GUEST_OS_ID << 32 | 0xC0DE << 64
+    m.write_phys(pa, b"".join(v.to_bytes(16, "little") for v in mark))
+    rcx = HV_CALL_GET_VP_REGISTERS | HC_FAST | 2 << HC_REP_SHIFT
+    r = _run(m, k, XMM_CALL, {"rdi": buf, "rcx": rcx, "rdx": (1 << 64) - 1, "r8": 0xFFFFFFFE, "rax": 0})
+    name = "cpu%d:parent-xmm-fast-hypercall" % k
+    if r.stop != "return":
+        return Check(name, False, _outcome(r))
+    raw = m.read_phys(pa, 104)
+    got = [int.from_bytes(raw[16 * n:16 * n + 16], "little") for n in range(6)]
+    status = int.from_bytes(raw[96:104], "little")
+    want = [mark[0], k, guest_os_id] + mark[3:]
+    sent = parent.last_xmm_call.get(k)
+    ok = status == 2 << HC_REP_SHIFT and got == want and sent is not None and sent[1][0] == mark[0]
+    if ok:
+        return Check(name, True, "VP index and guest OS id came back in XMM1/XMM2, XMM0 and XMM3-5 kept")
+    bad = [n for n in range(6) if got[n] != want[n]]
+    return Check(name, False, "status 0x%x, parent %s, XMM differing: %s" % (
+        status, "received the names" if sent and sent[1][0] == mark[0] else "did not receive the names",
+        ", ".join("xmm%d 0x%x (want 0x%x)" % (n, got[n], want[n]) for n in bad) or "none"))
 
 
 # -- debug-registers ----------------------------------------------------------------

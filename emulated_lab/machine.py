@@ -423,8 +423,29 @@ class Machine(GuestMemory):
         self.set_thread_regs({"rsp": rsp, "rip": handler, "rflags": flags})
 
     def _emulated(self, next_rip: int, regs: Dict[str, int]) -> None:
-        regs = dict(regs, rip=next_rip)
+        xmm = {int(r[3:]): v for r, v in regs.items() if r.startswith("xmm")}
+        if xmm:
+            self.set_xmm(xmm)
+        regs = dict(((r, v) for r, v in regs.items() if not r.startswith("xmm")), rip=next_rip)
         self.set_thread_regs(regs)
+
+    def read_xmm(self, count: int = 16) -> List[int]:
+        """XMM0..count-1 of the live processor, each a 128-bit int (low qword first in memory)."""
+        zmm = self.sess.cpu.state.zmm
+        return [zmm[n].q[0] | zmm[n].q[1] << 64 for n in range(count)]
+
+    def set_xmm(self, values: Dict[int, int]) -> None:
+        """Writes XMMn = value (128 bits; the upper ZMM lanes are left alone). Not from inside a hook:
+        the whole CPU state is written back (Machine.request)."""
+        c = self.sess.cpu
+        st = c.state
+        zmm = st.zmm
+        for n, v in values.items():
+            q = list(zmm[n].q)
+            q[0], q[1] = v & 0xFFFF_FFFF_FFFF_FFFF, v >> 64 & 0xFFFF_FFFF_FFFF_FFFF
+            zmm[n].q = q
+        st.zmm = zmm
+        c.state = st
 
     def _after(self) -> None:
         """The watched instruction completed (no VM exit, no fault)."""

@@ -195,3 +195,13 @@ def test_debug_controls_left_out_lose_dr7_and_debugctl_at_every_exit(hv_sys):
     assert "IA32_DEBUGCTL after CPUID 0x0 (set 0x2)" in failed["cpu1:debugctl-survives-exit"]
     new = run_scenario("debug-registers", cpus=2, driver=hv_sys)
     assert all(c.ok for c in new.checks) and len(new.checks) == 6
+
+
+def test_xmm_fast_hypercall_output_is_lost_when_the_pass_through_leaves_xmm_out():
+    """hyperv-parent: HvCallGetVpRegisters as an XMM fast hypercall. The stub built without the XMM0-5
+    copies (HV_REVERT_XMM_FAST_HYPERCALL: GPRs only, as before) restores the guest's XMM over the
+    parent's output; every other check still passes, so it is exactly that path that fails."""
+    old = run_scenario("hyperv-parent", cpus=2, driver=build_reverted_hv("XMM_FAST_HYPERCALL"))
+    failed = {c.name: c.detail for c in old.checks if not c.ok}
+    assert set(failed) == {"cpu0:parent-xmm-fast-hypercall", "cpu1:parent-xmm-fast-hypercall"}
+    assert "xmm1" in failed["cpu1:parent-xmm-fast-hypercall"] and "xmm3" not in failed["cpu1:parent-xmm-fast-hypercall"]

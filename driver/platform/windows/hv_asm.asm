@@ -306,12 +306,14 @@ HvAsmHypercall ENDP
 ; state, so the guest sees the parent's answer. XMM0-5 are volatile here.
 HvAsmParentHypercall PROC
     mov r9, rcx
+IFNDEF HV_REVERT_XMM_FAST_HYPERCALL     ; (the driver before: GPRs only; make -C driver revert)
     movaps xmm0, xmmword ptr [r9-100h]
     movaps xmm1, xmmword ptr [r9-0F0h]
     movaps xmm2, xmmword ptr [r9-0E0h]
     movaps xmm3, xmmword ptr [r9-0D0h]
     movaps xmm4, xmmword ptr [r9-0C0h]
     movaps xmm5, xmmword ptr [r9-0B0h]
+ENDIF
     mov rcx, [r9+08h]
     mov rdx, [r9+10h]
     mov r8, [r9+40h]
@@ -319,12 +321,14 @@ HvAsmParentHypercall PROC
     mov [r9+00h], rax
     mov [r9+10h], rdx
     mov [r9+40h], r8
+IFNDEF HV_REVERT_XMM_FAST_HYPERCALL
     movaps xmmword ptr [r9-100h], xmm0
     movaps xmmword ptr [r9-0F0h], xmm1
     movaps xmmword ptr [r9-0E0h], xmm2
     movaps xmmword ptr [r9-0D0h], xmm3
     movaps xmmword ptr [r9-0C0h], xmm4
     movaps xmmword ptr [r9-0B0h], xmm5
+ENDIF
     ret
 HvAsmParentHypercall ENDP
 

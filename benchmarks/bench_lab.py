@@ -80,11 +80,12 @@ def main() -> int:
     code = m.place_code(assemble(LOOP))
     m.run(0, code, regs={"rcx": 10})
     n = 1000
-    exits_before = len(m.exits)
+    exits_before = sum(m.exits.counts().values())
     start = m.instructions
     m.run(0, code, regs={"rcx": n})
     host = m.instructions - start
-    exits = len([e for e in m.exits[exits_before:] if not e.lab_induced])
+    # every exit the driver saw (m.exits keeps the details of only the first and last ones)
+    exits = sum(m.exits.counts().values()) - exits_before
     per_trip = host / float(exits)
     print("host instructions per CPUID exit round trip (exit -> handler -> VMRESUME): %.1f over %d exits "
           "(goal < %d: %s)" % (per_trip, exits, GOAL, "met" if per_trip < GOAL else "NOT met"))

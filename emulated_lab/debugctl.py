@@ -32,25 +32,39 @@ class DebugctlModel:
         self.value: List[int] = [0] * cpus
         # an exit the lab induced (parking) is invisible: the next entry loads nothing
         self._invisible: List[bool] = [False] * cpus
-        self._save: Optional[Tuple[int, int]] = None    # (field PA, value) to store once the exit completed
+        # the VMCS of the last VM entry, until what it loaded is worked out (at the next RDMSR, WRMSR or
+        # exit on that processor: nothing in between can change the fields, so entries stay cheap)
+        self._entered: List[int] = [0] * cpus
+        # (field PA, value) to store once the exit completed; Machine._on_branch tests it at every branch
+        self.save: Optional[Tuple[int, int]] = None
 
     def _field(self, m, vmcs_pa: int, encoding: int) -> int:
-        pa = vmcs_pa + BOCHS_VMCS_OFFSETS[encoding]
-        width = 8 if encoding == VMCS_GUEST_IA32_DEBUGCTL else 4
-        return int.from_bytes(m.read_phys(pa, width), "little")
+        v = m.read_phys_u64(vmcs_pa + BOCHS_VMCS_OFFSETS[encoding])    # each field has an 8-byte slot
+        return v if encoding == VMCS_GUEST_IA32_DEBUGCTL else v & 0xFFFFFFFF
 
-    def rdmsr(self, k: int) -> int:
+    def _resolve(self, m, k: int) -> None:
+        vmcs_pa, self._entered[k] = self._entered[k], 0
+        if vmcs_pa:
+            field = self._field(m, vmcs_pa, VMCS_GUEST_IA32_DEBUGCTL)
+            if (field or self.value[k]) and self._field(m, vmcs_pa, VMCS_ENTRY_CONTROLS) & LOAD_DEBUG_CONTROLS:
+                self.value[k] = field
+
+    def rdmsr(self, m, k: int) -> int:
+        self._resolve(m, k)
         return self.value[k]
 
     def wrmsr(self, k: int, value: int) -> None:
+        self._entered[k] = 0
         self.value[k] = value
 
     def vm_exit(self, m, k: int, vmcs_pa: int, reason: int, lab_induced: bool) -> None:
         """Before the CPU model's VM exit (its hook fires first)."""
+        self._resolve(m, k)
         if not vmcs_pa or reason & 0x8000_0000:
             return      # a failed VM entry saves no guest state (SDM Vol.3 27.8)
-        if self._field(m, vmcs_pa, VMCS_EXIT_CONTROLS) & SAVE_DEBUG_CONTROLS:
-            self._save = (vmcs_pa + BOCHS_VMCS_OFFSETS[VMCS_GUEST_IA32_DEBUGCTL], self.value[k])
+        # a saved 0 is what the CPU model stores itself (it keeps no DEBUGCTL): nothing to read or write
+        if self.value[k] and self._field(m, vmcs_pa, VMCS_EXIT_CONTROLS) & SAVE_DEBUG_CONTROLS:
+            self.save = (vmcs_pa + BOCHS_VMCS_OFFSETS[VMCS_GUEST_IA32_DEBUGCTL], self.value[k])
         if lab_induced:
             self._invisible[k] = True     # on a real machine the guest kept running
         else:
@@ -58,21 +72,17 @@ class DebugctlModel:
 
     def exit_completed(self, m) -> None:
         """At the first branch in VMX root: the CPU model has written its own (0) value."""
-        pa, v = self._save
-        self._save = None
+        pa, v = self.save
+        self.save = None
         m.write_phys(pa, v.to_bytes(8, "little"))
 
-    @property
-    def save_pending(self) -> bool:
-        return self._save is not None
-
-    def vm_entered(self, m, k: int, vmcs_pa: int) -> None:
+    def vm_entered(self, k: int, vmcs_pa: Optional[int]) -> None:
         if self._invisible[k]:
             self._invisible[k] = False
-            return
-        if vmcs_pa and self._field(m, vmcs_pa, VMCS_ENTRY_CONTROLS) & LOAD_DEBUG_CONTROLS:
-            self.value[k] = self._field(m, vmcs_pa, VMCS_GUEST_IA32_DEBUGCTL)
+        else:
+            self._entered[k] = vmcs_pa or 0
 
     def reset(self) -> None:
         self.value = [0] * len(self.value)
         self._invisible = [False] * len(self.value)
+        self._entered = [0] * len(self.value)

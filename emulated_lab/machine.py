@@ -462,7 +462,7 @@ class Machine(GuestMemory):
             # exited at once)
             if insn.kind in ("vmlaunch", "vmresume") and not self._entry_exited and not self._firmware:
                 self.truth.entered_guest(k, insn.kind)
-                self.debugctl.vm_entered(self, k, self.truth.processors[k].vmcs_pa)
+                self.debugctl.vm_entered(k, self.truth.processors[k].vmcs_pa)
             return
         if insn.kind == "cpuid":
             leaf, sub = regs["rax"] & 0xFFFFFFFF, regs["rcx"] & 0xFFFFFFFF
@@ -478,7 +478,7 @@ class Machine(GuestMemory):
             if insn.kind == "wrmsr":
                 self.debugctl.wrmsr(k, (regs["rdx"] & 0xFFFFFFFF) << 32 | (regs["rax"] & 0xFFFFFFFF))
             else:
-                v = self.debugctl.rdmsr(k)
+                v = self.debugctl.rdmsr(self, k)
                 c.rax, c.rdx = v & 0xFFFFFFFF, v >> 32
         elif insn.kind == "rdmsr" and self.rdmsr_filter is not None:
             v = (c.rdx & 0xFFFFFFFF) << 32 | (c.rax & 0xFFFFFFFF)
@@ -690,7 +690,7 @@ class Machine(GuestMemory):
         self.sess.stop()
 
     def _on_branch(self, sess, cpu_id, what, branch_ip, new_ip) -> None:
-        if self.debugctl.save_pending:
+        if self.debugctl.save is not None:
             self.debugctl.exit_completed(self)
         if self._await_root:
             # first branch after a lab-induced VM exit: the CPU is in VMX root.

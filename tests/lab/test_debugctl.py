@@ -1,9 +1,13 @@
 """IA32_DEBUGCTL as the lab keeps it (emulated_lab/debugctl.py): Bochs drops the
 MSR's writes, so the machine models it per processor, with what VM exits and
 entries do to it (SDM Vol.3 28.3.1, 28.5.1, 27.3.2.1)."""
+import pytest
+
 from emulated_lab.asm import assemble
 from emulated_lab.debugctl import BOCHS_VMCS_OFFSETS
 from emulated_lab.machine import Machine
+
+from tests.lab import minivmm
 
 WRITE_READ = assemble("mov ecx, 0x1d9\nwrmsr\nrdmsr\nshl rdx, 32\nor rax, rdx\nret")
 READ = assemble("mov ecx, 0x1d9\nrdmsr\nshl rdx, 32\nor rax, rdx\nret")
@@ -40,5 +44,44 @@ def test_the_vmcs_offsets_the_model_reads_are_where_the_cpu_model_keeps_the_fiel
         assert r.stop == "return"
         for i, (enc, off) in enumerate(BOCHS_VMCS_OFFSETS.items()):
             assert int.from_bytes(m.read_phys(vmcs + off, 4), "little") == 0x5A00 + i, hex(enc)
+    finally:
+        m.close()
+
+
+SET_EXIT_READ = assemble("mov ecx, 0x1d9\nmov eax, 2\nxor edx, edx\nwrmsr\nxor eax, eax\nxor ecx, ecx\ncpuid\n"
+                         "mov ecx, 0x1d9\nrdmsr\nret")
+SAVE = LOAD = 1 << 2     # "save debug controls" (exit, Table 25-13), "load debug controls" (entry, Table 25-15)
+
+
+@pytest.mark.parametrize("save, load, after", [
+    (0, 0, 0),        # cleared at the exit (28.5.1), nothing loaded at entry
+    (SAVE, LOAD, 2),  # saved into the guest field (28.3.1), loaded back (27.3.2.1)
+    (SAVE, 0, 0),     # saved, but the entry does not load it
+    (0, LOAD, 1),     # the entry loads the field the VMM wrote (1), which the exit did not overwrite
+])
+def test_vm_exits_and_entries_do_to_debugctl_what_the_sdm_says(save, load, after):
+    """A minimal VMM (tests/lab/minivmm.py, MSR bitmap all clear: the guest's RDMSR/WRMSR do not exit)
+    with or without the debug controls; the guest sets BTF (2), CPUID exits, the guest reads it back."""
+    m = Machine(cpus=1)
+    try:
+        r = minivmm.launch(m, 0, exit_controls=save, entry_controls=load, extra=[("GUEST_IA32_DEBUGCTL", 1)])
+        assert r.stop == "return" and r.regs["rax"] == 0
+        r = m.run(0, m.place_code(SET_EXIT_READ))
+        assert r.stop == "return" and [e.reason for e in r.exits if not e.lab_induced] == [10]
+        assert r.regs["rax"] & 0xFFFFFFFF == after
+    finally:
+        m.close()
+
+
+def test_the_labs_own_parking_exits_leave_debugctl_alone():
+    """Parking a processor (a lab-induced VM exit, invisible on a real machine) must not clear it."""
+    m = Machine(cpus=2)
+    try:
+        for k in (0, 1):
+            assert minivmm.launch(m, k).regs["rax"] == 0          # no debug controls: a real exit clears it
+        m.run(1, m.place_code(assemble("mov ecx, 0x1d9\nmov eax, 2\nxor edx, edx\nwrmsr\nret")))
+        m.run(0, m.place_code(assemble("ret")))                    # processor 1 parked and back later
+        r = m.run(1, m.place_code(READ))
+        assert r.regs["rax"] == 2 and not [e for e in r.exits if not e.lab_induced]
     finally:
         m.close()

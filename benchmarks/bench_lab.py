@@ -2,8 +2,8 @@
 
 Reports: the baseline lifecycle's wall time; VM exits per second for a guest
 CPUID loop, with the per-instruction hooks that keep emulated_lab.cpu_truth
-(the default) and without them (Machine(observe=False)); host instructions executed per CPUID exit round trip (VM exit ->
-handler -> VMRESUME), counted by the emulator (goal: < 200).
+(the default) and without them (Machine(observe=False)); host instructions executed per CPUID
+exit round trip (VM exit -> handler -> VMRESUME), counted by the emulator (goal: < 200).
 """
 from __future__ import annotations
 

@@ -154,7 +154,8 @@ def debug_checks(m, k: int) -> List[Check]:
     r = m.run(k, code, regs={"rax": 0, "rcx": 0})
     ok = r.fault is not None and r.fault.vector == VECTOR_DB and r.fault.rip == after_cpuid
     out.append(Check("cpu%d:single-step-over-cpuid" % k, ok, "#DB at 0x%x, right after CPUID at 0x%x"
-                     % (r.fault.rip, after_cpuid - 2) if ok else "expected #DB at 0x%x: %s" % (after_cpuid, _outcome(r))))
+                     % (r.fault.rip, after_cpuid - 2) if ok
+                     else "expected #DB at 0x%x: %s" % (after_cpuid, _outcome(r))))
     return out
 
 

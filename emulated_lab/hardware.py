@@ -44,6 +44,7 @@ HV_MSR_VP_INDEX = 0x40000002
 SYNTHETIC_MSRS = range(0x40000000, 0x40000100)
 HV_STATUS_SUCCESS = 0
 HV_STATUS_INVALID_HYPERCALL_CODE = 2
+HV_STATUS_INVALID_PARAMETER = 5
 HV_CALL_NOTIFY_LONG_SPIN_WAIT = 0x0008
 HV_CALL_GET_VP_REGISTERS = 0x0050
 KNOWN_HYPERCALLS = (0x0002, 0x0003, HV_CALL_NOTIFY_LONG_SPIN_WAIT, 0x0013, 0x0014, HV_CALL_GET_VP_REGISTERS)
@@ -119,13 +120,13 @@ class ParentHypervisor:
         data = b"".join(v.to_bytes(16, "little") for v in xmm)
         first_out = (4 * reps + 15) // 16
         if reps == 0 or first_out + reps > XMM_FAST_REGISTERS:
-            return {"rax": 5}         # HV_STATUS_INVALID_PARAMETER
+            return {"rax": HV_STATUS_INVALID_PARAMETER}
         known = {HV_REGISTER_VP_INDEX: k, HV_REGISTER_GUEST_OS_ID: self.msrs.get((k, HV_MSR_GUEST_OS_ID), 0)}
         out: Dict[str, int] = {}
         for i in range(reps):
             name = int.from_bytes(data[4 * i:4 * i + 4], "little")
             if name not in known:
-                return {"rax": 5 | i << HC_REP_SHIFT}
+                return {"rax": HV_STATUS_INVALID_PARAMETER | i << HC_REP_SHIFT}
             out["xmm%d" % (first_out + i)] = known[name]
         self.last_xmm_call[k] = (reps, xmm)
         out["rax"] = HV_STATUS_SUCCESS | reps << HC_REP_SHIFT

@@ -38,7 +38,7 @@ def main():
         build(path)
         t = ImageTarget(path)
         t0 = time.perf_counter()
-        found, scanned = find_candidates(t, t.memory_ranges(), [4])
+        found, scanned, _unreadable = find_candidates(t, t.memory_ranges(), [4])
         dt = time.perf_counter() - t0
         print("scan: %d MiB in %.2f s = %.0f MiB/s; %d pages carry the revision id, %d read ops"
               % (scanned >> 20, dt, (scanned >> 20) / dt, len(found), t.stats.reads))

@@ -32,7 +32,7 @@ BOCHSCPU_VERSION = "0.3.1"
 WATCHED_HANDLERS = (
     ("VMXON", ("vmxon",)), ("VMPTRLD", ("vmptrld",)), ("VMCLEAR", ("vmclear",)), ("VMPTRST", ("vmptrst",)),
     ("VMLAUNCH", ("vmlaunch", "vmresume")), ("VMXOFF", ("vmxoff",)), ("VMCALL", ("vmcall",)),
-    ("CPUID", ("cpuid",)), ("RDMSR", ("rdmsr",)), ("WRMSR", ("wrmsr",)),
+    ("CPUID", ("cpuid",)), ("RDMSR", ("rdmsr",)), ("WRMSR", ("wrmsr",)), ("MOV_CR4Rq", ("mov_cr4",)),
 )
 
 # watch(which, after) -> int: `which` indexes WATCHED_HANDLERS; after = 0 before the
@@ -181,6 +181,17 @@ def set_watch(callback) -> None:
     f.restype, f.argtypes = ctypes.c_int, [WatchCallback]
     if f(callback if callback is not None else WatchCallback()) != 0:
         raise NativeError("the interposer does not know where bx_cpu.async_event is")
+
+
+def deliver_init() -> None:
+    """The INIT signal reaches the emulated CPU (bochs_stubs.cpp hvlab_deliver_init): call it
+    from a watched instruction's callback, in VMX non-root (anywhere else Bochs resets the CPU)."""
+    load_bochscpu()
+    ext = ctypes.CDLL(_module._bochscpu.__file__)
+    f = _handle.hvlab_deliver_init
+    f.restype, f.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    if f(ctypes.cast(ext["_ZN8BX_CPU_C12deliver_INITEv"], ctypes.c_void_p)) != 0:
+        raise NativeError("INIT can only be delivered from a watched instruction's callback")
 
 
 def instructions() -> int:

@@ -22,6 +22,9 @@ do that the lab now models"):
   never reaches it (a layer in between answers "unknown function"), so that
   processor cannot leave VMX at unload: what the driver frees must not
   include what that processor's next VM exit uses.
+- `send_init`: another processor sends INIT (an INIT IPI, e.g. at a reset or
+  restart) to a processor in our VMX non-root: a VM exit with reason 3 (SDM Vol.3
+  26.2; INIT is blocked in VMX root, 25.2).
 - `break_host_state`: a host-state field made invalid on a parked processor,
   so its next VMRESUME fails with VMfailValid (SDM Vol.3 27.2.3, 31.4 error 8).
 """
@@ -41,9 +44,18 @@ HV_MSR_VP_INDEX = 0x40000002
 SYNTHETIC_MSRS = range(0x40000000, 0x40000100)
 HV_STATUS_SUCCESS = 0
 HV_STATUS_INVALID_HYPERCALL_CODE = 2
+HV_STATUS_INVALID_PARAMETER = 5
 HV_CALL_NOTIFY_LONG_SPIN_WAIT = 0x0008
-KNOWN_HYPERCALLS = (0x0002, 0x0003, HV_CALL_NOTIFY_LONG_SPIN_WAIT, 0x0013, 0x0014)
+HV_CALL_GET_VP_REGISTERS = 0x0050
+KNOWN_HYPERCALLS = (0x0002, 0x0003, HV_CALL_NOTIFY_LONG_SPIN_WAIT, 0x0013, 0x0014, HV_CALL_GET_VP_REGISTERS)
 CPUID_ECX_HYPERVISOR = 1 << 31
+# hypercall input value (TLFS 3.7): call code 15:0, fast 16, rep count 43:32; result value: rep done 43:32
+HC_FAST = 1 << 16
+HC_REP_SHIFT = 32
+# CPUID 0x40000003 EDX: XMM registers for fast hypercall input (bit 4) and output (bit 15) available
+HV_FEATURE_XMM_INPUT, HV_FEATURE_XMM_OUTPUT = 1 << 4, 1 << 15
+HV_REGISTER_GUEST_OS_ID, HV_REGISTER_VP_INDEX = 0x00090002, 0x00090003   # HV_REGISTER_NAME
+XMM_FAST_REGISTERS = 6      # XMM0-XMM5 carry fast-call data beyond RDX and R8 (112 bytes in all)
 
 
 class ParentHypervisor:
@@ -54,9 +66,11 @@ class ParentHypervisor:
         self.hypercalls = [0] * cpus
         self.last_call: Dict[int, Tuple[int, int, int]] = {}     # per processor: RCX, RDX, R8 received
         self.msr_accesses = [0] * cpus
+        self.last_xmm_call: Dict[int, Tuple[int, list]] = {}   # per processor: reps, XMM0-5 as received
 
     def install(self, m) -> None:
         self.truth = m.truth
+        self.machine = m
         m.cpuid_filter = self.cpuid
         m.emulate = self.emulate
 
@@ -68,7 +82,8 @@ class ParentHypervisor:
         if leaf == 0x40000001:
             return (HV_INTERFACE, 0, 0, 0)
         if leaf == 0x40000003:
-            return (0x2E7F, 0, 0, 0)      # partition privileges: VP index, hypercall MSRs, ...
+            # partition privileges: VP index, hypercall MSRs, ...; XMM fast hypercall input and output
+            return (0x2E7F, 0, 0, HV_FEATURE_XMM_INPUT | HV_FEATURE_XMM_OUTPUT)
         if 0x40000000 < leaf <= HV_MAX_LEAF:
             return (0, 0, 0, 0)
         return regs
@@ -90,8 +105,32 @@ class ParentHypervisor:
             self.hypercalls[k] += 1
             self.last_call[k] = (regs["rcx"], regs["rdx"], regs["r8"])
             code = regs["rcx"] & 0xFFFF
+            if code == HV_CALL_GET_VP_REGISTERS and regs["rcx"] & HC_FAST:
+                return self._get_vp_registers_fast(k, regs)
             return {"rax": HV_STATUS_SUCCESS if code in KNOWN_HYPERCALLS else HV_STATUS_INVALID_HYPERCALL_CODE}
         return None
+
+    def _get_vp_registers_fast(self, k: int, regs: Dict[str, int]) -> Dict[str, int]:
+        """HvCallGetVpRegisters as an XMM fast hypercall (TLFS 3.7.8, "XMM fast hypercalls"): the
+        input header (partition id, VP index, VTL) is in RDX and R8, the register names (4 bytes each)
+        in XMM0 on; each 16-byte value comes back in the XMM register after the last one the input
+        used. The XMM registers read are the ones at the VMCALL: a VMM in between must pass them."""
+        xmm = self.machine.read_xmm(XMM_FAST_REGISTERS)
+        reps = regs["rcx"] >> HC_REP_SHIFT & 0xFFF
+        data = b"".join(v.to_bytes(16, "little") for v in xmm)
+        first_out = (4 * reps + 15) // 16
+        if reps == 0 or first_out + reps > XMM_FAST_REGISTERS:
+            return {"rax": HV_STATUS_INVALID_PARAMETER}
+        known = {HV_REGISTER_VP_INDEX: k, HV_REGISTER_GUEST_OS_ID: self.msrs.get((k, HV_MSR_GUEST_OS_ID), 0)}
+        out: Dict[str, int] = {}
+        for i in range(reps):
+            name = int.from_bytes(data[4 * i:4 * i + 4], "little")
+            if name not in known:
+                return {"rax": HV_STATUS_INVALID_PARAMETER | i << HC_REP_SHIFT}
+            out["xmm%d" % (first_out + i)] = known[name]
+        self.last_xmm_call[k] = (reps, xmm)
+        out["rax"] = HV_STATUS_SUCCESS | reps << HC_REP_SHIFT
+        return out
 
 
 def forbid_secondary_control(m, bit: int) -> None:
@@ -140,6 +179,22 @@ def intercept_devirtualize(m, k: int, signature: int, function: int, status: int
         if (cpu == k and insn.kind == "vmcall" and m.truth.processors[cpu].vmx == "guest"
                 and regs["rax"] == signature and regs["rcx"] == function):
             return {"rax": status}
+        return previous(cpu, insn, regs) if previous is not None else None
+    m.emulate = emulate
+
+
+def send_init(m, k: int) -> None:
+    """At processor k's next watched instruction (CPUID, RDMSR, ...) in our VMX non-root the INIT
+    signal arrives; the CPU takes the INIT VM exit at the next instruction boundary (SDM Vol.3 26.2),
+    right after that instruction unless the instruction exits first."""
+    from emulated_lab.bochs_loader import deliver_init
+    previous = m.emulate
+    armed = [True]
+
+    def emulate(cpu: int, insn: Insn, regs: Dict[str, int]) -> Optional[Dict[str, int]]:
+        if armed[0] and cpu == k and m.truth.processors[cpu].vmx == "guest":
+            armed[0] = False
+            deliver_init()
         return previous(cpu, insn, regs) if previous is not None else None
     m.emulate = emulate
 

@@ -1,11 +1,11 @@
 """The few x86-64 instructions the lab watches as they execute, decoded from
 their bytes: the VMX instructions that name a VMXON region or a VMCS
 (VMXON, VMPTRLD, VMCLEAR, VMPTRST: one m64 operand), the VMX transitions
-(VMLAUNCH, VMRESUME, VMXOFF, VMCALL) and CPUID, RDMSR, WRMSR.
+(VMLAUNCH, VMRESUME, VMXOFF, VMCALL), CPUID, RDMSR, WRMSR and MOV to CR4.
 
 Pure functions of bytes and register values (SDM Vol.2 2.1-2.2: legacy
 prefixes, REX, ModR/M, SIB, displacement; Vol.2 opcode map: 0F 01 C1-C4,
-0F C7 /6 /7, 0F A2, 0F 30, 0F 32). Anything else decodes to None.
+0F C7 /6 /7, 0F A2, 0F 30, 0F 32, 0F 22 /4). Anything else decodes to None.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ _0F01 = {0xC1: "vmcall", 0xC2: "vmlaunch", 0xC3: "vmresume", 0xC4: "vmxoff"}
 # 0F C7 /6 with the mandatory prefix: none = VMPTRLD, 66 = VMCLEAR, F3 = VMXON; /7 none = VMPTRST
 _0FC7 = {(6, None): "vmptrld", (6, 0x66): "vmclear", (6, 0xF3): "vmxon", (7, None): "vmptrst"}
 _PLAIN = {0xA2: "cpuid", 0x30: "wrmsr", 0x32: "rdmsr"}
-OPCODE_MARKS = (b"\x0f\x01", b"\x0f\xc7", b"\x0f\xa2", b"\x0f\x30", b"\x0f\x32")
+OPCODE_MARKS = (b"\x0f\x01", b"\x0f\xc7", b"\x0f\xa2", b"\x0f\x30", b"\x0f\x32", b"\x0f\x22")
+MOV_TO_CR = 0x22        # 0F 22 /r: MOV CRn, r64 (ModR/M reg = n, REX.R = 8 more; rm = the source, mod ignored)
 MAX_PREFIX = 2          # one mandatory/legacy prefix and a REX byte
 
 
@@ -32,10 +33,10 @@ class MemOperand:
 
 
 class Insn:
-    __slots__ = ("kind", "length", "mem")
+    __slots__ = ("kind", "length", "mem", "src")
 
-    def __init__(self, kind: str, length: int, mem: Optional[MemOperand] = None):
-        self.kind, self.length, self.mem = kind, length, mem
+    def __init__(self, kind: str, length: int, mem: Optional[MemOperand] = None, src: Optional[str] = None):
+        self.kind, self.length, self.mem, self.src = kind, length, mem, src    # src: a register operand
 
     def __repr__(self) -> str:
         return "Insn(%s, %d)" % (self.kind, self.length)
@@ -106,6 +107,10 @@ def decode(code: bytes) -> Optional[Insn]:
         if i < len(code) and code[i] in _0F01 and prefix is None:
             return Insn(_0F01[code[i]], i + 1)
         return None
+    if op == MOV_TO_CR:
+        if i >= len(code) or prefix is not None or (code[i] >> 3) & 7 != 4 or rex & 4:
+            return None
+        return Insn("mov_cr4", i + 1, src=REGS64[(code[i] & 7) | ((rex & 1) << 3)])
     if op == 0xC7:
         m = _modrm_memory(code, i, rex)
         if m is None:

@@ -74,12 +74,15 @@ SCENARIOS = {
                      "takes a #PF and uses XSAVES",
     "devirt-failure": "the last processor's devirtualize hypercall is answered 'unknown function' before it "
                       "reaches hv.sys; unload must keep what that processor's VM exits still use",
+    "init-signal": "the last processor receives INIT while in VMX non-root (VM exit, reason 3); hv.sys cannot "
+                   "emulate a reset and must end in its own bugcheck naming INIT",
     "resume-failure": "a parked processor's HOST_CS_SELECTOR is broken, so VMRESUME fails; the run must end "
                       "in hv.sys's bugcheck carrying VM-instruction error 8",
 }
 # the driver's own bugcheck (driver/include/hv_platform.h)
 HV_BUGCHECK_CODE = 0x48564C42
 HV_BUGCHECK_VMRESUME_FAILED = 4
+HV_BUGCHECK_INIT_SIGNAL = 5
 SECONDARY_ENABLE_RDTSCP = 3          # SDM Vol.3 Table 25-7
 CR4_OSXSAVE_BIT = 18                 # SDM Vol.3 2.5
 HOST_CS_SELECTOR = 0x0C02
@@ -389,6 +392,10 @@ def _scenario_checks(m: Machine, kern: NtKernel, res: ScenarioResult, kind: str,
         if not hardware.break_host_state(m, k, HOST_CS_SELECTOR, 0):
             raise MachineError("processor %d: the lab could not break HOST_CS_SELECTOR" % k)
         checks.append(gc.ping(m, k))     # its VMRESUME fails on the way back to the guest
+    elif kind == "init-signal":
+        k = cpus - 1
+        hardware.send_init(m, k)
+        checks.append(gc.init_check(m, k))   # only if the driver survives INIT (it must not)
 
 
 def _lifecycle(m: Machine, kern: NtKernel, img, drv: int, res: ScenarioResult, encs, workload: bool,

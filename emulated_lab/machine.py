@@ -38,6 +38,7 @@ from windbg_ext.arch import capabilities as caps
 
 from emulated_lab import snippets
 from emulated_lab.cpu_truth import CpuTruth
+from emulated_lab.debugctl import IA32_DEBUGCTL, DebugctlModel
 from emulated_lab.errors import MachineError
 from emulated_lab.insn import Insn, effective_address, scan
 from emulated_lab.memory import DIRECT_MAP, PAGE, GuestMemory
@@ -273,6 +274,8 @@ class Machine(GuestMemory):
         # needs them, so `truth` is not kept (benchmarks/bench_lab.py)
         self.observe = observe
         self.truth = CpuTruth(cpus, self._cr4_of, lambda: self.vmx_revision)
+        # IA32_DEBUGCTL kept per processor by the lab (Bochs drops its writes): emulated_lab/debugctl.py
+        self.debugctl = DebugctlModel(cpus)
         for p in self.processors:
             self._build_processor(p)
 
@@ -383,6 +386,13 @@ class Machine(GuestMemory):
             self._pending = None
             self.request(lambda: self._raise_fault(VECTOR_GP, 0, rip))
             return True
+        # no VMX: CR4.VMXE is a reserved bit, and setting a reserved CR4 bit raises #GP(0) (SDM Vol.3 2.5,
+        # Vol.2 MOV to CR: "#GP(0) if an attempt is made to write a 1 to any reserved bit in CR4"; 24.7)
+        if (insn.kind == "mov_cr4" and self._hide_vmx and not self._firmware
+                and getattr(self.sess.cpu, insn.src) & CR4_VMXE and self.sess.cpu.state.cs.selector & 3 == 0):
+            self._pending = None
+            self.request(lambda: self._raise_fault(VECTOR_GP, 0, rip))
+            return True
         self._pending = (rip, insn, pa, regs)
         if insn.kind in ("vmlaunch", "vmresume"):
             self._entry_exited = False
@@ -414,8 +424,29 @@ class Machine(GuestMemory):
         self.set_thread_regs({"rsp": rsp, "rip": handler, "rflags": flags})
 
     def _emulated(self, next_rip: int, regs: Dict[str, int]) -> None:
-        regs = dict(regs, rip=next_rip)
+        xmm = {int(r[3:]): v for r, v in regs.items() if r.startswith("xmm")}
+        if xmm:
+            self.set_xmm(xmm)
+        regs = dict(((r, v) for r, v in regs.items() if not r.startswith("xmm")), rip=next_rip)
         self.set_thread_regs(regs)
+
+    def read_xmm(self, count: int = 16) -> List[int]:
+        """XMM0..count-1 of the live processor, each a 128-bit int (low qword first in memory)."""
+        zmm = self.sess.cpu.state.zmm
+        return [zmm[n].q[0] | zmm[n].q[1] << 64 for n in range(count)]
+
+    def set_xmm(self, values: Dict[int, int]) -> None:
+        """Writes XMMn = value (128 bits; the upper ZMM lanes are left alone). Not from inside a hook:
+        the whole CPU state is written back (Machine.request)."""
+        c = self.sess.cpu
+        st = c.state
+        zmm = st.zmm
+        for n, v in values.items():
+            q = list(zmm[n].q)
+            q[0], q[1] = v & 0xFFFF_FFFF_FFFF_FFFF, v >> 64 & 0xFFFF_FFFF_FFFF_FFFF
+            zmm[n].q = q
+        st.zmm = zmm
+        c.state = st
 
     def _after(self) -> None:
         """The watched instruction completed (no VM exit, no fault)."""
@@ -432,6 +463,7 @@ class Machine(GuestMemory):
             # exited at once)
             if insn.kind in ("vmlaunch", "vmresume") and not self._entry_exited and not self._firmware:
                 self.truth.entered_guest(k, insn.kind)
+                self.debugctl.vm_entered(k, self.truth.processors[k].vmcs_pa)
             return
         if insn.kind == "cpuid":
             leaf, sub = regs["rax"] & 0xFFFFFFFF, regs["rcx"] & 0xFFFFFFFF
@@ -443,6 +475,12 @@ class Machine(GuestMemory):
                 new = self.cpuid_filter(k, leaf, sub, new)
             if new != out:
                 c.rax, c.rbx, c.rcx, c.rdx = new
+        elif insn.kind in ("rdmsr", "wrmsr") and regs["rcx"] & 0xFFFFFFFF == IA32_DEBUGCTL:
+            if insn.kind == "wrmsr":
+                self.debugctl.wrmsr(k, (regs["rdx"] & 0xFFFFFFFF) << 32 | (regs["rax"] & 0xFFFFFFFF))
+            else:
+                v = self.debugctl.rdmsr(self, k)
+                c.rax, c.rdx = v & 0xFFFFFFFF, v >> 32
         elif insn.kind == "rdmsr" and self.rdmsr_filter is not None:
             v = (c.rdx & 0xFFFFFFFF) << 32 | (c.rax & 0xFFFFFFFF)
             nv = self.rdmsr_filter(k, regs["rcx"] & 0xFFFFFFFF, v)
@@ -653,6 +691,8 @@ class Machine(GuestMemory):
         self.sess.stop()
 
     def _on_branch(self, sess, cpu_id, what, branch_ip, new_ip) -> None:
+        if self.debugctl.save is not None:
+            self.debugctl.exit_completed(self)
         if self._await_root:
             # first branch after a lab-induced VM exit: the CPU is in VMX root.
             self._await_root = False
@@ -689,6 +729,9 @@ class Machine(GuestMemory):
         e = VmExit(self.current, reason, qual, sess.cpu.rip, self._lab_induced)
         self.exits.append(e)
         self._entry_exited = True
+        if self._watch_cb is not None:
+            self.debugctl.vm_exit(self, self.current, self.truth.processors[self.current].vmcs_pa or 0, reason,
+                                  self._lab_induced)
         if not self._lab_induced:
             # the lab's parking exits are invisible on a real machine: the
             # processor keeps running its guest there
@@ -1025,6 +1068,7 @@ class Machine(GuestMemory):
             p.state = self._initial_state(p)
             p.vmx, p.parked_in_exit, p.vmcs_pa = "off", False, 0
             self.truth.lost_vmx(p.index)
+        self.debugctl.reset()
 
     def _capture_failure(self) -> None:
         p = self.processors[self.current]

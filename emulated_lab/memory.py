@@ -101,6 +101,11 @@ class GuestMemory:
             out += ctypes.string_at(self._hva(cur), n)
         return bytes(out)
 
+    def read_phys_u64(self, pa: int) -> int:
+        """The little-endian qword at pa (8-aligned, so within one page): the fast path of
+        hooks that run at every VM exit."""
+        return ctypes.c_uint64.from_address(self._hva(pa)).value
+
     def phys_ranges(self) -> List[Tuple[int, int]]:
         """(pa, size) runs of every backed physical page, merged."""
         runs: List[Tuple[int, int]] = []

@@ -147,3 +147,13 @@ def changes(before: Dict[str, tuple], after: Dict[str, tuple]) -> List[str]:
         if p not in before and now[0] != "file":
             bad.append("%s: new non-regular entry %r" % (p, now))
     return bad
+
+
+def build_reverted_hv(name: str) -> str:
+    """driver/out/revert/<name>/hv.sys: hv.sys with one real-machine fix undone (-DHV_REVERT_<name>,
+    `make -C driver revert`), for tests that show the lab catching the old behaviour."""
+    subprocess.run(["make", "-s", "--no-print-directory", "-C", os.path.join(ROOT, "driver"), "revert",
+                    "REVERT=" + name], check=True)
+    path = os.path.join(ROOT, "driver", "out", "revert", name, "hv.sys")
+    assert os.path.isfile(path), "make -C driver revert REVERT=%s did not produce %s" % (name, path)
+    return path

@@ -20,19 +20,19 @@ static void HvAdvanceGuestRip(const HV_VCPU *vcpu)
 {
     /* Guest RIP and instruction length as HvCoreHandleExit read them. */
     uint64_t rip = vcpu->LastGuestRip + vcpu->LastExitInstructionLength;
-    uint64_t intr = hv_vmread(VMCS_GUEST_INTERRUPTIBILITY_STATE);
+    uint64_t intr = hv_vmread_current(VMCS_GUEST_INTERRUPTIBILITY_STATE);
 #if HV_FAULT == HV_FAULT_RIP_NOT_ADVANCED
     if ((hv_vmread(VMCS_EXIT_REASON) & 0xFFFFu) == HV_FAULT_ARG)
         return; /* exercise: this exit's handler forgets the instruction length */
 #endif
-    (void)hv_vmwrite(VMCS_GUEST_RIP, rip);
+    hv_vmwrite_current(VMCS_GUEST_RIP, rip);
     /* The emulated instruction retired: blocking by STI / MOV SS ends (25.4.2). */
     if (intr & 3u)
-        (void)hv_vmwrite(VMCS_GUEST_INTERRUPTIBILITY_STATE, intr & ~3ull);
+        hv_vmwrite_current(VMCS_GUEST_INTERRUPTIBILITY_STATE, intr & ~3ull);
     /* With RFLAGS.TF set the instruction owes the guest a single-step #DB
      * right after it: pend it (BS, 25.4.2 Table 25-4); VM entry delivers it
      * before the next guest instruction (27.7.3). */
-    if (hv_vmread(VMCS_GUEST_RFLAGS) & RFLAGS_TF)
+    if (hv_vmread_current(VMCS_GUEST_RFLAGS) & RFLAGS_TF)
         (void)hv_vmwrite(VMCS_GUEST_PENDING_DEBUG_EXCEPTIONS,
                          hv_vmread(VMCS_GUEST_PENDING_DEBUG_EXCEPTIONS) | PENDING_DEBUG_BS);
 }
@@ -57,7 +57,7 @@ static uint64_t *HvGpr(HV_GUEST_REGISTERS *regs, uint32_t index)
 static uint32_t HvGuestCpl(void)
 {
     VMX_ACCESS_RIGHTS ss;
-    ss.Value = (uint32_t)hv_vmread(VMCS_GUEST_SS_ACCESS_RIGHTS);
+    ss.Value = (uint32_t)hv_vmread_current(VMCS_GUEST_SS_ACCESS_RIGHTS);
     return ss.Bits.Dpl; /* CPL = SS.DPL */
 }
 
@@ -297,15 +297,15 @@ static HV_NORETURN void HvFatalExit(HV_VCPU *vcpu, uint32_t reason, uint32_t sna
 
 uint8_t HvCoreHandleExit(HV_GUEST_REGISTERS *regs, HV_VCPU *vcpu)
 {
-    uint32_t reason = (uint32_t)hv_vmread(VMCS_EXIT_REASON);
+    uint32_t reason = (uint32_t)hv_vmread_current(VMCS_EXIT_REASON);
     uint32_t basic = reason & 0xFFFFu;
-    uint64_t qualification = hv_vmread(VMCS_EXIT_QUALIFICATION);
+    uint64_t qualification = hv_vmread_current(VMCS_EXIT_QUALIFICATION);
 
     vcpu->ExitCount++;
     vcpu->LastExitReason = reason;
     vcpu->LastExitQualification = qualification;
-    vcpu->LastExitInstructionLength = (uint32_t)hv_vmread(VMCS_VMEXIT_INSTRUCTION_LENGTH);
-    vcpu->LastGuestRip = hv_vmread(VMCS_GUEST_RIP);
+    vcpu->LastExitInstructionLength = (uint32_t)hv_vmread_current(VMCS_VMEXIT_INSTRUCTION_LENGTH);
+    vcpu->LastGuestRip = hv_vmread_current(VMCS_GUEST_RIP);
     if (basic < HV_EXIT_REASON_SLOTS)
         vcpu->ExitCountsByReason[basic]++;
     if (HvDebugDescriptor.SnapshotOnEveryExit)
@@ -365,6 +365,16 @@ uint8_t HvCoreHandleExit(HV_GUEST_REGISTERS *regs, HV_VCPU *vcpu)
     case EXIT_REASON_TRIPLE_FAULT:
         vcpu->TripleFault = 1;
         HvFatalExit(vcpu, reason, HV_SNAPSHOT_REASON_TRIPLE_FAULT, HV_BUGCHECK_TRIPLE_FAULT);
+#ifndef HV_REVERT_INIT_BUGCHECK
+    case EXIT_REASON_INIT:
+    case EXIT_REASON_SIPI:
+        /* INIT always exits in VMX non-root (26.2; blocked in root, 25.2) and SIPI
+         * exits in wait-for-SIPI. Emulating the reset needs unrestricted guest and
+         * EPT (the guest restarts in real mode at F000:FFF0, 10.4.3 / 9.1.4), which
+         * this driver does not use: stop the machine, saying which signal it was. */
+        HvFatalExit(vcpu, reason, HV_SNAPSHOT_REASON_UNEXPECTED_EXIT,
+                    basic == EXIT_REASON_INIT ? HV_BUGCHECK_INIT_SIGNAL : HV_BUGCHECK_SIPI);
+#endif
     default:
         vcpu->UnexpectedExitCount++;
         vcpu->LastUnexpectedExitReason = reason;

@@ -72,6 +72,11 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
         HvCoreRecordFailure(vcpu, HV_STEP_CAPABILITY, HV_STATUS_NOT_SUPPORTED, 0);
         return HV_STATUS_NOT_SUPPORTED;
     }
+#ifdef HV_REVERT_DEBUG_CONTROLS
+    /* the driver before issue #10, for the lab to catch (make -C driver revert REVERT=DEBUG_CONTROLS) */
+    exitc &= ~EXIT_SAVE_DEBUG_CONTROLS;
+    entry &= ~ENTRY_LOAD_DEBUG_CONTROLS;
+#endif
     /* (the exercises' control faults come after the driver's own refusal checks) */
 #if HV_FAULT == HV_FAULT_CONTROL_RAW
     /* exercise: one control written as desired, without the capability MSR's must-be-1 bits */

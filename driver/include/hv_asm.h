@@ -40,7 +40,7 @@ void HvAsmLoadDataSelectors(uint16_t ds, uint16_t es, uint16_t fs, uint16_t gs);
  * HvCoreLaunchFromStub returned (VMLAUNCH failed). */
 uint64_t HvAsmLaunch(struct HV_VCPU *vcpu);
 
-/* HOST_RIP: saves guest GPRs and XMM0-15, calls HvCoreHandleExit(regs, vcpu);
+/* HOST_RIP: saves guest GPRs and XMM0-5 (XMM6-15 are callee-saved), calls HvCoreHandleExit(regs, vcpu);
  * nonzero -> VMRESUME, zero -> leave VMX: load the GPRs, switch to regs->Rsp,
  * POPFQ, RET (the handler prepared RFLAGS and RIP on the guest stack). When
  * VMRESUME fails it continues in HvAsmVmResumeFailed (same frame), which

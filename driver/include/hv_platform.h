@@ -16,6 +16,8 @@
 #define HV_BUGCHECK_UNEXPECTED_EXIT 2u
 #define HV_BUGCHECK_ENTRY_FAILURE 3u
 #define HV_BUGCHECK_VMRESUME_FAILED 4u /* P2 = VM-instruction error (SDM 31.4) */
+#define HV_BUGCHECK_INIT_SIGNAL 5u     /* INIT arrived in VMX non-root (exit reason 3, SDM 26.2) */
+#define HV_BUGCHECK_SIPI 6u            /* start-up IPI in wait-for-SIPI (exit reason 4, SDM 26.2) */
 #if defined(_MSC_VER)
 #define HV_NORETURN __declspec(noreturn)
 #else

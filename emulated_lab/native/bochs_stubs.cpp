@@ -96,15 +96,17 @@ class BX_CPU_C {
   void CPUID(bxInstruction_c *);
   void RDMSR(bxInstruction_c *);
   void WRMSR(bxInstruction_c *);
+  void MOV_CR4Rq(bxInstruction_c *);  // MOV CR4, r64
 };
 
 namespace {
-const int kWatched = 10;
+const int kWatched = 11;
 typedef void (*handler_fn)(BX_CPU_C *, bxInstruction_c *);
 typedef int (*watch_fn)(int which, int after);
 handler_fn original_handler[kWatched];
 watch_fn watch = nullptr;  // set for a run (emulator thread only), else null
 volatile unsigned *async_event = nullptr;
+BX_CPU_C *watched_cpu = nullptr;  // the CPU of the watched instruction in flight
 const unsigned kStopTrace = 1u << 31;
 
 inline void watched(int which, BX_CPU_C *cpu, bxInstruction_c *i) {
@@ -113,6 +115,7 @@ inline void watched(int which, BX_CPU_C *cpu, bxInstruction_c *i) {
     original_handler[which](cpu, i);
     return;
   }
+  watched_cpu = cpu;
   if (w(which, 0)) return;  // the lab emulated it: RIP is already past it
   *async_event |= kStopTrace;
   original_handler[which](cpu, i);
@@ -132,6 +135,7 @@ HVLAB_WATCHED(VMCALL, 6)
 HVLAB_WATCHED(CPUID, 7)
 HVLAB_WATCHED(RDMSR, 8)
 HVLAB_WATCHED(WRMSR, 9)
+HVLAB_WATCHED(MOV_CR4Rq, 10)
 #undef HVLAB_WATCHED
 
 // Returns 0, or -1 for an index out of range.
@@ -142,6 +146,18 @@ extern "C" __attribute__((visibility("default"))) int hvlab_set_handler(int whic
 }
 
 extern "C" __attribute__((visibility("default"))) int hvlab_watched_count(void) { return kWatched; }
+
+// The INIT signal arrives at the CPU (an INIT IPI, SDM Vol.3 10.6.1): Bochs latches it
+// unless it is masked (VMX root, SDM Vol.3 25.2) and acts on it at the next instruction
+// boundary (in VMX non-root: a VM exit, reason 3). Call only from a watch callback.
+// `deliver` is bochscpu's BX_CPU_C::deliver_INIT() (from Python: this library is
+// loaded before bochscpu, so it cannot name bochscpu's symbols itself).
+typedef void (*deliver_fn)(BX_CPU_C *);
+extern "C" __attribute__((visibility("default"))) int hvlab_deliver_init(deliver_fn deliver) {
+  if (!watched_cpu || !deliver) return -1;
+  deliver(watched_cpu);
+  return 0;
+}
 
 // Where bx_cpu.async_event is (bochscpu is built without SMP: one BX_CPU_C, bx_cpu).
 extern "C" __attribute__((visibility("default"))) void hvlab_set_async_event(unsigned *where) {

@@ -21,7 +21,7 @@ ENC = {
     "GUEST_LDTR_SELECTOR": 0x80C, "GUEST_TR_SELECTOR": 0x80E,
     "HOST_ES_SELECTOR": 0xC00, "HOST_CS_SELECTOR": 0xC02, "HOST_SS_SELECTOR": 0xC04, "HOST_DS_SELECTOR": 0xC06,
     "HOST_FS_SELECTOR": 0xC08, "HOST_GS_SELECTOR": 0xC0A, "HOST_TR_SELECTOR": 0xC0C,
-    "MSR_BITMAP": 0x2004, "VMCS_LINK_POINTER": 0x2800,
+    "MSR_BITMAP": 0x2004, "VMCS_LINK_POINTER": 0x2800, "GUEST_IA32_DEBUGCTL": 0x2802,
     "PIN_BASED": 0x4000, "PROC_BASED": 0x4002, "EXIT_CONTROLS": 0x400C, "ENTRY_CONTROLS": 0x4012,
     "GUEST_ES_LIMIT": 0x4800, "GUEST_CS_LIMIT": 0x4802, "GUEST_SS_LIMIT": 0x4804, "GUEST_DS_LIMIT": 0x4806,
     "GUEST_FS_LIMIT": 0x4808, "GUEST_GS_LIMIT": 0x480A, "GUEST_LDTR_LIMIT": 0x480C, "GUEST_TR_LIMIT": 0x480E,
@@ -92,9 +92,10 @@ HOST = assemble("""
 """)
 
 
-def launch(m: Machine, k: int):
+def launch(m: Machine, k: int, exit_controls: int = 0, entry_controls: int = 0, extra=()):
     """Virtualizes processor k (the guest continues where `launch` returns).
-    Returns the RunResult; regs['rax'] is 0 in the guest, else 0x1000 | VM-instruction error."""
+    Returns the RunResult; regs['rax'] is 0 in the guest, else 0x1000 | VM-instruction error.
+    exit_controls / entry_controls: bits wanted besides the 64-bit ones; extra: (name, value) to VMWRITE."""
     p = m.processors[k]
     caps = m.read_msrs(k, [0x480, 0x48D, 0x48E, 0x48F, 0x490])
     revision = caps[0x480] & 0x7FFFFFFF
@@ -116,8 +117,8 @@ def launch(m: Machine, k: int):
         ("HOST_TR_SELECTOR", SEL_TSS),
         ("MSR_BITMAP", bitmap_pa), ("VMCS_LINK_POINTER", 0xFFFFFFFFFFFFFFFF),
         ("PIN_BASED", _adjust(0, caps[0x48D])), ("PROC_BASED", _adjust(USE_MSR_BITMAPS, caps[0x48E])),
-        ("EXIT_CONTROLS", _adjust(HOST_ADDRESS_SPACE_SIZE, caps[0x48F])),
-        ("ENTRY_CONTROLS", _adjust(IA32E_MODE_GUEST, caps[0x490])),
+        ("EXIT_CONTROLS", _adjust(HOST_ADDRESS_SPACE_SIZE | exit_controls, caps[0x48F])),
+        ("ENTRY_CONTROLS", _adjust(IA32E_MODE_GUEST | entry_controls, caps[0x490])),
         ("GUEST_ES_LIMIT", flat), ("GUEST_CS_LIMIT", flat), ("GUEST_SS_LIMIT", flat), ("GUEST_DS_LIMIT", flat),
         ("GUEST_FS_LIMIT", 0x3C00), ("GUEST_GS_LIMIT", flat), ("GUEST_LDTR_LIMIT", 0), ("GUEST_TR_LIMIT", 0x67),
         ("GUEST_GDTR_LIMIT", GDT_LIMIT), ("GUEST_IDTR_LIMIT", 0xFFF),
@@ -133,7 +134,7 @@ def launch(m: Machine, k: int):
         ("HOST_FS_BASE", 0), ("HOST_GS_BASE", p.kpcr), ("HOST_TR_BASE", p.tss), ("HOST_GDTR_BASE", p.gdt),
         ("HOST_IDTR_BASE", p.idt), ("HOST_RSP", DIRECT_MAP + host_stack_pa + 4 * 0x1000 - 0x40),
         ("HOST_RIP", host_rip),
-    ]
+    ] + list(extra)
     writes = "\n".join("    mov rax, 0x%x\n    mov rcx, 0x%x\n    vmwrite rcx, rax\n    jbe 9f" % (v, ENC[n])
                        for n, v in fields)
     code = assemble("""

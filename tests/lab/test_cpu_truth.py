@@ -35,6 +35,13 @@ def test_decode_the_watched_instructions(text, kind, length):
     assert insn is not None and (insn.kind, insn.length) == (kind, length)
 
 
+def test_decode_mov_to_cr4_names_its_source_and_nothing_else():
+    assert (decode(assemble("mov cr4, rax")).kind, decode(assemble("mov cr4, rax")).src) == ("mov_cr4", "rax")
+    assert decode(assemble("mov cr4, r13")).src == "r13" and decode(assemble("mov cr4, r13")).length == 4
+    for other in ("mov cr0, rax", "mov cr3, rbx", "mov cr8, rax", "mov rax, cr4"):
+        assert decode(assemble(other)) is None, other
+
+
 def test_effective_address_of_sib_rex_and_rip_relative_operands():
     regs = {"rsp": 0x1000, "r12": 0x2000, "rsi": 0x3000, "rax": 4}
     assert effective_address(decode(assemble("vmptrld [rsp + 0x58]")).mem, regs.get, 0) == 0x1058

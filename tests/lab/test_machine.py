@@ -115,6 +115,33 @@ def test_without_vmx_the_capability_msrs_raise_gp():
         m.close()
 
 
+def test_without_vmx_setting_cr4_vmxe_raises_gp():
+    """No VMX (CPUID.1:ECX.VMX = 0): CR4.VMXE is a reserved bit, and MOV to CR4 writing 1 to a reserved
+    bit raises #GP(0) (SDM Vol.3 2.5, 24.7; Vol.2 MOV to/from control registers), at the MOV itself.
+    The same CR4 write without VMXE goes through; with VMX the bit can be set."""
+    head = "mov rax, cr4\nmov rbx, rax\n"
+    set_vmxe = assemble(head + "bts rax, 13\nmov cr4, rax\nmov cr4, rbx\nret")
+    same = assemble(head + "mov cr4, rax\nmov rax, cr4\nret")
+    m = Machine(cpus=2)
+    m.hide_vmx()
+    try:
+        for k in (0, 1):
+            at = m.place_code(set_vmxe)
+            r = m.run(k, at, regs={"r9": 0})
+            assert r.stop == "fault" and (r.fault.vector, r.fault.error) == (13, 0), k
+            assert r.fault.rip == at + len(assemble(head + "bts rax, 13"))
+            r = m.run(k, m.place_code(same))
+            assert r.stop == "return" and not r.regs["rax"] & (1 << 13)
+    finally:
+        m.close()
+    m = Machine(cpus=1)
+    try:
+        r = m.run(0, m.place_code(assemble(head + "bts rax, 13\nmov cr4, rax\nmov rcx, cr4\nmov cr4, rbx\nret")))
+        assert r.stop == "return" and r.regs["rcx"] & (1 << 13)
+    finally:
+        m.close()
+
+
 def test_page_walk_and_bad_processor(machine):
     va, pa = machine.alloc_page()
     assert machine.translate(va + 0x123) == pa + 0x123

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from emulated_lab import report
-from emulated_lab.lab import HV_BUGCHECK_CODE, HV_BUGCHECK_VMRESUME_FAILED, run_scenario
-from tests.support import run_cli
+from emulated_lab.guest_checks import INIT_SITE
+from emulated_lab.lab import HV_BUGCHECK_CODE, HV_BUGCHECK_INIT_SIGNAL, HV_BUGCHECK_VMRESUME_FAILED, run_scenario
+from tests.support import build_reverted_hv, run_cli
 
 CLEAN = ("hyperv-parent", "sleep", "debug-registers", "modern-guest", "poisoned-vmcs")
 CASES = [(s, c) for s in CLEAN for c in (1, 2, 8)]
@@ -85,6 +86,32 @@ def test_resume_failure_ends_in_the_drivers_bugcheck_with_the_error(hv_sys, cpus
     assert "error 8" in out
 
 
+EXIT_REASON_INIT, HV_BUGCHECK_UNEXPECTED_EXIT = 3, 2
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 8])
+def test_init_signal_ends_in_the_bugcheck_that_names_init(hv_sys, cpus):
+    """INIT in VMX non-root is a VM exit (SDM Vol.3 26.2), not a reset. The CPU model delivers it to the
+    last processor right after an RDMSR; hv.sys cannot emulate the reset and stops the machine with
+    P1 = 5 (INIT), P2 = the exit reason, P4 = the guest RIP (past the RDMSR)."""
+    res = run_scenario("init-signal", cpus=cpus, driver=hv_sys, raise_on_crash=False)
+    code, params = res.bugcheck
+    assert (code, params[0], params[1]) == (HV_BUGCHECK_CODE, HV_BUGCHECK_INIT_SIGNAL, EXIT_REASON_INIT)
+    assert res.exit_counts.get(EXIT_REASON_INIT) == 1
+    assert "on processor %d" % (cpus - 1) in res.crash
+    assert res.checks == []                  # the guest did not go on after INIT
+    last = [e for e in res.exits if e.reason == EXIT_REASON_INIT][0]
+    assert params[3] == last.guest_rip and last.cpu == cpus - 1
+    from emulated_lab.asm import assemble
+    assert (last.guest_rip - len(assemble(INIT_SITE))) % 16 == 0     # placed code is 16-byte aligned
+
+
+def test_init_signal_fell_into_the_unexpected_exit_bugcheck_before():
+    """The driver before (HV_REVERT_INIT_BUGCHECK): the same INIT exit, the generic bugcheck."""
+    res = run_scenario("init-signal", cpus=2, driver=build_reverted_hv("INIT_BUGCHECK"), raise_on_crash=False)
+    assert res.bugcheck[1][:2] == [HV_BUGCHECK_UNEXPECTED_EXIT, EXIT_REASON_INIT]
+
+
 def test_report_schema_and_cli(hv_sys, tmp_path):
     from emulated_lab.__main__ import main
     path = tmp_path / "r.json"
@@ -156,3 +183,25 @@ def test_a_processor_that_cannot_leave_vmx_keeps_its_vmm_memory(hv_sys, cpus):
     # VMM context, vCPU array, host stack (pool) + VMXON, VMCS, MSR bitmap (contiguous) of that processor
     assert sorted(a.kind for a in res.leaks) == ["contiguous"] * 3 + ["pool"] * 3
     assert any("could not leave VMX" in m.text for m in res.messages)
+
+
+def test_debug_controls_left_out_lose_dr7_and_debugctl_at_every_exit(hv_sys):
+    """The lab keeps IA32_DEBUGCTL per processor and clears it at VM exit (SDM Vol.3 28.5.1), as DR7 is
+    set to 0x400: the driver built without "save/load debug controls" (the driver before issue #10) fails
+    both checks on every processor; the driver as it is passes them."""
+    old = run_scenario("debug-registers", cpus=2, driver=build_reverted_hv("DEBUG_CONTROLS"))
+    failed = {c.name: c.detail for c in old.checks if not c.ok}
+    assert set(failed) == {"cpu%d:%s-survives-exit" % (k, r) for k in (0, 1) for r in ("dr7", "debugctl")}
+    assert "IA32_DEBUGCTL after CPUID 0x0 (set 0x2)" in failed["cpu1:debugctl-survives-exit"]
+    new = run_scenario("debug-registers", cpus=2, driver=hv_sys)
+    assert all(c.ok for c in new.checks) and len(new.checks) == 6
+
+
+def test_xmm_fast_hypercall_output_is_lost_when_the_pass_through_leaves_xmm_out():
+    """hyperv-parent: HvCallGetVpRegisters as an XMM fast hypercall. The stub built without the XMM0-5
+    copies (HV_REVERT_XMM_FAST_HYPERCALL: GPRs only, as before) restores the guest's XMM over the
+    parent's output; every other check still passes, so it is exactly that path that fails."""
+    old = run_scenario("hyperv-parent", cpus=2, driver=build_reverted_hv("XMM_FAST_HYPERCALL"))
+    failed = {c.name: c.detail for c in old.checks if not c.ok}
+    assert set(failed) == {"cpu0:parent-xmm-fast-hypercall", "cpu1:parent-xmm-fast-hypercall"}
+    assert "xmm1" in failed["cpu1:parent-xmm-fast-hypercall"] and "xmm3" not in failed["cpu1:parent-xmm-fast-hypercall"]

@@ -200,18 +200,20 @@ SAVE_GUEST MACRO
     .pushreg rcx
     push rax
     .pushreg rax
-    sub rsp, 120h               ; XMM0-15, then home space at the bottom
-    .allocstack 120h
+    ; Only the volatile XMM0-5 (MS x64 ABI): the C handler may change them,
+    ; while XMM6-15 are callee-saved, kept by every function it calls. Saving
+    ; those too cost 20 instructions per exit (docs/lab.md "Benchmark").
+    sub rsp, 80h                ; XMM0-5, then home space at the bottom
+    .allocstack 80h
     movaps xmmword ptr [rsp+020h], xmm0
     movaps xmmword ptr [rsp+030h], xmm1
     movaps xmmword ptr [rsp+040h], xmm2
     movaps xmmword ptr [rsp+050h], xmm3
     movaps xmmword ptr [rsp+060h], xmm4
     movaps xmmword ptr [rsp+070h], xmm5
-    SAVE_XMM6_15 080h
     .endprolog
-    lea rcx, [rsp+120h]         ; HV_GUEST_REGISTERS*
-    mov rdx, [rsp+1A0h]         ; HV_VCPU* stored at HOST_RSP
+    lea rcx, [rsp+80h]          ; HV_GUEST_REGISTERS*
+    mov rdx, [rsp+100h]         ; HV_VCPU* stored at HOST_RSP
 ENDM
 
 RESTORE_XMM MACRO
@@ -221,17 +223,7 @@ RESTORE_XMM MACRO
     movaps xmm3, xmmword ptr [rsp+050h]
     movaps xmm4, xmmword ptr [rsp+060h]
     movaps xmm5, xmmword ptr [rsp+070h]
-    movaps xmm6, xmmword ptr [rsp+080h]
-    movaps xmm7, xmmword ptr [rsp+090h]
-    movaps xmm8, xmmword ptr [rsp+0A0h]
-    movaps xmm9, xmmword ptr [rsp+0B0h]
-    movaps xmm10, xmmword ptr [rsp+0C0h]
-    movaps xmm11, xmmword ptr [rsp+0D0h]
-    movaps xmm12, xmmword ptr [rsp+0E0h]
-    movaps xmm13, xmmword ptr [rsp+0F0h]
-    movaps xmm14, xmmword ptr [rsp+100h]
-    movaps xmm15, xmmword ptr [rsp+110h]
-    add rsp, 120h
+    add rsp, 80h
 ENDM
 
 HvAsmVmExit PROC FRAME
@@ -299,19 +291,21 @@ HvAsmHypercall PROC
 HvAsmHypercall ENDP
 
 ; ---- hypercall to a parent hypervisor (Hyper-V TLFS 3.7) ---------------------
-; RCX = the guest's HV_GUEST_REGISTERS as HvAsmVmExit saved them; its XMM0-15
-; are the 100h bytes just below. The guest's RCX (input value), RDX and R8
+; RCX = the guest's HV_GUEST_REGISTERS as HvAsmVmExit saved them; its XMM0-5
+; are the 60h bytes just below. The guest's RCX (input value), RDX and R8
 ; (input/output GPAs or fast-call data) and XMM0-5 (extended fast calls) go
 ; to the parent; RAX (status), RDX, R8 and XMM0-5 come back into the saved
 ; state, so the guest sees the parent's answer. XMM0-5 are volatile here.
 HvAsmParentHypercall PROC
     mov r9, rcx
-    movaps xmm0, xmmword ptr [r9-100h]
-    movaps xmm1, xmmword ptr [r9-0F0h]
-    movaps xmm2, xmmword ptr [r9-0E0h]
-    movaps xmm3, xmmword ptr [r9-0D0h]
-    movaps xmm4, xmmword ptr [r9-0C0h]
-    movaps xmm5, xmmword ptr [r9-0B0h]
+IFNDEF HV_REVERT_XMM_FAST_HYPERCALL     ; (the driver before: GPRs only; make -C driver revert)
+    movaps xmm0, xmmword ptr [r9-60h]
+    movaps xmm1, xmmword ptr [r9-50h]
+    movaps xmm2, xmmword ptr [r9-40h]
+    movaps xmm3, xmmword ptr [r9-30h]
+    movaps xmm4, xmmword ptr [r9-20h]
+    movaps xmm5, xmmword ptr [r9-10h]
+ENDIF
     mov rcx, [r9+08h]
     mov rdx, [r9+10h]
     mov r8, [r9+40h]
@@ -319,12 +313,14 @@ HvAsmParentHypercall PROC
     mov [r9+00h], rax
     mov [r9+10h], rdx
     mov [r9+40h], r8
-    movaps xmmword ptr [r9-100h], xmm0
-    movaps xmmword ptr [r9-0F0h], xmm1
-    movaps xmmword ptr [r9-0E0h], xmm2
-    movaps xmmword ptr [r9-0D0h], xmm3
-    movaps xmmword ptr [r9-0C0h], xmm4
-    movaps xmmword ptr [r9-0B0h], xmm5
+IFNDEF HV_REVERT_XMM_FAST_HYPERCALL
+    movaps xmmword ptr [r9-60h], xmm0
+    movaps xmmword ptr [r9-50h], xmm1
+    movaps xmmword ptr [r9-40h], xmm2
+    movaps xmmword ptr [r9-30h], xmm3
+    movaps xmmword ptr [r9-20h], xmm4
+    movaps xmmword ptr [r9-10h], xmm5
+ENDIF
     ret
 HvAsmParentHypercall ENDP
 

@@ -320,12 +320,11 @@ def _link_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
 
 
 def _activity_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
-    cpu = s.last_failure()["processor"]
-    v = s.json("verify", str(cpu))
-    out = dict(s.first_failing_check(cpu), processor=cpu)
-    fields = v["failures"][0]["fields"]
-    return {"processor": cpu, "exit_reason": out["exit_reason"], "check": out["check"],
-            "field": fields[0] if len(fields) == 1 else fields}
+    out = _entry_failure(s, "exit_reason", "check")
+    # the fields the failing check reads (verify --json): here the one the driver never wrote
+    fields = s.json("verify", str(out["processor"]))["failures"][0]["fields"]
+    out["field"] = fields[0] if len(fields) == 1 else fields
+    return out
 
 
 # -- Day 5: VM exits --------------------------------------------------------------------

@@ -107,10 +107,12 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     vmm->EntryControls = entry;
 #if HV_FAULT == HV_FAULT_DEBUG_CONTROLS_DROPPED
     if (vcpu->ProcessorIndex == HV_FAULT_CPU) { /* exercise: the debug controls "not needed" on one processor */
-        if (HV_FAULT_ARG & 1)
-            exitc &= ~EXIT_SAVE_DEBUG_CONTROLS;
-        if (HV_FAULT_ARG & 2)
-            entry &= ~ENTRY_LOAD_DEBUG_CONTROLS;
+#if HV_FAULT_ARG & 1
+        exitc &= ~EXIT_SAVE_DEBUG_CONTROLS;
+#endif
+#if HV_FAULT_ARG & 2
+        entry &= ~ENTRY_LOAD_DEBUG_CONTROLS;
+#endif
     }
 #endif
 

@@ -110,6 +110,16 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     vmm->Procbased2Controls = cpu2;
     vmm->ExitControls = exitc;
     vmm->EntryControls = entry;
+#if HV_FAULT == HV_FAULT_DEBUG_CONTROLS_DROPPED
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) { /* exercise: the debug controls "not needed" on one processor */
+#if HV_FAULT_ARG & 1
+        exitc &= ~EXIT_SAVE_DEBUG_CONTROLS;
+#endif
+#if HV_FAULT_ARG & 2
+        entry &= ~ENTRY_LOAD_DEBUG_CONTROLS;
+#endif
+    }
+#endif
 
     HvWrite(&w, VMCS_PIN_BASED_VM_EXECUTION_CONTROLS, pin);
     HvWrite(&w, VMCS_PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, cpu);
@@ -195,6 +205,9 @@ int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
     HvWrite(&w, VMCS_GUEST_IA32_SYSENTER_ESP, hv_rdmsr(IA32_SYSENTER_ESP));
     HvWrite(&w, VMCS_GUEST_IA32_SYSENTER_EIP, hv_rdmsr(IA32_SYSENTER_EIP));
     HvWrite(&w, VMCS_GUEST_INTERRUPTIBILITY_STATE, 0);
+#if HV_FAULT == HV_FAULT_GUEST_ACTIVITY_UNWRITTEN
+    if (vcpu->ProcessorIndex != HV_FAULT_CPU) /* exercise: the field left as VMCLEAR left it */
+#endif
     HvWrite(&w, VMCS_GUEST_ACTIVITY_STATE, 0); /* active */
     HvWrite(&w, VMCS_GUEST_PENDING_DEBUG_EXCEPTIONS, 0);
     /* GUEST_RSP, GUEST_RIP, GUEST_RFLAGS: HvCoreLaunchFromStub. */

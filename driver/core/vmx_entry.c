@@ -88,6 +88,14 @@ int32_t HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scratch
         return HvFailStep(vcpu, HV_STEP_FIXED_BITS, HV_STATUS_NOT_SUPPORTED, 0);
     hv_write_cr0(HvAdjustCr(vcpu->OriginalCr0, vmm->CapCr0Fixed0, vmm->CapCr0Fixed1));
     hv_write_cr4(HvAdjustCr(vcpu->OriginalCr4 | CR4_VMXE, vmm->CapCr4Fixed0, vmm->CapCr4Fixed1));
+#if HV_FAULT == HV_FAULT_CR_FIXED_BIT
+    if (vcpu->ProcessorIndex == HV_FAULT_CPU) /* exercise: one bit VMX operation needs is left clear */
+#if HV_FAULT_ARG < 32
+        hv_write_cr0(hv_read_cr0() & ~(1ull << HV_FAULT_ARG));
+#else
+        hv_write_cr4(hv_read_cr4() & ~(1ull << (HV_FAULT_ARG % 32)));
+#endif
+#endif
 
     /* 25.11.5: revision identifier in the first dword of both regions. */
     *(volatile uint32_t *)vcpu->VmxonRegion = HvRevisionId(vmm);

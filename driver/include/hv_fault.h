@@ -34,6 +34,9 @@
 #define HV_FAULT_RIP_NOT_ADVANCED 15     /* the handler of exit reason ARG returns without advancing guest RIP */
 #define HV_FAULT_NO_SECONDARY_CONTROLS 16 /* ARG 0: "activate secondary controls" never set; 1: no "enable RDTSCP" */
 #define HV_FAULT_SEVENDAYS_MSR_BITMAP_DIRTY 17 /* examples/sevendays: processor CPU's MSR bitmap holds bytes ARG */
+#define HV_FAULT_CR_FIXED_BIT 18         /* before VMXON on processor CPU: bit ARG % 32 of CR0 (ARG < 32) or CR4 cleared */
+#define HV_FAULT_GUEST_ACTIVITY_UNWRITTEN 19 /* GUEST_ACTIVITY_STATE never VMWRITten on processor CPU */
+#define HV_FAULT_DEBUG_CONTROLS_DROPPED 20 /* processor CPU: ARG 1 no "save debug controls", 2 no "load", 3 neither */
 
 #ifndef HV_FAULT
 #define HV_FAULT HV_FAULT_NONE

@@ -17,9 +17,11 @@ import random
 import re
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
+from windbg_ext.arch.controls import CONTROL_BITS
 from windbg_ext.arch.dbgprint import is_printed
 from windbg_ext.arch.exits import EXIT_REASONS, SEGMENT_NAMES
 from windbg_ext.arch.msr_bitmap import msr_exits
+from windbg_ext.arch.registers import CR0_BITS, CR4_BITS, bit_of
 from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
 
 from emulated_lab.exercises.grading import Question
@@ -190,6 +192,27 @@ def _vmxon_exercise(ex_id: str, title: str, fault: str, args: Tuple[int, ...], s
         solve)
 
 
+# CR0/CR4 bits VMX operation needs set (IA32_VMX_CR0/CR4_FIXED0, SDM 24.8, A.7, A.8) that a driver
+# running in IA-32e mode can leave clear: CR0.PE and CR0.PG cannot be cleared there (#GP on MOV CR0).
+CR_FIXED_CHOICES = (("cr0", bit_of(CR0_BITS, "NE")), ("cr4", bit_of(CR4_BITS, "VMXE")))
+
+
+def _cr_fixed_params(rng: random.Random) -> Params:
+    reg, bit = rng.choice(CR_FIXED_CHOICES)
+    # the build's ARG: CR0 bit n is n, CR4 bit n is 32 + n (driver/include/hv_fault.h)
+    return dict(_cpus_and_one(rng), register=reg, bit=bit, fault_arg=bit + (32 if reg == "cr4" else 0))
+
+
+def _cr_fixed_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
+    # processors are virtualized one after another: the first one not launched is where VMXON faulted
+    cpu = next(v["vcpu"] for v in s.json("vmm")["vcpus"] if v["state"] != "launched")
+    regs = s.json("check", "--cpu", str(cpu))["processors"][0]["control_registers"]
+    wrong = [(reg, b["bit"]) for reg in ("cr0", "cr4") for b in regs[reg]["missing"] + regs[reg]["forbidden"]]
+    if len(wrong) != 1:
+        return {"register": [r for r, _ in wrong], "bit": [b for _, b in wrong]}
+    return {"register": wrong[0][0], "bit": wrong[0][1]}
+
+
 # -- Day 3 ---------------------------------------------------------------------------------
 COMMON_MSRS = (0x10, 0x1B, 0x174, 0x175, 0x176, 0x1D9, 0x277, 0xC0000080, 0xC0000081, 0xC0000082,
                0xC0000084, 0xC0000100, 0xC0000101, 0xC0000102, 0xC0000103)
@@ -296,6 +319,14 @@ def _link_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
     return out
 
 
+def _activity_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
+    out = _entry_failure(s, "exit_reason", "check")
+    # the fields the failing check reads (verify --json): here the one the driver never wrote
+    fields = s.json("verify", str(out["processor"]))["failures"][0]["fields"]
+    out["field"] = fields[0] if len(fields) == 1 else fields
+    return out
+
+
 # -- Day 5: VM exits --------------------------------------------------------------------
 # instructions whose handler advances the guest RIP (SDM App. C exit reasons)
 STUCK_EXITS = tuple(_exit_reason(n) for n in ("CPUID", "INVD", "XSETBV"))
@@ -325,6 +356,34 @@ def _secondary_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
     active = bool(primary >> 31 & 1)
     return {"activate_secondary": active, "rdtscp_enabled": active and bool(secondary >> 3 & 1),
             "rdtscp_allowed": bool(int(s.caps(k)["controls"]["proc2"]["may_be_one"], 16) >> 3 & 1)}
+
+
+# "save debug controls" (VM-exit control) and "load debug controls" (VM-entry control): SDM 25.7.1, 25.8.1
+DEBUG_CONTROLS = (("exit", "SAVE_DEBUG_CONTROLS"), ("entry", "LOAD_DEBUG_CONTROLS"))
+
+
+def _control_bit(kind: str, name: str) -> int:
+    return next(b for b, (n, _) in CONTROL_BITS[kind].items() if n == name)
+
+
+def _debug_params(rng: random.Random) -> Params:
+    # ARG bit 0: no "save debug controls" on exit, bit 1: no "load debug controls" on entry
+    return dict(_cpus_and_one(rng), fault_arg=rng.choice((1, 2, 3)))
+
+
+def _debug_key(p: Params) -> Dict[str, object]:
+    return {"vcpu": p["fault_cpu"], "dr7_saved": not p["fault_arg"] & 1, "dr7_loaded": not p["fault_arg"] & 2}
+
+
+def _debug_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
+    fields = {"exit": "VM_EXIT_CONTROLS", "entry": "VM_ENTRY_CONTROLS"}
+    per_vcpu = {}
+    for k in range(shown["cpus"]):
+        per_vcpu[k] = [bool(s.field(k, fields[kind]) >> _control_bit(kind, name) & 1) for kind, name in DEBUG_CONTROLS]
+    odd = [k for k, bits in per_vcpu.items() if not all(bits)]
+    if len(odd) != 1:
+        return {"vcpu": odd}
+    return {"vcpu": odd[0], "dr7_saved": per_vcpu[odd[0]][0], "dr7_loaded": per_vcpu[odd[0]][1]}
 
 
 def _bitmap_exercise(ex_id: str, title: str, skills: Tuple[str, ...], fault: str, driver: str,
@@ -398,6 +457,18 @@ EXERCISES: Tuple[Exercise, ...] = (
         Question("alignment", "To how many bytes must the VMXON region's physical address be aligned?", "int"),
         VMX_REGION_BYTES, "region_size"),
     Exercise(
+        "d2-cr-fixed-bit", 2, "VMXON faults on one processor", ("vmm", "check", "CR0/CR4 fixed bits"),
+        "CR_FIXED_BIT", _cr_fixed_params, _lab(crashes=True),
+        "The lab machine ({cpus} processors) crashes while hv.sys's DriverEntry runs. The student "
+        "'cleaned up' how the driver prepares a processor for VMX operation, and the old version "
+        "worked. The lab kept the machine's state at the crash in lab.hvimg, like a crash dump.",
+        ("cpus",),
+        (Question("register", "Which control register holds a value VMX operation does not allow?", "choice",
+                  ("cr0", "cr4")),
+         Question("bit", "Which bit of that register is wrong (its number)?", "int")),
+        lambda p: {"register": p["register"], "bit": p["bit"]},
+        _cr_fixed_solve),
+    Exercise(
         "d3-vmcs-revision", 3, "VMPTRLD refuses the VMCS", ("vmm", "caps", "VMCS region"), "VMCS_REVISION",
         _cpus_and_one, _lab(),
         "VMXON now works everywhere, but DriverEntry still fails on the {cpus}-processor lab machine, "
@@ -432,7 +503,7 @@ EXERCISES: Tuple[Exercise, ...] = (
     Exercise(
         "d4-control-raw", 4, "VMLAUNCH: invalid control field", ("verify", "caps", "VM-execution controls"),
         "CONTROL_RAW", _raw_params, _lab(),
-        "VMLAUNCH fails on processor 0 with VMfailValid. The student 'simplified' the control setup "
+        "VMLAUNCH fails with VMfailValid. The student 'simplified' the control setup "
         "and writes one control field exactly as the tutorial's #defines say.",
         ("cpus",),
         (Q_PROCESSOR, Q_VMERR, Q_CHECK),
@@ -443,7 +514,7 @@ EXERCISES: Tuple[Exercise, ...] = (
         "d4-control-after-mask", 4, "A control the CPU does not have", ("verify", "caps", "vmcs"),
         "CONTROL_AFTER_MASK", _after_mask_params, _lab(),
         "After adjusting every control against its capability MSR, the student added 'one more "
-        "feature' to a control field. VMLAUNCH now fails on processor 0.",
+        "feature' to a control field. VMLAUNCH now fails.",
         ("cpus",),
         (Q_PROCESSOR, Q_VMERR, Q_CHECK,
          Question("bit", "Which bit of that control field does the CPU not allow?", "int")),
@@ -516,6 +587,18 @@ EXERCISES: Tuple[Exercise, ...] = (
                    "link_pointer": p["fault_arg"]},
         _link_solve),
     Exercise(
+        "d4-guest-activity", 4, "A guest field nobody wrote", ("verify", "vmcs", "guest state"),
+        "GUEST_ACTIVITY_UNWRITTEN", _cpus_and_one, _lab(scenario="poisoned-vmcs"),
+        "On the student's own PC hv.sys works. On the lab machine ({cpus} processors, a CPU that leaves "
+        "junk in a VMCS after VMCLEAR, as real ones may: SDM 25.11.3) VM entry fails on one processor. "
+        "The student 'only removed VMWRITEs of fields that are zero anyway'.",
+        ("cpus",),
+        (Q_PROCESSOR, Q_EXIT, Q_CHECK,
+         Question("field", "Which VMCS field did the driver never write on that processor (its name)?", "name")),
+        lambda p: {"processor": p["fault_cpu"], "exit_reason": EXIT_ENTRY_FAILURE_GUEST_STATE,
+                   "check": "guest.activity.supported", "field": "GUEST_ACTIVITY_STATE"},
+        _activity_solve),
+    Exercise(
         "d5-stuck-exit", 5, "The same VM exit forever", ("vmm", "vcpu", "exit handling"), "RIP_NOT_ADVANCED",
         _stuck_params, _lab(timeout=2.0, crashes=True),
         "hv.sys loads on the {cpus}-processor lab machine, and then the machine stops making progress: "
@@ -539,6 +622,17 @@ EXERCISES: Tuple[Exercise, ...] = (
          Question("rdtscp_allowed", "Does this CPU allow 'enable RDTSCP' to be 1 (yes/no)?", "bool")),
         lambda p: {"activate_secondary": p["fault_arg"] == 1, "rdtscp_enabled": False, "rdtscp_allowed": True},
         _secondary_solve),
+    Exercise(
+        "d5-debug-lost", 5, "Hardware breakpoints that vanish", ("vmcs", "VM-exit/VM-entry controls", "DR7"),
+        "DEBUG_CONTROLS_DROPPED", _debug_params, _lab(scenario="debug-registers"),
+        "With hv.sys loaded on the {cpus}-processor lab machine, WinDbg's hardware breakpoints (ba) "
+        "fire on some processors only: on one of them, DR7 reads 0x400 again soon after it was armed. "
+        "The student shortened the control setup 'because Windows does not use the debug registers'.",
+        ("cpus",),
+        (Question("vcpu", "On which vCPU are the guest's debug registers lost?", "int"),
+         Question("dr7_saved", "On that vCPU, does a VM exit save the guest's DR7 into the VMCS (yes/no)?", "bool"),
+         Question("dr7_loaded", "On that vCPU, does VM entry load DR7 from the VMCS (yes/no)?", "bool")),
+        _debug_key, _debug_solve),
 )
 
 

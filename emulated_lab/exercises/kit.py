@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -119,7 +120,7 @@ def run_lab(ex: Exercise, p: Params, driver: str, image: str) -> List[str]:
     """Runs the exercise on the emulated machine; returns what the lab printed (its summary or the crash)."""
     # importing the lab costs 0.3 s (measured): `exercises` and `check` never need it
     from emulated_lab.lab import ScenarioError, run_scenario
-    from emulated_lab.machine import MachineError
+    from emulated_lab.machine import MachineError, RunTimeout
     run = ex.lab(p)
     try:
         res = run_scenario(run.scenario, cpus=int(p["cpus"]), driver=driver, image=image, kd_masks=run.kd_masks,
@@ -127,13 +128,54 @@ def run_lab(ex: Exercise, p: Params, driver: str, image: str) -> List[str]:
     except MachineError as e:
         if not run.crashes or not os.path.isfile(image):
             raise ExerciseError("exercise %s: the lab run failed: %s" % (ex.id, e))
+        if isinstance(e, RunTimeout):
+            # the lab's diagnosis of a hang (which processor, which exit) is the answer; a real
+            # machine that hangs says nothing
+            return ["error: the machine made no progress for %g s; its state then is in %s" % (run.timeout, IMAGE)]
         return ["error: %s" % str(e).replace(image, IMAGE)]    # the folder's name for it, not the build path
     except ScenarioError as e:
         raise ExerciseError("exercise %s: %s" % (ex.id, e))
     if run.crashes:
         raise ExerciseError("exercise %s: the lab run was expected to hang or crash, and it did not" % ex.id)
     res.image_path = IMAGE      # as the student's folder calls it
-    return res.summary()
+    return machine_view(res.summary())
+
+
+def machine_view(summary: List[str]) -> List[str]:
+    """The lab's summary without what only the emulator knows: the VM exits it counted and its own
+    guest checks (what the guest expected, what the VMCS held). A real machine prints neither, and
+    both would name the answer (an exit reason, a missing control)."""
+    out: List[str] = []
+    skipping = False
+    for line in summary:
+        if line.startswith("VM exits seen by the emulator:"):
+            continue
+        if line.startswith("guest checks:"):
+            skipping = True
+            continue
+        if skipping and line.startswith("  "):
+            continue
+        skipping = False
+        out.append(line)
+    return out
+
+
+def leaks(ex: Exercise, key: Dict[str, object], texts: Iterable[str]) -> List[str]:
+    """The key's answers a student folder gives away verbatim: a check id or field name
+    anywhere in its text, a number of 10 or more in decimal or hex, or the processor a
+    processor/vCPU question asks for named in the lab's output ("processor 2", "[cpu2]")."""
+    text = "\n".join(texts)
+    found = []
+    for q in ex.questions:
+        a = key[q.id]
+        if q.kind == "name" and str(a).lower() in text.lower():
+            found.append("%s (%s)" % (q.id, a))
+        elif q.kind == "int" and isinstance(a, int) and not isinstance(a, bool):
+            words = ["processor %d", r"\[cpu%d\]", "cpu%d:", "vcpu %d"] if q.id in ("processor", "vcpu") else []
+            words += ["%d", "0x%x"] if a >= 10 else []
+            if any(re.search(r"(?<![\w.])%s(?![\w.])" % (w % a), text, re.I) for w in words):
+                found.append("%s (%s)" % (q.id, a))
+    return found
 
 
 # -- the student folder and the key -----------------------------------------------------------
@@ -258,6 +300,16 @@ class SelftestResult:
         return not self.error and bool(self.verdicts) and all(v.right for v in self.verdicts)
 
 
+def folder_texts(folder: str) -> List[str]:
+    """The text files of a student folder (the worksheet, the files it hands out)."""
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith((".md", ".txt", ".json")):
+            with open(os.path.join(folder, name), newline="") as f:
+                out.append(f.read())
+    return out
+
+
 def solve_folder(ex: Exercise, seed: int, folder: str) -> Tuple[Dict[str, object], List[str]]:
     """What the suite says the answers are, for a folder made by make_exercise."""
     view = SuiteView(folder, IMAGE, symbols_name(ex))
@@ -271,6 +323,9 @@ def selftest_one(ex_id: str, seed: int, work: str) -> SelftestResult:
     folder = os.path.join(work, "%s-%d" % (ex_id, seed))
     try:
         make_exercise(ex_id, seed, folder)
+        given = leaks(ex, key_for(ex, seed), folder_texts(folder))
+        if given:
+            raise ExerciseError("the student folder gives the answer away: %s" % ", ".join(given))
         answers, r.commands = solve_folder(ex, seed, folder)
         r.verdicts = grade(ex.questions, key_for(ex, seed), answers)
     except (ExerciseError, SuiteError) as e:

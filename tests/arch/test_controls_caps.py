@@ -142,3 +142,12 @@ def test_register_tables():
     assert R.decode_rflags(0x3202)["IOPL"] == 3 and R.decode_rflags(0x202)["IF"]
     d = R.decode_dr7(0x400 | 1 | (1 << 16) | (3 << 18))
     assert d["L0"] and d["RW0"] == "write" and d["LEN0"] == 4
+
+
+def test_fixed_bit_violations_name_the_bits_vmxon_refuses():
+    """SDM A.7/A.8: a bit 1 in FIXED0 must be 1, a bit 0 in FIXED1 must be 0 (lab CPU's values)."""
+    v = C.fixed_bit_violations(0x80050013, 0x80000021, 0xFFFFFFFF)   # CR0 without NE
+    assert v == {"must_be_one": 0x80000021, "must_be_zero": 0xFFFFFFFF00000000, "missing": 0x20, "forbidden": 0}
+    v = C.fixed_bit_violations(0x406A0 | 1 << 22 | 1 << 40, 0x2000, 0x372FFF)   # no VMXE, two bits not allowed
+    assert v["missing"] == 0x2000 and v["forbidden"] == 1 << 22 | 1 << 40
+    assert C.fixed_bit_violations(0x426A0, 0x2000, 0x372FFF)["missing"] == 0

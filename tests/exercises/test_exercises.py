@@ -16,7 +16,10 @@ from emulated_lab.exercises import catalogue, kit
 from emulated_lab.exercises.grading import Question, grade, normalise
 
 IDS = [e.id for e in catalogue.EXERCISES]
-SECOND_SEED = ("d3-msr-bitmap", "d4-guest-segment", "d4-control-after-mask")
+# more seeds where a seed changes what the CPU does: which register, which control, which processor
+MORE_SEEDS = [("d3-msr-bitmap", 5), ("d4-guest-segment", 5), ("d4-control-after-mask", 5),
+              ("d2-cr-fixed-bit", 4), ("d5-debug-lost", 6), ("d5-debug-lost", 11), ("d4-guest-activity", 2)]
+MADE = [(i, 1) for i in IDS] + MORE_SEEDS
 
 
 @pytest.fixture(scope="session")
@@ -24,14 +27,14 @@ def folders(tmp_path_factory):
     """{(id, seed): (folder, key file)}: every exercise made once with `exercise make --key`."""
     base = tmp_path_factory.mktemp("exercises")
     out = {}
-    for ex_id, seed in [(i, 1) for i in IDS] + [(i, 5) for i in SECOND_SEED]:
+    for ex_id, seed in MADE:
         folder, key = str(base / ("%s-%d" % (ex_id, seed))), str(base / ("%s-%d.key.json" % (ex_id, seed)))
         assert lab_main(["exercise", "make", ex_id, "--seed", str(seed), "--out", folder, "--key", key]) == 0
         out[(ex_id, seed)] = (folder, key)
     return out
 
 
-@pytest.mark.parametrize("ex_id,seed", [(i, 1) for i in IDS] + [(i, 5) for i in SECOND_SEED])
+@pytest.mark.parametrize("ex_id,seed", MADE)
 def test_suite_alone_finds_the_key(folders, ex_id, seed):
     """What a student finds with the suite on the image the emulated CPU produced == the key."""
     ex = catalogue.BY_ID[ex_id]
@@ -250,3 +253,62 @@ def test_the_worksheet_hides_the_machine_settings_that_are_the_answer():
         assert option not in kit.run_command(ex, p) and "machine's settings" in kit.run_command(ex, p)
         full = kit.run_command(ex, p, secret=False)
         assert option in full and full.endswith("--out lab.hvimg")
+
+
+def test_no_student_folder_gives_the_answer_away(folders):
+    """No worksheet or handed-out file holds a key's answer: the DbgPrint lines of an exercise
+    build (TRACE level, dropped by a stock filter), the lab's own exit counts, guest checks and
+    hang diagnosis stay out of what the student gets."""
+    for (ex_id, seed), (folder, key_file) in folders.items():
+        with open(key_file) as f:
+            key = json.load(f)["answers"]
+        assert kit.leaks(catalogue.BY_ID[ex_id], key, kit.folder_texts(folder)) == [], (ex_id, seed)
+
+
+def test_the_leak_check_finds_what_the_old_worksheets_showed():
+    """Lines the worksheets showed before: the driver's ERROR line naming the processor, the
+    emulator's exit counts, a guest check naming the missing control."""
+    ex = catalogue.BY_ID["d4-guest-activity"]
+    key = {"processor": 2, "exit_reason": 0x80000021, "check": "guest.activity.supported",
+           "field": "GUEST_ACTIVITY_STATE"}
+    old = ["  [cpu2] hv: processor 2 failed: step 8, VM-instruction error 0, status 0xc0000001",
+           "VM exits seen by the emulator: 3 (0xa x1, 0x12 x1, 0x80000021 x1)",
+           "GUEST_ACTIVITY_STATE = 0xa4a3a2a1: not supported"]
+    assert kit.leaks(ex, key, old) == ["processor (2)", "exit_reason (2147483681)", "field (GUEST_ACTIVITY_STATE)"]
+    assert kit.leaks(ex, key, ["after: VMX cpu0=off, cpu1=off, cpu2=off", "DbgPrintEx: 7 message(s), 0 shown"]) == []
+    summary = ["scenario debug-registers on 2 processors: DriverEntry returned 0x00000000",
+               "VM exits seen by the emulator: 32 (0xa x14)", "guest checks: 6, 2 failed",
+               "  FAILED cpu1:dr7-survives-exit: DR7 after CPUID 0x400 (armed 0x402)",
+               "      controls OFF)", "image: lab.hvimg"]
+    assert kit.machine_view(summary) == [summary[0], summary[-1]]
+
+
+@pytest.mark.parametrize("arg", [1, 2, 3])
+def test_dropped_debug_controls_lose_dr7_on_that_processor_only(arg):
+    """d5-debug-lost's symptom comes from the CPU model: the guest arms DR7, takes a CPUID exit and
+    reads 0x400 back (SDM 28.5.1: DR7 = 400H after every VM exit), on the faulty processor only."""
+    from emulated_lab.lab import run_scenario
+    res = run_scenario("debug-registers", cpus=2, driver=kit.build_variant("DEBUG_CONTROLS_DROPPED", 1, arg))
+    assert res.loaded
+    kept = {c.name: c.ok for c in res.checks}
+    assert kept["cpu0:dr7-survives-exit"] and not kept["cpu1:dr7-survives-exit"]
+
+
+def test_an_unwritten_activity_state_fails_only_where_vmclear_leaves_junk():
+    """The lab's default CPU leaves unwritten fields 0 (= active): the fault shows only in the
+    poisoned-vmcs scenario, where it is exit 0x80000021 (SDM 27.3.1.5)."""
+    from emulated_lab.lab import run_scenario
+    driver = kit.build_variant("GUEST_ACTIVITY_UNWRITTEN", 1, 0)
+    assert run_scenario("baseline", cpus=2, driver=driver, workload=False).loaded
+    res = run_scenario("poisoned-vmcs", cpus=2, driver=driver, workload=False)
+    assert not res.loaded
+    assert [c for c, _ in res.failure_vmreads] == [1]
+
+
+@pytest.mark.parametrize("arg,exception", [(5, "#GP"), (32 + 13, "#UD")])
+def test_a_cr_bit_left_clear_makes_vmxon_fault(arg, exception):
+    """d2-cr-fixed-bit on the CPU model: VMXON with CR0.NE = 0 raises #GP(0), with CR4.VMXE = 0
+    #UD (SDM Vol. 3 31.3 VMXON); the processors before it were virtualized."""
+    from emulated_lab.lab import run_scenario
+    res = run_scenario("baseline", cpus=2, driver=kit.build_variant("CR_FIXED_BIT", 1, arg), raise_on_crash=False)
+    assert "processor 1: exception %s" % exception in res.crash

@@ -56,6 +56,25 @@ def test_check_findings(tmp_path, kwargs, item, status, fragment):
     assert len(doc["processors"]) == 1
 
 
+@pytest.mark.parametrize("kwargs,reg,missing,forbidden", [
+    (dict(cr0=0x80050013), "cr0", [{"bit": 5, "name": "NE"}], []),
+    (dict(cr4=0x4006F8), "cr4", [{"bit": 13, "name": "VMXE"}], [{"bit": 22, "name": "PKE"}]),
+    (dict(cr4=0x26F8), "cr4", [], []),
+])
+def test_check_json_gives_the_fixed_bits_structured(tmp_path, kwargs, reg, missing, forbidden):
+    """control_registers: the masks and the violated bits by number and name (docs/json.md);
+    CR4.VMXE counts as missing there, though its text row leaves it to the driver."""
+    img = standard_image(tmp_path / "c.hvimg", **kwargs)
+    _, doc, _ = _json(["--image", img, "check", "--cpu", "0"])
+    regs = doc["processors"][0]["control_registers"]
+    value = kwargs.get(reg)
+    assert regs[reg]["value"] == "0x%x" % value and regs[reg]["source"] == "registers"
+    assert (regs[reg]["missing"], regs[reg]["forbidden"]) == (missing, forbidden)
+    fixed0, fixed1 = int(regs[reg]["fixed0"], 16), int(regs[reg]["fixed1"], 16)
+    assert int(regs[reg]["must_be_one"], 16) == fixed0 & fixed1
+    assert int(regs[reg]["must_be_zero"], 16) == ~fixed1 & (1 << 64) - 1
+
+
 def test_check_unknown_when_the_target_cannot_say(tmp_path):
     from windbg_ext.target.image import ImageWriter
     w = ImageWriter()
@@ -64,6 +83,9 @@ def test_check_unknown_when_the_target_cannot_say(tmp_path):
     code, doc, _ = _json(["--image", str(tmp_path / "u.hvimg"), "check"])
     assert {s for s, _ in _statuses(doc).values()} == {"UNKNOWN"}
     assert code == 0 and doc["verdict"] == "UNKNOWN"  # nothing failed, nothing known: not a PASS
+    regs = doc["processors"][0]["control_registers"]
+    assert regs["cr0"]["value"] == "0x80050033" and regs["cr0"]["missing"] is None
+    assert regs["cr4"]["value"] is None and regs["cr4"]["fixed0"] is None
 
 
 def test_check_text_table(std_image):

@@ -53,7 +53,9 @@ def test_json_schema_per_group(tmp_path, lab_state, change, result, error, reaso
     d = json.loads(out)
     assert (d["result"], d["vm_instruction_error"], d["exit_reason"]) == (result, error, reason)
     f = d["failures"][0]
-    assert set(f) == {"id", "group", "sdm", "message"} and f["id"] == first
+    assert set(f) == {"id", "group", "sdm", "message", "fields"} and f["id"] == first
+    field = list(change)[0]
+    assert field in f["fields"] and f["message"].startswith(field)   # the field the change broke
     assert f["message"].endswith("SDM " + f["sdm"])
 
 

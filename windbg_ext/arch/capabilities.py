@@ -121,6 +121,15 @@ def fixed_bits(fixed0: int, fixed1: int) -> Tuple[int, int]:
     return fixed0 & fixed1 & _M64, ~fixed1 & _M64
 
 
+def fixed_bit_violations(value: int, fixed0: int, fixed1: int) -> Dict[str, int]:
+    """A CR0/CR4 value against IA32_VMX_CR0/CR4_FIXED0/FIXED1 (SDM 24.8, A.7, A.8): the masks
+    VMX operation requires and the bits of `value` that break them. VMXON raises #GP(0) while
+    any bit is missing or forbidden (SDM Vol. 3 31.3 VMXON); CR4.VMXE = 0 gives #UD first."""
+    must1, must0 = fixed_bits(fixed0, fixed1)
+    return {"must_be_one": must1, "must_be_zero": must0,
+            "missing": must1 & ~value & _M64, "forbidden": value & must0}
+
+
 def decode_misc(v: int) -> Dict[str, Any]:
     """IA32_VMX_MISC (A.6)."""
     return {

@@ -32,6 +32,7 @@ SUMMARY = "pre-VMXON requirements per processor (CPUID.VMX, FEATURE_CONTROL, CR0
 NEEDS_TARGET = True
 
 Row = Tuple[str, str, str]  # (requirement, status, detail)
+Registers = Dict[str, Dict[str, Any]]  # "cr0"/"cr4" -> the structured fixed-bit check (docs/json.md)
 
 
 def add_arguments(p) -> None:
@@ -67,7 +68,31 @@ def hv_view(target, cpu: int):
         return None
 
 
-def check_processor(target, cpu: int) -> List[Row]:
+def _bits(table, mask: int) -> List[Dict[str, Any]]:
+    return [{"bit": b, "name": table[b][0] if b in table else "bit%d" % b}
+            for b in range(64) if mask >> b & 1]
+
+
+def register_state(reg: str, table, value, fixed0, fixed1, source: str) -> Dict[str, Any]:
+    """One control register against its fixed-bit MSRs, for --json: every mask as "0x..", the
+    violated bits by number and name; null where the target cannot say. `missing` is of the
+    value as it is (CR4.VMXE included: VMXON needs it, SDM 24.7)."""
+    out: Dict[str, Any] = {"register": reg, "value": None, "fixed0": None, "fixed1": None,
+                           "must_be_one": None, "must_be_zero": None, "missing": None, "forbidden": None,
+                           "source": source}
+    if fixed0 is not None and fixed1 is not None:
+        out.update(fixed0="0x%x" % fixed0, fixed1="0x%x" % fixed1)
+    if value is not None:
+        out["value"] = "0x%x" % value
+    if value is None or fixed0 is None or fixed1 is None:
+        return out
+    v = caps.fixed_bit_violations(value, fixed0, fixed1)
+    out.update(must_be_one="0x%x" % v["must_be_one"], must_be_zero="0x%x" % v["must_be_zero"],
+               missing=_bits(table, v["missing"]), forbidden=_bits(table, v["forbidden"]))
+    return out
+
+
+def check_processor(target, cpu: int) -> Tuple[List[Row], Registers]:
     cpuid1_ecx_vmx = 1 << bit_of(CPUID1_ECX_BITS, "VMX")  # SDM 24.6
     cr4_vmxe = 1 << bit_of(CR4_BITS, "VMXE")              # SDM 24.7
 
@@ -78,6 +103,7 @@ def check_processor(target, cpu: int) -> List[Row]:
     except TargetError:  # e.g. a crash dump holds the crashing processor's context only
         regs = {}
     rows: List[Row] = []
+    registers: Registers = {}
     hv = hv_view(target, cpu)
     reg_source = ""
     if hv is not None:
@@ -144,6 +170,8 @@ def check_processor(target, cpu: int) -> List[Row]:
             ("cr0", caps.IA32_VMX_CR0_FIXED0, caps.IA32_VMX_CR0_FIXED1, CR0_BITS, 0),
             ("cr4", caps.IA32_VMX_CR4_FIXED0, caps.IA32_VMX_CR4_FIXED1, CR4_BITS, cr4_vmxe)):
         item = "%s vs FIXED0/FIXED1" % reg.upper()
+        registers[reg] = register_state(reg, table, regs.get(reg), msrs.get(fixed0), msrs.get(fixed1),
+                                        "VMCS snapshot" if hv is not None else "registers")
         if fixed0 not in msrs or fixed1 not in msrs or reg not in regs:
             rows.append((item, "UNKNOWN", "needs %s and MSRs 0x%x/0x%x%s" % (reg.upper(), fixed0, fixed1,
                                                                             reg_source)))
@@ -181,7 +209,7 @@ def check_processor(target, cpu: int) -> List[Row]:
                      % (b["revision_id"], b["revision_id"], b["region_size"], b["memtype_name"])))
     else:
         rows.append(("VMCS revision id", "UNKNOWN", "IA32_VMX_BASIC (0x%x) unreadable" % caps.IA32_VMX_BASIC))
-    return rows
+    return rows, registers
 
 
 def run(ctx, args) -> Report:
@@ -190,13 +218,14 @@ def run(ctx, args) -> Report:
     report = Report()
     failed = False
     for cpu in cpus:
-        rows = check_processor(ctx.target, cpu)
+        rows, registers = check_processor(ctx.target, cpu)
         statuses = [s for _, s, _ in rows]
         # UNKNOWN when nothing failed but the target could not say everything (a crash dump has no MSRs)
         verdict = "FAIL" if "FAIL" in statuses else ("UNKNOWN" if "UNKNOWN" in statuses else "PASS")
         failed = failed or verdict == "FAIL"
         processors.append({"cpu": cpu, "verdict": verdict,
-                           "checks": [{"requirement": r, "status": s, "detail": d} for r, s, d in rows]})
+                           "checks": [{"requirement": r, "status": s, "detail": d} for r, s, d in rows],
+                           "control_registers": registers})
         report.table(["requirement", "status", "detail"], [list(r) for r in rows],
                      title="processor %d: %s" % (cpu, verdict))
         if ctx.target.no_msrs_reason is None:  # a hint names only a command that works (a dump has no MSRs)

@@ -314,8 +314,8 @@ def _report(v, source: str, maxphy: Optional[int], recorded, show_all: bool) -> 
         "vm_instruction_error": v.vm_instruction_error,
         "exit_reason": "0x%08x" % v.exit_reason if v.exit_reason is not None else None,
         "exit_qualification": "0x%x" % v.exit_qualification if v.exit_qualification is not None else None,
-        "failures": [{"id": o.check.id, "group": o.check.group, "sdm": o.check.sdm, "message": o.message}
-                     for o in failures],
+        "failures": [{"id": o.check.id, "group": o.check.group, "sdm": o.check.sdm, "message": o.message,
+                      "fields": list(o.check.fields)} for o in failures],
         "source": source,
         "maxphyaddr": maxphy,
         "checks_run": len(v.outcomes),

@@ -127,7 +127,8 @@ uint32_t HvChooseFeatureControls(const HV_GUEST_FEATURE *table, uint32_t count, 
     /* Allowed-1 settings are bits 63:32 of each capability MSR (App. A.3.2, A.3.3);
      * no secondary control at all unless "activate secondary controls" may be 1. */
     uint32_t primary_allowed1 = (uint32_t)(cap_procbased >> 32);
-    uint32_t secondary_allowed1 = (primary_allowed1 & CPU_ACTIVATE_SECONDARY_CONTROLS) ? (uint32_t)(cap_procbased2 >> 32) : 0;
+    uint32_t secondary_allowed1 =
+        (primary_allowed1 & CPU_ACTIVATE_SECONDARY_CONTROLS) ? (uint32_t)(cap_procbased2 >> 32) : 0;
     uint32_t i, need = 0;
     for (i = 0; i < count && i < 32u; i++) {
         if (!(advertised & (1u << i)))

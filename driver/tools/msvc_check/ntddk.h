@@ -96,7 +96,8 @@ typedef enum _POOL_TYPE { NonPagedPool = 0, NonPagedPoolNx = 512 } POOL_TYPE;
 typedef enum _MEMORY_CACHING_TYPE { MmNonCached = 0, MmCached = 1, MmWriteCombined = 2 } MEMORY_CACHING_TYPE;
 NTSYSAPI PVOID NTAPI ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag);
 NTSYSAPI VOID NTAPI ExFreePoolWithTag(PVOID P, ULONG Tag);
-NTSYSAPI PVOID NTAPI MmAllocateContiguousMemorySpecifyCache(SIZE_T NumberOfBytes, PHYSICAL_ADDRESS LowestAcceptableAddress,
+NTSYSAPI PVOID NTAPI MmAllocateContiguousMemorySpecifyCache(SIZE_T NumberOfBytes,
+                                                           PHYSICAL_ADDRESS LowestAcceptableAddress,
                                                            PHYSICAL_ADDRESS HighestAcceptableAddress,
                                                            PHYSICAL_ADDRESS BoundaryAddressMultiple,
                                                            MEMORY_CACHING_TYPE CacheType);

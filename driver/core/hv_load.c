@@ -202,7 +202,11 @@ static HV_STATUS HvVirtualizeAll(HV_VMM_CONTEXT *vmm, uint32_t *scratch_va, uint
     HV_STATUS status = HV_STATUS_SUCCESS;
     uint32_t i;
     for (i = 0; i < vmm->ProcessorCount && HV_SUCCESS(status); i++) {
-        HV_ON_CPU on = { NULL, NULL, i == 0 ? scratch_va : NULL, i == 0 ? scratch_pa : 0 };
+        HV_ON_CPU on = { NULL, NULL, NULL, 0 }; /* constant: MSVC C warns (C4204) on others at /W4 */
+        if (i == 0) {
+            on.ScratchVa = scratch_va;
+            on.ScratchPa = scratch_pa;
+        }
         status = HvRunOn(vmm, i, HvVirtualizeOne, &on);
     }
     return status;

@@ -6,6 +6,7 @@
  * in which order, is core/hv_load.c's. Imports: see docs/driver.md.
  */
 #include <ntddk.h>
+#include <stdarg.h>
 #include "hv_load.h"
 #include "hv_platform.h"
 #include "hv_status.h"

@@ -5,6 +5,7 @@
 #include "hv_core.h"
 #include "hv_vmcs.h"
 #include "hv_intrin.h"
+#include "hv_platform.h"
 
 #if defined(_MSC_VER)
 #define HV_COMPILER_BARRIER() _ReadWriteBarrier()
@@ -41,20 +42,21 @@ void HvCoreTakeSnapshot(HV_VCPU *vcpu, uint32_t reason, uint32_t exit_reason, ui
     HvFillSnapshot(&vcpu->Snapshot, reason, exit_reason, vm_error);
 }
 
-void HvCoreRecordFailure(HV_VCPU *vcpu, uint32_t step, int32_t status, uint32_t vm_error)
+void HvCoreRecordFailure(HV_VCPU *vcpu, uint32_t step, HV_STATUS status, uint32_t vm_error)
 {
     HV_FAILURE_RECORD *f = &HvDebugDescriptor.LastFailure;
+    int32_t code = HvPlatformStatusCode(status); /* what the debugger user looks up */
 
     vcpu->State = HV_VCPU_STATE_FAILED;
     vcpu->FailedStep = step;
-    vcpu->Status = status;
+    vcpu->Status = code;
     vcpu->VmInstructionError = vm_error;
 
     f->Valid = 1;
     f->ProcessorIndex = vcpu->ProcessorIndex;
     f->FailedStep = step;
     f->VmInstructionError = vm_error;
-    f->Status = status;
+    f->Status = code;
     /* The vCPU's snapshot, if one was taken for this failure, else empty. */
     if (vcpu->Snapshot.Count != 0 && vcpu->Snapshot.Reason != HV_SNAPSHOT_REASON_NONE) {
         f->Snapshot.Sequence++;

@@ -41,7 +41,7 @@ static int HvWriteGuestSegment(HV_VMCS_WRITER *w, const DESCRIPTOR_TABLE_REGISTE
     return 0;
 }
 
-int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
+HV_STATUS HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu)
 {
     HV_VMCS_WRITER w = { 0, 0 };
     DESCRIPTOR_TABLE_REGISTER gdtr, idtr;

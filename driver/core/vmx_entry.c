@@ -46,7 +46,7 @@ static uint32_t HvRevisionId(const HV_VMM_CONTEXT *vmm)
     return (uint32_t)basic.Bits.RevisionId;
 }
 
-static int32_t HvFailStep(HV_VCPU *vcpu, uint32_t step, int32_t status, uint32_t vm_error)
+static HV_STATUS HvFailStep(HV_VCPU *vcpu, uint32_t step, HV_STATUS status, uint32_t vm_error)
 {
     HvCoreRecordFailure(vcpu, step, status, vm_error);
     return status;
@@ -58,7 +58,7 @@ static void HvRestoreControlRegisters(HV_VCPU *vcpu)
     hv_write_cr0(vcpu->OriginalCr0);
 }
 
-int32_t HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scratch, uint64_t scratch_pa)
+HV_STATUS HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scratch, uint64_t scratch_pa)
 {
     uint64_t fc_old, fc_new;
     uint32_t action;

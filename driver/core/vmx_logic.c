@@ -108,34 +108,47 @@ int HvXcr0Valid(uint64_t value, uint64_t supported_mask)
 }
 
 /* CPUID features that raise #UD in VMX non-root unless a secondary control is
- * set (SDM Vol. 3 26.3, Table 25-7): the one list. */
+ * set (SDM Vol. 3 26.3, Table 25-7): the one list. Windows uses each of them
+ * once CPUID reports it, so each refuses the load when it cannot be enabled. */
 const HV_GUEST_FEATURE HvGuestFeatures[HV_GUEST_FEATURE_COUNT] = {
-    /* name, leaf, subleaf, register, bit, secondary control */
-    { "RDTSCP", 0x80000001u, 0, CPUID_REG_EDX, 27, CPU2_ENABLE_RDTSCP },
-    { "RDPID", 7, 0, CPUID_REG_ECX, 22, CPU2_ENABLE_RDTSCP },           /* RDPID needs "enable RDTSCP" */
-    { "INVPCID", 7, 0, CPUID_REG_EBX, 10, CPU2_ENABLE_INVPCID },
-    { "XSAVES/XRSTORS", 0xD, 1, CPUID_REG_EAX, 3, CPU2_ENABLE_XSAVES_XRSTORS },
-    { "WAITPKG (TPAUSE/UMONITOR/UMWAIT)", 7, 0, CPUID_REG_ECX, 5, CPU2_ENABLE_USER_WAIT_PAUSE },
+    /* name, leaf, subleaf, register, bit, secondary control, when the control is forbidden */
+    { "RDTSCP", 0x80000001u, 0, CPUID_REG_EDX, 27, CPU2_ENABLE_RDTSCP, HV_FEATURE_REFUSE_LOAD },
+    /* RDPID needs "enable RDTSCP" too */
+    { "RDPID", 7, 0, CPUID_REG_ECX, 22, CPU2_ENABLE_RDTSCP, HV_FEATURE_REFUSE_LOAD },
+    { "INVPCID", 7, 0, CPUID_REG_EBX, 10, CPU2_ENABLE_INVPCID, HV_FEATURE_REFUSE_LOAD },
+    { "XSAVES/XRSTORS", 0xD, 1, CPUID_REG_EAX, 3, CPU2_ENABLE_XSAVES_XRSTORS, HV_FEATURE_REFUSE_LOAD },
+    { "WAITPKG (TPAUSE/UMONITOR/UMWAIT)", 7, 0, CPUID_REG_ECX, 5, CPU2_ENABLE_USER_WAIT_PAUSE,
+      HV_FEATURE_REFUSE_LOAD },
 };
 
-uint32_t HvFeatureControlsCheck(uint32_t advertised, uint64_t cap_procbased, uint64_t cap_procbased2,
-                                uint32_t *wanted)
+uint32_t HvChooseFeatureControls(const HV_GUEST_FEATURE *table, uint32_t count, uint32_t advertised,
+                                 uint64_t cap_procbased, uint64_t cap_procbased2, uint32_t *wanted)
 {
-    /* Allowed-1 settings are bits 63:32 of each capability MSR (App. A.3.2, A.3.3). */
+    /* Allowed-1 settings are bits 63:32 of each capability MSR (App. A.3.2, A.3.3);
+     * no secondary control at all unless "activate secondary controls" may be 1. */
     uint32_t primary_allowed1 = (uint32_t)(cap_procbased >> 32);
-    uint32_t secondary_allowed1 = (primary_allowed1 & CPU_ACTIVATE_SECONDARY_CONTROLS) ? (uint32_t)(cap_procbased2 >> 32) : 0;
+    uint32_t secondary_allowed1 =
+        (primary_allowed1 & CPU_ACTIVATE_SECONDARY_CONTROLS) ? (uint32_t)(cap_procbased2 >> 32) : 0;
     uint32_t i, need = 0;
-    for (i = 0; i < HV_GUEST_FEATURE_COUNT; i++) {
+    for (i = 0; i < count && i < 32u; i++) {
         if (!(advertised & (1u << i)))
             continue;
-        need |= HvGuestFeatures[i].Control;
-        if (!(secondary_allowed1 & HvGuestFeatures[i].Control)) {
-            *wanted = need;
+        if ((secondary_allowed1 & table[i].Control) == table[i].Control) {
+            need |= table[i].Control;
+        } else if (table[i].Unavailable == HV_FEATURE_REFUSE_LOAD) {
+            *wanted = need | table[i].Control;
             return i + 1;
         }
     }
     *wanted = need;
     return 0;
+}
+
+uint32_t HvFeatureControlsCheck(uint32_t advertised, uint64_t cap_procbased, uint64_t cap_procbased2,
+                                uint32_t *wanted)
+{
+    return HvChooseFeatureControls(HvGuestFeatures, HV_GUEST_FEATURE_COUNT, advertised, cap_procbased,
+                                   cap_procbased2, wanted);
 }
 
 uint32_t HvVmxBasicProblem(uint64_t vmx_basic)

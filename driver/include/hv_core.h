@@ -1,7 +1,7 @@
 /*
- * hv_core.h -- the portable VMX core (core/): no OS calls. The platform layer
- * (platform/windows/) allocates memory, walks the processors one after
- * another and calls these on each.
+ * hv_core.h -- the portable VMX core (core/): no OS calls. core/hv_load.c
+ * (include/hv_load.h) walks the processors one after another through the
+ * platform interface (include/hv_platform.h) and calls these on each.
  */
 #ifndef HV_CORE_H
 #define HV_CORE_H
@@ -9,12 +9,7 @@
 #include "hv_types_base.h"
 #include "hv_context.h"
 
-/* NTSTATUS values the core returns (ntstatus.h). */
-#define HV_STATUS_SUCCESS ((int32_t)0x00000000)
-#define HV_STATUS_UNSUCCESSFUL ((int32_t)0xC0000001)
-#define HV_STATUS_INSUFFICIENT_RESOURCES ((int32_t)0xC000009A)
-#define HV_STATUS_NOT_SUPPORTED ((int32_t)0xC00000BB)
-#define HV_STATUS_HV_FEATURE_UNAVAILABLE ((int32_t)0xC035001E)
+#include "hv_status.h"
 
 /* ---- pure logic (core/vmx_logic.c, core/segment.c): unit-tested on the host */
 
@@ -74,19 +69,30 @@ uint8_t HvLayoutClassify(uint32_t encoding, uint64_t value, uint16_t *offset);
 /* XSETBV value check (SDM Vol. 1 13.3): 1 when XCR0 may take this value. */
 int HvXcr0Valid(uint64_t value, uint64_t supported_mask);
 
-/* ---- what the guest is told it has (core/features.c) ---------------------- */
+/* ---- what the guest is told it has (core/features.c, table in core/vmx_logic.c) */
+/* What the driver does when a feature CPUID reports cannot get its control. */
+#define HV_FEATURE_REFUSE_LOAD 0u     /* the OS uses it: it would take #UD in the guest, so do not load */
+#define HV_FEATURE_GO_WITHOUT 1u      /* load with the control off (only the feature's users see #UD) */
 typedef struct HV_GUEST_FEATURE {
     const char *Name;
     uint32_t Leaf, Subleaf;
     uint32_t Register;            /* CPUID_REG_* */
     uint32_t Bit;
     uint32_t Control;             /* secondary control it needs in VMX non-root */
+    uint32_t Unavailable;         /* HV_FEATURE_*: when IA32_VMX_PROCBASED_CTLS2 forbids Control */
 } HV_GUEST_FEATURE;
 #define HV_GUEST_FEATURE_COUNT 5u
+/* The one list: the secondary controls the driver sets come from it, and so
+ * does the refuse-to-load message. */
 extern const HV_GUEST_FEATURE HvGuestFeatures[HV_GUEST_FEATURE_COUNT];
-/* advertised: bit i = HvGuestFeatures[i] reported by CPUID. *wanted = the
- * secondary controls they need. Returns 0 when the capability MSRs allow them
- * all, else 1 + the index of the first feature whose control is forbidden. */
+/* The choice, pure: advertised bit i = table[i] reported by CPUID. *wanted =
+ * the secondary controls to set: those of every advertised feature the
+ * capability MSRs allow (App. A.3.2, A.3.3). Returns 0, or 1 + the index of
+ * the first advertised HV_FEATURE_REFUSE_LOAD feature whose control is
+ * forbidden (then *wanted also holds that control, the one missing). */
+uint32_t HvChooseFeatureControls(const HV_GUEST_FEATURE *table, uint32_t count, uint32_t advertised,
+                                 uint64_t cap_procbased, uint64_t cap_procbased2, uint32_t *wanted);
+/* HvChooseFeatureControls over HvGuestFeatures. */
 uint32_t HvFeatureControlsCheck(uint32_t advertised, uint64_t cap_procbased, uint64_t cap_procbased2,
                                 uint32_t *wanted);
 /* CPUID of this processor -> the advertised mask above. */
@@ -105,11 +111,11 @@ int HvCoreVmxSupported(void);
 void HvCoreReadCapabilities(HV_VMM_CONTEXT *vmm);
 /* Feature control, CR0/CR4 fixed bits, CR4.VMXE, VMXON, [layout discovery
  * on scratch], VMCLEAR, VMPTRLD. On failure everything done is undone. */
-int32_t HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scratch, uint64_t scratch_pa);
+HV_STATUS HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scratch, uint64_t scratch_pa);
 /* VMCLEAR, VMXOFF, CR0/CR4 restored: undo for a processor not launched. */
 void HvCoreLeaveVmxRoot(HV_VCPU *vcpu);
 /* Controls, guest state = this processor now, host state. */
-int32_t HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu);
+HV_STATUS HvCoreSetupVmcs(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu);
 /* Pattern-fills the host stack, puts the vCPU pointer at its top. */
 void HvCorePrepareHostStack(HV_VCPU *vcpu);
 /* Returns the HOST_RSP value for this vCPU. */
@@ -117,7 +123,7 @@ uint64_t HvCoreHostStackPointer(const HV_VCPU *vcpu);
 
 void HvCoreDiscoverVmcsLayout(uint32_t *scratch, uint64_t scratch_pa, uint32_t revision_id);
 void HvCoreTakeSnapshot(HV_VCPU *vcpu, uint32_t reason, uint32_t exit_reason, uint32_t vm_error);
-/* Marks the vCPU failed and copies the failure into the descriptor. */
-void HvCoreRecordFailure(HV_VCPU *vcpu, uint32_t step, int32_t status, uint32_t vm_error);
+/* Marks the vCPU failed and copies the failure (status as the OS code) into the descriptor. */
+void HvCoreRecordFailure(HV_VCPU *vcpu, uint32_t step, HV_STATUS status, uint32_t vm_error);
 
 #endif

@@ -16,7 +16,7 @@ IMAGES = {
     "mingw": HV_SYS,
     "clang": os.path.join(DRIVER, "out", "clang", "hv.sys"),
 }
-PURE_CORE = ["core/vmx_logic.c", "core/segment.c", "core/vmcs_fields.c"]
+PURE_CORE = ["core/vmx_logic.c", "core/segment.c", "core/vmcs_fields.c", "core/hv_status.c"]
 
 
 def run(cmd, **kw):
@@ -79,6 +79,10 @@ def host_core(tmp_path_factory):
     lib.HvCrAdjustClears.argtypes = [u64, u64, u64]
     lib.HvFeatureControlsCheck.restype = u32
     lib.HvFeatureControlsCheck.argtypes = [u32, u64, u64, ctypes.POINTER(u32)]
+    lib.HvChooseFeatureControls.restype = u32
+    lib.HvChooseFeatureControls.argtypes = [ctypes.POINTER(HvGuestFeature), u32, u32, u64, u64, ctypes.POINTER(u32)]
+    lib.HvStatusMessage.restype = ctypes.c_char_p
+    lib.HvStatusMessage.argtypes = [ctypes.c_int]
     lib.HvSegmentFromGdt.restype = ctypes.c_int
     lib.HvSegmentFromGdt.argtypes = [ctypes.c_char_p, u32, u16, ctypes.c_void_p]
     lib.HvLayoutClassify.restype = u8
@@ -92,6 +96,13 @@ class HvSegment(ctypes.Structure):
     """HV_SEGMENT from include/hv_core.h."""
     _fields_ = [("Base", ctypes.c_uint64), ("Limit", ctypes.c_uint32),
                 ("AccessRights", ctypes.c_uint32), ("Selector", ctypes.c_uint16)]
+
+
+class HvGuestFeature(ctypes.Structure):
+    """HV_GUEST_FEATURE from include/hv_core.h."""
+    _fields_ = [("Name", ctypes.c_char_p), ("Leaf", ctypes.c_uint32), ("Subleaf", ctypes.c_uint32),
+                ("Register", ctypes.c_uint32), ("Bit", ctypes.c_uint32), ("Control", ctypes.c_uint32),
+                ("Unavailable", ctypes.c_uint32)]
 
 
 class HvFieldInfo(ctypes.Structure):

@@ -2,12 +2,14 @@
 the host compiler and called through ctypes. Expected values come from the
 SDM rules restated here, and from real descriptors (Windows x64 GDT)."""
 import ctypes
+import os
+import re
 import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .support import HvSegment
+from .support import INCLUDE, HvGuestFeature, HvSegment
 
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
@@ -224,3 +226,63 @@ def test_cr_adjust_clears_only_when_a_set_bit_is_forbidden(host_core):
     assert host_core.HvCrAdjustClears(0x000406A0 | 0x2000, cr4_fixed0, cr4_fixed1) == 0
     assert host_core.HvCrAdjustClears(0x000406A0, cr4_fixed0, cr4_fixed1) == 0       # VMXE is only forced on
     assert host_core.HvCrAdjustClears(0x000406A0 | 1 << 23, cr4_fixed0, cr4_fixed1) == 1   # CET: not allowed here
+
+
+def _header_define(name):
+    text = open(os.path.join(INCLUDE, "hv_core.h")).read()
+    return int(re.search(r"#define %s (\w+)" % name, text).group(1).rstrip("u"), 0)
+
+
+REFUSE, GO_WITHOUT = _header_define("HV_FEATURE_REFUSE_LOAD"), _header_define("HV_FEATURE_GO_WITHOUT")
+ACTIVATE_SECONDARY = 1 << 31            # primary processor-based control bit 31 (SDM 25.6.2, Table 25-6)
+
+
+def _choose(host_core, rows, advertised, cap1, cap2):
+    table = (HvGuestFeature * len(rows))(*[HvGuestFeature(b"f%d" % i, 7, 0, 1, i, control, action)
+                                           for i, (control, action) in enumerate(rows)])
+    wanted = ctypes.c_uint32(0)
+    missing = host_core.HvChooseFeatureControls(table, len(rows), advertised, cap1, cap2, ctypes.byref(wanted))
+    return missing, wanted.value
+
+
+def test_choice_takes_what_is_allowed_and_refuses_or_goes_without_the_rest(host_core):
+    cap1 = ACTIVATE_SECONDARY << 32                       # allowed-1 half: secondary controls may be on
+    cap2 = (CPU2_RDTSCP | CPU2_INVPCID) << 32             # only these two secondary controls allowed
+    rows = [(CPU2_RDTSCP, REFUSE), (CPU2_USER_WAIT, GO_WITHOUT), (CPU2_INVPCID, REFUSE), (CPU2_XSAVES, REFUSE)]
+    # the forbidden GO_WITHOUT feature is left out, not refused; not advertised = not wanted
+    assert _choose(host_core, rows, 0b0111, cap1, cap2) == (0, CPU2_RDTSCP | CPU2_INVPCID)
+    assert _choose(host_core, rows, 0b0010, cap1, cap2) == (0, 0)
+    # the first forbidden REFUSE feature is named (1 + index), its control reported wanted
+    assert _choose(host_core, rows, 0b1001, cap1, cap2) == (4, CPU2_RDTSCP | CPU2_XSAVES)
+    # count bounds the table: with three rows, row 3 is not looked at
+    assert _choose(host_core, rows[:3], 0b1001, cap1, cap2) == (0, CPU2_RDTSCP)
+
+
+def test_choice_without_activate_secondary_allows_no_secondary_control(host_core):
+    cap2 = (CPU2_RDTSCP | CPU2_INVPCID) << 32
+    rows = [(CPU2_RDTSCP, GO_WITHOUT), (CPU2_INVPCID, REFUSE)]
+    assert _choose(host_core, rows, 0b11, 0, cap2) == (2, CPU2_INVPCID)
+    assert _choose(host_core, rows, 0b01, 0, cap2) == (0, 0)
+
+
+def test_the_feature_table_is_the_one_the_driver_uses(host_core):
+    """HvFeatureControlsCheck is the choice over HvGuestFeatures: same answers for every advertised mask."""
+    count = 5
+    table = (HvGuestFeature * count).in_dll(host_core, "HvGuestFeatures")
+    assert [t.Name.split(b" ")[0] for t in table] == [b"RDTSCP", b"RDPID", b"INVPCID", b"XSAVES/XRSTORS", b"WAITPKG"]
+    assert all(t.Unavailable in (REFUSE, GO_WITHOUT) and t.Control for t in table)
+    for advertised in range(1 << count):
+        for cap2 in (BOCHS_PROCBASED2, BOCHS_PROCBASED2 | CPU2_USER_WAIT << 32, 0):
+            w1, w2 = ctypes.c_uint32(0), ctypes.c_uint32(0)
+            a = host_core.HvFeatureControlsCheck(advertised, BOCHS_PROCBASED, cap2, ctypes.byref(w1))
+            b = host_core.HvChooseFeatureControls(table, count, advertised, BOCHS_PROCBASED, cap2, ctypes.byref(w2))
+            assert (a, w1.value) == (b, w2.value)
+
+
+def test_every_status_has_its_message(host_core):
+    text = open(os.path.join(INCLUDE, "hv_status.h")).read()
+    names = re.findall(r"X\((HV_STATUS_\w+),", text)
+    assert names[0] == "HV_STATUS_SUCCESS" and len(names) == len(set(names)) >= 5
+    messages = [host_core.HvStatusMessage(i) for i in range(len(names))]
+    assert all(messages) and len(set(messages)) == len(names)
+    assert host_core.HvStatusMessage(len(names)) == b"unknown status"

@@ -366,13 +366,36 @@ def _control_bit(kind: str, name: str) -> int:
     return next(b for b, (n, _) in CONTROL_BITS[kind].items() if n == name)
 
 
+class DebugRegister(NamedTuple):
+    guest_field: str     # where "save debug controls" puts it and "load debug controls" takes it from
+    lab_check: str       # the debug-registers guest check that arms it (emulated_lab/guest_checks.py)
+    symptom: str         # what the class sees when it is lost
+
+
+# The registers the two debug controls carry (SDM 25.7.1, 25.8.1; fields App. B.2.3, B.4.3). Both are
+# reset by every VM exit (28.5.1: DR7 to 400H, IA32_DEBUGCTL to 0): the seed picks the one the story is about.
+DEBUG_REGISTERS: Dict[str, DebugRegister] = {
+    "DR7": DebugRegister(
+        "GUEST_DR7", "dr7-survives-exit",
+        "WinDbg's hardware breakpoints (ba) fire on some processors only: on one of them, DR7 reads "
+        "0x400 again soon after it was armed"),
+    "IA32_DEBUGCTL": DebugRegister(
+        "GUEST_IA32_DEBUGCTL", "debugctl-survives-exit",
+        "a branch-tracing tool (it sets BTF, single-step on branches, in IA32_DEBUGCTL) works on some "
+        "processors only: on one of them, RDMSR of IA32_DEBUGCTL reads 0 again soon after the tool set it"),
+}
+
+
 def _debug_params(rng: random.Random) -> Params:
     # ARG bit 0: no "save debug controls" on exit, bit 1: no "load debug controls" on entry
-    return dict(_cpus_and_one(rng), fault_arg=rng.choice((1, 2, 3)))
+    p = dict(_cpus_and_one(rng), fault_arg=rng.choice((1, 2, 3)), register=rng.choice(sorted(DEBUG_REGISTERS)))
+    p["symptom"] = DEBUG_REGISTERS[p["register"]].symptom
+    return p
 
 
 def _debug_key(p: Params) -> Dict[str, object]:
-    return {"vcpu": p["fault_cpu"], "dr7_saved": not p["fault_arg"] & 1, "dr7_loaded": not p["fault_arg"] & 2}
+    return {"vcpu": p["fault_cpu"], "saved": not p["fault_arg"] & 1, "loaded": not p["fault_arg"] & 2,
+            "field": DEBUG_REGISTERS[p["register"]].guest_field}
 
 
 def _debug_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
@@ -383,7 +406,11 @@ def _debug_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
     odd = [k for k, bits in per_vcpu.items() if not all(bits)]
     if len(odd) != 1:
         return {"vcpu": odd}
-    return {"vcpu": odd[0], "dr7_saved": per_vcpu[odd[0]][0], "dr7_loaded": per_vcpu[odd[0]][1]}
+    # the guest-state field that holds the register: the student finds it in `vmcs k --group guest`
+    guest = [f["name"] for f in s.json("vmcs", str(odd[0]), "--group", "guest")["fields"]]
+    named = [n for n in guest if n.endswith("_" + str(shown["register"]))]
+    return {"vcpu": odd[0], "saved": per_vcpu[odd[0]][0], "loaded": per_vcpu[odd[0]][1],
+            "field": named[0] if len(named) == 1 else named}
 
 
 def _bitmap_exercise(ex_id: str, title: str, skills: Tuple[str, ...], fault: str, driver: str,
@@ -451,7 +478,8 @@ EXERCISES: Tuple[Exercise, ...] = (
         Question("revision_id", "Which value must the first dword of the VMXON region hold on this CPU?", "int"),
         LAB_REVISION_ID, "revision_id"),
     _vmxon_exercise(
-        "d2-vmxon-unaligned", "VMXON with a pointer into the page", "VMXON_UNALIGNED", (0x10, 0x40, 0x100, 0x400, 0x800),
+        "d2-vmxon-unaligned", "VMXON with a pointer into the page", "VMXON_UNALIGNED",
+        (0x10, 0x40, 0x100, 0x400, 0x800),
         "A student moved the VMXON region's bookkeeping into a header at the start of the page, "
         "on one processor. DriverEntry now fails on the {cpus}-processor lab machine.",
         Question("alignment", "To how many bytes must the VMXON region's physical address be aligned?", "int"),
@@ -623,15 +651,16 @@ EXERCISES: Tuple[Exercise, ...] = (
         lambda p: {"activate_secondary": p["fault_arg"] == 1, "rdtscp_enabled": False, "rdtscp_allowed": True},
         _secondary_solve),
     Exercise(
-        "d5-debug-lost", 5, "Hardware breakpoints that vanish", ("vmcs", "VM-exit/VM-entry controls", "DR7"),
+        "d5-debug-lost", 5, "Debug state that vanishes", ("vmcs", "VM-exit/VM-entry controls", "DR7", "IA32_DEBUGCTL"),
         "DEBUG_CONTROLS_DROPPED", _debug_params, _lab(scenario="debug-registers"),
-        "With hv.sys loaded on the {cpus}-processor lab machine, WinDbg's hardware breakpoints (ba) "
-        "fire on some processors only: on one of them, DR7 reads 0x400 again soon after it was armed. "
-        "The student shortened the control setup 'because Windows does not use the debug registers'.",
-        ("cpus",),
-        (Question("vcpu", "On which vCPU are the guest's debug registers lost?", "int"),
-         Question("dr7_saved", "On that vCPU, does a VM exit save the guest's DR7 into the VMCS (yes/no)?", "bool"),
-         Question("dr7_loaded", "On that vCPU, does VM entry load DR7 from the VMCS (yes/no)?", "bool")),
+        "With hv.sys loaded on the {cpus}-processor lab machine, {symptom}. The student shortened the "
+        "control setup: 'Windows does not use the debug controls'.",
+        ("cpus", "register", "symptom"),
+        (Question("vcpu", "On which vCPU is the guest's {register} lost?", "int"),
+         Question("saved", "On that vCPU, does a VM exit save the guest's {register} into the VMCS (yes/no)?", "bool"),
+         Question("loaded", "On that vCPU, does VM entry load {register} from the VMCS (yes/no)?", "bool"),
+         Question("field", "Which VMCS field holds the guest's {register} between a VM exit and the next "
+                           "VM entry (its name)?", "name")),
         _debug_key, _debug_solve),
 )
 

@@ -205,7 +205,7 @@ def worksheet(ex: Exercise, seed: int, p: Params, lab_output: List[str]) -> str:
                   "Check them in this folder with the Day 0 checker (`<hvlab>` is your hvlab checkout): `%s`" % ex.command.format(**shown)]
     lines += ["", "## Questions", ""]
     for i, q in enumerate(ex.questions, 1):
-        kind = {"int": "a number", "bool": "yes or no", "name": "a check id",
+        kind = {"int": "a number", "bool": "yes or no", "name": "a name as the suite prints it",
                 "set": "a list, any of: " + ", ".join(q.choices),
                 "choice": "one of: " + ", ".join(q.choices)}[q.kind]
         lines.append("%d. `%s`: %s (%s)" % (i, q.id, q.text.format(**shown), kind))

@@ -63,6 +63,7 @@ class LabRun(NamedTuple):
     feature_control: Optional[int] = None
     timeout: float = 20.0
     crashes: bool = False          # the fault ends the run in a crash/hang: the image is the post-mortem
+    hidden_scenario: bool = False  # the scenario is the machine the answer is about: the worksheet leaves it out
 
 
 class Exercise(NamedTuple):
@@ -81,6 +82,7 @@ class Exercise(NamedTuple):
     files: Optional[Callable[[Params], Dict[str, str]]] = None  # extra files for the student folder
     command: str = ""                          # how to look at the files (worksheet); {name} takes a shown param
     driver: str = "hv"                         # the driver the fault is built into: hv | sevendays
+    other_faults: Tuple[str, ...] = ()         # faults a seed may build instead (its params' "fault")
 
 
 def _lab(**kw) -> Callable[[Params], LabRun]:
@@ -195,10 +197,16 @@ def _vmxon_exercise(ex_id: str, title: str, fault: str, args: Tuple[int, ...], s
 # CR0/CR4 bits VMX operation needs set (IA32_VMX_CR0/CR4_FIXED0, SDM 24.8, A.7, A.8) that a driver
 # running in IA-32e mode can leave clear: CR0.PE and CR0.PG cannot be cleared there (#GP on MOV CR0).
 CR_FIXED_CHOICES = (("cr0", bit_of(CR0_BITS, "NE")), ("cr4", bit_of(CR4_BITS, "VMXE")))
+# A bit the OS set that IA32_VMX_CR4_FIXED1 reports fixed to 0 (A.8): the lab's `cr4-fixed1` machine, as
+# nested parents do. A driver that takes the OS's CR4 as allowed executes VMXON with it: #GP(0) (31.3).
+CR4_FIXED1_CHOICE = ("cr4", bit_of(CR4_BITS, "OSXSAVE"))
+CR4_FIXED1_RUN = {"fault": "CR4_FIXED1_IGNORED", "scenario": "cr4-fixed1"}
 
 
 def _cr_fixed_params(rng: random.Random) -> Params:
-    reg, bit = rng.choice(CR_FIXED_CHOICES)
+    reg, bit = rng.choice(CR_FIXED_CHOICES + (CR4_FIXED1_CHOICE,))
+    if (reg, bit) == CR4_FIXED1_CHOICE:     # every processor would fault: processor 0 is the first
+        return dict(CR4_FIXED1_RUN, cpus=rng.choice((2, 3, 4)), register=reg, bit=bit, fault_cpu=0, fault_arg=0)
     # the build's ARG: CR0 bit n is n, CR4 bit n is 32 + n (driver/include/hv_fault.h)
     return dict(_cpus_and_one(rng), register=reg, bit=bit, fault_arg=bit + (32 if reg == "cr4" else 0))
 
@@ -486,7 +494,8 @@ EXERCISES: Tuple[Exercise, ...] = (
         VMX_REGION_BYTES, "region_size"),
     Exercise(
         "d2-cr-fixed-bit", 2, "VMXON faults on one processor", ("vmm", "check", "CR0/CR4 fixed bits"),
-        "CR_FIXED_BIT", _cr_fixed_params, _lab(crashes=True),
+        "CR_FIXED_BIT", _cr_fixed_params,
+        lambda p: LabRun(scenario=str(p.get("scenario", "baseline")), crashes=True, hidden_scenario=True),
         "The lab machine ({cpus} processors) crashes while hv.sys's DriverEntry runs. The student "
         "'cleaned up' how the driver prepares a processor for VMX operation, and the old version "
         "worked. The lab kept the machine's state at the crash in lab.hvimg, like a crash dump.",
@@ -495,7 +504,7 @@ EXERCISES: Tuple[Exercise, ...] = (
                   ("cr0", "cr4")),
          Question("bit", "Which bit of that register is wrong (its number)?", "int")),
         lambda p: {"register": p["register"], "bit": p["bit"]},
-        _cr_fixed_solve),
+        _cr_fixed_solve, other_faults=(CR4_FIXED1_RUN["fault"],)),
     Exercise(
         "d3-vmcs-revision", 3, "VMPTRLD refuses the VMCS", ("vmm", "caps", "VMCS region"), "VMCS_REVISION",
         _cpus_and_one, _lab(),
@@ -699,6 +708,11 @@ def params_for(ex: Exercise, seed: int) -> Params:
     p.setdefault("fault_cpu", 0)
     p.setdefault("fault_arg", 0)
     return p
+
+
+def fault_of(ex: Exercise, p: Params) -> Optional[str]:
+    """The fault the seed's driver is built with: the entry's, or one of its other_faults."""
+    return str(p["fault"]) if "fault" in p else ex.fault
 
 
 def shown_params(ex: Exercise, p: Params) -> Params:

@@ -38,9 +38,10 @@ def main():
     try:
         print("%-24s %10s %10s %10s" % ("exercise", "make cold", "make warm", "solve"))
         for ex in catalogue.EXERCISES:
-            if ex.fault:
-                p = catalogue.params_for(ex, SEED)
-                shutil.rmtree(kit.variant_dir(ex.fault, p["fault_cpu"], p["fault_arg"]), ignore_errors=True)
+            p = catalogue.params_for(ex, SEED)
+            if catalogue.fault_of(ex, p):
+                shutil.rmtree(kit.variant_dir(catalogue.fault_of(ex, p), p["fault_cpu"], p["fault_arg"]),
+                              ignore_errors=True)
             cold, _ = _make(ex, work, "cold")
             warm, solve = _make(ex, work, "warm")
             run = ex.lab(catalogue.params_for(ex, SEED)) if ex.lab else None

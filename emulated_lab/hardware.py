@@ -14,7 +14,7 @@ do that the lab now models"):
   that hides it; App. A.3.3: allowed-1 bits 63:32).
 - `forbid_cr4_bit`: IA32_VMX_CR4_FIXED1 reports a CR4 bit the OS has set as
   fixed to 0 in VMX operation (nested parents that do not virtualize a newer
-  CR4 feature do this; App. A.8).
+  CR4 feature do this; App. A.8), and VMXON with that bit set raises #GP(0).
 - `poison_after_vmclear`: after VMCLEAR the region of the VMCS holds junk in
   every field software has not VMWRITten (SDM Vol.3 25.11.3: software must
   VMWRITE every field it relies on; the Bochs model keeps old memory).
@@ -146,8 +146,10 @@ def forbid_secondary_control(m, bit: int) -> None:
 
 
 def forbid_cr4_bit(m, bit: int) -> None:
-    """IA32_VMX_CR4_FIXED1 (0x489) reports CR4 bit `bit` as fixed to 0 (App. A.8)."""
+    """IA32_VMX_CR4_FIXED1 (0x489) reports CR4 bit `bit` as fixed to 0 (App. A.8), and VMXON
+    enforces it (#GP(0) with the bit set, SDM Vol.3 31.3)."""
     previous = m.rdmsr_filter
+    m.vmxon_forbidden_cr4 |= 1 << bit
 
     def flt(k: int, msr: int, value: int) -> int:
         if previous is not None:

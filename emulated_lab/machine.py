@@ -234,6 +234,9 @@ class Machine(GuestMemory):
         self._hide_vmx = False
         # MSRs this CPU model does not implement: RDMSR/WRMSR of them raise #GP(0) (SDM Vol.2 RDMSR/WRMSR)
         self.absent_msrs: frozenset = frozenset()
+        # CR4 bits this machine's IA32_VMX_CR4_FIXED1 reports fixed to 0 beyond the model's own
+        # (hardware.forbid_cr4_bit): VMXON with one of them set raises #GP(0)
+        self.vmxon_forbidden_cr4 = 0
         self._await_capture = False
         self.capture_on_entry_failure: List[int] = []   # encodings to VMREAD when a VM entry fails
         # (processor, {encoding: value}) at failed VM entries: the first and last ones
@@ -390,6 +393,14 @@ class Machine(GuestMemory):
         # Vol.2 MOV to CR: "#GP(0) if an attempt is made to write a 1 to any reserved bit in CR4"; 24.7)
         if (insn.kind == "mov_cr4" and self._hide_vmx and not self._firmware
                 and getattr(self.sess.cpu, insn.src) & CR4_VMXE and self.sess.cpu.state.cs.selector & 3 == 0):
+            self._pending = None
+            self.request(lambda: self._raise_fault(VECTOR_GP, 0, rip))
+            return True
+        # VMXON outside VMX operation with CR4.VMXE set (else #UD) and a CR4 value VMX operation does not
+        # support: #GP(0) (SDM Vol.3 31.3 VMXON, 24.8). The CPU model checks its own FIXED1 only.
+        if (insn.kind == "vmxon" and self.vmxon_forbidden_cr4 and not self._firmware
+                and self.truth.processors[self.current].vmx == "off" and self.sess.cpu.state.cr4 & CR4_VMXE
+                and self.sess.cpu.state.cr4 & self.vmxon_forbidden_cr4 and self.sess.cpu.state.cs.selector & 3 == 0):
             self._pending = None
             self.request(lambda: self._raise_fault(VECTOR_GP, 0, rip))
             return True

@@ -83,6 +83,9 @@ HV_STATUS HvCoreEnterVmxRoot(HV_VMM_CONTEXT *vmm, HV_VCPU *vcpu, uint32_t *scrat
      * is refused rather than cleared behind its back. */
     vcpu->OriginalCr0 = hv_read_cr0();
     vcpu->OriginalCr4 = hv_read_cr4();
+#if HV_FAULT == HV_FAULT_CR4_FIXED1_IGNORED
+    vmm->CapCr4Fixed1 |= vcpu->OriginalCr4; /* exercise: "what Windows runs with is surely allowed" */
+#endif
     if (HvCrAdjustClears(vcpu->OriginalCr0, vmm->CapCr0Fixed0, vmm->CapCr0Fixed1) ||
         HvCrAdjustClears(vcpu->OriginalCr4 | CR4_VMXE, vmm->CapCr4Fixed0, vmm->CapCr4Fixed1))
         return HvFailStep(vcpu, HV_STEP_FIXED_BITS, HV_STATUS_NOT_SUPPORTED, 0);

@@ -37,6 +37,7 @@
 #define HV_FAULT_CR_FIXED_BIT 18         /* before VMXON on processor CPU: bit ARG % 32 of CR0 (ARG < 32) or CR4 cleared */
 #define HV_FAULT_GUEST_ACTIVITY_UNWRITTEN 19 /* GUEST_ACTIVITY_STATE never VMWRITten on processor CPU */
 #define HV_FAULT_DEBUG_CONTROLS_DROPPED 20 /* processor CPU: ARG 1 no "save debug controls", 2 no "load", 3 neither */
+#define HV_FAULT_CR4_FIXED1_IGNORED 21  /* every processor: the CR4 bits the OS set count as allowed by CR4_FIXED1 */
 
 #ifndef HV_FAULT
 #define HV_FAULT HV_FAULT_NONE

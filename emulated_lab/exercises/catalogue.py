@@ -63,6 +63,7 @@ class LabRun(NamedTuple):
     feature_control: Optional[int] = None
     timeout: float = 20.0
     crashes: bool = False          # the fault ends the run in a crash/hang: the image is the post-mortem
+    hidden_scenario: bool = False  # the scenario is the machine the answer is about: the worksheet leaves it out
 
 
 class Exercise(NamedTuple):
@@ -81,6 +82,7 @@ class Exercise(NamedTuple):
     files: Optional[Callable[[Params], Dict[str, str]]] = None  # extra files for the student folder
     command: str = ""                          # how to look at the files (worksheet); {name} takes a shown param
     driver: str = "hv"                         # the driver the fault is built into: hv | sevendays
+    other_faults: Tuple[str, ...] = ()         # faults a seed may build instead (its params' "fault")
 
 
 def _lab(**kw) -> Callable[[Params], LabRun]:
@@ -195,10 +197,16 @@ def _vmxon_exercise(ex_id: str, title: str, fault: str, args: Tuple[int, ...], s
 # CR0/CR4 bits VMX operation needs set (IA32_VMX_CR0/CR4_FIXED0, SDM 24.8, A.7, A.8) that a driver
 # running in IA-32e mode can leave clear: CR0.PE and CR0.PG cannot be cleared there (#GP on MOV CR0).
 CR_FIXED_CHOICES = (("cr0", bit_of(CR0_BITS, "NE")), ("cr4", bit_of(CR4_BITS, "VMXE")))
+# A bit the OS set that IA32_VMX_CR4_FIXED1 reports fixed to 0 (A.8): the lab's `cr4-fixed1` machine, as
+# nested parents do. A driver that takes the OS's CR4 as allowed executes VMXON with it: #GP(0) (31.3).
+CR4_FIXED1_CHOICE = ("cr4", bit_of(CR4_BITS, "OSXSAVE"))
+CR4_FIXED1_RUN = {"fault": "CR4_FIXED1_IGNORED", "scenario": "cr4-fixed1"}
 
 
 def _cr_fixed_params(rng: random.Random) -> Params:
-    reg, bit = rng.choice(CR_FIXED_CHOICES)
+    reg, bit = rng.choice(CR_FIXED_CHOICES + (CR4_FIXED1_CHOICE,))
+    if (reg, bit) == CR4_FIXED1_CHOICE:     # every processor would fault: processor 0 is the first
+        return dict(CR4_FIXED1_RUN, cpus=rng.choice((2, 3, 4)), register=reg, bit=bit, fault_cpu=0, fault_arg=0)
     # the build's ARG: CR0 bit n is n, CR4 bit n is 32 + n (driver/include/hv_fault.h)
     return dict(_cpus_and_one(rng), register=reg, bit=bit, fault_arg=bit + (32 if reg == "cr4" else 0))
 
@@ -366,13 +374,36 @@ def _control_bit(kind: str, name: str) -> int:
     return next(b for b, (n, _) in CONTROL_BITS[kind].items() if n == name)
 
 
+class DebugRegister(NamedTuple):
+    guest_field: str     # where "save debug controls" puts it and "load debug controls" takes it from
+    lab_check: str       # the debug-registers guest check that arms it (emulated_lab/guest_checks.py)
+    symptom: str         # what the class sees when it is lost
+
+
+# The registers the two debug controls carry (SDM 25.7.1, 25.8.1; fields App. B.2.3, B.4.3). Both are
+# reset by every VM exit (28.5.1: DR7 to 400H, IA32_DEBUGCTL to 0): the seed picks the one the story is about.
+DEBUG_REGISTERS: Dict[str, DebugRegister] = {
+    "DR7": DebugRegister(
+        "GUEST_DR7", "dr7-survives-exit",
+        "WinDbg's hardware breakpoints (ba) fire on some processors only: on one of them, DR7 reads "
+        "0x400 again soon after it was armed"),
+    "IA32_DEBUGCTL": DebugRegister(
+        "GUEST_IA32_DEBUGCTL", "debugctl-survives-exit",
+        "a branch-tracing tool (it sets BTF, single-step on branches, in IA32_DEBUGCTL) works on some "
+        "processors only: on one of them, RDMSR of IA32_DEBUGCTL reads 0 again soon after the tool set it"),
+}
+
+
 def _debug_params(rng: random.Random) -> Params:
     # ARG bit 0: no "save debug controls" on exit, bit 1: no "load debug controls" on entry
-    return dict(_cpus_and_one(rng), fault_arg=rng.choice((1, 2, 3)))
+    p = dict(_cpus_and_one(rng), fault_arg=rng.choice((1, 2, 3)), register=rng.choice(sorted(DEBUG_REGISTERS)))
+    p["symptom"] = DEBUG_REGISTERS[p["register"]].symptom
+    return p
 
 
 def _debug_key(p: Params) -> Dict[str, object]:
-    return {"vcpu": p["fault_cpu"], "dr7_saved": not p["fault_arg"] & 1, "dr7_loaded": not p["fault_arg"] & 2}
+    return {"vcpu": p["fault_cpu"], "saved": not p["fault_arg"] & 1, "loaded": not p["fault_arg"] & 2,
+            "field": DEBUG_REGISTERS[p["register"]].guest_field}
 
 
 def _debug_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
@@ -383,7 +414,11 @@ def _debug_solve(s: SuiteView, shown: Params) -> Dict[str, object]:
     odd = [k for k, bits in per_vcpu.items() if not all(bits)]
     if len(odd) != 1:
         return {"vcpu": odd}
-    return {"vcpu": odd[0], "dr7_saved": per_vcpu[odd[0]][0], "dr7_loaded": per_vcpu[odd[0]][1]}
+    # the guest-state field that holds the register: the student finds it in `vmcs k --group guest`
+    guest = [f["name"] for f in s.json("vmcs", str(odd[0]), "--group", "guest")["fields"]]
+    named = [n for n in guest if n.endswith("_" + str(shown["register"]))]
+    return {"vcpu": odd[0], "saved": per_vcpu[odd[0]][0], "loaded": per_vcpu[odd[0]][1],
+            "field": named[0] if len(named) == 1 else named}
 
 
 def _bitmap_exercise(ex_id: str, title: str, skills: Tuple[str, ...], fault: str, driver: str,
@@ -451,14 +486,16 @@ EXERCISES: Tuple[Exercise, ...] = (
         Question("revision_id", "Which value must the first dword of the VMXON region hold on this CPU?", "int"),
         LAB_REVISION_ID, "revision_id"),
     _vmxon_exercise(
-        "d2-vmxon-unaligned", "VMXON with a pointer into the page", "VMXON_UNALIGNED", (0x10, 0x40, 0x100, 0x400, 0x800),
+        "d2-vmxon-unaligned", "VMXON with a pointer into the page", "VMXON_UNALIGNED",
+        (0x10, 0x40, 0x100, 0x400, 0x800),
         "A student moved the VMXON region's bookkeeping into a header at the start of the page, "
         "on one processor. DriverEntry now fails on the {cpus}-processor lab machine.",
         Question("alignment", "To how many bytes must the VMXON region's physical address be aligned?", "int"),
         VMX_REGION_BYTES, "region_size"),
     Exercise(
         "d2-cr-fixed-bit", 2, "VMXON faults on one processor", ("vmm", "check", "CR0/CR4 fixed bits"),
-        "CR_FIXED_BIT", _cr_fixed_params, _lab(crashes=True),
+        "CR_FIXED_BIT", _cr_fixed_params,
+        lambda p: LabRun(scenario=str(p.get("scenario", "baseline")), crashes=True, hidden_scenario=True),
         "The lab machine ({cpus} processors) crashes while hv.sys's DriverEntry runs. The student "
         "'cleaned up' how the driver prepares a processor for VMX operation, and the old version "
         "worked. The lab kept the machine's state at the crash in lab.hvimg, like a crash dump.",
@@ -467,7 +504,7 @@ EXERCISES: Tuple[Exercise, ...] = (
                   ("cr0", "cr4")),
          Question("bit", "Which bit of that register is wrong (its number)?", "int")),
         lambda p: {"register": p["register"], "bit": p["bit"]},
-        _cr_fixed_solve),
+        _cr_fixed_solve, other_faults=(CR4_FIXED1_RUN["fault"],)),
     Exercise(
         "d3-vmcs-revision", 3, "VMPTRLD refuses the VMCS", ("vmm", "caps", "VMCS region"), "VMCS_REVISION",
         _cpus_and_one, _lab(),
@@ -623,15 +660,16 @@ EXERCISES: Tuple[Exercise, ...] = (
         lambda p: {"activate_secondary": p["fault_arg"] == 1, "rdtscp_enabled": False, "rdtscp_allowed": True},
         _secondary_solve),
     Exercise(
-        "d5-debug-lost", 5, "Hardware breakpoints that vanish", ("vmcs", "VM-exit/VM-entry controls", "DR7"),
+        "d5-debug-lost", 5, "Debug state that vanishes", ("vmcs", "VM-exit/VM-entry controls", "DR7", "IA32_DEBUGCTL"),
         "DEBUG_CONTROLS_DROPPED", _debug_params, _lab(scenario="debug-registers"),
-        "With hv.sys loaded on the {cpus}-processor lab machine, WinDbg's hardware breakpoints (ba) "
-        "fire on some processors only: on one of them, DR7 reads 0x400 again soon after it was armed. "
-        "The student shortened the control setup 'because Windows does not use the debug registers'.",
-        ("cpus",),
-        (Question("vcpu", "On which vCPU are the guest's debug registers lost?", "int"),
-         Question("dr7_saved", "On that vCPU, does a VM exit save the guest's DR7 into the VMCS (yes/no)?", "bool"),
-         Question("dr7_loaded", "On that vCPU, does VM entry load DR7 from the VMCS (yes/no)?", "bool")),
+        "With hv.sys loaded on the {cpus}-processor lab machine, {symptom}. The student shortened the "
+        "control setup: 'Windows does not use the debug controls'.",
+        ("cpus", "register", "symptom"),
+        (Question("vcpu", "On which vCPU is the guest's {register} lost?", "int"),
+         Question("saved", "On that vCPU, does a VM exit save the guest's {register} into the VMCS (yes/no)?", "bool"),
+         Question("loaded", "On that vCPU, does VM entry load {register} from the VMCS (yes/no)?", "bool"),
+         Question("field", "Which VMCS field holds the guest's {register} between a VM exit and the next "
+                           "VM entry (its name)?", "name")),
         _debug_key, _debug_solve),
 )
 
@@ -670,6 +708,11 @@ def params_for(ex: Exercise, seed: int) -> Params:
     p.setdefault("fault_cpu", 0)
     p.setdefault("fault_arg", 0)
     return p
+
+
+def fault_of(ex: Exercise, p: Params) -> Optional[str]:
+    """The fault the seed's driver is built with: the entry's, or one of its other_faults."""
+    return str(p["fault"]) if "fault" in p else ex.fault
 
 
 def shown_params(ex: Exercise, p: Params) -> Params:

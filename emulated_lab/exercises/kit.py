@@ -14,8 +14,8 @@ import subprocess
 import tempfile
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from emulated_lab.exercises.catalogue import (BY_ID, EXERCISES, Exercise, Params, fault_names, params_for,
-                                              shown_params)
+from emulated_lab.exercises.catalogue import (BY_ID, EXERCISES, Exercise, Params, fault_names, fault_of,
+                                              params_for, shown_params)
 from emulated_lab.exercises.grading import AnswerError, Verdict, grade, read_answers
 from emulated_lab.exercises.suite import SuiteError, SuiteView
 
@@ -76,15 +76,16 @@ def build_variant(fault: str, cpu: int, arg: int, driver: str = "hv") -> str:
 
 def driver_files(ex: Exercise, p: Params) -> Dict[str, str]:
     """{name in the student folder: built file} for the exercise's driver; the first is the .sys."""
-    if ex.fault is None:
+    fault = fault_of(ex, p)
+    if fault is None:
         # importing the lab costs 0.3 s (measured): `exercises` and `check` never need it
         from emulated_lab.lab import DEFAULT_DRIVER
         if not os.path.isfile(DEFAULT_DRIVER):
             raise ExerciseError("driver/out/hv.sys not found: build it with 'make -C driver'")
         return {"hv.sys": DEFAULT_DRIVER}
     cpu, arg = int(p["fault_cpu"]), int(p["fault_arg"])
-    build_variant(ex.fault, cpu, arg, ex.driver)
-    return {name: os.path.join(variant_dir(ex.fault, cpu, arg), rel) for name, rel in DRIVER_FILES[ex.driver]}
+    build_variant(fault, cpu, arg, ex.driver)
+    return {name: os.path.join(variant_dir(fault, cpu, arg), rel) for name, rel in DRIVER_FILES[ex.driver]}
 
 
 def driver_name(ex: Exercise) -> str:
@@ -100,13 +101,13 @@ def symbols_name(ex: Exercise) -> Optional[str]:
 # -- the lab run --------------------------------------------------------------------------
 def run_command(ex: Exercise, p: Params, secret: bool = True) -> str:
     """The command line that reproduces the image from the student folder. The machine's
-    settings an exercise is about (Kd masks, IA32_FEATURE_CONTROL) are the answer: with
+    settings an exercise is about (Kd masks, IA32_FEATURE_CONTROL, a hidden scenario) are the answer: with
     secret=True (the worksheet) they are replaced by a note."""
     run = ex.lab(p)
     parts = ["python -m emulated_lab run --driver %s --cpus %d" % (driver_name(ex), p["cpus"])]
-    if run.scenario != "baseline":
-        parts.append("--scenario " + run.scenario)
     machine = ["--kd-mask %s=0x%x" % kv for kv in sorted((run.kd_masks or {}).items())]
+    if run.scenario != "baseline":
+        (machine if run.hidden_scenario else parts).append("--scenario " + run.scenario)
     if run.feature_control is not None:
         machine.append("--feature-control 0x%x" % run.feature_control)
     if run.crashes:
@@ -205,7 +206,7 @@ def worksheet(ex: Exercise, seed: int, p: Params, lab_output: List[str]) -> str:
                   "Check them in this folder with the Day 0 checker (`<hvlab>` is your hvlab checkout): `%s`" % ex.command.format(**shown)]
     lines += ["", "## Questions", ""]
     for i, q in enumerate(ex.questions, 1):
-        kind = {"int": "a number", "bool": "yes or no", "name": "a check id",
+        kind = {"int": "a number", "bool": "yes or no", "name": "a name as the suite prints it",
                 "set": "a list, any of: " + ", ".join(q.choices),
                 "choice": "one of: " + ", ".join(q.choices)}[q.kind]
         lines.append("%d. `%s`: %s (%s)" % (i, q.id, q.text.format(**shown), kind))

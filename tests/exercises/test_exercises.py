@@ -18,7 +18,8 @@ from emulated_lab.exercises.grading import Question, grade, normalise
 IDS = [e.id for e in catalogue.EXERCISES]
 # more seeds where a seed changes what the CPU does: which register, which control, which processor
 MORE_SEEDS = [("d3-msr-bitmap", 5), ("d4-guest-segment", 5), ("d4-control-after-mask", 5),
-              ("d2-cr-fixed-bit", 4), ("d5-debug-lost", 6), ("d5-debug-lost", 11), ("d4-guest-activity", 2)]
+              ("d2-cr-fixed-bit", 4), ("d2-cr-fixed-bit", 2),
+              ("d5-debug-lost", 6), ("d5-debug-lost", 2), ("d4-guest-activity", 2)]
 MADE = [(i, 1) for i in IDS] + MORE_SEEDS
 
 
@@ -133,7 +134,7 @@ def test_every_question_of_every_key_is_answerable():
 def test_faults_are_defined_once_in_the_driver():
     with open(kit.FAULT_HEADER) as f:
         names = catalogue.fault_names(f.read())
-    used = {e.fault for e in catalogue.EXERCISES if e.fault}
+    used = {e.fault for e in catalogue.EXERCISES if e.fault} | {f for e in catalogue.EXERCISES for f in e.other_faults}
     assert used <= set(names)
     assert set(names) - {"NONE"} == used, "a fault in hv_fault.h that no exercise uses"
     sources = []
@@ -214,21 +215,19 @@ def test_fault_blocks_compile_on_the_msvc_side(tmp_path):
     (tmp_path / "setjmp.h").write_text("typedef int jmp_buf[16];\n")
     core = sorted(glob.glob(os.path.join(kit.DRIVER_DIR, "core", "*.c")))
     checked = 0
-    for ex in catalogue.EXERCISES:
-        if ex.fault is None:
-            continue
+    for ex, fault in [(e, f) for e in catalogue.EXERCISES if e.fault for f in (e.fault,) + e.other_faults]:
         p = catalogue.params_for(ex, 1)
         for src in core:
             with open(src) as f:
-                if "HV_FAULT_%s" % ex.fault not in f.read():
+                if "HV_FAULT_%s" % fault not in f.read():
                     continue
             r = subprocess.run(["clang", "--target=x86_64-pc-windows-msvc", "-fms-extensions", "-fms-compatibility",
                                 "-D_KERNEL_MODE", "-D_AMD64_", "-D__MM_MALLOC_H", "-isystem", str(tmp_path),
                                 "-I", os.path.join(kit.DRIVER_DIR, "include"), "-Wall", "-Wextra", "-Werror",
-                                "-DHV_FAULT=HV_FAULT_%s" % ex.fault, "-DHV_FAULT_CPU=%d" % p["fault_cpu"],
+                                "-DHV_FAULT=HV_FAULT_%s" % fault, "-DHV_FAULT_CPU=%d" % p["fault_cpu"],
                                 "-DHV_FAULT_ARG=%d" % p["fault_arg"], "-fsyntax-only", src],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
-            assert r.returncode == 0, "%s with %s:\n%s" % (src, ex.fault, r.stdout)
+            assert r.returncode == 0, "%s with %s:\n%s" % (src, fault, r.stdout)
             checked += 1
     assert checked >= 12
 
@@ -245,11 +244,14 @@ def test_no_secondary_controls_makes_rdtscp_fault_on_the_cpu(arg):
 
 
 def test_the_worksheet_hides_the_machine_settings_that_are_the_answer():
-    """d0-dbgfilter's Kd mask and d2-feature-locked's IA32_FEATURE_CONTROL are the answers: the
+    """d0-dbgfilter's Kd mask, d2-feature-locked's IA32_FEATURE_CONTROL and the machine whose CR4_FIXED1
+    forbids a bit (d2-cr-fixed-bit, seed 2: the scenario's name says which) are the answers: the
     worksheet's command leaves them out; the full command (for the instructor) has them."""
-    for ex_id, option in (("d0-dbgfilter", "--kd-mask IHVDRIVER="), ("d2-feature-locked", "--feature-control 0x")):
+    for ex_id, seed, option in (("d0-dbgfilter", 1, "--kd-mask IHVDRIVER="),
+                                ("d2-feature-locked", 1, "--feature-control 0x"),
+                                ("d2-cr-fixed-bit", 2, "--scenario cr4-fixed1")):
         ex = catalogue.BY_ID[ex_id]
-        p = catalogue.params_for(ex, 1)
+        p = catalogue.params_for(ex, seed)
         assert option not in kit.run_command(ex, p) and "machine's settings" in kit.run_command(ex, p)
         full = kit.run_command(ex, p, secret=False)
         assert option in full and full.endswith("--out lab.hvimg")
@@ -283,15 +285,35 @@ def test_the_leak_check_finds_what_the_old_worksheets_showed():
     assert kit.machine_view(summary) == [summary[0], summary[-1]]
 
 
-@pytest.mark.parametrize("arg", [1, 2, 3])
-def test_dropped_debug_controls_lose_dr7_on_that_processor_only(arg):
-    """d5-debug-lost's symptom comes from the CPU model: the guest arms DR7, takes a CPUID exit and
-    reads 0x400 back (SDM 28.5.1: DR7 = 400H after every VM exit), on the faulty processor only."""
+# seeds whose d5-debug-lost variants cover both registers and all three ARGs (no save, no load, neither)
+DEBUG_LOST_SEEDS = [6, 0, 1, 4, 2, 5]
+
+
+@pytest.mark.parametrize("seed", DEBUG_LOST_SEEDS)
+def test_dropped_debug_controls_lose_the_chosen_register_on_that_processor_only(seed):
+    """d5-debug-lost's symptom comes from the machine: the guest arms DR7 (or sets IA32_DEBUGCTL.BTF),
+    takes a CPUID exit and reads it back; every exit resets both (SDM 28.5.1: DR7 = 400H, IA32_DEBUGCTL
+    = 0), and without both debug controls nothing brings them back. The register of the seed's story is
+    lost on the faulty processor, kept on the others (the lab's guest checks)."""
     from emulated_lab.lab import run_scenario
-    res = run_scenario("debug-registers", cpus=2, driver=kit.build_variant("DEBUG_CONTROLS_DROPPED", 1, arg))
+    ex = catalogue.BY_ID["d5-debug-lost"]
+    p = catalogue.params_for(ex, seed)
+    res = run_scenario(ex.lab(p).scenario, cpus=p["cpus"],
+                       driver=kit.build_variant(ex.fault, p["fault_cpu"], p["fault_arg"]))
     assert res.loaded
     kept = {c.name: c.ok for c in res.checks}
-    assert kept["cpu0:dr7-survives-exit"] and not kept["cpu1:dr7-survives-exit"]
+    check = catalogue.DEBUG_REGISTERS[p["register"]].lab_check
+    assert [k for k in range(p["cpus"]) if not kept["cpu%d:%s" % (k, check)]] == [p["fault_cpu"]]
+    # the same two controls carry the other register: it is lost there too
+    for other in catalogue.DEBUG_REGISTERS.values():
+        assert not kept["cpu%d:%s" % (p["fault_cpu"], other.lab_check)]
+
+
+def test_debug_lost_seeds_cover_both_registers_and_every_arg():
+    ex = catalogue.BY_ID["d5-debug-lost"]
+    params = [catalogue.params_for(ex, s) for s in DEBUG_LOST_SEEDS]
+    seen = {(p["register"], p["fault_arg"]) for p in params}
+    assert seen == {(r, a) for r in catalogue.DEBUG_REGISTERS for a in (1, 2, 3)}
 
 
 def test_an_unwritten_activity_state_fails_only_where_vmclear_leaves_junk():
@@ -312,3 +334,14 @@ def test_a_cr_bit_left_clear_makes_vmxon_fault(arg, exception):
     from emulated_lab.lab import run_scenario
     res = run_scenario("baseline", cpus=2, driver=kit.build_variant("CR_FIXED_BIT", 1, arg), raise_on_crash=False)
     assert "processor 1: exception %s" % exception in res.crash
+
+
+def test_a_driver_that_ignores_cr4_fixed1_faults_at_vmxon_where_fixed1_forbids_a_bit():
+    """d2-cr-fixed-bit's FIXED1 variant on the lab: on the cr4-fixed1 machine (IA32_VMX_CR4_FIXED1 reports
+    OSXSAVE fixed to 0) VMXON with CR4.OSXSAVE set raises #GP(0) (SDM Vol. 3 31.3 VMXON, 24.8), on the
+    first processor; on a machine whose FIXED1 allows the bit the same driver loads."""
+    from emulated_lab.lab import run_scenario
+    driver = kit.build_variant("CR4_FIXED1_IGNORED", 0, 0)
+    res = run_scenario("cr4-fixed1", cpus=2, driver=driver, raise_on_crash=False, workload=False)
+    assert "processor 0: exception #GP" in res.crash
+    assert run_scenario("baseline", cpus=2, driver=driver, workload=False).loaded

@@ -106,3 +106,77 @@ def test_failure_record_and_tables_inside_the_descriptor(header):
     assert _error(header(LayoutOffset=9633)) == \
         _corrupt("the layout map (0x25a1..0x27d1) lies outside the descriptor (0xa0..0x27d0)")
     assert _error(header(MembersOffset=10192 - 2520 + 1)).startswith(_corrupt("the member table (0x1df9..0x27d1)"))
+
+
+# -- parse(): the member table and the failure record -------------------------------------------------
+# The compiler's member table starts at 0xA0, entries of 40 bytes (name[32], offset, size): entry 0 is
+# VMM.ProcessorCount (0, 4), entry 27 VMM.PowerTransitions (188, 4) ending the 192-byte VMM context,
+# entry 62 SNAP.Entries (24, 4096) ending the 4120-byte snapshot.
+def _member(data, index, name=None, offset=None, size=None):
+    data = bytearray(data)
+    at = 0xA0 + 40 * index
+    if name is not None:
+        data[at:at + 32] = name.ljust(32, b"\0")
+    if offset is not None:
+        struct.pack_into("<I", data, at + 32, offset)
+    if size is not None:
+        struct.pack_into("<I", data, at + 36, size)
+    return bytes(data)
+
+
+def _parse_error(data):
+    with pytest.raises(hd.DescriptorError) as e:
+        hd.parse(data)
+    return str(e.value)
+
+
+def test_member_table_entries(header):
+    good = header()
+    d = hd.parse(good)
+    assert d.structs["VMM"].member("PowerTransitions") == (188, 4) and d.structs["SNAP"].size == 4120
+    assert _parse_error(_member(good, 27, size=5)) == ("hv debug descriptor at 0x0 is corrupt: member "
+                                                      "VMM.PowerTransitions (offset 0xbc, 5 bytes) does not fit its "
+                                                      "192-byte structure")
+    assert _parse_error(_member(good, 0, size=0)).endswith("member VMM.ProcessorCount (offset 0x0, 0 bytes) does "
+                                                          "not fit its 192-byte structure")
+    assert _parse_error(_member(good, 62, size=4097)) == \
+        "hv debug descriptor at 0x0 is corrupt: SNAP.Entries lies outside the 4120-byte snapshot"
+    assert _parse_error(_member(good, 3, name=b"A" * 32)) == \
+        "hv debug descriptor at 0x0 is corrupt: member 3's name is not NUL-terminated"
+    # a name without "STRUCT." is a kind this parser does not know: skipped, not an error
+    skipped = hd.parse(_member(good, 0, name=b"ProcessorCount"))
+    assert "ProcessorCount" not in skipped.structs["VMM"] and "ProcessorCount" not in skipped.structs
+    with pytest.raises(hd.DescriptorError) as e:
+        skipped.structs["VMM"].member("ProcessorCount")
+    assert str(e.value) == ("the driver's member table has no VMM.ProcessorCount (descriptor from another build of "
+                            "hv.sys? rebuild or update windbg_ext)")
+
+
+def test_truncated_tables_and_the_failure_record(header):
+    good = header()
+    # tables end at max(0xA0 + 63 * 40, 4000 + 70 * 8) = 4560 = 0x11d0
+    assert _parse_error(good[:4559]) == "hv debug descriptor at 0x0 is truncated: 4559 bytes, its tables end at 0x11d0"
+    assert hd.parse(good[:4560]).failure is None
+    # the failure record: 24-byte header at 6048 (valid, processor, step, error, status (signed), pad),
+    # then the 4120-byte snapshot up to 10192, the end of the descriptor
+    data = bytearray(good)
+    struct.pack_into("<IIIIiI", data, 6048, 1, 1, 5, 7, -0x3FFFFFFF, 0)
+    data[6072:6072 + 4120] = bytes(range(256)) * 16 + bytes(24)
+    f = hd.parse(bytes(data), 0x5000).failure
+    assert f == (True, 1, 5, 7, 0xC0000001, bytes(range(256)) * 16 + bytes(24), 0x5000 + 6072)
+    assert hd.parse(bytes(data[:-1])).failure is None
+    assert hd.parse(header(FailureOffset=0)).failure is None
+
+
+def test_descriptor_views(header):
+    d = hd.parse(header())
+    assert d.driver_state == "running" and d.layout_status == "discovered" and d.tables_end == 4560
+    odd = hd.parse(header(DriverState=9, LayoutStatus=7))
+    assert odd.driver_state == "unknown (9)" and odd.layout_status == "unknown (7)"
+    assert [hd.parse(header(DriverState=s)).driver_state for s in range(5)] == \
+        ["not loaded", "loading", "running", "failed", "unloaded"]
+    with pytest.raises(AttributeError):
+        d.NoSuchHeaderField
+    by_encoding = d.layout_by_encoding()
+    assert len(by_encoding) == len(d.layout) and all(by_encoding[e.encoding] == e for e in d.layout)
+    assert hd.LayoutEntry(0x681E, 8, 8, 1).found and not hd.LayoutEntry(0x681E, 8, 8, 2).found

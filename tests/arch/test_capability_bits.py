@@ -14,12 +14,24 @@ MISC_FLAGS = {"stores_lma": 5, "activity_hlt": 6, "activity_shutdown": 7, "activ
               "vmwrite_any_field": 29, "inject_zero_length": 30}
 
 
+# every field of a decoder for the value 0 (revision 0, bit 31 clear, region size 0, memory type 0 = UC)
+BASIC_ZERO = dict({k: False for k in BASIC_FLAGS}, revision_id=0, bit31_zero=True, region_size=0, memtype=0,
+                  memtype_name="UC (uncacheable)")
+MISC_ZERO = dict({k: False for k in MISC_FLAGS}, preemption_timer_rate=0, cr3_target_count=0, max_msr_list=512,
+                 mseg_revision_id=0)
+
+
+def _decodes(decoder, zero, v, **changed):
+    """decoder(v) is the zero value's decoding with only `changed` different."""
+    return decoder(v) == dict(zero, **changed)
+
+
 def _basic(v, **changed):
-    # everything 0: revision 0, bit 31 clear, region size 0, memory type 0 (UC)
-    out = {"revision_id": 0, "bit31_zero": True, "region_size": 0, "memtype": 0, "memtype_name": "UC (uncacheable)"}
-    out.update({k: False for k in BASIC_FLAGS})
-    out.update(changed)
-    return C.decode_basic(v) == out
+    return _decodes(C.decode_basic, BASIC_ZERO, v, **changed)
+
+
+def _misc(v, **changed):
+    return _decodes(C.decode_misc, MISC_ZERO, v, **changed)
 
 
 @pytest.mark.parametrize("flag", sorted(BASIC_FLAGS))
@@ -34,13 +46,6 @@ def test_basic_fields():
     assert _basic(6 << 50, memtype=6, memtype_name="WB (write-back)")  # bits 53:50
     assert _basic(0xF << 50, memtype=15, memtype_name="reserved (15)")
     assert _basic(2 << 50, memtype=2, memtype_name="reserved (2)")
-
-
-def _misc(v, **changed):
-    out = {"preemption_timer_rate": 0, "cr3_target_count": 0, "max_msr_list": 512, "mseg_revision_id": 0}
-    out.update({k: False for k in MISC_FLAGS})
-    out.update(changed)
-    return C.decode_misc(v) == out
 
 
 @pytest.mark.parametrize("flag", sorted(MISC_FLAGS))

@@ -53,6 +53,8 @@ def test_io_rows():  # Table 28-5
         ("rep", True, "REP prefixed"),
         ("operand", "immediate", "port operand encoding (bit 6)"),
         ("port", "0x3f8", "port number (bits 31:16)")]
+    assert E.decode_qualification(30, 2 | 1 << 3)[0] == (
+        "size", "not used (2)", "access size in bytes (bits 2:0: 0, 1, 3 = 1, 2, 4)")
     assert E.decode_qualification(30, 2 | 1 << 7) == [
         ("size", "not used (2)", "access size in bytes (bits 2:0: 0, 1, 3 = 1, 2, 4)"),
         ("direction", "OUT", "bit 3"),
@@ -128,14 +130,14 @@ def test_displacement_and_unstructured_rows():
 
 
 # -- VM-exit instruction information (28.2.5) -------------------------------
-# scaling 3 (x8), address size 1 (32-bit), segment 5 (GS), index 10 (R10), base 11 (R11); bits 2, 10
-# and 14 set: undefined next to these fields in the memory-operand formats
-MEM = 3 | 1 << 2 | 1 << 7 | 1 << 10 | 1 << 14 | 5 << 15 | 10 << 18 | 11 << 23
+# scaling 3 (x8), address size 1 (32-bit), segment 5 (GS), index 11 (R11: bit 18, next to the segment, is
+# set), base 10 (R10); bits 2, 10 and 14 set: undefined next to these fields in the memory-operand formats
+MEM = 3 | 1 << 2 | 1 << 7 | 1 << 10 | 1 << 14 | 5 << 15 | 11 << 18 | 10 << 23
 MEM_ROWS = [("scaling", 8, "index scale factor (bits 1:0)"),
             ("address_size", 32, "address size in bits (9:7)"),
             ("segment", "GS", "segment register (17:15)"),
-            ("index", "R10", "index register (21:18; none if bit 22)"),
-            ("base", "R11", "base register (26:23; none if bit 27)")]
+            ("index", "R11", "index register (21:18; none if bit 22)"),
+            ("base", "R10", "base register (26:23; none if bit 27)")]
 # no index (bit 22), no base (bit 27), segment 6 and address size 3: both reserved
 MEM_NONE = 3 << 7 | 6 << 15 | 1 << 22 | 1 << 27
 MEM_NONE_ROWS = [("scaling", 1, "index scale factor (bits 1:0)"),
@@ -248,12 +250,18 @@ def test_qualification_problem_sentences():
     assert E.qualification_problems(28, 2 << 4 | 1) == ["CLTS and LMSW exits report CR0, not CR1 (Table 28-3)"]
     assert E.qualification_problems(28, 3 << 4 | 8) == ["CLTS and LMSW exits report CR0, not CR8 (Table 28-3)"]
     assert E.qualification_problems(28, 2 << 4) == E.qualification_problems(28, 3 << 4) == []
+    assert E.qualification_problems(28, 3 << 4 | 1 << 6 | 8) == [    # LMSW from memory: bit 6 is not the type
+        "CLTS and LMSW exits report CR0, not CR8 (Table 28-3)"]
     assert E.qualification_problems(30, 2) == [
         "size encoding 2 in bits 2:0: only 0, 1 and 3 (1, 2, 4 bytes) are used (Table 28-5)"]
     assert [E.qualification_problems(30, s) for s in (0, 1, 3)] == [[], [], []]
+    assert E.qualification_problems(30, 2 | 1 << 3) == [    # an IN: bit 3 is not the size
+        "size encoding 2 in bits 2:0: only 0, 1 and 3 (1, 2, 4 bytes) are used (Table 28-5)"]
     # bit 16 (async) next to the type in 15:12: type 1 stays defined
     assert E.qualification_problems(44, 4 << 12) == ["access type 4 in bits 15:12 is not defined (Table 28-6)"]
     assert E.qualification_problems(44, 1 << 11 | 1 << 12 | 1 << 16) == []
+    assert E.qualification_problems(44, 4 << 12 | 1 << 16) == [
+        "access type 4 in bits 15:12 is not defined (Table 28-6)"]
     assert [E.qualification_problems(44, t << 12) for t in (0, 1, 2, 3, 10, 15)] == [[]] * 6
     assert E.qualification_problems(45, 4 << 12) == []
     assert E.qualification_problems(33, 1) == ["exit qualification 1 is not defined for a VM-entry failure (SDM 27.8)"]

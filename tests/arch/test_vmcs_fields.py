@@ -174,6 +174,9 @@ def test_lookup_messages():
     # 0x6C3C: bit 0 = 0 (full), index 9:1 = 30, type 11:10 = 3 (host), width 14:13 = 3 (natural)
     assert _lookup_error(0x6C3C) == ("0x6c3c is a well-formed encoding (host natural-bit, index 30, full access) "
                                      "but no SDM Appendix B field has it")
+    # 0x8001: bit 15 reserved, and high access to a 16-bit field: both problems, in one line
+    assert _lookup_error(0x8001) == ("0x8001 is not a valid VMCS field encoding: reserved bits 31:15 are not zero "
+                                     "(0x8000); high access (bit 0) is only for 64-bit fields, this is a 16-bit field")
     assert _lookup_error(0x3) == ("0x3 is not a valid VMCS field encoding: high access (bit 0) is only for "
                                   "64-bit fields, this is a 16-bit field")
     with pytest.raises(V.FieldLookupError) as e:
@@ -191,6 +194,10 @@ def _hints(message):
 def test_lookup_hints():
     # a prefix is dropped before looking for close names; at most four names, canonical ones (not aliases)
     assert _hints(_lookup_error("VMCS_GUEST_RIPP"))[0] == "GUEST_RIP"
+    # difflib's three nearest when no name contains the text
+    near = _hints(_lookup_error("GUEST_ES_BASX"))
+    assert len(near) == 3 and near[0] == "GUEST_ES_BASE" and all(n.startswith("GUEST_") and n.endswith("S_BASE")
+                                                                   for n in near)
     two = _hints(_lookup_error("CR"))          # two letters are enough for substring hints
     assert len(two) == 4 and all("CR" in n for n in two)
     assert "VIRTUAL_PROCESSOR_ID" in _hints(_lookup_error("VPIDD")) and "VPID" not in _hints(_lookup_error("VPIDD"))

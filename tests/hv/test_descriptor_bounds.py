@@ -180,3 +180,46 @@ def test_descriptor_views(header):
     by_encoding = d.layout_by_encoding()
     assert len(by_encoding) == len(d.layout) and all(by_encoding[e.encoding] == e for e in d.layout)
     assert hd.LayoutEntry(0x681E, 8, 8, 1).found and not hd.LayoutEntry(0x681E, 8, 8, 2).found
+
+
+def test_producer_version_and_addresses_in_messages(header, state2):
+    d = hd.parse(header())
+    raw = state2.blob[0x80:0xA0]   # hv_debug.h: char Producer[32] at 0x80, "hvlab hv.sys <version>", NUL-padded
+    assert d.producer == raw.split(b"\0")[0].decode() and d.producer.startswith("hvlab hv.sys ")
+    assert "Producer" in d.header and d.Producer == d.producer
+    with pytest.raises(hd.DescriptorError) as e:
+        hd.parse_header(b"HVLAB")
+    assert str(e.value) == "hv debug descriptor at 0x0: only 5 bytes, not even the magic"
+    with pytest.raises(hd.DescriptorError) as e:
+        hd.parse(header(HeaderSize=0), 0x1000)
+    assert str(e.value) == "hv debug descriptor at 0x1000 (corrupt): HeaderSize 0, version 1 has 160"
+    # the version is unsigned: 0xFFFFFFFF is 4294967295, not -1
+    assert _error(header(Version=0xFFFFFFFF)).startswith("hv debug descriptor at 0x0: version 4294967295, but")
+
+
+def test_vcpu_members_fit_the_vcpu_and_optional_snapshot_parts(header):
+    good = header()
+    # entry 56 is VCPU.Snapshot (480, 4120), ending the 4600-byte vCPU
+    assert _parse_error(_member(good, 56, size=4121)) == ("hv debug descriptor at 0x0 is corrupt: member "
+                                                         "VCPU.Snapshot (offset 0x1e0, 4121 bytes) does not fit its "
+                                                         "4600-byte structure")
+    # no VCPU.Snapshot member: the snapshot's size stays unknown; no SNAP.* members: no snapshot layout
+    no_member = hd.parse(_member(good, 56, name=b"VCPU.NotTheSnapshot"))
+    assert no_member.structs["SNAP"].size is None and no_member.failure is None
+    no_snap = good
+    for i in range(57, 63):
+        no_snap = _member(no_snap, i, name=b"SNAQ.Member%d" % i)
+    assert "SNAP" not in hd.parse(no_snap).structs
+    # the structure is named by what comes before the first dot
+    dotted = hd.parse(_member(good, 0, name=b"VMM.Processor.Count"))
+    assert dotted.structs["VMM"].member("Processor.Count") == (0, 4)
+
+
+def test_a_copied_descriptor_keeps_its_header(header):
+    import copy
+    d = hd.parse(header())
+    twin = copy.copy(d)   # copy makes an empty object first and asks it for __setstate__: not a header field
+    assert twin.DriverState == d.DriverState and twin.header is d.header
+    with pytest.raises(AttributeError) as e:
+        d.NoSuchHeaderField
+    assert e.value.args == ("NoSuchHeaderField",)

@@ -78,6 +78,10 @@ def main(argv=None):
     parser.add_argument("--max-children", type=int, default=1)
     parser.add_argument("modules", nargs="*")
     args = parser.parse_args(argv)
+    if args.max_children < 1:
+        print("tools/mutants.py: --max-children %d: give 1 or more (CHILDREN=1 in make)" % args.max_children,
+              file=sys.stderr)
+        return 2
     os.chdir(ROOT)
     scope = scope_patterns("setup.cfg")
     if not scope:

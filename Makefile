@@ -25,11 +25,12 @@ test: driver
 bench: driver
 	@$(PY) -m benchmarks
 
-# scope and settings: [mutmut] in setup.cfg; a fresh copy each run (mutants/ is a scratch tree)
+# scope and settings: [mutmut] in setup.cfg; MODULES narrows the run (default: all of arch/ and hv/),
+# e.g. make mutants MODULES="windbg_ext/arch/exits.py"; a fresh mutants/ tree each run (tools/mutants.py)
+MODULES  ?=
+CHILDREN ?= 1
 mutants: driver
-	@rm -rf mutants
-	@$(VENV)/bin/mutmut run --max-children 2
-	@$(VENV)/bin/mutmut results
+	@$(PY) tools/mutants.py --max-children $(CHILDREN) $(MODULES)
 
 clean:
 	@$(MAKE) --no-print-directory -C driver clean

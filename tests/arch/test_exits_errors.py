@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from windbg_ext.arch import exits as E
-from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
+from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS, vm_error_meaning
 
 
 def test_exit_reason_table_covers_appendix_c():
@@ -96,6 +96,16 @@ def test_vm_instruction_errors_1_to_28():
     assert "revision" in VM_INSTRUCTION_ERRORS[11][1]
     assert "INVEPT" in VM_INSTRUCTION_ERRORS[28][1]
     assert all(VM_INSTRUCTION_ERRORS[n][1] == "(not assigned)" for n in (14, 21, 27))
+
+
+def test_vm_error_meaning_is_the_sdm_text_with_advice_where_there_is_some():
+    # descriptions typed in from SDM Vol. 3 Table 31-1 (31.4); the advice in parentheses is ours
+    assert vm_error_meaning(1) == "VMCALL executed in VMX root operation"
+    assert vm_error_meaning(28) == "invalid operand to INVEPT/INVVPID"
+    assert vm_error_meaning(7) == ("VM entry with invalid control field(s) "
+                                   "(SDM 27.2.1: check controls against the capability MSRs)")
+    assert vm_error_meaning(11) == ("VMPTRLD with incorrect VMCS revision identifier "
+                                    "(write IA32_VMX_BASIC[30:0] into the region's first dword)")
 
 
 def _rows(rows):

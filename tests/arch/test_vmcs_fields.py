@@ -151,3 +151,61 @@ def test_driver_catalogue_agrees_with_this_one():
         assert field is not None, "driver field %s (0x%x) is not in App. B" % (name, enc)
         assert (field.width, field.type) == (widths[w], types[t])
         assert V.lookup(name) == (field, "full"), name
+
+
+# -- lookup's messages and spellings, word for word ------------------------------------------------------
+def _lookup_error(text):
+    with pytest.raises(V.FieldLookupError) as e:
+        V.lookup(text)
+    return str(e.value)
+
+
+def test_lookup_spellings_with_spaces_and_high_suffixes():
+    assert V.lookup(" guest rip ") == (V.by_name("GUEST_RIP"), "full")
+    assert V.lookup("io bitmap a hi") == (V.by_name("IO_BITMAP_A"), "high")
+    assert V.lookup("IO_BITMAP_A_HIGH") == (V.by_name("IO_BITMAP_A"), "high")
+    assert V.lookup(0x2001) == (V.by_name("IO_BITMAP_A"), "high")    # 25.11.2: bit 0 = 1 is the high half
+
+
+def test_lookup_messages():
+    assert _lookup_error("ZZZZZZZZ") == "unknown VMCS field 'ZZZZZZZZ'; list them with: field --all"
+    assert _lookup_error("NO_SUCH_FIELD_HIGH").startswith("unknown VMCS field 'NO_SUCH_FIELD_HIGH'")
+    assert _lookup_error("GUEST_RIP_HIGH").startswith("unknown VMCS field 'GUEST_RIP_HIGH'")  # natural width
+    # 0x6C3C: bit 0 = 0 (full), index 9:1 = 30, type 11:10 = 3 (host), width 14:13 = 3 (natural)
+    assert _lookup_error(0x6C3C) == ("0x6c3c is a well-formed encoding (host natural-bit, index 30, full access) "
+                                     "but no SDM Appendix B field has it")
+    # 0x8001: bit 15 reserved, and high access to a 16-bit field: both problems, in one line
+    assert _lookup_error(0x8001) == ("0x8001 is not a valid VMCS field encoding: reserved bits 31:15 are not zero "
+                                     "(0x8000); high access (bit 0) is only for 64-bit fields, this is a 16-bit field")
+    assert _lookup_error(0x3) == ("0x3 is not a valid VMCS field encoding: high access (bit 0) is only for "
+                                  "64-bit fields, this is a 16-bit field")
+    with pytest.raises(V.FieldLookupError) as e:
+        V.by_name("GUEST_RIPP")
+    assert str(e.value).startswith("unknown VMCS field 'GUEST_RIPP' (did you mean GUEST_RIP")
+    with pytest.raises(ValueError) as e:
+        V.high_encoding(V.by_name("GUEST_RIP"))
+    assert str(e.value) == "GUEST_RIP is not a 64-bit field: it has no high access"
+
+
+def _hints(message):
+    return message.split(" (did you mean ", 1)[1].split("?)", 1)[0].split(", ")
+
+
+def test_lookup_hints():
+    # a prefix is dropped before looking for close names; at most four names, canonical ones (not aliases)
+    assert _hints(_lookup_error("VMCS_GUEST_RIPP"))[0] == "GUEST_RIP"
+    # difflib's three nearest when no name contains the text
+    near = _hints(_lookup_error("GUEST_ES_BASX"))
+    assert len(near) == 3 and near[0] == "GUEST_ES_BASE" and all(n.startswith("GUEST_") and n.endswith("S_BASE")
+                                                                   for n in near)
+    two = _hints(_lookup_error("CR"))          # two letters are enough for substring hints
+    assert len(two) == 4 and all("CR" in n for n in two)
+    assert "VIRTUAL_PROCESSOR_ID" in _hints(_lookup_error("VPIDD")) and "VPID" not in _hints(_lookup_error("VPIDD"))
+
+
+def test_loose_names_from_a_fresh_table():
+    """The loose-spelling table is built on first use; build it again from nothing."""
+    V._loose.clear()
+    assert V.lookup("VMCS_CTRL_VMEXIT_CONTROLS")[0] == V.lookup("VM_EXIT_CONTROLS")[0]
+    assert V.lookup("virtualization exception information address")[0] == V.by_name("VE_INFORMATION_ADDRESS")
+    assert V.lookup("vpid")[0] == V.by_name("VIRTUAL_PROCESSOR_ID")

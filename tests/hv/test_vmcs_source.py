@@ -95,3 +95,4 @@ def test_refusals():
 def test_labels():
     assert [Values({}, s).label for s in ("snapshot", "region", "failure", "other")] == \
         ["snapshot", "region*", "failure snapshot", "snapshot"]
+    assert Values({}, "snapshot").note == ""

@@ -107,8 +107,8 @@ def test_vcpus_from_array_strides_and_exit_counts():
     vcpus = M.vcpus_from_array(_Desc({"VCPU": counts}, VcpuSize=16), data, 0x100)
     assert [(v.index, v.address, v.state) for v in vcpus] == [(0, 0x100, "launched"), (1, 0x110, "VMX root")]
     assert vcpus[0].exit_counts() == {1: 5, 2: 1} and vcpus[1].exit_counts() == {0: 3}
-    many = M.Record(counts, struct.pack("<IIII", 0, 0x80000000, 0xFFFFFFFF, 0), 0)   # counts are unsigned
-    assert M.Vcpu(0, many, None).exit_counts() == {1: 0x80000000, 2: 0xFFFFFFFF}
+    many = M.Record(counts, struct.pack("<IIII", 0, 0x80000000, 0xFFFFFFFF, 0), 0)   # counts at +4, unsigned
+    assert M.Vcpu(0, many, None).exit_counts() == {0: 0x80000000, 1: 0xFFFFFFFF}
     assert _error(lambda: M.vcpus_from_array(_Desc({}), data, 0)) == \
         "the driver's member table describes no VCPU.* members"
 

@@ -59,6 +59,8 @@ def test_snapshot_values_reason_and_tearing():
         "VMCS snapshot at 0x2000 is corrupt: Count 3 exceeds its capacity 2"
     assert _error(lambda: M.Snapshot(M.Record(SNAP, _snapshot_bytes(3), 0x2000), 16, 8)) == \
         "VMCS snapshot at 0x2000 is corrupt: Count 3 exceeds its capacity 2"
+    # two entries of 20 bytes fill the 40 bytes exactly: not corrupt
+    assert M.Snapshot(M.Record(SNAP, _snapshot_bytes(2), 0x2000), 20, 8).count == 2
     assert _error(lambda: M.Snapshot(M.Record(SNAP, _snapshot_bytes(2), 0x2000), 24, 8)) == \
         "VMCS snapshot at 0x2000 is corrupt: Count 2 exceeds its capacity 1"
 
@@ -88,8 +90,9 @@ def test_vcpu_views():
     assert v.State == 2 and v.host_stack() == (0xFFFFF80000100000, 0x8000)
     snap = v.snapshot()
     assert snap.values == {0x681E: 0x1000, 0x4402: 10} and snap.record.address == 0x5000 + 48
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError) as e:
         v.lowercase_name
+    assert e.value.args == ("lowercase_name",)
     assert _error(lambda: v.NoSuchMember).startswith("the driver's member table has no VCPU.NoSuchMember")
     odd = M.vcpus_from_array(desc, _vcpu_bytes(state=9, step=99, stack_size=0), 0)[0]
     assert odd.state == "unknown (9)" and odd.failed_step == "unknown (99)"
@@ -106,6 +109,7 @@ def test_vcpus_from_array_strides_and_exit_counts():
     data = struct.pack("<IIII", 2, 0, 5, 1) + struct.pack("<IIII", 1, 3, 0, 0) + b"\x02\0"
     vcpus = M.vcpus_from_array(_Desc({"VCPU": counts}, VcpuSize=16), data, 0x100)
     assert [(v.index, v.address, v.state) for v in vcpus] == [(0, 0x100, "launched"), (1, 0x110, "VMX root")]
+    assert [len(v.record.data) for v in vcpus] == [16, 16]       # each vCPU gets its own 16 bytes, no more
     assert vcpus[0].exit_counts() == {1: 5, 2: 1} and vcpus[1].exit_counts() == {0: 3}
     many = M.Record(counts, struct.pack("<IIII", 0, 0x80000000, 0xFFFFFFFF, 0), 0)   # counts at +4, unsigned
     assert M.Vcpu(0, many, None).exit_counts() == {0: 0x80000000, 1: 0xFFFFFFFF}

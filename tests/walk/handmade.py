@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 
 from windbg_ext.hv.symbols import from_isf
-from windbg_ext.target.base import Target, TargetError, TargetMemoryError
+from windbg_ext.target.base import Target, TargetError, TargetMemoryError, TargetSymbolError
 
 ULL = {"kind": "base", "name": "unsigned long long"}
 UINT = {"kind": "base", "name": "unsigned int"}
@@ -52,10 +52,25 @@ class Memory(Target):
 
     name = "memory"
 
-    def __init__(self, virtual=None, physical=None, msrs=None, live=False, processors=2, regs=None):
+    def __init__(self, virtual=None, physical=None, msrs=None, live=False, processors=2, regs=None,
+                 symbols=None, module_list=None, ranges=None):
         super().__init__()
         self.virtual, self.physical = dict(virtual or {}), dict(physical or {})
         self.msrs, self.live, self.processors, self.regs = dict(msrs or {}), live, processors, regs
+        self.symbols, self.module_list, self.ranges = dict(symbols or {}), list(module_list or []), ranges
+        self.asked = []
+
+    def _symbol(self, name):
+        self.asked.append(name)
+        if name not in self.symbols:
+            raise TargetSymbolError(name)
+        return self.symbols[name]
+
+    def modules(self):
+        return self.module_list
+
+    def memory_ranges(self):
+        return self.ranges
 
     @staticmethod
     def _find(pieces, address, size, physical):

@@ -227,7 +227,7 @@ def module_base(target: Target, module: str, override: Optional[int], table: Opt
             return int(mod["base"]), "the target's module list"
     if table is not None:
         # live: the debugger loaded the PDB and knows where the driver's symbols are (a few lookups at most)
-        for name in (["DriverEntry"] + sorted(table.symbols))[:3]:
+        for name in (["DriverEntry"] + [n for n in sorted(table.symbols) if n != "DriverEntry"])[:3]:
             if name not in table.symbols:
                 continue
             try:

@@ -9,7 +9,7 @@ import pytest
 
 from windbg_ext.hv import descriptor as hd
 from windbg_ext.hv import model as M
-from windbg_ext.hv.vmcs_source import LIVE_REGION_NOTE, Values, load_values
+from windbg_ext.hv.vmcs_source import LIVE_REGION_NOTE, STALE_REGION_NOTE, Values, load_values
 from windbg_ext.hv.walker import HvError
 
 from .test_model_records import SNAP, _Desc, _layout, _snapshot_bytes
@@ -23,6 +23,16 @@ LAYOUT = [hd.LayoutEntry(0x681E, 0x40, 8, hd.LAYOUT_FLAG_FOUND),
 PAGE = bytearray(4096)
 struct.pack_into("<Q", PAGE, 0x40, 0xFFFFF80000201000)
 struct.pack_into("<I", PAGE, 0x80, 0x00000A00)   # rotated right by 8: 0x0000000A (CPUID)
+# what a VMCS in use holds (hv/scan.py plausible, 3 of 5 needed): VMCS_LINK_POINTER (2800H) ~0, HOST_CR4 (6C04H)
+# with VMXE, HOST_RIP (6C16H) / HOST_RSP (6C14H) in kernel space, HOST_CR3 (6C02H) page-aligned; a page
+# without them is stale (SDM 25.11.1)
+IN_USE = [(0x2800, 0x100, 0xFFFFFFFFFFFFFFFF), (0x6C04, 0x108, 0x2000), (0x6C16, 0x110, 0xFFFFF80000001000),
+          (0x6C14, 0x118, 0xFFFFA00000006FF0), (0x6C02, 0x120, 0x1AD000)]
+LAYOUT += [hd.LayoutEntry(enc, off, 8, hd.LAYOUT_FLAG_FOUND) for enc, off, _ in IN_USE]
+for _, off, value in IN_USE:
+    struct.pack_into("<Q", PAGE, off, value)
+SHOWN = {0x681E: 0xFFFFF80000201000, 0x4402: 0xA}
+SHOWN.update({enc: value for enc, _, value in IN_USE})
 
 
 class _Target:
@@ -31,8 +41,9 @@ class _Target:
 
 
 class _Walker:
-    def __init__(self, live=False, layout_status=1, layout=LAYOUT):
+    def __init__(self, live=False, layout_status=1, layout=LAYOUT, page=PAGE):
         self.target = _Target(live)
+        self.page = page
         self.desc = _Desc({}, LayoutStatus=layout_status, LayoutCount=len(layout), layout=layout,
                           layout_status=hd.LAYOUT_STATUSES.get(layout_status, "?"))
         self.pages = []
@@ -42,7 +53,7 @@ class _Walker:
 
     def read_page(self, pa, what):
         self.pages.append((pa, what))
-        return bytes(PAGE)
+        return bytes(self.page)
 
 
 def _vcpu(count=2, state=2, sequence=2, region=0x7000):
@@ -71,7 +82,7 @@ def test_the_snapshot_by_default():
 def test_the_region_decoded_with_the_layout_map():
     w = _Walker()
     got = load_values(w, _vcpu(count=0), None)
-    assert got.values == {0x681E: 0xFFFFF80000201000, 0x4402: 0xA} and got.source == "region"
+    assert got.values == SHOWN and got.source == "region"
     assert got.label == "region*" and w.pages == [(0x7000, "vCPU 1's VMCS region")]
     assert got.note == ("vCPU 1's snapshot is empty (reason: every exit): showing the region; set the descriptor's "
                         "SnapshotOnEveryExit to 1 for architectural values")
@@ -79,6 +90,24 @@ def test_the_region_decoded_with_the_layout_map():
     # live, but not launched (so not active on a processor): the page is what the driver left
     assert load_values(_Walker(live=True), _vcpu(state=4), "region").note == ""
     assert load_values(_Walker(live=True), _vcpu(), "region").note == LIVE_REGION_NOTE
+
+
+def test_a_stale_page_is_never_taken_for_values():
+    """Offline too (a dump of an active VMCS, SDM 25.11.1): 2 of the 5 signs of a VMCS in use (here host CR4.VMXE
+    and host CR3) are not enough."""
+    stale = bytearray(PAGE)
+    struct.pack_into("<Q", stale, 0x100, 0x5C7A3818B4BA52EC)   # link pointer not ~0
+    struct.pack_into("<Q", stale, 0x110, 0x74BEAD13B547AFA8)   # host RIP not in kernel space
+    with pytest.raises(HvError) as e:
+        load_values(_Walker(page=stale), _vcpu(count=0), None)
+    assert str(e.value) == ("vCPU 1: empty snapshot (reason: every exit) and a stale VMCS page (active when the "
+                            "target stopped, SDM 25.11.1): set SnapshotOnEveryExit to 1 for values at every exit, or "
+                            "--source region for the page")
+    got = load_values(_Walker(page=stale), _vcpu(count=0), "region")
+    assert got.source == "region" and got.note == STALE_REGION_NOTE
+    # 3 of 5 is a VMCS in use (a page broken on purpose still has most of them)
+    struct.pack_into("<Q", stale, 0x110, 0xFFFFF80000001000)
+    assert load_values(_Walker(page=stale), _vcpu(count=0), "region").note == ""
 
 
 def test_refusals():

@@ -19,10 +19,16 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+from windbg_ext.arch.controls import CONTROL_BITS
+from windbg_ext.arch.registers import bit_of
+from windbg_ext.arch.vmcs_fields import by_name
+
 IA32_DEBUGCTL = 0x1D9
-VMCS_GUEST_IA32_DEBUGCTL = 0x2802                  # SDM Vol.3 App. B.2.3
-VMCS_EXIT_CONTROLS, VMCS_ENTRY_CONTROLS = 0x400C, 0x4012   # App. B.3.1
-SAVE_DEBUG_CONTROLS = LOAD_DEBUG_CONTROLS = 1 << 2  # Tables 25-13 (exit), 25-15 (entry)
+# encodings (SDM Vol.3 App. B) and control bits (Tables 25-13, 25-15) from the suite's tables
+VMCS_GUEST_IA32_DEBUGCTL, VMCS_EXIT_CONTROLS, VMCS_ENTRY_CONTROLS = (
+    by_name(n).encoding for n in ("GUEST_IA32_DEBUGCTL", "VM_EXIT_CONTROLS", "VM_ENTRY_CONTROLS"))
+SAVE_DEBUG_CONTROLS = 1 << bit_of(CONTROL_BITS["exit"], "SAVE_DEBUG_CONTROLS")
+LOAD_DEBUG_CONTROLS = 1 << bit_of(CONTROL_BITS["entry"], "LOAD_DEBUG_CONTROLS")
 # where bochscpu 0.3.1 keeps these fields in a VMCS region (bytes from its start)
 BOCHS_VMCS_OFFSETS = {VMCS_GUEST_IA32_DEBUGCTL: 0x498, VMCS_EXIT_CONTROLS: 0x740, VMCS_ENTRY_CONTROLS: 0x758}
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Dict, Optional
+from typing import Dict
 
 from windbg_ext.arch.registers import cr_seen_by_guest
 from windbg_ext.arch.vmcs_fields import lookup
 
-PAGE = 0x1000
+from emulated_lab.memory import PAGE
+
 VMCS_HEADER = 8     # revision identifier + VMX-abort indicator (SDM 25.2)
 
 # the guest-state fields a virtualized processor's debugger context comes from (SDM 25.4)
@@ -103,7 +104,3 @@ def active_vmcs_pages(m) -> Dict[int, int]:
     return {t.vmcs_pa & ~(PAGE - 1): t.index for t in m.truth.processors
             if t.vmx != "off" and t.vmcs_pa is not None}
 
-
-def parked_guest_gprs(m, k: int) -> Optional[Dict[str, int]]:
-    """The guest GPRs of processor k as they were at the lab's exit that parked it (None if not parked)."""
-    return getattr(m.processors[k], "guest_gprs", None)

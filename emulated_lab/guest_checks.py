@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional
 
 from emulated_lab.asm import assemble
+from emulated_lab.debugctl import IA32_DEBUGCTL
 from emulated_lab.hardware import (HC_FAST, HC_REP_SHIFT, HV_CALL_GET_VP_REGISTERS, HV_MSR_GUEST_OS_ID, HV_MSR_VP_INDEX,
                                    HV_REGISTER_GUEST_OS_ID, HV_REGISTER_VP_INDEX, HV_VENDOR)
 
 SIGNATURE, PING, PING_REPLY = 0x4D4D5662616C7668, 1, 0x474E4F5042414C48    # driver/include/hv_hypercall.h
 VECTOR_DB, VECTOR_PF = 1, 14
-IA32_DEBUGCTL = 0x1D9
 DEBUGCTL_BTF = 1 << 1          # single-step on branches (SDM Vol.3 18.4.1)
 DR7_ARMED = 0x0000_0402        # G0 and the reserved bit 10 (SDM Vol.3 18.2.4)
 
@@ -130,21 +130,21 @@ def debug_checks(m, k: int) -> List[Check]:
     out.append(Check("cpu%d:dr7-survives-exit" % k, ok, "DR7 after CPUID 0x%x (armed 0x%x)"
                      % (r.regs["rax"], DR7_ARMED) if r.stop == "return" else _outcome(r)))
     r = _run(m, k, """
-        mov ecx, 0x1d9
+        mov ecx, %(msr)#x
         xor edx, edx
-        mov eax, 2
+        mov eax, %(btf)#x
         wrmsr
         xor eax, eax
         cpuid
-        mov ecx, 0x1d9
+        mov ecx, %(msr)#x
         rdmsr
         mov rbx, rax
-        mov ecx, 0x1d9
+        mov ecx, %(msr)#x
         xor eax, eax
         xor edx, edx
         wrmsr
         mov rax, rbx
-        ret""")
+        ret""" % {"msr": IA32_DEBUGCTL, "btf": DEBUGCTL_BTF})
     out.append(_debugctl_check(m, k, r))
     # RFLAGS.TF, then CPUID: the single-step #DB must arrive right after CPUID
     # (SDM Vol.3 18.3.1.4; a VMM that emulates the instruction must deliver it)

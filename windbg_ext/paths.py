@@ -32,7 +32,7 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     """What a file that is not a regular file is, in words."""
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
@@ -59,7 +59,7 @@ def readable_file(path: str, what: str) -> str:
     if stat.S_ISDIR(st.st_mode):
         raise PathError("%s %s is a directory: give a file inside it" % (what, path))
     if not stat.S_ISREG(st.st_mode):
-        raise PathError("%s %s is not a regular file (it is %s)" % (what, path, _kind(st.st_mode)))
+        raise PathError("%s %s is not a regular file (it is %s)" % (what, path, file_kind(st.st_mode)))
     if not os.access(path, os.R_OK):
         raise PathError("%s %s is not readable (permission denied)" % (what, path))
     return path
@@ -76,7 +76,7 @@ def open_for_reading(path: str, what: str, mode: str = "rb") -> IO:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise PathError("%s %s is not a regular file (it is %s)" % (what, path, _kind(st.st_mode)))
+            raise PathError("%s %s is not a regular file (it is %s)" % (what, path, file_kind(st.st_mode)))
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, mode)
@@ -98,7 +98,7 @@ def writable_file(path: str, what: str) -> str:
                             "to or a new name" % (what, path, os.readlink(path)))
         if not stat.S_ISREG(st.st_mode):
             raise PathError("%s %s is not a regular file (it is %s): refusing to replace it; give a new file "
-                            "name" % (what, path, _kind(st.st_mode)))
+                            "name" % (what, path, file_kind(st.st_mode)))
         # the mode bits too: root may write a 0444 file, but its owner marked it read-only
         if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(path, os.W_OK):
             raise PathError("%s %s is read-only: refusing to replace it; give another name or make it writable"

@@ -118,3 +118,16 @@ def sevendays_memory(vcpus, context_at=0xFFFFA00000010000, table_at=0xFFFFA00000
     for a, values in zip(at, vcpus):
         virtual[a] = vcpu_bytes(**values)
     return Memory(virtual=virtual, **kw), at
+
+
+def spec(**changes):
+    """The built-in 7days map with roles replaced (a None value removes the role)."""
+    from windbg_ext.hv.rolemap import BUILTIN_MAPS
+
+    out = dict(BUILTIN_MAPS["7days"])
+    for k, v in changes.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out

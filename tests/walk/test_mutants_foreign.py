@@ -14,7 +14,7 @@ from windbg_ext.hv.foreign import ForeignError, ForeignWalker
 from windbg_ext.hv.rolemap import BUILTIN_MAPS, resolve
 from windbg_ext.hv.symbols import SymbolsError
 
-from .handmade import BASE, CONTEXT_RVA, Memory, sevendays_memory, table, vcpu_bytes
+from .handmade import BASE, CONTEXT_RVA, Memory, sevendays_memory, spec, table, vcpu_bytes
 
 SEVEN = BUILTIN_MAPS["7days"]
 CONTEXT, TABLE = 0xFFFFA00000010000, 0xFFFFA00000020000
@@ -23,20 +23,10 @@ VCPUS = [{"vmxon_physical": 0x5000 + 0x3000 * i, "vmcs_physical": 0x6000 + 0x300
           "exit_count": 10 + i} for i in range(3)]
 
 
-def walker(spec=None, vcpus=VCPUS, key="x.json", **kw):
+def walker(map_spec=None, vcpus=VCPUS, key="x.json", **kw):
     t = table()
     mem, at = sevendays_memory(list(vcpus), **kw)
-    return ForeignWalker(mem, t, resolve(spec or SEVEN, t, key), BASE, "--module-base"), mem, at
-
-
-def spec(**changes):
-    out = dict(SEVEN)
-    for k, v in changes.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = v
-    return out
+    return ForeignWalker(mem, t, resolve(map_spec or SEVEN, t, key), BASE, "--module-base"), mem, at
 
 
 def error(fn, *args):

@@ -10,19 +10,9 @@ import pytest
 from windbg_ext.hv import rolemap
 from windbg_ext.hv.rolemap import BUILTIN_MAPS, MapError, resolve
 
-from .handmade import ULL, UINT, VCPU_T, VOIDP, isf, table
+from .handmade import ULL, UINT, VCPU_T, VOIDP, isf, spec, table
 
 SEVEN = BUILTIN_MAPS["7days"]
-
-
-def spec(**changes):
-    out = {k: v for k, v in SEVEN.items()}
-    for k, v in changes.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = v
-    return out
 
 
 def refused(s, key="m.json", t=None):

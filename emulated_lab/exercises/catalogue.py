@@ -19,7 +19,6 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from windbg_ext.arch.controls import CONTROL_BITS
 from windbg_ext.arch.exits import EXIT_REASONS, SEGMENT_NAMES
-from windbg_ext.arch.msr_bitmap import msr_exits
 from windbg_ext.arch.registers import CR0_BITS, CR4_BITS, bit_of
 from windbg_ext.arch.vm_errors import VM_INSTRUCTION_ERRORS
 
@@ -238,9 +237,12 @@ def _bitmap_params(rng: random.Random) -> Params:
 
 
 def _bitmap_key(p: Params) -> Dict[str, object]:
-    page = bytes([p["fault_arg"]]) * VMX_REGION_BYTES   # every byte of the page is the stale byte
-    return {"vcpu": p["fault_cpu"], "read_exits": msr_exits(page, p["read_msr"])[0],
-            "write_exits": msr_exits(page, p["write_msr"])[1]}
+    # Worked out here, not with the suite's msr_exits (the solver uses that): every byte of the page is
+    # the stale byte, and each of the four 1-KByte bitmaps gives MSR m (low 0..1FFFH or high
+    # C0000000H..C0001FFFH, as all COMMON_MSRS are) bit (m & 1FFFH) mod 8 of one byte (SDM 25.6.9)
+    def exits(msr: int) -> bool:
+        return bool(p["fault_arg"] >> (msr & 7) & 1)
+    return {"vcpu": p["fault_cpu"], "read_exits": exits(p["read_msr"]), "write_exits": exits(p["write_msr"])}
 
 
 def _bitmap_solve(s: SuiteView, shown: Params) -> Dict[str, object]:

@@ -321,6 +321,20 @@ def test_a_torn_snapshot_is_read_again_only_on_a_live_target(parts, live, first,
     assert t.reads[2:] == [("v", A + 4600, 4600)] * reads
 
 
+def test_a_corrupt_snapshot_is_not_taken_for_a_torn_one(parts):
+    # Count past the capacity: the snapshot cannot be read at all, so there is no sequence to wait for
+    (desc, vmm, v0, v1), offsets = parts
+    _set(v1, offsets["VCPU.Snapshot"][0] + offsets["SNAP.Count"][0], 4, 0xFFFF)
+    t = _Target({D: bytes(desc), V: bytes(vmm), A + 4600: bytes(v1)}, live=True)
+    assert W.HvWalker(t).vcpu(1).index == 1
+    assert t.reads[2:] == [("v", A + 4600, 4600)]
+
+
+def test_reload_of_a_vcpu_never_read(parts):
+    w, t = _walker(parts)
+    assert w.reload_vcpu(1).address == A + 4600 and t.reads[2:] == [("v", A + 4600, 4600)]
+
+
 @pytest.mark.parametrize("read", ["vcpu", "vcpus"])
 def test_vcpu_identity_checks(parts, read):
     (desc, vmm, v0, v1), offsets = parts
@@ -369,6 +383,9 @@ def test_scan_prefers_the_copy_selfva_maps_to_after_an_unreadable_one(parts):
     w = W.HvWalker(t)
     assert w.descriptor().address == 0x23000
     assert w.found_by == "scan (physical 0x23000 = virtual 0x%x)" % D
+    # the block, the two SelfVa probes, then only the rest of the chosen copy: its header is not read again
+    assert t.reads == [("p", 0x20000, len(mem)), ("v", D + 0x100000, HEADER), ("v", D, HEADER),
+                       ("p", 0x230A0, 0x27D0 - HEADER)]
 
 
 def test_a_magic_at_the_end_of_memory_is_a_problem_not_a_crash(parts):

@@ -128,6 +128,10 @@ def test_descriptor_read_failures_say_where(parts):
     assert _error(W.HvWalker(t).descriptor) == (
         "the hv debug descriptor at virtual 0x%x is cut short (its tables end at +0x27d0): cannot read 10032 "
         "bytes at virtual address 0x%x: not present in the target" % (D, D + HEADER))
+    # a header that does not parse is named by the address the symbol gave
+    t = _Target({D: bytes(desc[:8]) + b"\x09\0\0\0" + bytes(desc[12:])})
+    assert _error(W.HvWalker(t).descriptor, DescriptorError) == (
+        "hv debug descriptor at 0x%x: version 9, but this windbg_ext reads version 1 (update it to match hv.sys)" % D)
     # found by the scan: the same, at its physical address
     t = _Target({}, physical={0x5000: bytes(desc[:0x200])}, symbol=None)
     assert _error(W.HvWalker(t).descriptor) == (

@@ -325,6 +325,14 @@ def test_a_torn_snapshot_is_read_again_only_on_a_live_target(parts, live, first,
     assert t.reads[2:] == [("v", A + 4600, 4600)] * reads
 
 
+def test_a_torn_snapshot_whose_second_read_fails(parts):
+    (desc, vmm, v0, v1), offsets = parts
+    versions = [_sequence(v1, offsets, 5), b""]      # the vCPU is gone by the second read
+    t = _Target({D: bytes(desc), V: bytes(vmm), A + 4600: versions}, live=True)
+    assert _error(lambda: W.HvWalker(t).vcpu(1)) == (
+        "cannot read vCPU 1 at 0x%x (4600 bytes): not present in the target" % (A + 4600))
+
+
 def test_a_corrupt_snapshot_is_not_taken_for_a_torn_one(parts):
     # Count past the capacity: the snapshot cannot be read at all, so there is no sequence to wait for
     (desc, vmm, v0, v1), offsets = parts
@@ -398,3 +406,28 @@ def test_a_magic_at_the_end_of_memory_is_a_problem_not_a_crash(parts):
     assert _error(W.HvWalker(t).descriptor) == (
         "found 1 'HVLABDBG' magic(s) but no loaded descriptor: hv debug descriptor at 0x1ff8: only 0 bytes, not "
         "even the magic")
+
+
+# -- one walker per command run -------------------------------------------------------------------------------
+class _Context:
+    def __init__(self, target):
+        self.target = target
+
+
+def test_one_walker_per_context_and_target():
+    first, second = _Target({}), _Target({})
+    ctx = _Context(first)
+    w = W.walker_for(ctx)
+    assert isinstance(w, W.HvWalker) and w.target is first and W.walker_for(ctx) is w
+    ctx.target = second                              # another target: another walker, kept in turn
+    again = W.walker_for(ctx)
+    assert again is not w and again.target is second and W.walker_for(ctx) is again
+
+
+def test_a_context_that_keeps_nothing_gets_a_walker_each_time():
+    class Slotted:
+        __slots__ = ("target",)
+    ctx = Slotted()
+    ctx.target = _Target({})
+    a, b = W.walker_for(ctx), W.walker_for(ctx)
+    assert a.target is ctx.target and b.target is ctx.target and a is not b

@@ -49,7 +49,7 @@ def _nest(name, pad=b"\xf2\xf1", after=b""):
 @pytest.mark.parametrize("record,length,consumed", [
     (_nest(b"Inner\0"), 14, 14),                    # 8 + "Inner" + its NUL
     (_nest(b"Inner\0\0\0"), 16, 14),                # padding NULs after the name: the first NUL ends it
-    (_nest(b"\0"), 9, 9),                           # an empty name: its NUL alone
+    (_nest(b"\0", after=b"\xf2\xf1\x0d\x15"), 13, 9),  # an empty name: its NUL alone (then padding, a field)
     (_nest(b"Inner", after=b"\0"), 13, 13),         # no NUL inside the record: the record's length counts
     (_nest(b"", after=b"\0"), 8, 8),                # no name at all
     (_nest(b"N" * 300 + b"\0", after=b"\0" * 7), 316, 309),   # a long name (C++ templates): all of it

@@ -173,7 +173,7 @@ def test_misaligned_pointers(parts, name, va):
         "hv debug descriptor's %s 0x%x is misaligned (structures are 8-byte aligned): corrupt" % (name, va))
 
 
-def test_aligned_pointers_that_are_not_multiples_of_other_numbers_pass(parts):
+def test_8_byte_alignment_is_enough(parts):
     # 8-aligned but not a multiple of 9 or 16: only 8-byte alignment is required
     assert (V + 8) % 9 and (V + 8) % 16
     w, _ = _walker(parts, VmmContextVa=V + 8)

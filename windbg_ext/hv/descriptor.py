@@ -235,10 +235,14 @@ def parse(data: bytes, address: int = 0) -> Descriptor:
         if not member:
             continue  # a name we do not understand: newer drivers may add kinds
         layout = structs.setdefault(prefix, StructLayout(prefix, sizes.get(prefix)))
+        if m_size == 0:  # said apart: SNAP.*'s structure size is not known yet here, so no size to compare
+            raise DescriptorError("hv debug descriptor %s is corrupt: member %s (offset 0x%x) is 0 bytes long, but "
+                                  "hv.sys records each member's sizeof, never 0: the descriptor's memory is "
+                                  "damaged (reload hv.sys for a fresh one)" % (where, name, m_off))
         limit = layout.size
-        if m_size == 0 or (limit is not None and m_off + m_size > limit):
+        if limit is not None and m_off + m_size > limit:
             raise DescriptorError("hv debug descriptor %s is corrupt: member %s (offset 0x%x, %d bytes) does not "
-                                  "fit its %d-byte structure" % (where, name, m_off, m_size, limit or 0))
+                                  "fit its %d-byte structure" % (where, name, m_off, m_size, limit))
         layout.members[member] = Member(m_off, m_size)
     # The snapshot's size is that of the vCPU member holding it.
     if "SNAP" in structs and "VCPU" in structs and "Snapshot" in structs["VCPU"]:

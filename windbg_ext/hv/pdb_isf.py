@@ -33,8 +33,9 @@ def _reader_class():
         def consume_type(self, module, offset, length):
             layer = self.context.layers[module.layer_name]
             if int.from_bytes(layer.read(offset, 2), "little") == LF_NESTTYPE:
-                # leaf (2), pad (2), type index (4), name (NUL-terminated)
-                name = layer.read(offset + 8, max(0, min(length - 8, 256)))
+                # leaf (2), pad (2), type index (4), name (NUL-terminated, any length: a C++ name can pass
+                # 256 bytes); `length` is what is left of the field list, at most a 64 KiB record
+                name = layer.read(offset + 8, max(0, length - 8))
                 end = name.find(b"\0")
                 return (None, None, None), 8 + (end + 1 if end >= 0 else len(name))
             return super().consume_type(module, offset, length)

@@ -156,3 +156,31 @@ def test_walker_for_reads_the_map_the_context_names(tmp_path):
     w = foreign.walker_for(SimpleNamespace(target=mem, symbols_path=str(path), module_base=BASE,
                                            map_path=str(mine)))
     assert (w.map.name, w.map.key) == ("my map", str(mine))
+
+
+def test_translate_follows_cr4_la57():
+    # CR4.LA57 (bit 12) set: 5-level paging (SDM 4.5), CR3 is the PML5 table; the VA's bits 56:48 are
+    # 0x1FF, so PML5[511] leads to the same PML4 as above -> 0x5000. Read as 4-level it would reach
+    # PML4[320] of the PML5 page, which is empty.
+    w, mem, _ = walker()
+    pml5 = bytearray(0x1000)
+    struct.pack_into("<Q", pml5, 511 * 8, 0x20000 | 3)
+    mem.physical = {**page_tables(0x20000), 0x30000: bytes(pml5)}
+    mem.regs = {"cr3": 0x30000, "cr4": 1 << 12}
+    assert w.translate(VA + 0x20) == 0x5020
+
+
+def test_an_inline_extra_is_its_address():
+    from windbg_ext.hv.symbols import from_isf
+    doc = isf()
+    doc["user_types"]["__vcpu_t"]["fields"]["stack"] = {"offset": 0x30, "type": {
+        "kind": "array", "count": 0x10, "subtype": {"kind": "base", "name": "unsigned char"}}}
+    t = from_isf(doc, "ISF hand.json")
+    mem, at = sevendays_memory([VCPU])
+    w = ForeignWalker(mem, t, resolve(spec(extra={"stack area": "stack"}), t, "m"), BASE, "x")
+    assert w.vcpu(0).extras() == {"stack area": at[0] + 0x30}      # where the array lies, not its bytes
+
+
+def test_a_module_list_entry_without_a_name_matches_nothing():
+    mods = [{"base": 0x1000}, {"name": "None.sys", "base": BASE}]
+    assert foreign.module_base(Memory(module_list=mods), "none", None) == (BASE, "the target's module list")

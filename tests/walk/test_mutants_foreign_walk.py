@@ -184,3 +184,65 @@ def test_an_inline_extra_is_its_address():
 def test_a_module_list_entry_without_a_name_matches_nothing():
     mods = [{"base": 0x1000}, {"name": "None.sys", "base": BASE}]
     assert foreign.module_base(Memory(module_list=mods), "none", None) == (BASE, "the target's module list")
+
+
+@pytest.mark.parametrize("module", ["none", "xxxx"])
+def test_a_nameless_entry_matches_no_module_name(module):
+    mods = [{"base": 0x1000}]
+    with pytest.raises(foreign.ForeignError):
+        foreign.module_base(Memory(module_list=mods), module, None)
+
+
+def error(fn, *args):
+    with pytest.raises(foreign.ForeignError) as e:
+        fn(*args)
+    return str(e.value)
+
+
+def test_unreadable_pointers_name_what():
+    w, mem, _ = walker()
+    del mem.virtual[BASE + 0x3000]
+    assert error(w.vcpus).startswith("cannot read sevendays!g_vmm_context at 0x140003000: ")
+    t = table()
+    t.symbols.update({"g_count": 0x5000, "g_array": 0x4000})
+    m = resolve(spec(context=None, count={"symbol": "g_count"}, vcpus={"symbol": "g_array", "layout": "structs"}),
+                t, "m")
+    assert error(ForeignWalker(Memory(), t, m, BASE, "x").vcpus).startswith("cannot read g_count at 0x140005000: ")
+    m = resolve(spec(context=None, count=2, vcpus={"symbol": "g_array", "layout": "pointer_to_structs"}), t, "m")
+    w = ForeignWalker(Memory(), t, m, BASE, "x")
+    assert error(w.vcpus).startswith("cannot read sevendays!g_array at 0x140004000: ")
+    w = ForeignWalker(Memory(virtual={BASE + 0x4000: bytes(8)}), t, m, BASE, "x")
+    assert error(w.vcpus) == "sevendays!g_array is NULL: no vCPU table"
+    w = ForeignWalker(Memory(virtual={BASE + 0x4000: struct.pack("<Q", 0xFFFFA00000040000)}), t, m, BASE, "x")
+    assert error(w.vcpus).startswith("cannot read the vCPU array (2 x __vcpu_t) at 0xffffa00000040000: ")
+
+
+def test_each_struct_of_an_array_is_its_own_bytes():
+    t = table()
+    t.symbols["g_array"] = 0x4000
+    vcpus = [dict(VCPU, exit_count=1), dict(VCPU, exit_count=2)]
+    mem = Memory(virtual={BASE + 0x4000: b"".join(vcpu_bytes(**v) for v in vcpus)})
+    m = resolve(spec(context=None, count=2, vcpus={"symbol": "g_array", "layout": "structs"}), t, "m")
+    vs = ForeignWalker(mem, t, m, BASE, "x").vcpus()
+    assert [v.data for v in vs] == [vcpu_bytes(**vcpus[0]), vcpu_bytes(**vcpus[1])]   # 0x40 bytes each
+
+
+def test_no_scan_without_symbols():
+    # a dump holding a VMCS whose HOST_RIP could give a base: without symbols there is no RVA to subtract
+    mem = Memory(physical={0x8000: bytes(0x1000)}, ranges=[(0x8000, 0x1000)])
+    with pytest.raises(foreign.ForeignError):
+        foreign.module_base(mem, "sevendays", None, None)
+
+
+def test_walker_for_without_a_module_base_attribute(tmp_path):
+    path = tmp_path / "sevendays.json"
+    path.write_text(json.dumps(isf()))
+    mem, _ = sevendays_memory([VCPU])
+    mem.module_list = [{"name": "sevendays.sys", "base": BASE}]
+    w = foreign.walker_for(SimpleNamespace(target=mem, symbols_path=str(path)))
+    assert (w.module_base, w.base_found_by) == (BASE, "the target's module list")
+
+
+def test_load_table_keeps_the_table_it_loaded():
+    t = table()
+    assert foreign.load_table(SimpleNamespace(_symbol_table=t)) is t      # no --symbols needed a second time

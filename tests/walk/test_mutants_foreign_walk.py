@@ -112,9 +112,9 @@ LAYOUT = [LayoutEntry(0x2800, 0x10, 8, 1), LayoutEntry(0x6C04, 0x18, 8, 1), Layo
           LayoutEntry(0x6C16, 0x28, 8, 1), LayoutEntry(0x6800, 0x30, 8, 1)]
 
 
-def vmcs_page(host_rip, link=0xFFFFFFFFFFFFFFFF, host_cr4=0x2000, guest_cr0=0):
+def vmcs_page(host_rip, link=0xFFFFFFFFFFFFFFFF, host_cr4=0x2000, guest_cr0=0, abort=0):
     page = bytearray(0x1000)
-    struct.pack_into("<II", page, 0, 9, 0)
+    struct.pack_into("<II", page, 0, 9, abort)
     struct.pack_into("<QQQQQ", page, 0x10, link, host_cr4, 0x1AD000, host_rip, guest_cr0)
     return bytes(page)
 
@@ -133,10 +133,12 @@ def test_base_from_host_rip_skips_an_unreadable_base(layout9):
 
 def test_base_from_host_rip_skips_a_page_below_the_threshold(layout9):
     t = table()
-    # page 0x8000: revision 0.20, abort 0.05, link 0.25, host CR3 0.10 = 0.60 < 0.70 (scan.py's weights),
-    # its HOST_RIP would give BASE - 0x10000; page 0x9000 adds host CR4.VMXE (0.15): 0.75, gives BASE
-    physical = {0x8000: vmcs_page(BASE - 0x10000 + 0x3000, host_cr4=0), 0x9000: vmcs_page(BASE + 0x3000)}
-    mem = Memory(physical=physical, ranges=[(0x8000, 0x2000)], virtual={BASE: b"MZ", BASE - 0x10000: b"MZ"})
+    # page 0x8000: revision 0.20, link 0.25, host CR3 0.10, guest CR0.PE|PG 0.10 = 0.65 < 0.70 (scan.py's
+    # weights; VMX-abort indicator 1, so not its 0.05), yet its fields look like a VMCS in use (3 checks
+    # pass) and its HOST_RIP would give BASE - 0x10000; page 0x9000 (0.75) gives BASE
+    low = vmcs_page(BASE - 0x10000 + 0x3000, host_cr4=0, guest_cr0=0x80000001, abort=1)
+    mem = Memory(physical={0x8000: low, 0x9000: vmcs_page(BASE + 0x3000)}, ranges=[(0x8000, 0x2000)],
+                 virtual={BASE: b"MZ", BASE - 0x10000: b"MZ"})
     assert foreign.base_from_host_rip(mem, t) == BASE
 
 
@@ -227,9 +229,9 @@ def test_each_struct_of_an_array_is_its_own_bytes():
     assert [v.data for v in vs] == [vcpu_bytes(**vcpus[0]), vcpu_bytes(**vcpus[1])]   # 0x40 bytes each
 
 
-def test_no_scan_without_symbols():
+def test_no_scan_without_symbols(layout9):
     # a dump holding a VMCS whose HOST_RIP could give a base: without symbols there is no RVA to subtract
-    mem = Memory(physical={0x8000: bytes(0x1000)}, ranges=[(0x8000, 0x1000)])
+    mem = Memory(physical={0x8000: vmcs_page(BASE + 0x3000)}, ranges=[(0x8000, 0x1000)], virtual={BASE: b"MZ"})
     with pytest.raises(foreign.ForeignError):
         foreign.module_base(mem, "sevendays", None, None)
 

@@ -256,3 +256,41 @@ def test_roles_and_layouts_tables():
     assert rolemap.VCPU_ROLES == ("vmxon_pa", "vmxon_va", "vmcs_pa", "vmcs_va", "msr_bitmap_pa", "msr_bitmap_va",
                                   "host_stack")
     assert rolemap.MAX_VCPUS == 1024
+
+
+# -- malformed ISF types (the first mutation run on rolemap found them; issue 16) ---------------------------
+def _with_stack_type(t):
+    doc = isf()
+    doc["user_types"]["__vcpu_t"]["fields"]["stack"]["type"] = t
+    return rolemap_table(doc)
+
+
+@pytest.mark.parametrize("t,why", [
+    ({"kind": "array", "count": 4}, "no 'subtype' key"),
+    ({"kind": "struct"}, "no 'name' key"),
+    ({"kind": "bitfield"}, "no 'type' key"),
+    ({"kind": "array", "count": "x", "subtype": UINT}, "invalid literal for int() with base 10: 'x'"),
+    ({"kind": "array", "count": 4, "subtype": "char"}, "'str' object has no attribute 'get'"),
+    ("int", "'str' object has no attribute 'get'"),
+])
+def test_a_malformed_member_type_is_one_line(t, why):
+    assert refused(spec(), t=_with_stack_type(t)) == \
+        "map m.json: vcpu.host_stack names __vcpu_t.stack, whose type in ISF hand.json is malformed (%s)" % why
+
+
+def test_a_list_count_is_one_line_too():
+    msg = refused(spec(), t=_with_stack_type({"kind": "array", "count": [4], "subtype": UINT}))
+    assert msg.startswith("map m.json: vcpu.host_stack names __vcpu_t.stack, whose type in ISF hand.json is "
+                          "malformed (int() argument must be ")   # the rest of the text varies with Python
+    assert msg.endswith(", not 'list')")
+    assert "\n" not in msg
+
+
+def test_a_pointer_with_no_subtype_is_a_pointer_to_structs():
+    # describe_type spells it `void *`; a pointer of unknown pointee is a pointer, never "not a pointer"
+    doc = isf()
+    doc["user_types"]["__vmm_context_t"]["fields"]["vcpu_table"]["type"] = {"kind": "pointer"}
+    m = resolve(SEVEN, rolemap_table(doc), "m")
+    assert (m.layout, m.vcpus_member.size, m.vcpus_member.inline) == ("pointer_to_structs", 8, False)
+    doc["user_types"]["__vmm_context_t"]["fields"]["vcpu_table"]["type"] = {"kind": "pointer", "subtype": "x"}
+    assert resolve(SEVEN, rolemap_table(doc), "m").layout == "pointer_to_structs"

@@ -120,15 +120,21 @@ def _member(table: SymbolTable, struct: str, name: str, role: str, mapname: str)
         raise MapError("map %s: %s names %s.%s, which does not exist%s" % (
             mapname, role, struct, name, (" (did you mean %s?)" % " or ".join(close)) if close else ""))
     f = s.fields[name]
-    kind = f.type.get("kind")
-    return Member(role, f, table.size_of(f.type), kind in ("array", "struct", "union"))
+    try:   # a hand-written or damaged ISF type (e.g. an array with no "subtype") is refused in one line
+        kind = f.type.get("kind")
+        size = table.size_of(f.type)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise MapError("map %s: %s names %s.%s, whose type in %s is malformed (%s)" % (
+            mapname, role, struct, name, table.source, ("no %s key" % e) if isinstance(e, KeyError) else e))
+    return Member(role, f, size, kind in ("array", "struct", "union"))
 
 
 def _vcpu_layout(t: Dict[str, Any]) -> str:
     kind = t.get("kind")
-    inner = pointee(t)
-    if kind == "pointer" and inner is not None:
-        return "pointer_to_pointers" if inner.get("kind") == "pointer" else "pointer_to_structs"
+    if kind == "pointer":   # no subtype: a void * (as describe_type spells it), so a pointer to structs
+        inner = pointee(t)
+        return "pointer_to_pointers" if isinstance(inner, dict) and inner.get("kind") == "pointer" \
+            else "pointer_to_structs"
     if kind == "array":
         return "pointers" if t.get("subtype", {}).get("kind") == "pointer" else "structs"
     return ""

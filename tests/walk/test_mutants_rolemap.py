@@ -294,3 +294,12 @@ def test_a_pointer_with_no_subtype_is_a_pointer_to_structs():
     assert (m.layout, m.vcpus_member.size, m.vcpus_member.inline) == ("pointer_to_structs", 8, False)
     doc["user_types"]["__vmm_context_t"]["fields"]["vcpu_table"]["type"] = {"kind": "pointer", "subtype": "x"}
     assert resolve(SEVEN, rolemap_table(doc), "m").layout == "pointer_to_structs"
+
+
+def test_suggest_gives_each_member_one_role():
+    # VmxonVmcsArea names both regions: VMXON (the first role asked) takes it, VMCS takes the next vmcs member
+    vcpu = {"kind": "struct", "size": 0x18, "fields": {
+        "VmxonVmcsArea": {"offset": 0, "type": VOIDP}, "VmcsRegion": {"offset": 8, "type": VOIDP},
+        "Stack": {"offset": 0x10, "type": VOIDP}}}
+    s = rolemap.suggest(table(__vcpu_t=None, __vmm_context_t=None, CPU=vcpu))
+    assert s["vcpu"] == {"vmxon_va": "VmxonVmcsArea", "vmcs_va": "VmcsRegion", "host_stack": "Stack"}

@@ -289,7 +289,7 @@ def suggest(table: SymbolTable) -> Dict[str, Any]:
         for fname in vcpu.fields:
             low = fname.lower()
             is_phys = "phys" in low or low.endswith("pa")
-            if all(w in low for w in words[:1]) and is_phys == physical and role not in roles.values():
+            if all(w in low for w in words[:1]) and is_phys == physical and fname not in roles.values():
                 if role.endswith("_va") and vcpu.fields[fname].type.get("kind") != "pointer":
                     continue
                 roles[role] = fname

@@ -303,3 +303,99 @@ def test_suggest_gives_each_member_one_role():
         "Stack": {"offset": 0x10, "type": VOIDP}}}
     s = rolemap.suggest(table(__vcpu_t=None, __vmm_context_t=None, CPU=vcpu))
     assert s["vcpu"] == {"vmxon_va": "VmxonVmcsArea", "vmcs_va": "VmcsRegion", "host_stack": "Stack"}
+
+
+# -- the first mutation run's survivors (docs/mutation_mrole.md; issue 16) ---------------------------------
+def test_a_fresh_resolved_map_and_one_without_context():
+    assert vars(rolemap.ResolvedMap()) == {
+        "name": "", "key": "", "context_symbol": None, "context_offset": 0, "context_address": None,
+        "context_type": None, "context_pointer": False, "context_size": 0, "count": None, "count_symbol": None,
+        "count_size": 4, "vcpus_symbol": None, "vcpus_member": None, "layout": "", "vcpu_type": "",
+        "vcpu_size": 0, "roles": {}, "host_stack_size": None, "extra": {}, "vmcs_fields": {}}
+    m = resolve(spec(context=None, vcpus={"symbol": "g_vmm_context", "layout": "structs"}, count=2), table(), "m")
+    assert (m.context_symbol, m.context_offset, m.context_address, m.context_type, m.context_pointer,
+            m.context_size) == (None, 0, None, None, False, 0)
+
+
+def test_resolve_without_a_key_and_with_a_comment():
+    m = resolve(spec(name=None), table())
+    assert (m.key, m.name) == ("", "map")
+    assert resolve(spec(comment="hand-written"), table(), "m").name == "7 Days to Virtualization"
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"context": None, "vcpus": {"symbol": ["g_vcpus", "GuestState"], "layout": "structs"}, "count": 1},
+     "map m.json: the vCPU table symbol g_vcpus / GuestState is not in the symbols of sevendays (a tentative, "
+     "uninitialised global can be missing from a PDB: initialise it, e.g. = NULL)"),
+    ({"count": {"member": "processor_cnt"}},
+     "map m.json: count names __vmm_context_t.processor_cnt, which does not exist (did you mean processor_count?)"),
+])
+def test_more_bad_maps_one_line(change, message):
+    assert refused(spec(**change)) == message
+
+
+def test_choose_keeps_the_builtin_key_and_words_a_bad_file(tmp_path):
+    assert rolemap.choose(table(), "7days").key == "7days"
+    path = tmp_path / "m.json"
+    path.write_text("{")
+    with pytest.raises(MapError) as e:
+        rolemap.choose(table(), str(path))
+    assert str(e.value) == "the map %s is not valid JSON (Expecting property name enclosed in double quotes: " \
+                           "line 1 column 2 (char 1))" % path
+    with pytest.raises(MapError) as e:
+        rolemap.choose(table(), str(tmp_path))
+    assert str(e.value) == "the map %s is a directory: give a file inside it" % tmp_path
+
+
+def test_builtin_maps_skip_a_missing_member_and_go_on():
+    doc = isf()
+    del doc["user_types"]["__vcpu_t"]["fields"]["vmxon"]          # vmxon_va, the second role, is missing
+    m = resolve(SEVEN, rolemap_table(doc), "7days")
+    assert sorted(m.roles) == ["host_stack", "msr_bitmap_pa", "msr_bitmap_va", "vmcs_pa", "vmcs_va", "vmxon_pa"]
+
+
+@pytest.mark.parametrize("field", ["vmxon_region", "vmcs_region", "msr_area", "host_stack"])
+def test_one_region_word_is_enough_for_suggest(field):
+    vcpu = {"kind": "struct", "size": 8, "fields": {field: {"offset": 0, "type": ULL}}}
+    assert rolemap.suggest(table(__vcpu_t=None, __vmm_context_t=None, CPU=vcpu))["vcpu_type"] == "CPU"
+
+
+def _holder(member_type, **more):
+    fields = {"cpus": {"offset": 0, "type": member_type}}
+    fields.update(more)
+    return {"kind": "struct", "size": 0x20, "fields": fields}
+
+
+def test_suggest_finds_a_pointer_to_or_an_array_of_vcpus_and_no_count():
+    for t in ({"kind": "pointer", "subtype": VCPU_T}, {"kind": "array", "count": 4, "subtype": VCPU_T}):
+        s = rolemap.suggest(table(__vmm_context_t=None, AAA={"kind": "struct", "size": 4, "fields": {
+            "n": {"offset": 0, "type": UINT}}}, HOLDER=_holder(t)))
+        assert (s["context"], s["vcpus"], s["count"]) == (
+            {"symbol": "TODO: the global that holds a HOLDER", "type": "HOLDER", "pointer": True},
+            {"member": "cpus"}, "processors")
+
+
+def test_suggest_takes_the_first_holder():
+    p = {"kind": "pointer", "subtype": VCPU_T}
+    s = rolemap.suggest(table(__vmm_context_t=None, FIRST=_holder(p), SECOND=_holder(p, cpu_count={
+        "offset": 8, "type": UINT})))
+    assert (s["context"]["type"], s["count"]) == ("FIRST", "processors")
+
+
+def test_suggest_skips_a_non_pointer_va_and_looks_further():
+    vcpu = {"kind": "struct", "size": 0x10, "fields": {"vmcs_id": {"offset": 0, "type": UINT},
+                                                       "vmcs": {"offset": 8, "type": VOIDP}}}
+    assert rolemap.suggest(table(__vcpu_t=None, __vmm_context_t=None, CPU=vcpu))["vcpu"] == {
+        "vmcs_va": "vmcs", "vmxon_pa": "TODO: the vmxon_pa member of CPU"}
+
+
+@pytest.mark.parametrize("type_name,symbols,guess", [
+    ("HV_STATE", ["g_hv_ptr", "state_holder"], "state_holder"),     # words of 2 letters do not count
+    ("HV", ["g_context_ptr", "other"], "g_context_ptr"),            # no word of 3 letters: "context"
+    ("VMM_DATA", ["a_vmm", "g_vmm_data_long"], "g_vmm_data_long"),   # g_ names first
+    ("VMM_DATA", ["vmm_b_long", "vmm_c"], "vmm_c"),                  # then the shortest
+])
+def test_guess_global(type_name, symbols, guess):
+    doc = isf()
+    doc["symbols"] = {n: {"address": 0x100} for n in symbols}
+    assert rolemap._guess_global(rolemap_table(doc), type_name) == guess

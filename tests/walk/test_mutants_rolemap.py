@@ -399,3 +399,8 @@ def test_guess_global(type_name, symbols, guess):
     doc = isf()
     doc["symbols"] = {n: {"address": 0x100} for n in symbols}
     assert rolemap._guess_global(rolemap_table(doc), type_name) == guess
+
+
+def test_one_vmcs_role_is_enough():
+    assert sorted(resolve(spec(vcpu={"vmcs_pa": "vmcs_physical"}), table(), "m").roles) == ["vmcs_pa"]
+    assert sorted(resolve(spec(vcpu={"vmcs_va": "vmcs"}), table(), "m").roles) == ["vmcs_va"]

@@ -404,3 +404,10 @@ def test_guess_global(type_name, symbols, guess):
 def test_one_vmcs_role_is_enough():
     assert sorted(resolve(spec(vcpu={"vmcs_pa": "vmcs_physical"}), table(), "m").roles) == ["vmcs_pa"]
     assert sorted(resolve(spec(vcpu={"vmcs_va": "vmcs"}), table(), "m").roles) == ["vmcs_va"]
+
+
+def test_suggest_takes_a_name_ending_in_pa_as_physical():
+    vcpu = {"kind": "struct", "size": 0x10, "fields": {"VmxonPa": {"offset": 0, "type": ULL},
+                                                       "VmcsPa": {"offset": 8, "type": ULL}}}
+    assert rolemap.suggest(table(__vcpu_t=None, __vmm_context_t=None, CPU=vcpu))["vcpu"] == {
+        "vmxon_pa": "VmxonPa", "vmcs_pa": "VmcsPa"}

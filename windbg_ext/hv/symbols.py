@@ -118,17 +118,18 @@ def pointee(t: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 def from_isf(doc: Dict[str, Any], source: str, module: Optional[str] = None) -> SymbolTable:
-    """SymbolTable from a parsed ISF document (pure). Raises SymbolsError when it is not ISF."""
+    """SymbolTable from a parsed ISF document (pure). Raises SymbolsError when it is not ISF.
+    `source` is what the user gave, "ISF <path>" or "PDB <path>"."""
     if not isinstance(doc, dict) or not isinstance(doc.get("user_types"), dict) or \
             not isinstance(doc.get("symbols", {}), dict):
         raise SymbolsError("%s is not an ISF symbol file (Volatility 3 JSON with user_types and symbols); give "
                            "the driver's .pdb or its ISF .json" % source)
     base_sizes = dict(BASE_SIZES)
-    for name, bt in (doc.get("base_types") or {}).items():
-        if isinstance(bt, dict) and isinstance(bt.get("size"), int):
-            base_sizes[name] = bt["size"]
     structs: Dict[str, Struct] = {}
-    try:
+    try:  # AttributeError: a list where ISF has an object
+        for name, bt in (doc.get("base_types") or {}).items():
+            if isinstance(bt, dict) and isinstance(bt.get("size"), int):
+                base_sizes[name] = bt["size"]
         for name, ut in doc["user_types"].items():
             if not isinstance(ut, dict) or ut.get("kind") not in ("struct", "union"):
                 continue
@@ -137,12 +138,12 @@ def from_isf(doc: Dict[str, Any], source: str, module: Optional[str] = None) -> 
             structs[name] = Struct(name, int(ut.get("size", 0)), fields)
         symbols = {name: int(s["address"]) for name, s in (doc.get("symbols") or {}).items()
                    if isinstance(s, dict) and "address" in s}
-    except (KeyError, TypeError, ValueError) as e:
+        if module is None:  # the PDB the ISF names, else the file the user gave ("ISF drv.json" -> "drv")
+            db = (((doc.get("metadata") or {}).get("windows") or {}).get("pdb") or {}).get("database", "")
+            module = os.path.splitext(os.path.basename(str(db)))[0] or \
+                os.path.basename(source.partition(" ")[2] or source).split(".")[0]
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise SymbolsError("%s: malformed ISF (%s: %s)" % (source, type(e).__name__, e))
-    if module is None:
-        db = (((doc.get("metadata") or {}).get("windows") or {}).get("pdb") or {}).get("database", "")
-        module = os.path.splitext(os.path.basename(str(db)))[0] or \
-            os.path.basename(source).split(".")[0]
     return SymbolTable(module, structs, symbols, base_sizes, source)
 
 

@@ -150,7 +150,11 @@ def test_allowed_rules_gate_closes_both(R):
     caps = {PIN_CTLS: 0x0000000000000016}
     for c in R.checks:
         assert c.test(_state(caps, **{P: 0x100})) is NOT_APPLICABLE
+    assert len(g.seen) == 2 and g.seen[0] is not g.seen[1] and None not in g.seen
     g.value = True
+    s = _state(caps, **{P: 0x100})
+    R.checks[0].test(s)
+    assert g.seen[-1] is s
     assert [c.test(_state(caps, **{P: 0x100})) for c in R.checks] == [
         "PIN_BASED_VM_EXEC_CONTROL = 0x00000100: bits 4, 2, 1 must be 1 "
         "(allowed 0-settings, low half of IA32_VMX_PINBASED_CTLS = 0x00000016)",
@@ -178,6 +182,9 @@ def test_address_rules_4k(R):
         "IO_BITMAP_A = 0x0000008000000000: the I/O thing sets bits beyond the physical-address width (39 bits)")
     s = _state(IO_BITMAP_A=0x800)
     a.test(s)
+    assert g.seen[-1] is s
+    s = _state(IO_BITMAP_A=0x800)
+    w.test(s)
     assert g.seen[-1] is s
     g.value = False
     assert a.test(_state(IO_BITMAP_A=0x801)) is NOT_APPLICABLE
@@ -303,7 +310,9 @@ def test_injection_splits_the_field():
 
     def fn(s, info, vector, kind):
         seen.append((info, vector, kind))
+        states.append(s)
         return "r"
+    states = []
     test = ct._injection(fn)
     II = "VM_ENTRY_INTR_INFO_FIELD"
     assert test(_state(**{II: 0x7FFFFFFF})) is NOT_APPLICABLE     # valid (bit 31) clear
@@ -312,8 +321,9 @@ def test_injection_splits_the_field():
     for info, vector, kind in ((0x80000B0E, 0x0E, 3), (0x80000000, 0, 0), (0x80000123, 0x23, 1),
                                (0x80000FFF, 0xFF, 7), (0x80000602, 0x02, 6), (0xFFFFF8FF, 0xFF, 0),
                                (0x80000480, 0x80, 4)):
-        assert test(_state(**{II: info})) == "r"
-        assert seen[-1] == (info, vector, kind)
+        s = _state(**{II: info})
+        assert test(s) == "r"
+        assert seen[-1] == (info, vector, kind) and states[-1] is s
 
 
 def test_inj(R):

@@ -435,6 +435,8 @@ def test_pdptes_from_memory_without_ept():
     assert r([0, 0, 0, 1 << 40 | 1]) == ("PDPTE3 at 0x12345ff8 = 0x0000010000000001 (from GUEST_CR3): a present entry "
                                          "has bits beyond the physical-address width set")
     assert r([0, 0, 0, 1 << 40 | 1], maxphyaddr=41) is None
+    assert r([1 << 63 | 1, 0, 0, 0]) == ("PDPTE0 at 0x12345fe0 = 0x8000000000000001 (from GUEST_CR3): a present entry "
+                                         "has bits beyond the physical-address width set")   # no XD bit in a PDPTE
     assert r([0x1003] * 4, **WITH_EPT) is NOT_APPLICABLE
     assert r([0x1003] * 4, GUEST_CR0=1) is NOT_APPLICABLE
     assert r([0x1003] * 4, GUEST_CR4=0) is NOT_APPLICABLE

@@ -142,3 +142,21 @@ def test_read_file_errors_are_layout_errors(tmp_path):
     with pytest.raises(layouts.LayoutFileError) as e:
         layouts.read_file(str(tmp_path / "x.json"))
     assert "not valid JSON" in str(e.value)
+
+
+def test_read_file_messages_name_the_layout_file(tmp_path):
+    missing = str(tmp_path / "missing.json")
+    with pytest.raises(layouts.LayoutFileError) as e:
+        layouts.read_file(missing)
+    assert str(e.value) == "the layout file %s does not exist" % missing
+    (tmp_path / "y.json").write_text("[1]")
+    with pytest.raises(layouts.LayoutFileError) as e:
+        layouts.read_file(str(tmp_path / "y.json"))
+    assert str(e.value) == ("%s is not a VMCS layout file (format 'hvlab-vmcs-layout/1' expected; write one with: "
+                            "layout save FILE)" % (tmp_path / "y.json"))
+
+
+def test_shipped_layouts_are_read_without_an_installed_directory(dirs):
+    user, shipped = dirs   # user dir not created
+    (shipped / "a.json").write_text(json.dumps(doc([field()], "0x4", source="shipped")))
+    assert layouts.available() == [(str(shipped / "a.json"), 4, "shipped")]

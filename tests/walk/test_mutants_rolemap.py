@@ -305,7 +305,7 @@ def test_suggest_gives_each_member_one_role():
     assert s["vcpu"] == {"vmxon_va": "VmxonVmcsArea", "vmcs_va": "VmcsRegion", "host_stack": "Stack"}
 
 
-# -- the first mutation run's survivors (docs/mutation_mrole.md; issue 16) ---------------------------------
+# -- the first mutation run's survivors (docs/mutation-notes.md; issue 16) ---------------------------------
 def test_a_fresh_resolved_map_and_one_without_context():
     assert vars(rolemap.ResolvedMap()) == {
         "name": "", "key": "", "context_symbol": None, "context_offset": 0, "context_address": None,

@@ -39,3 +39,51 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_runs():
                              capture_output=True, text=True, cwd=ROOT)
         assert res.returncode == 2 and res.stdout == ""
         assert res.stderr.count("\n") == 1 and needle in res.stderr
+
+
+def _score_table_equivalents(doc):
+    """The "equivalent" column of the score table, summed over the module rows (not the "all" row)."""
+    rows = [r.split("|") for r in doc.split("\n") if r.startswith("| `arch/") or r.startswith("| `hv/")]
+    return sum(int(r[5]) for r in rows)
+
+
+def test_every_listed_equivalent_is_read_from_the_docs():
+    with open(os.path.join(ROOT, mutants.EQUIVALENTS_DOC), encoding="utf-8") as f:
+        doc = f.read()
+    listed = mutants.listed_equivalents(doc)
+    # the table of names and the score table are written separately: they must agree
+    assert len(listed) == _score_table_equivalents(doc) > 100
+    # each way a cell names mutants: one name, "_N" after a name, a range, a name with no module
+    assert {"msr_bitmap._slot__mutmut_3", "entry_checks.model.hexv__mutmut_13",
+            "paging.translate__mutmut_79", "paging.translate__mutmut_82", "exits._loadiwkey__mutmut_30",
+            "foreign.ForeignWalker.processor_count__mutmut_25", "foreign.ForeignWalker.__init____mutmut_15",
+            "symbols.SymbolTable.struct__mutmut_10"} <= listed
+    assert "paging.translate__mutmut_83" not in listed and "paging.translate__mutmut_78" not in listed
+
+
+def test_cells_naming_mutants_several_ways():
+    doc = ("### Equivalent survivors\n\n| mutant | change | why |\n|---|---|---|\n"
+           "| `a.f__mutmut_2, _5`, `_9` | x | y |\n"
+           "| `b.C.m__mutmut_1..3`, `n__mutmut_7`, `c.g__mutmut_4` | x | `not.a__mutmut_1` |\n"
+           "\n## Next\n| `d.h__mutmut_1` | x | y |\n")
+    assert mutants.listed_equivalents(doc) == {
+        "a.f__mutmut_2", "a.f__mutmut_5", "a.f__mutmut_9", "b.C.m__mutmut_1", "b.C.m__mutmut_2",
+        "b.C.m__mutmut_3", "b.C.n__mutmut_7", "c.g__mutmut_4"}
+    assert mutants.listed_equivalents("no table here") == set()
+
+
+def test_mutmut_names_as_the_docs_write_them():
+    assert mutants.short_name("windbg_ext.hv.foreign.x\u01c1ForeignWalker\u01c1vcpus__mutmut_14") == (
+        "foreign.ForeignWalker.vcpus__mutmut_14")
+    assert mutants.short_name("windbg_ext.arch.entry_checks.model.x_hexv__mutmut_11") == (
+        "entry_checks.model.hexv__mutmut_11")
+    assert mutants.short_name("windbg_ext.arch.exits.x__r__mutmut_1") == "exits._r__mutmut_1"
+
+
+def test_new_survivors_and_equivalents_detected_now_are_told_apart():
+    listed = {"a.f__mutmut_1", "a.f__mutmut_2", "b.g__mutmut_1"}
+    run = {"a.f__mutmut_%d" % i for i in range(1, 6)}
+    # b.g was not run: not "detected now"; a.f__mutmut_2 was run and did not survive
+    assert mutants.compare({"a.f__mutmut_1", "a.f__mutmut_4"}, listed, run) == (
+        ["a.f__mutmut_4"], ["a.f__mutmut_2"])
+    assert mutants.compare({"a.f__mutmut_1", "a.f__mutmut_2"}, listed, run) == ([], [])

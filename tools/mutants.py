@@ -7,12 +7,14 @@ windbg_ext/hv/). A module or folder named narrows only_mutate for this run only 
 name selection still mutates and copies every file in scope), so one module can be run alone on a
 shared machine. Each run starts from a fresh mutants/ tree: mutmut keeps earlier verdicts of
 survivors even when tests changed, which would hide a kill. At the end: per module, how many mutants
-were killed, timed out, survived or had no test, and the run's wall time; then the survivors' names
-(`.venv/bin/mutmut show NAME` shows one)."""
+were killed, timed out, survived or had no test, and the run's wall time; then the survivors, each
+marked as one of the equivalents listed in docs/testing.md or as new (`.venv/bin/mutmut show NAME`
+shows one's change), and any listed equivalent of the modules run that no longer survives."""
 import argparse
 import configparser
 import fnmatch
 import os
+import re
 import shutil
 import sys
 import time
@@ -48,13 +50,73 @@ def narrow(names, scope, root):
     return patterns, None
 
 
+EQUIVALENTS_DOC = os.path.join("docs", "testing.md")
+# mutmut's "segfault" is any test run ended by SIGSEGV or SIGKILL: here, the two msr_bitmap loops that
+# run out of memory. The test process died on the mutant's behaviour, so it counts as detected.
+DETECTED = ("killed", "timeout", "segfault")
+_LISTED = re.compile(r"^([\w.]+?)__mutmut_(\d+)(?:\.\.(\d+))?((?:, _\d+)*)$")
+
+
+def listed_equivalents(doc):
+    """The mutants named in the first column of the "Equivalent survivors" table of docs/testing.md, as
+    short names (`exits._inv__mutmut_12`, `foreign.ForeignWalker.vcpus__mutmut_14`). A cell may list
+    `name__mutmut_2, _5`, a range `name__mutmut_79..82`, a bare `_13` (the name before it) or a name
+    with no module (the module and class of the name before it)."""
+    start = doc.find("### Equivalent survivors")
+    names = set()
+    if start < 0:
+        return names
+    for row in doc[start:].split("\n")[1:]:
+        if row.startswith("#"):
+            break
+        if not row.startswith("| `"):
+            continue
+        base = None
+        for item in re.findall(r"`([^`]+)`", row.split("|")[1]):
+            if re.match(r"^_\d+$", item) and base:
+                names.add("%s__mutmut_%s" % (base, item[1:]))
+                continue
+            m = _LISTED.match(item)
+            if not m:
+                continue
+            name = m.group(1)
+            if "." not in name and base:
+                name = base.rpartition(".")[0] + "." + name
+            base = name
+            first, last = int(m.group(2)), int(m.group(3) or m.group(2))
+            for n in list(range(first, last + 1)) + [int(x) for x in re.findall(r"_(\d+)", m.group(4))]:
+                names.add("%s__mutmut_%d" % (base, n))
+    return names
+
+
+def short_name(key):
+    """mutmut's key (windbg_ext.hv.foreign.xǁForeignWalkerǁvcpus__mutmut_14) as docs/testing.md writes
+    it (foreign.ForeignWalker.vcpus__mutmut_14)."""
+    module, _, function = key.rpartition(".")
+    for package in ("windbg_ext.arch.", "windbg_ext.hv."):
+        if module.startswith(package):
+            module = module[len(package):]
+    if function.startswith("x\u01c1"):
+        function = function[2:].replace("\u01c1", ".", 1)
+    elif function.startswith("x_"):
+        function = function[2:]
+    return module + "." + function
+
+
+def compare(survivors, listed, run):
+    """(survivors not listed, listed mutants of this run that did not survive), sorted; all three
+    arguments are sets of short names, `run` every mutant of the modules run."""
+    return sorted(survivors - listed), sorted((listed & run) - survivors)
+
+
 def summary(patterns):
-    """Rows (module, mutants, killed, timeout, survived, no tests, other) and the survivors' names."""
+    """Rows (module, mutants, killed, timeout, survived, no tests, other), the survivors ("name: status")
+    and the names of all the mutants."""
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.stats import status_by_exit_code
     from mutmut.utils.file_utils import walk_mutatable_files
 
-    rows, survivors = [], []
+    rows, survivors, names = [], [], []
     for path in sorted(walk_mutatable_files()):
         if not any(fnmatch.fnmatch(str(path), p) for p in patterns):
             continue
@@ -62,15 +124,16 @@ def summary(patterns):
         data.load()
         counts = {}
         for key, code in sorted(data.exit_code_by_key.items()):
+            names.append(key)
             status = status_by_exit_code[code]
             counts[status] = counts.get(status, 0) + 1
-            if status != "killed" and status != "timeout":
+            if status not in DETECTED:
                 survivors.append("%s: %s" % (key, status))
         if data.exit_code_by_key:
             known = ("killed", "timeout", "survived", "no tests")
             rows.append((str(path), len(data.exit_code_by_key)) + tuple(counts.get(k, 0) for k in known)
                         + (sum(v for k, v in counts.items() if k not in known),))
-    return rows, survivors
+    return rows, survivors, names
 
 
 def main(argv=None):
@@ -110,7 +173,7 @@ def main(argv=None):
             return stop.code
     seconds = time.monotonic() - start
 
-    rows, survivors = summary(patterns)
+    rows, survivors, names = summary(patterns)
     total = [sum(r[i] for r in rows) for i in range(1, 7)]
     print("\n%-44s %7s %6s %7s %8s %8s %5s" % ("module", "mutants", "killed", "timeout", "survived",
                                                "no tests", "other"))
@@ -118,10 +181,23 @@ def main(argv=None):
         print("%-44s %7d %6d %7d %8d %8d %5d" % row)
     print("wall time %.0f s (copying, the first test run and the mutants)" % seconds)
     if total[0]:
-        print("detected (killed or timeout): %d of %d (%.1f%%)" % (
-            total[1] + total[2], total[0], 100.0 * (total[1] + total[2]) / total[0]))
+        detected = total[0] - len(survivors)
+        print("detected (killed, timeout or ended by a signal): %d of %d (%.1f%%)" % (
+            detected, total[0], 100.0 * detected / total[0]))
+    with open(EQUIVALENTS_DOC, encoding="utf-8") as f:
+        listed = listed_equivalents(f.read())
+    new, gone = compare({short_name(line.split(":")[0]) for line in survivors}, listed,
+                        {short_name(n) for n in names})
     for line in survivors:
-        print("    " + line)
+        tag = "NEW" if short_name(line.split(":")[0]) in new else "listed as equivalent"
+        print("    %s (%s)" % (line, tag))
+    if new:
+        print("%d survivor(s) not in %s's \"Equivalent survivors\": kill each with a test, or list it there "
+              "with the reason no test can tell it apart" % (len(new), EQUIVALENTS_DOC))
+    for name in gone:
+        print("listed as equivalent but detected now: %s (take it out of %s)" % (name, EQUIVALENTS_DOC))
+    if not new and not gone:
+        print("the survivors are exactly the equivalents %s lists for these modules" % EQUIVALENTS_DOC)
     return 0
 
 

@@ -87,3 +87,19 @@ def test_new_survivors_and_equivalents_detected_now_are_told_apart():
     assert mutants.compare({"a.f__mutmut_1", "a.f__mutmut_4"}, listed, run) == (
         ["a.f__mutmut_4"], ["a.f__mutmut_2"])
     assert mutants.compare({"a.f__mutmut_1", "a.f__mutmut_2"}, listed, run) == ([], [])
+
+
+def test_the_report_marks_each_survivor_and_says_what_to_do():
+    hv = "windbg_ext.hv.walker.x_f__mutmut_%d"
+    survivors = [(hv % 1, "survived"), (hv % 4, "no tests")]
+    listed = {"walker.f__mutmut_1", "walker.f__mutmut_2"}
+    lines = mutants.survivor_report(survivors, listed, [hv % i for i in (1, 2, 4)])
+    assert lines == [
+        "    %s: survived (listed as equivalent)" % (hv % 1),
+        "    %s: no tests (NEW)" % (hv % 4),
+        "1 survivor(s) not in docs/testing.md's \"Equivalent survivors\": kill each with a test, or list it "
+        "there with the reason no test can tell it apart",
+        "listed as equivalent but detected now: walker.f__mutmut_2 (take it out of docs/testing.md)"]
+    assert mutants.survivor_report([(hv % 1, "survived")], {"walker.f__mutmut_1"}, [hv % 1, hv % 2]) == [
+        "    %s: survived (listed as equivalent)" % (hv % 1),
+        "the survivors are exactly the equivalents docs/testing.md lists for these modules"]

@@ -109,8 +109,24 @@ def compare(survivors, listed, run):
     return sorted(survivors - listed), sorted((listed & run) - survivors)
 
 
+def survivor_report(survivors, listed, names):
+    """The lines after the table: each survivor ((key, status) from summary) marked as listed or NEW,
+    then what to do about the gaps, or that there are none."""
+    new, gone = compare({short_name(key) for key, _ in survivors}, listed, {short_name(n) for n in names})
+    lines = ["    %s: %s (%s)" % (key, status, "NEW" if short_name(key) in new else "listed as equivalent")
+             for key, status in survivors]
+    if new:
+        lines.append("%d survivor(s) not in %s's \"Equivalent survivors\": kill each with a test, or list it "
+                     "there with the reason no test can tell it apart" % (len(new), EQUIVALENTS_DOC))
+    lines += ["listed as equivalent but detected now: %s (take it out of %s)" % (name, EQUIVALENTS_DOC)
+              for name in gone]
+    if not new and not gone:
+        lines.append("the survivors are exactly the equivalents %s lists for these modules" % EQUIVALENTS_DOC)
+    return lines
+
+
 def summary(patterns):
-    """Rows (module, mutants, killed, timeout, survived, no tests, other), the survivors ("name: status")
+    """Rows (module, mutants, killed, timeout, survived, no tests, other), the survivors as (name, status)
     and the names of all the mutants."""
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.stats import status_by_exit_code
@@ -128,7 +144,7 @@ def summary(patterns):
             status = status_by_exit_code[code]
             counts[status] = counts.get(status, 0) + 1
             if status not in DETECTED:
-                survivors.append("%s: %s" % (key, status))
+                survivors.append((key, status))
         if data.exit_code_by_key:
             known = ("killed", "timeout", "survived", "no tests")
             rows.append((str(path), len(data.exit_code_by_key)) + tuple(counts.get(k, 0) for k in known)
@@ -153,6 +169,15 @@ def main(argv=None):
     patterns, error = narrow(args.modules, scope, ROOT) if args.modules else (scope, None)
     if error:
         print("tools/mutants.py: " + error, file=sys.stderr)
+        return 2
+
+    # read before the run, so a missing list does not end an hour's run in a traceback
+    try:
+        with open(EQUIVALENTS_DOC, encoding="utf-8") as f:
+            listed = listed_equivalents(f.read())
+    except OSError as e:
+        print("tools/mutants.py: cannot read %s (%s): restore it from git" % (EQUIVALENTS_DOC, e.strerror),
+              file=sys.stderr)
         return 2
 
     # mutmut needs Python 3.10+ (the dev extra installs it only there)
@@ -184,20 +209,8 @@ def main(argv=None):
         detected = total[0] - len(survivors)
         print("detected (killed, timeout or ended by a signal): %d of %d (%.1f%%)" % (
             detected, total[0], 100.0 * detected / total[0]))
-    with open(EQUIVALENTS_DOC, encoding="utf-8") as f:
-        listed = listed_equivalents(f.read())
-    new, gone = compare({short_name(line.split(":")[0]) for line in survivors}, listed,
-                        {short_name(n) for n in names})
-    for line in survivors:
-        tag = "NEW" if short_name(line.split(":")[0]) in new else "listed as equivalent"
-        print("    %s (%s)" % (line, tag))
-    if new:
-        print("%d survivor(s) not in %s's \"Equivalent survivors\": kill each with a test, or list it there "
-              "with the reason no test can tell it apart" % (len(new), EQUIVALENTS_DOC))
-    for name in gone:
-        print("listed as equivalent but detected now: %s (take it out of %s)" % (name, EQUIVALENTS_DOC))
-    if not new and not gone:
-        print("the survivors are exactly the equivalents %s lists for these modules" % EQUIVALENTS_DOC)
+    for line in survivor_report(survivors, listed, names):
+        print(line)
     return 0
 
 
